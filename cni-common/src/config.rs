@@ -1,0 +1,243 @@
+//! The network configuration a plugin reads on stdin.
+//!
+//! The common keys are typed; every other key stays in the parsed object for the plugin's own
+//! config type ([`NetConf::plugin_config`]), and the raw bytes are kept so that a plugin hands a
+//! delegate exactly what it received.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::error::CniError;
+use crate::result::{CniResult, Dns};
+use crate::validate;
+use crate::version::Version;
+
+/// Larger stdin is refused before parsing: real configs are a few KiB.
+pub const MAX_CONFIG_BYTES: usize = 4 << 20;
+
+#[derive(Debug, Clone)]
+pub struct NetConf {
+    pub version: Version,
+    pub name: String,
+    pub plugin_type: String,
+    pub cni_versions: Vec<String>,
+    pub ip_masq: bool,
+    /// `ipam.type`, when an `ipam` object is present.
+    pub ipam_type: Option<String>,
+    pub dns: Option<Dns>,
+    pub args: Option<Value>,
+    pub runtime_config: Map<String, Value>,
+    pub capabilities: Map<String, Value>,
+    pub prev_result: Option<Value>,
+    object: Map<String, Value>,
+    raw: Vec<u8>,
+}
+
+/// The common keys, as they appear on the wire.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Common {
+    #[serde(default)]
+    cni_version: Option<String>,
+    #[serde(default)]
+    cni_versions: Vec<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(rename = "type", default)]
+    plugin_type: Option<String>,
+    #[serde(default)]
+    ip_masq: Option<bool>,
+    #[serde(default)]
+    ipam: Option<IpamType>,
+    #[serde(default)]
+    dns: Option<Dns>,
+    #[serde(default)]
+    args: Option<Value>,
+    #[serde(default)]
+    runtime_config: Option<Map<String, Value>>,
+    #[serde(default)]
+    capabilities: Option<Map<String, Value>>,
+    #[serde(default)]
+    prev_result: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct IpamType {
+    #[serde(rename = "type", default)]
+    ipam_type: Option<String>,
+}
+
+/// One attachment named in a GC request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+impl NetConf {
+    /// Parses and validates stdin: JSON object (code 6), typed common keys (code 6), a valid
+    /// network name (code 7) and a supported `cniVersion` (code 1).
+    pub fn parse(raw: &[u8]) -> Result<NetConf, CniError> {
+        if raw.len() > MAX_CONFIG_BYTES {
+            return Err(CniError::decode(
+                "error unmarshall network config: config is too large",
+                format!("{} bytes, at most {MAX_CONFIG_BYTES}", raw.len()),
+            ));
+        }
+        let value: Value = serde_json::from_slice(raw)
+            .map_err(|e| CniError::decode(format!("error unmarshall network config: {e}"), ""))?;
+        let Value::Object(object) = value else {
+            return Err(CniError::decode(
+                "error unmarshall network config: not a JSON object",
+                "",
+            ));
+        };
+        let common = Common::deserialize(&Value::Object(object.clone()))
+            .map_err(|e| CniError::decode(format!("error unmarshall network config: {e}"), ""))?;
+        let name = common.name.unwrap_or_default();
+        validate::network_name(&name)?;
+        let version = Version::parse(common.cni_version.as_deref().unwrap_or(""))?;
+        Ok(NetConf {
+            version,
+            name,
+            plugin_type: common.plugin_type.unwrap_or_default(),
+            cni_versions: common.cni_versions,
+            ip_masq: common.ip_masq.unwrap_or(false),
+            ipam_type: common.ipam.map(|i| i.ipam_type.unwrap_or_default()),
+            dns: common.dns,
+            args: common.args,
+            runtime_config: common.runtime_config.unwrap_or_default(),
+            capabilities: common.capabilities.unwrap_or_default(),
+            prev_result: common.prev_result.filter(|v| !v.is_null()),
+            object,
+            raw: raw.to_vec(),
+        })
+    }
+
+    /// The bytes received on stdin, for a delegate.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// The whole config as a JSON object, with every key the plugin received.
+    pub fn object(&self) -> &Map<String, Value> {
+        &self.object
+    }
+
+    /// The plugin's own view of the config (all keys, typed by the plugin).
+    pub fn plugin_config<T: DeserializeOwned>(&self) -> Result<T, CniError> {
+        T::deserialize(&Value::Object(self.object.clone())).map_err(|e| {
+            CniError::invalid_config(format!("invalid {} config: {e}", self.plugin_type), "")
+        })
+    }
+
+    /// `prevResult`, converted from whatever version it was printed in.
+    pub fn prev_result(&self) -> Result<Option<CniResult>, CniError> {
+        self.prev_result
+            .as_ref()
+            .map(|v| {
+                CniResult::decode(v, self.version)
+                    .map_err(|e| e.context("failed to parse prevResult"))
+            })
+            .transpose()
+    }
+
+    /// The GC request's valid attachments (`cni.dev/valid-attachments`, or the pre-rename
+    /// `cni.dev/attachments`). `None` when the request names none.
+    pub fn valid_attachments(&self) -> Result<Option<Vec<Attachment>>, CniError> {
+        let value = self
+            .object
+            .get("cni.dev/valid-attachments")
+            .or_else(|| self.object.get("cni.dev/attachments"));
+        match value {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => Vec::<Attachment>::deserialize(v).map(Some).map_err(|e| {
+                CniError::invalid_config(format!("invalid cni.dev/valid-attachments: {e}"), "")
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<NetConf, CniError> {
+        NetConf::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn common_fields_and_unknown_keys() {
+        let c = parse(
+            r#"{"cniVersion":"1.0.0","name":"net1","type":"bridge","ipMasq":true,
+                "ipam":{"type":"host-local","subnet":"10.0.0.0/24"},
+                "capabilities":{"portMappings":true},"extra":{"x":1},
+                "runtimeConfig":{"mac":"aa:bb:cc:dd:ee:ff"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.version, Version::V1_0_0);
+        assert_eq!(c.name, "net1");
+        assert_eq!(c.plugin_type, "bridge");
+        assert!(c.ip_masq);
+        assert_eq!(c.ipam_type.as_deref(), Some("host-local"));
+        assert!(c.capabilities.contains_key("portMappings"));
+        assert_eq!(c.object()["extra"]["x"], 1);
+        assert!(c.raw().starts_with(b"{\"cniVersion\""));
+    }
+
+    #[test]
+    fn no_version_means_0_1_0() {
+        assert_eq!(parse(r#"{"name":"n"}"#).unwrap().version, Version::V0_1_0);
+    }
+
+    #[test]
+    fn errors_carry_spec_codes() {
+        let code = |s: &str| parse(s).err().map(|e| e.code());
+        assert_eq!(code("{"), Some(6));
+        assert_eq!(code("[]"), Some(6));
+        assert_eq!(code(r#"{"name":"n","ipMasq":"yes"}"#), Some(6));
+        assert_eq!(code(r#"{"name":"n","cniVersion":7}"#), Some(6));
+        assert_eq!(code(r#"{"cniVersion":"1.0.0"}"#), Some(7));
+        assert_eq!(code(r#"{"name":"../x","cniVersion":"1.0.0"}"#), Some(7));
+        assert_eq!(code(r#"{"name":"n","cniVersion":"0.9.0"}"#), Some(1));
+        let huge = format!(r#"{{"name":"n","pad":"{}"}}"#, "x".repeat(MAX_CONFIG_BYTES));
+        assert_eq!(code(&huge), Some(6));
+    }
+
+    #[test]
+    fn prev_result_is_converted_from_its_own_version() {
+        let c = parse(
+            r#"{"cniVersion":"1.0.0","name":"n","prevResult":{"cniVersion":"0.4.0",
+                "ips":[{"version":"4","address":"10.0.0.2/24"}],"dns":{}}}"#,
+        )
+        .unwrap();
+        let r = c.prev_result().unwrap().unwrap();
+        assert_eq!(r.ips[0].address.to_string(), "10.0.0.2/24");
+        let bad = parse(r#"{"cniVersion":"1.0.0","name":"n","prevResult":{"ips":5}}"#).unwrap();
+        let e = bad.prev_result().unwrap_err();
+        assert_eq!(e.code(), 6);
+        assert!(e.to_string().starts_with("failed to parse prevResult"));
+    }
+
+    #[test]
+    fn gc_attachments() {
+        let c = parse(
+            r#"{"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":
+                [{"containerID":"a","ifname":"eth0"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.valid_attachments().unwrap(),
+            Some(vec![Attachment {
+                container_id: "a".into(),
+                ifname: "eth0".into()
+            }])
+        );
+        let old = parse(r#"{"cniVersion":"1.1.0","name":"n","cni.dev/attachments":[]}"#).unwrap();
+        assert_eq!(old.valid_attachments().unwrap(), Some(vec![]));
+        let none = parse(r#"{"cniVersion":"1.1.0","name":"n"}"#).unwrap();
+        assert_eq!(none.valid_attachments().unwrap(), None);
+    }
+}
