@@ -1,0 +1,72 @@
+//! A "node": a private host network namespace with its own state directory, and the
+//! containers created on it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::netns::TestNetns;
+use crate::plugin::{PluginCall, plugin_dir};
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+#[derive(Debug)]
+pub struct Node {
+    // Field order matters: namespaces are unmounted before their directory is removed.
+    host: TestNetns,
+    dir: tempfile::TempDir,
+    plugins: PathBuf,
+}
+
+impl Node {
+    pub fn new() -> Node {
+        let dir = tempfile::Builder::new()
+            .prefix("cni-rs-test-")
+            .tempdir()
+            .unwrap();
+        let host = TestNetns::create(&dir.path().join("host.netns"));
+        // A fresh namespace has lo down; the host side of tests expects it up.
+        host.sh("ip", &["link", "set", "lo", "up"]);
+        Node {
+            host,
+            dir,
+            plugins: plugin_dir(),
+        }
+    }
+
+    /// The host namespace, for inspecting what the plugins did.
+    pub fn host(&self) -> &TestNetns {
+        &self.host
+    }
+
+    /// A temporary directory for this node's state (dataDir, subnet files, ...).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The directory the plugin binaries are taken from (`CNI_PATH`).
+    pub fn plugin_dir(&self) -> &Path {
+        &self.plugins
+    }
+
+    /// A new container network namespace; its name doubles as a unique container ID.
+    pub fn container(&self) -> (String, TestNetns) {
+        let id = format!(
+            "ctr{}-{}",
+            std::process::id(),
+            NEXT_ID.fetch_add(1, Ordering::Relaxed)
+        );
+        let ns = TestNetns::create(&self.dir.path().join(format!("{id}.netns")));
+        (id, ns)
+    }
+
+    /// A call of plugin `name`, run inside this node's host namespace.
+    pub fn plugin(&self, name: &str) -> PluginCall<'_> {
+        PluginCall::new(self, name)
+    }
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Self::new()
+    }
+}

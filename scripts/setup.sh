@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what building and testing the suite needs on a fresh Debian machine, and nothing
+# when it is all there already. Needs root (network namespaces, apt-get).
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: run as root: the tests create network namespaces" >&2
+    exit 1
+fi
+
+# command -> Debian package
+declare -A needed=(
+    [ip]=iproute2
+    [nft]=nftables
+    [nsenter]=util-linux
+    [ping]=iputils-ping
+    [cc]=gcc
+)
+missing=()
+for cmd in "${!needed[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${needed[$cmd]}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found: install Rust (rustup, stable >= 1.89) first" >&2
+    exit 1
+fi

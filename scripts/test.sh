@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command: lint, build the release plugins, and run every test against them.
+# Tests run plugins only inside private network namespaces they create and delete.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build --release"
+cargo build --workspace --release --bins --locked
+echo "== cargo test (plugins from target/release)"
+CNI_PLUGIN_DIR="$PWD/target/release" cargo test --workspace --locked
