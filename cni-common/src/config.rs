@@ -128,9 +128,8 @@ impl NetConf {
 
     /// The plugin's own view of the config (all keys, typed by the plugin).
     pub fn plugin_config<T: DeserializeOwned>(&self) -> Result<T, CniError> {
-        T::deserialize(&Value::Object(self.object.clone())).map_err(|e| {
-            CniError::invalid_config(format!("invalid {} config: {e}", self.plugin_type), "")
-        })
+        T::deserialize(&Value::Object(self.object.clone()))
+            .map_err(|e| CniError::invalid_config(format!("invalid network config: {e}"), ""))
     }
 
     /// `prevResult`, converted from whatever version it was printed in.
