@@ -15,11 +15,15 @@ declare -A needed=(
     [nsenter]=util-linux
     [ping]=iputils-ping
     [cc]=gcc
+    [bc]=bc
+    [unshare]=util-linux
 )
 missing=()
 for cmd in "${!needed[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${needed[$cmd]}")
 done
+# The Go reference plugins, for the side-by-side tests and benchmarks.
+[ -x /usr/lib/cni/host-local ] || missing+=(containernetworking-plugins)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

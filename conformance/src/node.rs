@@ -63,6 +63,27 @@ impl Node {
     pub fn plugin(&self, name: &str) -> PluginCall<'_> {
         PluginCall::new(self, name)
     }
+
+    /// A call of the Go reference plugin `name` (Debian's containernetworking-plugins).
+    pub fn go_plugin(&self, name: &str) -> PluginCall<'_> {
+        PluginCall::new(self, name).binary(go_plugin_path(name))
+    }
+}
+
+/// Where Debian installs the Go reference plugins.
+pub const GO_PLUGIN_DIR: &str = "/usr/lib/cni";
+
+/// The Go reference plugin's path; fails the test clearly when it is not installed, so that
+/// a comparison never passes by not running.
+pub fn go_plugin_path(name: &str) -> PathBuf {
+    let path = Path::new(GO_PLUGIN_DIR).join(name);
+    assert!(
+        path.is_file(),
+        "the Go reference plugin {} is missing: apt-get install containernetworking-plugins \
+         (scripts/setup.sh installs it)",
+        path.display()
+    );
+    path
 }
 
 impl Default for Node {

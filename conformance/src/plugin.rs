@@ -86,6 +86,12 @@ impl<'a> PluginCall<'a> {
         }
     }
 
+    /// Runs another binary than the suite's (e.g. a Go reference plugin) with the same setup.
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = path.into();
+        self
+    }
+
     /// Sets (or with an empty value, sets empty) one variable.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.retain(|(k, _)| k != key);

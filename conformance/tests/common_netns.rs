@@ -1,6 +1,9 @@
 //! cni-common's namespace, sysctl, netlink and delegation code against a real kernel, in
 //! namespaces the rig creates.
 
+// Test helpers fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::fs;
 
 use cni_common::netlink::Netlink;

@@ -1,5 +1,8 @@
 //! The loopback binary, run as a runtime runs it, in private namespaces.
 
+// Test helpers fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use conformance::chain::Attachment;
 use conformance::normalize::redact;
 use conformance::{Chain, Node, TestNetns};

@@ -13,6 +13,7 @@ use crate::error::HostLocalError;
 use crate::range::{RangeSet, RangeSpec, canonical};
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
+const INDEX_DIR: &str = ".cni-rs-index";
 
 /// A validated host-local configuration.
 #[derive(Debug, Clone)]
@@ -194,6 +195,12 @@ impl IpamConfig {
     /// `<dataDir>/<network>`; the name was validated by the skeleton.
     pub fn network_dir(&self) -> PathBuf {
         self.data_dir.join(&self.network)
+    }
+
+    /// Where our owner index of the network lives. Network names start with a letter or
+    /// digit, so this never collides with a network directory.
+    pub fn index_dir(&self) -> PathBuf {
+        self.data_dir.join(INDEX_DIR).join(&self.network)
     }
 }
 

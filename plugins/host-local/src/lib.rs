@@ -5,6 +5,7 @@ pub mod allocator;
 pub mod config;
 pub mod dns;
 pub mod error;
+pub mod index;
 pub mod range;
 pub mod store;
 
@@ -32,7 +33,8 @@ impl HostLocal {
         let cfg = IpamConfig::load(&inv.config, &inv.env.args)?;
         // Everything that can fail without touching state comes first.
         let dns = cfg.resolv_conf.as_deref().map(dns::read).transpose()?;
-        let mut store = DiskStore::open(&cfg.network_dir(), cfg.range_sets.len())?;
+        let mut store =
+            DiskStore::open(&cfg.network_dir(), &cfg.index_dir(), cfg.range_sets.len())?;
         let ips = allocate(&cfg, &mut store, owner(inv))?;
         store.commit();
         Ok(CniResult {
@@ -45,7 +47,8 @@ impl HostLocal {
 
     fn del(&self, inv: &Invocation) -> Result<(), HostLocalError> {
         let cfg = IpamConfig::load_for_release(&inv.config, &inv.env.args)?;
-        if let Some(mut store) = DiskStore::open_existing(&cfg.network_dir(), cfg.range_sets.len())?
+        if let Some(mut store) =
+            DiskStore::open_existing(&cfg.network_dir(), &cfg.index_dir(), cfg.range_sets.len())?
         {
             store.release(owner(inv))?;
             store.commit();
@@ -56,8 +59,9 @@ impl HostLocal {
     fn check(&self, inv: &Invocation) -> Result<(), HostLocalError> {
         let cfg = IpamConfig::load(&inv.config, &inv.env.args)?;
         let not_found = || HostLocalError::NotFound(inv.container_id().to_owned());
-        let mut store = DiskStore::open_existing(&cfg.network_dir(), cfg.range_sets.len())?
-            .ok_or_else(not_found)?;
+        let mut store =
+            DiskStore::open_existing(&cfg.network_dir(), &cfg.index_dir(), cfg.range_sets.len())?
+                .ok_or_else(not_found)?;
         let owned = allocator::Leases::owned(&mut store, owner(inv))?;
         store.commit();
         if owned.is_empty() {
@@ -76,7 +80,8 @@ impl HostLocal {
             .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
             .collect();
         let containers: HashSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
-        if let Some(mut store) = DiskStore::open_existing(&cfg.network_dir(), cfg.range_sets.len())?
+        if let Some(mut store) =
+            DiskStore::open_existing(&cfg.network_dir(), &cfg.index_dir(), cfg.range_sets.len())?
         {
             let released = store.retain(|lease| match lease {
                 LeaseOwner::Attachment { id, ifname } => {
@@ -99,7 +104,8 @@ impl HostLocal {
         let unusable = |e: HostLocalError| {
             HostLocalError::NotAvailable(format!("host-local cannot use its data directory: {e}"))
         };
-        let mut store = DiskStore::open(&dir, cfg.range_sets.len()).map_err(unusable)?;
+        let mut store =
+            DiskStore::open(&dir, &cfg.index_dir(), cfg.range_sets.len()).map_err(unusable)?;
         let leases = store.scan().map_err(unusable)?;
         store.commit();
         for (index, set) in cfg.range_sets.iter().enumerate() {

@@ -6,22 +6,18 @@
 //! - `<dir>/last_reserved_ip.<set>`: the set's last reserved address;
 //! - `<dir>/lock`: `flock`ed for every operation, so both plugins can run side by side.
 //!
-//! Ours alone, in `<dir>/.cni-rs/` (Go walks it but nothing in it ever matches a lease):
-//! - `owners/<containerID>/<ifname>` (or `:legacy`): the addresses that attachment holds;
-//! - `state`: present only while the owner index is complete, and holding a fingerprint of the
-//!   `last_reserved_ip.*` files. Every Go ADD rewrites `last_reserved_ip.0`, so a changed
-//!   fingerprint means Go added leases we have not indexed: the index is rebuilt from a full
-//!   scan. Our own mutations remove `state` first and write it back last, so a crash mid-way
-//!   also forces a rebuild. Index entries are only hints: a lease is always re-read before it
-//!   is trusted or removed, so leases Go released meanwhile are harmless.
+//! Ours alone: the owner index ([`crate::index`]) in `<dataDir>/.cni-rs-index/<network>/`,
+//! complete as of a fingerprint of the `last_reserved_ip.*` files. Every Go ADD rewrites
+//! `last_reserved_ip.0`, so a changed fingerprint means Go added leases we have not indexed,
+//! and the index is rebuilt from one full scan. Leases Go released meanwhile are harmless: a
+//! lease is always re-read before it is trusted or removed.
 //!
 //! Leases are written to a temporary file, synced and hard-linked into place, so a lease is
 //! never seen empty or half-written; an empty lease found under the lock (a crash of the Go
 //! plugin mid-write) is garbage and is reclaimed.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -30,20 +26,13 @@ use cni_common::validate;
 
 use crate::allocator::{Leases, Owner};
 use crate::error::HostLocalError;
+use crate::index::{Entry, LEGACY, OwnerIndex};
 
 const LOCK: &str = "lock";
 const LAST_RESERVED: &str = "last_reserved_ip.";
 const TMP: &str = ".cni-rs-tmp";
-const META: &str = ".cni-rs";
-const OWNERS: &str = "owners";
-const STATE: &str = "state";
-/// Owner-record name for leases written before ifnames were recorded. Never an ifname: those
-/// cannot contain `:`.
-const LEGACY: &str = ":legacy";
-/// First line of our files: contains a space, so it never equals a container ID, and no
-/// `\r\n`, so it never equals a lease.
-const OWNER_HEADER: &str = "cni-rs owner v1";
-const STATE_HEADER: &str = "cni-rs state v1";
+/// Changes whenever the index format does, so an old index is rebuilt, never misread.
+const STATE_HEADER: &str = "cni-rs state v1 buckets=256";
 
 /// Who a lease file says holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,8 +79,8 @@ impl LeaseOwner {
         matches!(self, LeaseOwner::Legacy { id } if id == owner.id)
     }
 
-    /// The owner-record path components, when the owner's names are safe as file names.
-    fn record_key(&self) -> Option<(String, String)> {
+    /// The index entry for this lease, when the owner's names are safe to index.
+    fn entry(&self, ip: IpAddr) -> Option<Entry> {
         let (id, leaf) = match self {
             LeaseOwner::Attachment { id, ifname } => {
                 validate::interface_name(ifname).ok()?;
@@ -100,7 +89,11 @@ impl LeaseOwner {
             LeaseOwner::Legacy { id } => (id, LEGACY),
             LeaseOwner::Empty | LeaseOwner::Unknown => return None,
         };
-        validate::is_valid_identifier(id).then(|| (id.clone(), leaf.to_owned()))
+        validate::is_valid_identifier(id).then(|| Entry {
+            id: id.clone(),
+            leaf: leaf.to_owned(),
+            ip,
+        })
     }
 }
 
@@ -120,14 +113,6 @@ fn write_file(path: &Path, bytes: &[u8]) -> io::Result<File> {
     Ok(f)
 }
 
-fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    match fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 fn remove_if_exists(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
@@ -140,25 +125,25 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
 pub struct DiskStore {
     dir: PathBuf,
     set_count: usize,
-    /// The index was changed and `state` removed; [`DiskStore::commit`] writes it back.
-    dirty: bool,
+    index: OwnerIndex,
     _lock: File,
 }
 
 type Store<T> = Result<T, HostLocalError>;
 
 impl DiskStore {
-    /// Opens the network directory, creating it (mode 0755, as Go does), and locks it.
-    pub fn open(dir: &Path, set_count: usize) -> Store<DiskStore> {
+    /// Opens the network directory `dir`, creating it (mode 0755, as Go does), and locks it.
+    /// `index` is where the owner index lives.
+    pub fn open(dir: &Path, index: &Path, set_count: usize) -> Store<DiskStore> {
         fs::create_dir_all(dir)
             .map_err(|e| HostLocalError::store("cannot create lease directory", dir, e))?;
-        Self::open_locked(dir, set_count)
+        Self::open_locked(dir, index, set_count)
     }
 
     /// Opens the directory only if it exists: DEL and CHECK have nothing to do without it.
-    pub fn open_existing(dir: &Path, set_count: usize) -> Store<Option<DiskStore>> {
+    pub fn open_existing(dir: &Path, index: &Path, set_count: usize) -> Store<Option<DiskStore>> {
         match fs::metadata(dir) {
-            Ok(m) if m.is_dir() => Self::open_locked(dir, set_count).map(Some),
+            Ok(m) if m.is_dir() => Self::open_locked(dir, index, set_count).map(Some),
             Ok(_) => Err(HostLocalError::store(
                 "not a directory:",
                 dir,
@@ -169,7 +154,7 @@ impl DiskStore {
         }
     }
 
-    fn open_locked(dir: &Path, set_count: usize) -> Store<DiskStore> {
+    fn open_locked(dir: &Path, index: &Path, set_count: usize) -> Store<DiskStore> {
         let lock_path = dir.join(LOCK);
         let lock = OpenOptions::new()
             .read(true)
@@ -181,29 +166,27 @@ impl DiskStore {
             .map_err(|e| HostLocalError::store("cannot open lock file", &lock_path, e))?;
         lock.lock()
             .map_err(|e| HostLocalError::store("cannot lock", &lock_path, e))?;
+        let owner_index = OwnerIndex::open(index)
+            .map_err(|e| HostLocalError::store("cannot open owner index", index, e))?;
         let mut store = DiskStore {
             dir: dir.to_owned(),
             set_count: set_count.max(1),
-            dirty: false,
+            index: owner_index,
             _lock: lock,
         };
-        let saved = read_if_exists(&store.meta(STATE)).unwrap_or(None);
-        if saved.as_deref() != Some(store.fingerprint().as_bytes()) {
-            store.rebuild_index()?;
+        if !store.index.is_current(&store.fingerprint()) {
+            let leases = store.scan()?;
+            store.reindex(&leases)?;
         }
         Ok(store)
     }
 
-    fn meta(&self, name: &str) -> PathBuf {
-        self.dir.join(META).join(name)
-    }
-
-    fn record_path(&self, id: &str, leaf: &str) -> PathBuf {
-        self.dir.join(META).join(OWNERS).join(id).join(leaf)
-    }
-
     fn err(&self, what: &'static str, path: &Path, e: io::Error) -> HostLocalError {
         HostLocalError::store(what, path, e)
+    }
+
+    fn index_err(&self, e: io::Error) -> HostLocalError {
+        HostLocalError::store("cannot update the owner index of", &self.dir, e)
     }
 
     /// What Go's ADD always changes: the `last_reserved_ip.*` files.
@@ -211,10 +194,8 @@ impl DiskStore {
         let mut out = format!("{STATE_HEADER}\n");
         for set in 0..self.set_count {
             let path = self.dir.join(format!("{LAST_RESERVED}{set}"));
-            let meta = fs::metadata(&path).ok();
-            let content = fs::read(&path).unwrap_or_default();
-            match meta {
-                Some(m) => out.push_str(&format!(
+            match (fs::metadata(&path), fs::read(&path)) {
+                (Ok(m), Ok(content)) => out.push_str(&format!(
                     "{set} {} {}.{} {} {}\n",
                     m.ino(),
                     m.mtime(),
@@ -222,43 +203,32 @@ impl DiskStore {
                     m.len(),
                     String::from_utf8_lossy(&content).escape_debug()
                 )),
-                None => out.push_str(&format!("{set} none\n")),
+                _ => out.push_str(&format!("{set} none\n")),
             }
         }
         out
     }
 
-    /// Removes `state` before the first change, so a crash mid-way forces a rebuild.
     fn begin_change(&mut self) -> Store<()> {
-        if !self.dirty {
-            let state = self.meta(STATE);
-            remove_if_exists(&state).map_err(|e| self.err("cannot invalidate", &state, e))?;
-            self.dirty = true;
-        }
-        Ok(())
+        self.index.begin_change().map_err(|e| self.index_err(e))
     }
 
     /// Records that the index is complete again. Failing here only costs a rebuild later.
     pub fn commit(mut self) {
-        if self.dirty {
-            let state = self.meta(STATE);
-            if let Err(e) = write_file(&state, self.fingerprint().as_bytes()) {
-                eprintln!("host-local: cannot write {}: {e}", state.display());
-            }
-            self.dirty = false;
+        let fingerprint = self.fingerprint();
+        if let Err(e) = self.index.commit(&fingerprint) {
+            eprintln!("host-local: cannot save the owner index: {e}");
         }
     }
 
     /// Reads every lease of the directory, reclaiming empty ones and stale temp files.
     pub fn scan(&mut self) -> Store<Vec<(IpAddr, LeaseOwner)>> {
-        let entries =
-            fs::read_dir(&self.dir).map_err(|e| self.err("cannot list", &self.dir.clone(), e))?;
+        let entries = fs::read_dir(&self.dir).map_err(|e| self.err("cannot list", &self.dir, e))?;
         let mut leases = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if name == TMP {
-                self.begin_change()?;
                 remove_if_exists(&entry.path()).ok();
                 continue;
             }
@@ -270,7 +240,6 @@ impl DiskStore {
             };
             match LeaseOwner::parse(&bytes) {
                 LeaseOwner::Empty => {
-                    self.begin_change()?;
                     eprintln!(
                         "host-local: reclaiming empty lease file {}",
                         entry.path().display()
@@ -283,67 +252,11 @@ impl DiskStore {
         Ok(leases)
     }
 
-    /// Rewrites the owner index from a full scan.
-    fn rebuild_index(&mut self) -> Store<()> {
-        let leases = self.scan()?;
-        self.write_index(&leases)
-    }
-
-    fn write_index(&mut self, leases: &[(IpAddr, LeaseOwner)]) -> Store<()> {
-        self.begin_change()?;
-        let owners = self.dir.join(META).join(OWNERS);
-        match fs::remove_dir_all(&owners) {
-            Err(e) if e.kind() != ErrorKind::NotFound => {
-                return Err(self.err("cannot clear", &owners, e));
-            }
-            _ => {}
-        }
-        let mut records: BTreeMap<(String, String), Vec<IpAddr>> = BTreeMap::new();
-        for (ip, owner) in leases {
-            if let Some(key) = owner.record_key() {
-                records.entry(key).or_default().push(*ip);
-            }
-        }
-        fs::create_dir_all(&owners).map_err(|e| self.err("cannot create", &owners, e))?;
-        for ((id, leaf), ips) in records {
-            self.write_record(&id, &leaf, &ips)?;
-        }
-        Ok(())
-    }
-
-    fn read_record(&self, id: &str, leaf: &str) -> Vec<IpAddr> {
-        let mut text = String::new();
-        let path = self.record_path(id, leaf);
-        match File::open(&path).and_then(|mut f| f.read_to_string(&mut text)) {
-            Ok(_) => text
-                .lines()
-                .skip(1)
-                .filter_map(|l| l.parse().ok())
-                .collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    fn write_record(&mut self, id: &str, leaf: &str, ips: &[IpAddr]) -> Store<()> {
-        self.begin_change()?;
-        let path = self.record_path(id, leaf);
-        if ips.is_empty() {
-            remove_if_exists(&path).map_err(|e| self.err("cannot remove", &path, e))?;
-            if let Some(parent) = path.parent() {
-                // Fails while other interfaces of the container remain: that is fine.
-                let _ = fs::remove_dir(parent);
-            }
-            return Ok(());
-        }
-        let mut text = format!("{OWNER_HEADER}\n");
-        for ip in ips {
-            text.push_str(&format!("{ip}\n"));
-        }
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| self.err("cannot create", parent, e))?;
-        }
-        write_file(&path, text.as_bytes()).map_err(|e| self.err("cannot write", &path, e))?;
-        Ok(())
+    fn reindex(&mut self, leases: &[(IpAddr, LeaseOwner)]) -> Store<()> {
+        let entries = leases.iter().filter_map(|(ip, o)| o.entry(*ip)).collect();
+        self.index
+            .replace_all(entries)
+            .map_err(|e| self.index_err(e))
     }
 
     fn lease_owner(&self, ip: IpAddr) -> Option<LeaseOwner> {
@@ -352,17 +265,21 @@ impl DiskStore {
             .map(|b| LeaseOwner::parse(&b))
     }
 
-    /// Index entries of `leaf` for `owner`, re-read from the leases and filtered by `keep`.
+    /// The indexed addresses of (`owner.id`, `leaf`) whose lease still says `keep`.
     fn verified(
-        &self,
+        &mut self,
         owner: Owner<'_>,
         leaf: &str,
         keep: impl Fn(&LeaseOwner) -> bool,
-    ) -> Vec<IpAddr> {
-        self.read_record(owner.id, leaf)
+    ) -> Store<Vec<IpAddr>> {
+        let ips = self
+            .index
+            .lookup(owner.id, leaf)
+            .map_err(|e| self.index_err(e))?;
+        Ok(ips
             .into_iter()
             .filter(|ip| self.lease_owner(*ip).is_some_and(|o| keep(&o)))
-            .collect()
+            .collect())
     }
 
     fn remove_lease(&mut self, ip: IpAddr) -> Store<()> {
@@ -374,16 +291,28 @@ impl DiskStore {
     /// DEL: releases every lease of the attachment; if it has none, the container's legacy
     /// leases (Go's rule). Returns what was released.
     pub fn release(&mut self, owner: Owner<'_>) -> Store<Vec<IpAddr>> {
-        for (leaf, legacy) in [(owner.ifname, false), (LEGACY, true)] {
+        let legacy = Owner {
+            id: owner.id,
+            ifname: LEGACY,
+        };
+        for (leaf, is_legacy) in [(owner.ifname, false), (LEGACY, true)] {
             let ips = self.verified(owner, leaf, |o| {
-                if legacy {
+                if is_legacy {
                     o.matches_legacy(owner)
                 } else {
                     o.matches(owner)
                 }
-            });
-            if !self.read_record(owner.id, leaf).is_empty() {
-                self.write_record(owner.id, leaf, &[])?;
+            })?;
+            let indexed = if is_legacy { legacy } else { owner };
+            if !self
+                .index
+                .lookup(indexed.id, indexed.ifname)
+                .map_err(|e| self.index_err(e))?
+                .is_empty()
+            {
+                self.index
+                    .remove(indexed.id, indexed.ifname, None)
+                    .map_err(|e| self.index_err(e))?;
             }
             if !ips.is_empty() {
                 for ip in &ips {
@@ -395,14 +324,14 @@ impl DiskStore {
         Ok(Vec::new())
     }
 
-    /// GC: releases every lease whose attachment `keep` rejects. Returns what was released.
+    /// GC: releases every lease whose owner `keep` rejects. Returns what was released.
     pub fn retain(&mut self, keep: impl Fn(&LeaseOwner) -> bool) -> Store<Vec<IpAddr>> {
         let leases = self.scan()?;
         let (kept, dropped): (Vec<_>, Vec<_>) = leases.into_iter().partition(|(_, o)| keep(o));
         for (ip, _) in &dropped {
             self.remove_lease(*ip)?;
         }
-        self.write_index(&kept)?;
+        self.reindex(&kept)?;
         Ok(dropped.into_iter().map(|(ip, _)| ip).collect())
     }
 }
@@ -431,9 +360,13 @@ impl Leases for DiskStore {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(self.err("cannot create lease", &path, e)),
         }
-        let mut ips = self.read_record(owner.id, owner.ifname);
-        ips.push(ip);
-        self.write_record(owner.id, owner.ifname, &ips)?;
+        self.index
+            .insert(Entry {
+                id: owner.id.to_owned(),
+                leaf: owner.ifname.to_owned(),
+                ip,
+            })
+            .map_err(|e| self.index_err(e))?;
         let last = self.dir.join(format!("{LAST_RESERVED}{set}"));
         write_file(&last, ip.to_string().as_bytes())
             .map_err(|e| self.err("cannot write", &last, e))?;
@@ -444,9 +377,9 @@ impl Leases for DiskStore {
         if self.lease_owner(ip).is_some_and(|o| o.matches(owner)) {
             self.remove_lease(ip)?;
         }
-        let mut ips = self.read_record(owner.id, owner.ifname);
-        ips.retain(|x| *x != ip);
-        self.write_record(owner.id, owner.ifname, &ips)
+        self.index
+            .remove(owner.id, owner.ifname, Some(ip))
+            .map_err(|e| self.index_err(e))
     }
 
     fn last_reserved(&mut self, set: usize) -> Option<IpAddr> {
@@ -455,8 +388,8 @@ impl Leases for DiskStore {
     }
 
     fn owned(&mut self, owner: Owner<'_>) -> Store<Vec<IpAddr>> {
-        let mut ips = self.verified(owner, owner.ifname, |o| o.matches(owner));
-        ips.extend(self.verified(owner, LEGACY, |o| o.matches_legacy(owner)));
+        let mut ips = self.verified(owner, owner.ifname, |o| o.matches(owner))?;
+        ips.extend(self.verified(owner, LEGACY, |o| o.matches_legacy(owner))?);
         Ok(ips)
     }
 }
