@@ -48,34 +48,37 @@ time_call() {
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
-run() { # run LEASES -> prints one table row per command
-    local n="$1" d_ours="$work/ours-$1" d_go="$work/go-$1" i
-    prefill "$d_ours" "$n"
-    prefill "$d_go" "$n"
-    local c_ours c_go
-    c_ours=$(conf "$d_ours")
-    c_go=$(conf "$d_go")
-    # Warm-up: our first call indexes the leases the "other plugin" wrote.
-    time_call "$OURS" ADD warm "$c_ours" >/dev/null; time_call "$OURS" DEL warm "$c_ours" >/dev/null
-    time_call "$GO" ADD warm "$c_go" >/dev/null; time_call "$GO" DEL warm "$c_go" >/dev/null
-    : >"$work/add-ours"; : >"$work/add-go"; : >"$work/del-ours"; : >"$work/del-go"
-    for ((i = 0; i < ITER; i++)); do
-        time_call "$OURS" ADD "c$i" "$c_ours" >>"$work/add-ours"
-        time_call "$GO" ADD "c$i" "$c_go" >>"$work/add-go"
-        time_call "$OURS" DEL "c$i" "$c_ours" >>"$work/del-ours"
-        time_call "$GO" DEL "c$i" "$c_go" >>"$work/del-go"
+# One iteration = ADD then DEL of a fresh container in each of the four setups (ours and Go,
+# empty and full network), in a random order, so that the I/O one of them causes (Go reads
+# every lease on each call) does not always land on the same neighbour.
+setups=(ours-0 ours-N go-0 go-N)
+declare -A bin=([ours-0]="$OURS" [ours-N]="$OURS" [go-0]="$GO" [go-N]="$GO")
+declare -A cfg
+for s in "${setups[@]}"; do
+    n=0; [ "${s#*-}" = N ] && n="$LEASES"
+    prefill "$work/$s" "$n"
+    cfg[$s]=$(conf "$work/$s")
+    # Warm-up: our first call indexes the leases "another plugin" wrote.
+    time_call "${bin[$s]}" ADD warm "${cfg[$s]}" >/dev/null
+    time_call "${bin[$s]}" DEL warm "${cfg[$s]}" >/dev/null
+    : >"$work/$s.add"; : >"$work/$s.del"
+done
+for ((i = 0; i < ITER; i++)); do
+    order=$(printf '%s\n' "${setups[@]}" | shuf)
+    for s in $order; do
+        time_call "${bin[$s]}" ADD "c$i" "${cfg[$s]}" >>"$work/$s.add"
+        time_call "${bin[$s]}" DEL "c$i" "${cfg[$s]}" >>"$work/$s.del"
     done
-    for cmd in add del; do
-        local a b
-        a=$(median <"$work/$cmd-ours")
-        b=$(median <"$work/$cmd-go")
-        printf '| %6s | %-3s | %8.2f ms | %8.2f ms | %6.1fx |\n' "$n" "${cmd^^}" \
-            "$(bc -l <<<"$a/1000")" "$(bc -l <<<"$b/1000")" "$(bc -l <<<"$b/$a")"
-    done
-}
+done
 
-echo "host-local, median of $ITER calls each, dataDir on $(df -T "$work" | awk 'NR==2 {print $2}')"
-echo "| leases | cmd |      ours  |    Go 1.1.1 | Go/ours |"
-echo "|--------|-----|------------|------------|---------|"
-run 0
-run "$LEASES"
+ms() { bc -l <<<"$1/1000"; }
+echo "host-local: median of $ITER calls each, dataDir on $(df -T "$work" | awk 'NR==2 {print $2}'), $LEASES leases in the full network"
+echo "| cmd | ours, empty | ours, full | Go, empty | Go, full | Go/ours (full) | ours full/empty |"
+echo "|-----|-------------|------------|-----------|----------|----------------|-----------------|"
+for cmd in add del; do
+    declare -A med=()
+    for s in "${setups[@]}"; do med[$s]=$(median <"$work/$s.$cmd"); done
+    printf '| %-3s | %8.2f ms | %7.2f ms | %6.2f ms | %5.2f ms | %13.1fx | %14.2fx |\n' "${cmd^^}" \
+        "$(ms "${med[ours-0]}")" "$(ms "${med[ours-N]}")" "$(ms "${med[go-0]}")" "$(ms "${med[go-N]}")" \
+        "$(bc -l <<<"${med[go-N]}/${med[ours-N]}")" "$(bc -l <<<"${med[ours-N]}/${med[ours-0]}")"
+done

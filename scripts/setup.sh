@@ -17,6 +17,7 @@ declare -A needed=(
     [cc]=gcc
     [bc]=bc
     [unshare]=util-linux
+    [shuf]=coreutils
 )
 missing=()
 for cmd in "${!needed[@]}"; do

@@ -547,3 +547,32 @@ fn legacy_and_garbage_lease_files() {
         "a file that is not ours was removed"
     );
 }
+
+#[test]
+fn runtime_ip_ranges_come_first() {
+    let node = Node::new();
+    let ipam = json!({"type": "host-local", "subnet": "10.2.0.0/24",
+        "dataDir": node.dir().join("networks")});
+    let list = json!({"cniVersion": "1.0.0", "name": "rr", "plugins": [{
+        "type": "host-local", "capabilities": {"ipRanges": true}, "ipam": ipam}]});
+    let chain = Chain::new(list).with_capability_args(
+        json!({"ipRanges": [[{"subnet": "10.1.0.0/24", "rangeStart": "10.1.0.100"}]]}),
+    );
+    let r = chain
+        .add(&node, &Attachment::new("a", "/x", "eth0"))
+        .unwrap();
+    let addrs: Vec<&str> = r["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ip| ip["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(addrs, ["10.1.0.100/24", "10.2.0.2/24"]);
+    chain
+        .del(&node, &Attachment::new("a", "/x", "eth0"), Some(&r))
+        .unwrap();
+    assert_eq!(
+        lease_dir(&node, "rr"),
+        ["last_reserved_ip.0", "last_reserved_ip.1", "lock"]
+    );
+}
