@@ -15,6 +15,8 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
+
+use crate::fsutil::write_file;
 use std::net::IpAddr;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -67,16 +69,6 @@ fn parse_line(line: &str) -> Option<Entry> {
         leaf: leaf.to_owned(),
         ip: ip.parse().ok()?,
     })
-}
-
-fn write_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
 }
 
 impl OwnerIndex {
@@ -205,7 +197,7 @@ impl OwnerIndex {
                 for e in &bucket.entries {
                     text.push_str(&format!("{} {} {}\n", e.id, e.leaf, e.ip));
                 }
-                write_in_place(&self.bucket_path(*key), text.as_bytes())?;
+                write_file(&self.bucket_path(*key), text.as_bytes())?;
             }
         }
         self.state.set_len(0)?;

@@ -5,6 +5,7 @@ pub mod allocator;
 pub mod config;
 pub mod dns;
 pub mod error;
+mod fsutil;
 pub mod index;
 pub mod range;
 pub mod store;

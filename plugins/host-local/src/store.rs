@@ -17,7 +17,7 @@
 //! plugin mid-write) is garbage and is reclaimed.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind};
 use std::net::IpAddr;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -26,6 +26,7 @@ use cni_common::validate;
 
 use crate::allocator::{Leases, Owner};
 use crate::error::HostLocalError;
+use crate::fsutil::{remove_if_exists, write_file};
 use crate::index::{Entry, LEGACY, OwnerIndex};
 
 const LOCK: &str = "lock";
@@ -100,24 +101,6 @@ impl LeaseOwner {
 /// The exact bytes the Go plugin writes.
 fn lease_bytes(owner: Owner<'_>) -> String {
     format!("{}\r\n{}", owner.id.trim(), owner.ifname)
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> io::Result<File> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    Ok(f)
-}
-
-fn remove_if_exists(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }
 
 /// One network's lease directory, locked for as long as the value lives.
