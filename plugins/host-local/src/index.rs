@@ -15,11 +15,11 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
-
-use crate::fsutil::write_file;
 use std::net::IpAddr;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use crate::fsutil::write_file;
 
 const OWNERS: &str = "owners";
 const STATE: &str = "state";
