@@ -1,0 +1,78 @@
+//! DEL, GC and STATUS: best-effort cleanup that needs neither the netns nor prevResult.
+
+use std::collections::HashSet;
+
+use cni_common::netlink::Netlink;
+use cni_common::netns::Netns;
+use cni_common::{Command, Invocation, delegate};
+
+use crate::add::tag;
+use crate::config::BridgeConf;
+use crate::error::BridgeError;
+use crate::firewall;
+use crate::link;
+
+/// Removes the container interface (if the namespace is still there), our firewall chains
+/// (found by name, so also after a partial ADD or without the netns, unlike Go #810) and the
+/// IPAM lease. Repeating it is harmless.
+pub fn del(inv: &Invocation) -> Result<(), BridgeError> {
+    let conf = BridgeConf::load(&inv.config, &inv.env.args)?;
+    if let Some(path) = inv.netns() {
+        match Netns::open(path) {
+            Ok(ns) => {
+                let cont = Netlink::in_netns(&ns)?;
+                if let Some(l) = cont.block_on(link::by_name(cont.handle(), inv.ifname()))? {
+                    // Deleting one end of the veth removes the host end with it.
+                    cont.block_on(link::del_link(cont.handle(), l.header.index))?;
+                }
+            }
+            Err(e) if e.is_gone() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if conf.ip_masq || conf.mac_spoof_check {
+        let batch = firewall::del_batch(&tag(&conf, inv), conf.ip_masq, conf.mac_spoof_check);
+        firewall::apply_teardown(&batch)?;
+    }
+    if let Some(ipam) = &conf.ipam_type {
+        delegate::exec(ipam, Command::Del, &inv.env, inv.config.raw())?;
+    }
+    Ok(())
+}
+
+/// Removes our firewall chains of this network whose attachment is not in
+/// `cni.dev/valid-attachments`, then forwards GC to IPAM.
+pub fn gc(inv: &Invocation) -> Result<(), BridgeError> {
+    let conf = BridgeConf::load(&inv.config, &inv.env.args)?;
+    let valid = inv.config.valid_attachments()?.unwrap_or_default();
+    let valid: HashSet<(&str, &str)> = valid
+        .iter()
+        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+        .collect();
+    let mut stale: Vec<_> = firewall::list()?
+        .into_iter()
+        .filter(|r| {
+            firewall::parse_comment(&r.comment).is_some_and(|(net, id, ifname)| {
+                net == conf.network && !valid.contains(&(id, ifname))
+            })
+        })
+        .map(|r| (r.family, r.chain))
+        .collect();
+    stale.sort_by(|a, b| a.1.cmp(&b.1));
+    stale.dedup();
+    if !stale.is_empty() {
+        firewall::delete_chains(&stale)?;
+    }
+    if let Some(ipam) = &conf.ipam_type {
+        delegate::exec(ipam, Command::Gc, &inv.env, inv.config.raw())?;
+    }
+    Ok(())
+}
+
+pub fn status(inv: &Invocation) -> Result<(), BridgeError> {
+    let conf = BridgeConf::load(&inv.config, &inv.env.args)?;
+    if let Some(ipam) = &conf.ipam_type {
+        delegate::exec(ipam, Command::Status, &inv.env, inv.config.raw())?;
+    }
+    Ok(())
+}
