@@ -59,6 +59,27 @@ impl Node {
         (id, ns)
     }
 
+    /// An "external" machine: a namespace linked to the host by a veth pair, the host end
+    /// `host_addr` (e.g. `198.51.100.1/24`), the far end `ext_addr`. It has no route to the
+    /// pods, so pods reach it only through masquerade.
+    pub fn external(&self, host_addr: &str, ext_addr: &str) -> TestNetns {
+        let (_, ext) = self.container();
+        let ext_path = ext.path_str();
+        let host = &self.host;
+        host.sh(
+            "ip",
+            &[
+                "link", "add", "ext0", "type", "veth", "peer", "name", "ext1", "netns", &ext_path,
+            ],
+        );
+        host.sh("ip", &["addr", "add", host_addr, "dev", "ext0"]);
+        host.sh("ip", &["link", "set", "ext0", "up"]);
+        ext.sh("ip", &["addr", "add", ext_addr, "dev", "ext1"]);
+        ext.sh("ip", &["link", "set", "ext1", "up"]);
+        ext.sh("ip", &["link", "set", "lo", "up"]);
+        ext
+    }
+
     /// A call of plugin `name`, run inside this node's host namespace.
     pub fn plugin(&self, name: &str) -> PluginCall<'_> {
         PluginCall::new(self, name)

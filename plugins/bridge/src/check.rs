@@ -36,34 +36,6 @@ pub fn check(inv: &Invocation) -> Result<(), BridgeError> {
     let host = Netlink::current()?;
     let cont = Netlink::in_netns(&ns)?;
 
-    let bridge = host
-        .block_on(link::by_name(host.handle(), &conf.bridge))?
-        .ok_or_else(|| {
-            fail(format!(
-                "CNI created bridge {} in host namespace was not found",
-                conf.bridge
-            ))
-        })?;
-    if link::kind(&bridge) != Some(&InfoKind::Bridge) {
-        return Err(fail(format!("{} is not a bridge", conf.bridge)));
-    }
-    if link::is_promisc(&bridge) != conf.promisc {
-        return Err(fail(format!(
-            "promiscuous mode of {} is not {}",
-            conf.bridge, conf.promisc
-        )));
-    }
-    let recorded = |name: &str| prev.interfaces.iter().find(|i| i.name == name);
-    if let Some(rec) = recorded(&conf.bridge).filter(|r| !r.mac.is_empty()) {
-        let mac = format_mac(&link::mac(&bridge));
-        if !rec.mac.eq_ignore_ascii_case(&mac) {
-            return Err(fail(format!(
-                "bridge {} has MAC {mac}, not {}",
-                conf.bridge, rec.mac
-            )));
-        }
-    }
-
     let ifname = inv.ifname();
     let rec = prev
         .interfaces
@@ -93,6 +65,35 @@ pub fn check(inv: &Invocation) -> Result<(), BridgeError> {
     }
     if !rec.mac.is_empty() && !rec.mac.eq_ignore_ascii_case(&format_mac(&link::mac(&cif))) {
         return Err(fail(format!("{ifname} MAC changed from {}", rec.mac)));
+    }
+
+    let bridge = host
+        .block_on(link::by_name(host.handle(), &conf.bridge))?
+        .ok_or_else(|| {
+            fail(format!(
+                "CNI created bridge {} in host namespace was not found",
+                conf.bridge
+            ))
+        })?;
+    if link::kind(&bridge) != Some(&InfoKind::Bridge) {
+        return Err(fail(format!("{} is not a bridge", conf.bridge)));
+    }
+    if link::is_promisc(&bridge) != conf.promisc {
+        return Err(fail(format!(
+            "promiscuous mode of {} is not {}",
+            conf.bridge, conf.promisc
+        )));
+    }
+    let recorded = |name: &str| prev.interfaces.iter().find(|i| i.name == name);
+    // The bridge's MAC is pinned only when it is the gateway; otherwise it follows its ports.
+    if let Some(rec) = recorded(&conf.bridge).filter(|r| conf.is_gateway && !r.mac.is_empty()) {
+        let mac = format_mac(&link::mac(&bridge));
+        if !rec.mac.eq_ignore_ascii_case(&mac) {
+            return Err(fail(format!(
+                "bridge {} has MAC {mac}, not {}",
+                conf.bridge, rec.mac
+            )));
+        }
     }
 
     // The host end: a veth in prevResult, present and still a port of the bridge.
