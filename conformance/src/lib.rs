@@ -18,3 +18,10 @@ pub use chain::Chain;
 pub use netns::TestNetns;
 pub use node::Node;
 pub use plugin::{Outcome, PluginCall, plugin_dir};
+
+/// Reports a skipped check on the real stderr (the test harness captures `eprintln!`), so a
+/// skip is always visible in CI output.
+pub fn skip(test: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+}

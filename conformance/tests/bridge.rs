@@ -497,3 +497,142 @@ fn bad_configs_are_refused_before_anything_is_created() {
     }
     assert_eq!(host_state(&node), before);
 }
+
+/// Whether this kernel can filter VLANs on a bridge (not every build can).
+fn kernel_has_vlan_filtering(node: &Node) -> bool {
+    let probe = node.host().run(
+        "ip",
+        &[
+            "link",
+            "add",
+            "vprobe",
+            "type",
+            "bridge",
+            "vlan_filtering",
+            "1",
+        ],
+    );
+    if probe.status.success() {
+        node.host().sh("ip", &["link", "del", "vprobe"]);
+    }
+    probe.status.success()
+}
+
+#[test]
+fn vlan_access_and_trunk_ports() {
+    let node = Node::new();
+    let c = chain(
+        "1.0.0",
+        json!({"bridge": "vbr0", "vlan": 100, "vlanTrunk": [{"id": 200}, {"minID": 300, "maxID": 301}],
+               "isGateway": true, "ipam": host_local(&node, ranges(V4))}),
+    );
+    if !kernel_has_vlan_filtering(&node) {
+        // Say so loudly instead of passing quietly; and the plugin must fail cleanly.
+        eprintln!(
+            "SKIPPED vlan_access_and_trunk_ports: this kernel cannot create a vlan_filtering bridge"
+        );
+        let (id, ns) = node.container();
+        let err = c
+            .add(&node, &Attachment::new(&id, &ns.path_str(), "eth0"))
+            .unwrap_err();
+        let msg = err.outcome.err(101);
+        assert!(msg.starts_with("failed to create bridge \"vbr0\""), "{msg}");
+        return;
+    }
+    let pod = add_pod(&node, &c);
+    let veth = pod.result["interfaces"][1]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let vlans = node.host().sh("bridge", &["vlan", "show", "dev", &veth]);
+    assert!(vlans.contains("100 PVID Egress Untagged"), "{vlans}");
+    assert!(
+        vlans.contains("200") && vlans.contains("300") && vlans.contains("301"),
+        "{vlans}"
+    );
+    assert_eq!(pod.result["interfaces"][3]["name"], "vbr0.100");
+    del_pod(&node, &c, &pod);
+}
+
+#[test]
+fn promisc_dad_l2_only_and_dns_keys() {
+    let node = Node::new();
+    // promiscMode puts the bridge in promiscuous mode.
+    let promisc = chain("1.0.0", json!({"bridge": "pbr", "promiscMode": true}));
+    let pod = add_pod(&node, &promisc);
+    assert!(
+        node.host()
+            .sh("ip", &["-d", "link", "show", "pbr"])
+            .contains("promiscuity 1")
+    );
+    del_pod(&node, &promisc, &pod);
+
+    // enabledad: ADD waits for DAD to finish instead of turning it off.
+    let dad = chain(
+        "1.0.0",
+        json!({"bridge": "dbr", "isGateway": true, "enabledad": true,
+               "ipam": host_local(&node, ranges(r#"[[{"subnet": "fd99::/64"}]]"#))}),
+    );
+    let pod = add_pod(&node, &dad);
+    assert_eq!(sysctl(&pod.ns, "net/ipv6/conf/eth0/accept_dad"), "1");
+    let addrs = pod
+        .ns
+        .sh("ip", &["-6", "addr", "show", "eth0", "scope", "global"]);
+    assert!(!addrs.contains("tentative"), "{addrs}");
+    del_pod(&node, &dad, &pod);
+
+    // disableContainerInterface leaves the container end down.
+    let down = chain(
+        "1.0.0",
+        json!({"bridge": "nbr", "disableContainerInterface": true}),
+    );
+    let pod = add_pod(&node, &down);
+    assert!(
+        pod.ns
+            .sh("ip", &["link", "show", "eth0"])
+            .contains("state DOWN")
+    );
+    del_pod(&node, &down, &pod);
+
+    // The config's own dns replaces what IPAM returned.
+    let dns = chain(
+        "1.0.0",
+        json!({"bridge": "sbr", "dns": {"nameservers": ["10.96.0.10"], "search": ["svc"]},
+               "ipam": host_local(&node, ranges(V4))}),
+    );
+    let pod = add_pod(&node, &dns);
+    assert_eq!(
+        pod.result["dns"],
+        json!({"nameservers": ["10.96.0.10"], "search": ["svc"]})
+    );
+    del_pod(&node, &dns, &pod);
+}
+
+#[test]
+fn status_is_forwarded_to_ipam() {
+    let node = Node::new();
+    let c = chain(
+        "1.1.0",
+        json!({"isGateway": true, "ipam": host_local(&node, ranges(r#"[[{"subnet": "10.91.0.0/30"}]]"#))}),
+    );
+    let status = || {
+        node.plugin("bridge")
+            .command("STATUS")
+            .config(&c.request_config(0, None))
+            .run()
+    };
+    assert!(status().success());
+    let pod = add_pod(&node, &c);
+    assert_eq!(
+        status().err(50),
+        "no IP addresses available in range set 0: 10.91.0.1-10.91.0.2 (1 of 1 in use)"
+    );
+    del_pod(&node, &c, &pod);
+    let l2 = chain("1.1.0", json!({"bridge": "l2"}));
+    let out = node
+        .plugin("bridge")
+        .command("STATUS")
+        .config(&l2.request_config(0, None))
+        .run();
+    assert!(out.success(), "{out:?}");
+}

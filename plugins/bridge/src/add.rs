@@ -47,11 +47,6 @@ pub fn tag<'a>(conf: &'a BridgeConf, inv: &'a Invocation) -> Tag<'a> {
 
 pub fn add(inv: &Invocation) -> Result<CniResult, BridgeError> {
     let conf = BridgeConf::load(&inv.config, &inv.env.args)?;
-    if conf.uses_vlans() {
-        return Err(BridgeError::Config(
-            "vlan and vlanTrunk are not supported by this bridge plugin yet".into(),
-        ));
-    }
     let netns_path = inv.required_netns()?;
     let ns = Netns::open(netns_path)?;
     let host = Netlink::current()?;
@@ -193,6 +188,15 @@ fn add_attachment(
         conf.hairpin,
         conf.port_isolation,
     ))?;
+    if conf.uses_vlans() {
+        host.block_on(link::set_port_vlans(
+            host.handle(),
+            host_index,
+            conf.vlan,
+            &conf.vlan_trunk,
+            conf.preserve_default_vlan,
+        ))?;
+    }
     host.block_on(link::set_up(host.handle(), host_index, true))?;
 
     let mut result = CniResult {
@@ -229,8 +233,20 @@ fn add_attachment(
         result.dns = ipam_result.dns;
         let bridge_addrs = gateway::apply(&mut result, conf);
         configure_container(inv, conf, ns, cont, container_index, &result)?;
+        // With an access VLAN the gateway lives on a `<bridge>.<vlan>` port of that VLAN.
+        let gateway_link = if conf.vlan != 0 && !bridge_addrs.is_empty() {
+            let gw = ensure_vlan_gateway(host, conf, bridge)?;
+            result.interfaces.push(Interface {
+                name: link::name(&gw).unwrap_or_default().to_owned(),
+                mac: format_mac(&link::mac(&gw)),
+                ..Interface::default()
+            });
+            gw
+        } else {
+            bridge.clone()
+        };
         for addr in &bridge_addrs {
-            ensure_bridge_addr(host, conf, bridge, *addr)?;
+            ensure_gateway_addr(host, conf, &gateway_link, *addr)?;
         }
         if !bridge_addrs.is_empty() {
             pin_bridge_mac(host, bridge.header.index)?;
@@ -371,16 +387,71 @@ fn wait_dad(cont: &Netlink, index: u32) -> Result<(), BridgeError> {
     }
 }
 
-/// Puts a gateway address on the bridge. Another IPv4 address, or an overlapping IPv6 one,
-/// means the node's subnet changed since the bridge was set up.
-fn ensure_bridge_addr(
+/// The host-side gateway port of the access VLAN: a veth `<bridge>.<vlan>` whose peer is an
+/// untagged port of that VLAN on the bridge. Shared by every pod of the VLAN.
+fn ensure_vlan_gateway(
     host: &Netlink,
     conf: &BridgeConf,
     bridge: &LinkMessage,
+) -> Result<LinkMessage, BridgeError> {
+    let h = host.handle();
+    let name = format!("{}.{}", conf.bridge, conf.vlan);
+    if name.len() > cni_common::validate::IFNAME_MAX {
+        return Err(BridgeError::Config(format!(
+            "the VLAN gateway interface name {name} is longer than 15 bytes: use a shorter bridge name"
+        )));
+    }
+    if let Some(existing) = host.block_on(link::by_name(h, &name))? {
+        return Ok(existing);
+    }
+    let host_ns = File::open("/proc/thread-self/ns/net")
+        .map_err(|e| BridgeError::Kernel(format!("cannot open the host network namespace: {e}")))?;
+    let peer = random_veth_name(0);
+    host.block_on(link::add_veth(
+        h,
+        &name,
+        &peer,
+        conf.mtu,
+        None,
+        host_ns.as_raw_fd(),
+    ))
+    .map_err(|e| BridgeError::Kernel(format!("failed to create VLAN gateway {name}: {e}")))?;
+    let port = host
+        .block_on(link::by_name(h, &peer))?
+        .ok_or_else(|| BridgeError::Kernel(format!("{peer} vanished after creation")))?;
+    host.block_on(link::attach_port(
+        h,
+        port.header.index,
+        bridge.header.index,
+        false,
+        false,
+    ))?;
+    host.block_on(link::set_port_vlans(
+        h,
+        port.header.index,
+        conf.vlan,
+        &[],
+        conf.preserve_default_vlan,
+    ))?;
+    host.block_on(link::set_up(h, port.header.index, true))?;
+    let gw = host
+        .block_on(link::by_name(h, &name))?
+        .ok_or_else(|| BridgeError::Kernel(format!("{name} vanished after creation")))?;
+    host.block_on(link::set_up(h, gw.header.index, true))?;
+    Ok(gw)
+}
+
+/// Puts a gateway address on the bridge (or the VLAN gateway). Another IPv4 address, or an
+/// overlapping IPv6 one, means the node's subnet changed since the bridge was set up.
+fn ensure_gateway_addr(
+    host: &Netlink,
+    conf: &BridgeConf,
+    target: &LinkMessage,
     addr: IpNetwork,
 ) -> Result<(), BridgeError> {
     let h = host.handle();
-    let index = bridge.header.index;
+    let index = target.header.index;
+    let dev = link::name(target).unwrap_or(&conf.bridge).to_owned();
     for (existing, msg) in host.block_on(link::addresses(h, index))? {
         if existing.is_ipv4() != addr.is_ipv4() {
             continue;
@@ -402,10 +473,9 @@ fn ensure_bridge_addr(
             host.block_on(link::del_address(h, msg))?;
         } else {
             return Err(BridgeError::Conflict(format!(
-                "failed to set bridge addr: \"{}\" already has an IP address different from {addr} \
+                "failed to set bridge addr: \"{dev}\" already has an IP address different from {addr} \
                  ({existing}); the node's subnet has changed: delete the old address \
-                 (ip addr del {existing} dev {}) or set \"forceAddress\": true",
-                conf.bridge, conf.bridge
+                 (ip addr del {existing} dev {dev}) or set \"forceAddress\": true"
             )));
         }
     }

@@ -9,12 +9,13 @@ use futures_util::TryStreamExt;
 use ipnetwork::IpNetwork;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use rtnetlink::packet_route::link::{
-    BridgePortState, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage,
+    BridgePortState, BridgeVlanInfoFlags, InfoBridgePort, InfoData, InfoKind, InfoPortData,
+    InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::route::RouteScope;
 use rtnetlink::{
-    LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    LinkBridge, LinkBridgePort, LinkBridgeVlan, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
 };
 
 type Nl<T> = Result<T, NetlinkError>;
@@ -212,6 +213,42 @@ pub async fn attach_port(
         .execute()
         .await
         .context("failed to set bridge port flags")
+}
+
+/// The port's VLANs: unless `preserve_default`, the default VLAN 1 goes first; `access`
+/// becomes the untagged PVID; `trunk` VLANs are tagged; a trunk without an access VLAN keeps
+/// VLAN 1 as untagged PVID (the reference's layout).
+pub async fn set_port_vlans(
+    h: &Handle,
+    port: u32,
+    access: u16,
+    trunk: &[u16],
+    preserve_default: bool,
+) -> Nl<()> {
+    let untagged_pvid = BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged;
+    if !preserve_default {
+        let del = LinkBridgeVlan::new(port)
+            .vlan(1, BridgeVlanInfoFlags::empty())
+            .build();
+        // Absent already is fine.
+        let _ = h.link().del_with_message(del).execute().await;
+    }
+    let mut entries: Vec<(u16, BridgeVlanInfoFlags)> = Vec::new();
+    if access != 0 {
+        entries.push((access, untagged_pvid));
+    } else if !trunk.is_empty() {
+        entries.push((1, untagged_pvid));
+    }
+    entries.extend(trunk.iter().map(|v| (*v, BridgeVlanInfoFlags::empty())));
+    for (vid, flags) in entries {
+        let msg = LinkBridgeVlan::new(port).vlan(vid, flags).build();
+        h.link()
+            .set(msg)
+            .execute()
+            .await
+            .context(format!("failed to add VLAN {vid} to port {port}"))?;
+    }
+    Ok(())
 }
 
 fn address_of(m: &AddressMessage) -> Option<IpNetwork> {
