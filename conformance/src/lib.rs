@@ -19,9 +19,20 @@ pub use netns::TestNetns;
 pub use node::Node;
 pub use plugin::{Outcome, PluginCall, plugin_dir};
 
-/// Reports a skipped check on the real stderr (the test harness captures `eprintln!`), so a
-/// skip is always visible in CI output.
+/// Where skipped checks are recorded; `scripts/test.sh` prints the file after the tests,
+/// because the test harness swallows the output of passing tests.
+pub const SKIP_LOG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-skips.txt");
+
+/// Records a skipped check so that a skip is always visible in CI output, never a quiet pass.
 pub fn skip(test: &str, reason: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+    let line = format!("SKIPPED {test}: {reason}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(SKIP_LOG)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
 }
