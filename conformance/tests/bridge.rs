@@ -165,21 +165,53 @@ fn pods_ping_each_other_and_the_gateway_v4_v6_dual() {
 fn masquerade_lets_pods_reach_an_external_network() {
     let node = Node::new();
     let ext = node.external("198.51.100.1/24", "198.51.100.2/24");
+    node.host().sh(
+        "ip",
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:ff::1/64",
+            "dev",
+            "ext0",
+            "nodad",
+        ],
+    );
+    ext.sh(
+        "ip",
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:ff::2/64",
+            "dev",
+            "ext1",
+            "nodad",
+        ],
+    );
     let masq = chain(
         "1.0.0",
         json!({"isDefaultGateway": true, "ipMasq": true,
-               "ipam": host_local(&node, ranges(V4))}),
+               "ipam": host_local(&node, ranges(DUAL))}),
     );
     let pod = add_pod(&node, &masq);
     assert!(
         pings(&pod.ns, "198.51.100.2"),
         "masqueraded pod cannot reach the external host"
     );
+    assert!(
+        pings(&pod.ns, "2001:db8:ff::2"),
+        "masqueraded pod cannot reach it over IPv6"
+    );
     let rules = node
         .host()
         .sh("nft", &["list", "table", "inet", "cni_rs_masquerade"]);
     assert!(
         rules.contains(&format!("ip saddr {}", ip_of(&pod, true))),
+        "{rules}"
+    );
+    assert!(
+        rules.contains(&format!("ip6 saddr {}", ip_of(&pod, false))),
         "{rules}"
     );
     assert!(
@@ -202,6 +234,38 @@ fn masquerade_lets_pods_reach_an_external_network() {
     assert!(!pings(&pod.ns, "198.51.100.2"));
     del_pod(&node, &plain, &pod);
     drop(ext);
+}
+
+#[test]
+fn mac_spoof_check_drops_frames_from_another_mac() {
+    let node = Node::new();
+    let c = chain(
+        "1.0.0",
+        json!({"isGateway": true, "macspoofchk": true, "ipam": host_local(&node, ranges(V4))}),
+    );
+    let pod = add_pod(&node, &c);
+    assert!(pings(&pod.ns, "10.77.0.1"));
+    let mac = pod.result["interfaces"][2]["mac"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let set_mac = |m: &str| {
+        pod.ns.sh("ip", &["link", "set", "eth0", "down"]);
+        pod.ns.sh("ip", &["link", "set", "eth0", "address", m]);
+        pod.ns.sh("ip", &["link", "set", "eth0", "up"]);
+        pod.ns
+            .sh("ip", &["route", "replace", "default", "via", "10.77.0.1"]);
+    };
+    set_mac("02:00:00:00:00:99");
+    node.host().sh("ip", &["neigh", "flush", "dev", "cni0"]);
+    assert!(!pings(&pod.ns, "10.77.0.1"), "a spoofed MAC got through");
+    set_mac(&mac);
+    assert!(pings(&pod.ns, "10.77.0.1"), "the real MAC is blocked");
+    del_pod(&node, &c, &pod);
+    let rules = node
+        .host()
+        .sh("nft", &["list", "table", "bridge", "cni_rs_macspoofchk"]);
+    assert!(!rules.contains("drop"), "{rules}");
 }
 
 #[test]
