@@ -18,9 +18,10 @@ use rtnetlink::packet_route::link::{BridgePortState, InfoKind, LinkMessage};
 
 use crate::config::{BridgeConf, format_mac};
 use crate::error::BridgeError;
-use crate::firewall::{self, Rules, Tag};
+use crate::firewall::{self, Rules};
 use crate::gateway;
 use crate::link;
+use cni_nft::Tag;
 
 /// Retries when the random host veth name is taken.
 const VETH_NAME_TRIES: usize = 10;
@@ -63,7 +64,7 @@ pub fn add(inv: &Invocation) -> Result<CniResult, BridgeError> {
 fn rollback(inv: &Invocation, conf: &BridgeConf, cont: &Netlink, undo: &Undo) {
     if undo.firewall {
         let batch = firewall::del_batch(&tag(conf, inv), conf.ip_masq, conf.mac_spoof_check);
-        if let Err(e) = firewall::apply(&batch, "failed to remove firewall rules") {
+        if let Err(e) = cni_nft::apply(&batch, "failed to remove firewall rules") {
             eprintln!("bridge: rollback: {e}");
         }
     }
@@ -272,7 +273,7 @@ fn add_attachment(
     };
     if !rules.masquerade.is_empty() || rules.spoof_check.is_some() {
         undo.firewall = true;
-        firewall::apply(
+        cni_nft::apply(
             &firewall::add_batch(&tag(conf, inv), &rules),
             "failed to add firewall rules",
         )?;

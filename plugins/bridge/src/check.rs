@@ -212,7 +212,7 @@ fn check_firewall(
     prev: &CniResult,
 ) -> Result<(), BridgeError> {
     let t = tag(conf, inv);
-    let chain = t.chain();
+    let chain = firewall::masq_chain(&t).name;
     let rules: Vec<_> = firewall::list()?
         .into_iter()
         .filter(|r| r.chain == chain)
@@ -220,9 +220,9 @@ fn check_firewall(
     if conf.ip_masq {
         for ip in &prev.ips {
             let needle = format!("\"{}\"", ip.address.ip());
-            let found = rules
-                .iter()
-                .any(|r| r.family != nftables::types::NfFamily::Bridge && r.expr.contains(&needle));
+            let found = rules.iter().any(|r| {
+                r.family != cni_nft::nftables::types::NfFamily::Bridge && r.expr.contains(&needle)
+            });
             if !found {
                 return Err(fail(format!(
                     "masquerade rule for {} is missing from table {}",
@@ -235,7 +235,7 @@ fn check_firewall(
     if conf.mac_spoof_check
         && !rules
             .iter()
-            .any(|r| r.family == nftables::types::NfFamily::Bridge)
+            .any(|r| r.family == cni_nft::nftables::types::NfFamily::Bridge)
     {
         return Err(fail(format!(
             "MAC spoof-check rule is missing from table {}",

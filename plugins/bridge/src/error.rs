@@ -24,25 +24,11 @@ pub enum BridgeError {
     #[error("{0}")]
     Conflict(String),
     /// An nftables transaction failed (105).
-    #[error("{0}")]
-    Firewall(String),
+    #[error(transparent)]
+    Nft(#[from] cni_nft::NftError),
     /// CHECK found the attachment not as ADD left it (103).
     #[error("{0}")]
     Check(String),
-}
-
-impl BridgeError {
-    /// Adds what was being done in front of the message, keeping the kind.
-    pub fn context(self, what: &str) -> BridgeError {
-        match self {
-            BridgeError::Cni(e) => BridgeError::Cni(e.context(what)),
-            BridgeError::Config(m) => BridgeError::Config(format!("{what}: {m}")),
-            BridgeError::Conflict(m) => BridgeError::Conflict(format!("{what}: {m}")),
-            BridgeError::Firewall(m) => BridgeError::Firewall(format!("{what}: {m}")),
-            BridgeError::Check(m) => BridgeError::Check(format!("{what}: {m}")),
-            other => BridgeError::Kernel(format!("{what}: {other}")),
-        }
-    }
 }
 
 impl From<BridgeError> for CniError {
@@ -53,7 +39,7 @@ impl From<BridgeError> for CniError {
             BridgeError::Netlink(_) | BridgeError::Kernel(_) => code::NETLINK,
             BridgeError::Netns(_) => code::NAMESPACE,
             BridgeError::Conflict(_) => code::CONFLICT,
-            BridgeError::Firewall(_) => code::FIREWALL,
+            BridgeError::Nft(_) => code::FIREWALL,
             BridgeError::Check(_) => code::CHECK_FAILED,
         };
         match e {

@@ -32,7 +32,7 @@ pub fn del(inv: &Invocation) -> Result<(), BridgeError> {
     }
     if conf.ip_masq || conf.mac_spoof_check {
         let batch = firewall::del_batch(&tag(&conf, inv), conf.ip_masq, conf.mac_spoof_check);
-        firewall::apply_teardown(&batch)?;
+        cni_nft::apply_teardown(&batch, "bridge")?;
     }
     if let Some(ipam) = &conf.ipam_type {
         delegate::exec(ipam, Command::Del, &inv.env, inv.config.raw())?;
@@ -52,7 +52,7 @@ pub fn gc(inv: &Invocation) -> Result<(), BridgeError> {
     let mut stale: Vec<_> = firewall::list()?
         .into_iter()
         .filter(|r| {
-            firewall::parse_comment(&r.comment).is_some_and(|(net, id, ifname)| {
+            cni_nft::parse_comment(&r.comment).is_some_and(|(net, id, ifname)| {
                 net == conf.network && !valid.contains(&(id, ifname))
             })
         })
