@@ -1,0 +1,362 @@
+//! portmap's config: the port mappings from `runtimeConfig`, the reference's keys, and
+//! nftables-style conditions turned into rule statements.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use cni_common::NetConf;
+use cni_nft::nftables::expr::{Expression, Meta, MetaKey, NamedExpression};
+use cni_nft::nftables::stmt::{Operator, Statement};
+use cni_nft::{matches, payload, prefix, string};
+use ipnetwork::IpNetwork;
+use serde::Deserialize;
+
+use crate::error::PortmapError;
+
+/// Where DEL markers live: one empty file per attachment that has rules, so that a DEL
+/// without `portMappings` still finds them and a DEL of a pod without any costs no `nft`.
+pub const DEFAULT_STATE_DIR: &str = "/run/cni-rs/portmap";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: Protocol,
+    /// `None`: every local address.
+    pub host_ip: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PortmapConf {
+    pub network: String,
+    pub mappings: Vec<Mapping>,
+    pub snat: bool,
+    pub masq_all: bool,
+    pub conditions_v4: Vec<Statement<'static>>,
+    pub conditions_v6: Vec<Statement<'static>>,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Wire {
+    #[serde(default)]
+    snat: Option<bool>,
+    #[serde(default)]
+    masq_all: bool,
+    #[serde(default)]
+    mark_masq_bit: Option<i64>,
+    #[serde(default)]
+    external_set_mark_chain: Option<String>,
+    #[serde(default)]
+    conditions_v4: Option<Vec<String>>,
+    #[serde(default)]
+    conditions_v6: Option<Vec<String>>,
+    #[serde(default)]
+    backend: Option<String>,
+    #[serde(default)]
+    state_dir: Option<String>,
+    #[serde(default)]
+    runtime_config: Option<WireRuntime>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRuntime {
+    #[serde(default)]
+    port_mappings: Vec<WireMapping>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireMapping {
+    host_port: i64,
+    container_port: i64,
+    #[serde(default)]
+    protocol: String,
+    #[serde(default, rename = "hostIP")]
+    host_ip: Option<String>,
+}
+
+fn err(msg: impl Into<String>) -> PortmapError {
+    PortmapError::Config(msg.into())
+}
+
+fn port(v: i64, what: &str) -> Result<u16, PortmapError> {
+    u16::try_from(v)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| err(format!("Invalid {what} port number: {v}")))
+}
+
+impl WireMapping {
+    fn validate(&self) -> Result<Mapping, PortmapError> {
+        let protocol = match self.protocol.to_ascii_lowercase().as_str() {
+            "" | "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            "sctp" => Protocol::Sctp,
+            other => {
+                return Err(err(format!(
+                    "Invalid protocol \"{}\": must be tcp, udp or sctp",
+                    other.escape_debug()
+                )));
+            }
+        };
+        let host_ip = match self.host_ip.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(s) => {
+                let ip: IpAddr = s
+                    .parse()
+                    .map_err(|_| err(format!("Invalid host IP \"{}\"", s.escape_debug())))?;
+                (!ip.is_unspecified()).then_some(ip)
+            }
+        };
+        Ok(Mapping {
+            host_port: port(self.host_port, "host")?,
+            container_port: port(self.container_port, "container")?,
+            protocol,
+            host_ip,
+        })
+    }
+}
+
+/// Parses nftables-style condition tokens (`["ip", "saddr", "!=", "10.0.0.0/8"]`) into
+/// match statements. Supported selectors: `ip`/`ip6` `saddr`/`daddr`, `iifname`, `oifname`,
+/// `meta mark`; operators `==` (default) and `!=`.
+pub fn parse_conditions(
+    tokens: &[String],
+    v4: bool,
+) -> Result<Vec<Statement<'static>>, PortmapError> {
+    if tokens
+        .first()
+        .is_some_and(|t| t.starts_with('-') || t.starts_with('!'))
+    {
+        return Err(err(format!(
+            "iptables-style conditions {tokens:?} are not supported: this portmap uses nftables; \
+             write nftables matches such as [\"ip\", \"saddr\", \"10.0.0.0/8\"]"
+        )));
+    }
+    let family = if v4 { "ip" } else { "ip6" };
+    let mut out = Vec::new();
+    let mut i = 0;
+    let next = |i: &mut usize| -> Option<&str> {
+        let t = tokens.get(*i).map(String::as_str);
+        *i += 1;
+        t
+    };
+    while i < tokens.len() {
+        let first = next(&mut i).unwrap_or_default();
+        let left = match first {
+            "ip" | "ip6" => {
+                if first != family {
+                    return Err(err(format!(
+                        "condition selector {first} in conditions{} does not match the family",
+                        if v4 { "V4" } else { "V6" }
+                    )));
+                }
+                match next(&mut i) {
+                    Some("saddr") => ("addr", payload(if v4 { "ip" } else { "ip6" }, "saddr")),
+                    Some("daddr") => ("addr", payload(if v4 { "ip" } else { "ip6" }, "daddr")),
+                    other => return Err(unsupported(first, other)),
+                }
+            }
+            "iifname" => ("name", meta(MetaKey::Iifname)),
+            "oifname" => ("name", meta(MetaKey::Oifname)),
+            "meta" => match next(&mut i) {
+                Some("mark") => ("number", meta(MetaKey::Mark)),
+                other => return Err(unsupported(first, other)),
+            },
+            other => return Err(unsupported(other, None)),
+        };
+        let mut op = Operator::EQ;
+        let mut value =
+            next(&mut i).ok_or_else(|| err(format!("condition {first} has no value")))?;
+        if value == "!=" || value == "==" {
+            op = if value == "!=" {
+                Operator::NEQ
+            } else {
+                Operator::EQ
+            };
+            value = next(&mut i).ok_or_else(|| err(format!("condition {first} has no value")))?;
+        }
+        let right = match left.0 {
+            "addr" => {
+                let net: IpNetwork = value
+                    .parse()
+                    .map_err(|_| err(format!("invalid address in condition: {value}")))?;
+                if net.is_ipv4() != v4 {
+                    return Err(err(format!(
+                        "condition address {value} is of the other family"
+                    )));
+                }
+                if net.prefix() == if v4 { 32 } else { 128 } {
+                    string(net.ip().to_string())
+                } else {
+                    prefix(net.network().to_string(), net.prefix())
+                }
+            }
+            "number" => Expression::Number(
+                value
+                    .strip_prefix("0x")
+                    .map_or_else(|| value.parse().ok(), |h| u32::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| err(format!("invalid number in condition: {value}")))?,
+            ),
+            _ => string(value.trim_matches('"')),
+        };
+        out.push(matches(left.1, op, right));
+    }
+    Ok(out)
+}
+
+fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+fn unsupported(first: &str, second: Option<&str>) -> PortmapError {
+    err(format!(
+        "unsupported nftables condition \"{first}{}\": supported are ip/ip6 saddr/daddr, \
+         iifname, oifname and meta mark",
+        second.map(|s| format!(" {s}")).unwrap_or_default()
+    ))
+}
+
+impl PortmapConf {
+    pub fn load(conf: &NetConf) -> Result<PortmapConf, PortmapError> {
+        let wire: Wire = conf
+            .plugin_config()
+            .map_err(|e| err(format!("failed to parse config: {e}")))?;
+        match wire.backend.as_deref() {
+            None | Some("") | Some("nftables") | Some("iptables") => {}
+            Some(other) => return Err(err(format!("unrecognized backend \"{other}\""))),
+        }
+        if let Some(bit) = wire.mark_masq_bit {
+            if !(0..=31).contains(&bit) {
+                return Err(err("MasqMarkBit must be between 0 and 31"));
+            }
+            if wire.external_set_mark_chain.is_some() {
+                return Err(err("Cannot specify externalSetMarkChain and markMasqBit"));
+            }
+        }
+        let mappings = wire
+            .runtime_config
+            .map(|r| r.port_mappings)
+            .unwrap_or_default()
+            .iter()
+            .map(WireMapping::validate)
+            .collect::<Result<Vec<_>, _>>()?;
+        let state_dir = match wire.state_dir.as_deref() {
+            None | Some("") => PathBuf::from(DEFAULT_STATE_DIR),
+            Some(s) if Path::new(s).is_absolute() && !s.contains('\0') => PathBuf::from(s),
+            Some(s) => {
+                return Err(err(format!(
+                    "stateDir must be an absolute path, not \"{}\"",
+                    s.escape_debug()
+                )));
+            }
+        };
+        Ok(PortmapConf {
+            network: conf.name.clone(),
+            mappings,
+            snat: wire.snat.unwrap_or(true),
+            masq_all: wire.masq_all,
+            conditions_v4: parse_conditions(&wire.conditions_v4.unwrap_or_default(), true)?,
+            conditions_v6: parse_conditions(&wire.conditions_v6.unwrap_or_default(), false)?,
+            state_dir,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(extra: &str) -> Result<PortmapConf, PortmapError> {
+        let json = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"portmap"{extra}}}"#);
+        PortmapConf::load(&NetConf::parse(json.as_bytes()).unwrap())
+    }
+
+    fn msg(extra: &str) -> String {
+        load(extra).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn mappings_and_defaults() {
+        let c = load(
+            r#","runtimeConfig":{"portMappings":[
+                {"hostPort":8080,"containerPort":80,"protocol":"tcp"},
+                {"hostPort":5353,"containerPort":53,"protocol":"UDP","hostIP":"127.0.0.1"},
+                {"hostPort":9,"containerPort":9,"protocol":"sctp","hostIP":"0.0.0.0"}]}"#,
+        )
+        .unwrap();
+        assert!(c.snat && !c.masq_all);
+        assert_eq!(c.mappings.len(), 3);
+        assert_eq!(c.mappings[1].protocol, Protocol::Udp);
+        assert_eq!(c.mappings[1].host_ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(c.mappings[2].host_ip, None, "0.0.0.0 means every address");
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert!(load("").unwrap().mappings.is_empty());
+    }
+
+    #[test]
+    fn reference_errors() {
+        let m = |hp: i64, cp: i64| {
+            format!(
+                r#","runtimeConfig":{{"portMappings":[{{"hostPort":{hp},"containerPort":{cp},"protocol":"tcp"}}]}}"#
+            )
+        };
+        assert_eq!(msg(&m(0, 80)), "Invalid host port number: 0");
+        assert_eq!(msg(&m(80, -1)), "Invalid container port number: -1");
+        assert_eq!(msg(&m(70000, 80)), "Invalid host port number: 70000");
+        assert_eq!(
+            msg(r#","markMasqBit":40"#),
+            "MasqMarkBit must be between 0 and 31"
+        );
+        assert_eq!(
+            msg(r#","markMasqBit":13,"externalSetMarkChain":"KUBE-MARK-MASQ""#),
+            "Cannot specify externalSetMarkChain and markMasqBit"
+        );
+        assert_eq!(msg(r#","backend":"pf""#), "unrecognized backend \"pf\"");
+        assert!(
+            msg(r#","conditionsV4":["-s","1.2.3.4"]"#).starts_with("iptables-style conditions")
+        );
+        assert!(msg(r#","runtimeConfig":{"portMappings":[{"hostPort":1,"containerPort":1,"protocol":"icmp"}]}"#)
+            .starts_with("Invalid protocol \"icmp\""));
+    }
+
+    #[test]
+    fn nftables_conditions() {
+        let toks = |s: &[&str]| s.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        let c = parse_conditions(
+            &toks(&["ip", "saddr", "!=", "10.0.0.0/8", "iifname", "\"eth0\""]),
+            true,
+        )
+        .unwrap();
+        insta::assert_snapshot!(serde_json::to_string(&c).unwrap());
+        assert!(parse_conditions(&toks(&["ip6", "daddr", "fd00::1"]), false).is_ok());
+        assert!(parse_conditions(&toks(&["ip", "daddr", "fd00::1"]), true).is_err());
+        assert!(
+            parse_conditions(&toks(&["ct", "state", "new"]), true)
+                .unwrap_err()
+                .to_string()
+                .starts_with("unsupported nftables condition \"ct\"")
+        );
+        assert!(parse_conditions(&toks(&["meta", "mark", "0x4000"]), true).is_ok());
+    }
+}

@@ -1,0 +1,310 @@
+//! The `portmap` plugin: hostPort → container DNAT, hairpin and localhost masquerade, in
+//! nftables only, one transaction per call. A chained plugin: it passes prevResult through.
+
+pub mod config;
+mod conntrack;
+pub mod error;
+pub mod rules;
+
+use std::collections::HashSet;
+use std::fs;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use cni_common::netlink::{Context, Netlink};
+use cni_common::netns::write_sysctl;
+use cni_common::{CniError, CniResult, Invocation, Plugin};
+use cni_nft::Tag;
+use futures_util::TryStreamExt;
+use ipnetwork::IpNetwork;
+use rtnetlink::RouteMessageBuilder;
+use rtnetlink::packet_route::route::RouteAttribute;
+
+use crate::config::{PortmapConf, Protocol};
+use crate::error::PortmapError;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Portmap;
+
+fn tag<'a>(conf: &'a PortmapConf, inv: &'a Invocation) -> Tag<'a> {
+    Tag {
+        network: &conf.network,
+        container_id: inv.container_id(),
+        ifname: inv.ifname(),
+    }
+}
+
+/// The DEL marker of an attachment: its chains' hash.
+fn marker(conf: &PortmapConf, tag: &Tag<'_>) -> PathBuf {
+    conf.state_dir.join(tag.chain("rules"))
+}
+
+/// The first IPv4 and first IPv6 address of the container interface in prevResult.
+fn container_addresses(prev: &CniResult, ifname: &str) -> Vec<IpNetwork> {
+    let on_container = |idx: Option<usize>| {
+        idx.is_none_or(|i| {
+            prev.interfaces
+                .get(i)
+                .is_some_and(|itf| itf.name == ifname && !itf.sandbox.is_empty())
+        })
+    };
+    [true, false]
+        .into_iter()
+        .filter_map(|v4| {
+            prev.ips
+                .iter()
+                .find(|ip| ip.address.is_ipv4() == v4 && on_container(ip.interface))
+                .map(|ip| ip.address)
+        })
+        .collect()
+}
+
+fn udp_ports(conf: &PortmapConf) -> Vec<u16> {
+    let mut ports: Vec<u16> = conf
+        .mappings
+        .iter()
+        .filter(|m| m.protocol == Protocol::Udp)
+        .map(|m| m.host_port)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+fn flush_conntrack(conf: &PortmapConf) {
+    // Failing to flush only delays UDP clients until their entries time out.
+    if let Err(e) = conntrack::flush_udp(&udp_ports(conf)) {
+        eprintln!("portmap: could not flush UDP conntrack entries: {e}");
+    }
+}
+
+/// 127.0.0.1 → container DNAT needs the kernel to route a loopback source out of the
+/// interface that leads to the container.
+fn enable_route_localnet(container: IpAddr) -> Result<(), PortmapError> {
+    let nl = Netlink::current()?;
+    let query = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(container, 32)
+        .map_err(|e| PortmapError::Config(format!("route lookup for {container}: {e}")))?
+        .build();
+    let routes: Vec<_> = nl
+        .block_on(
+            nl.handle()
+                .route()
+                .get(query)
+                .execute()
+                .try_collect::<Vec<_>>(),
+        )
+        .context(format!("failed to look up the route to {container}"))?;
+    let oif = routes.iter().find_map(|r| {
+        r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        })
+    });
+    let Some(index) = oif else { return Ok(()) };
+    let link = nl
+        .block_on(
+            nl.handle()
+                .link()
+                .get()
+                .match_index(index)
+                .execute()
+                .try_next(),
+        )
+        .context("failed to look up the interface to the container")?;
+    let name = link.and_then(|l| {
+        l.attributes.iter().find_map(|a| match a {
+            rtnetlink::packet_route::link::LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        })
+    });
+    if let Some(name) = name {
+        write_sysctl(&format!("net/ipv4/conf/{name}/route_localnet"), "1")
+            .map_err(|e| PortmapError::Config(e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn add(inv: &Invocation) -> Result<CniResult, PortmapError> {
+    let conf = PortmapConf::load(&inv.config)?;
+    let prev = inv
+        .config
+        .prev_result()?
+        .ok_or_else(|| PortmapError::Config("must be called as chained plugin".into()))?;
+    // Nothing to map: not a single nft call.
+    if conf.mappings.is_empty() {
+        return Ok(prev);
+    }
+    let containers = container_addresses(&prev, inv.ifname());
+    if containers.is_empty() {
+        return Ok(prev);
+    }
+    let t = tag(&conf, inv);
+    // The marker first: a DEL after a crash here still removes whatever was installed.
+    let mark = marker(&conf, &t);
+    fs::create_dir_all(&conf.state_dir)
+        .and_then(|()| fs::write(&mark, b""))
+        .map_err(|e| PortmapError::State(format!("cannot write {}: {e}", mark.display())))?;
+    cni_nft::apply(
+        &rules::add_batch(&conf, &t, &containers),
+        "failed to add port mappings",
+    )?;
+    if conf.snat
+        && let Some(v4) = containers.iter().find(|c| c.is_ipv4())
+    {
+        enable_route_localnet(v4.ip())?;
+    }
+    flush_conntrack(&conf);
+    Ok(prev)
+}
+
+fn del(inv: &Invocation) -> Result<(), PortmapError> {
+    let conf = PortmapConf::load(&inv.config)?;
+    let t = tag(&conf, inv);
+    let mark = marker(&conf, &t);
+    // Rules exist only where ADD left a marker or the runtime re-sent the mappings.
+    if mark.exists() || !conf.mappings.is_empty() {
+        cni_nft::apply_teardown(&rules::del_batch(&t), "portmap")?;
+        match fs::remove_file(&mark) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(PortmapError::State(format!(
+                    "cannot remove {}: {e}",
+                    mark.display()
+                )));
+            }
+            _ => {}
+        }
+    }
+    flush_conntrack(&conf);
+    Ok(())
+}
+
+fn check(inv: &Invocation) -> Result<(), PortmapError> {
+    let conf = PortmapConf::load(&inv.config)?;
+    let prev = inv
+        .config
+        .prev_result()?
+        .ok_or_else(|| PortmapError::Check("Required prevResult missing".into()))?;
+    if conf.mappings.is_empty() {
+        return Ok(());
+    }
+    let containers = container_addresses(&prev, inv.ifname());
+    let t = tag(&conf, inv);
+    let [pre, out, masq] = rules::chains(&t);
+    let listed = cni_nft::list("inet", rules::TABLE)?;
+    let count = |chain: &str| listed.iter().filter(|r| r.chain == chain).count();
+    let want_dnat: usize = containers
+        .iter()
+        .map(|c| {
+            conf.mappings
+                .iter()
+                .filter(|m| rules::dnat_rule(&conf, m, c.ip()).is_some())
+                .count()
+        })
+        .sum();
+    for chain in [&pre, &out] {
+        if count(&chain.name) != want_dnat {
+            return Err(PortmapError::Check(format!(
+                "port mapping rules of container {} are missing from chain {} of table {}: {} of {want_dnat}",
+                inv.container_id(),
+                chain.name,
+                rules::TABLE,
+                count(&chain.name)
+            )));
+        }
+    }
+    let want_masq: usize = if conf.snat {
+        containers
+            .iter()
+            .map(|c| rules::masquerade_rules(&conf, *c).len())
+            .sum()
+    } else {
+        0
+    };
+    if count(&masq.name) != want_masq {
+        return Err(PortmapError::Check(format!(
+            "masquerade rules of container {} are missing from chain {}: {} of {want_masq}",
+            inv.container_id(),
+            masq.name,
+            count(&masq.name)
+        )));
+    }
+    Ok(())
+}
+
+/// Removes the chains (and markers) of this network's attachments not in the valid list.
+fn gc(inv: &Invocation) -> Result<(), PortmapError> {
+    let conf = PortmapConf::load(&inv.config)?;
+    let valid = inv.config.valid_attachments()?.unwrap_or_default();
+    let valid: HashSet<(&str, &str)> = valid
+        .iter()
+        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+        .collect();
+    let listed = cni_nft::list("inet", rules::TABLE)?;
+    let mut stale: Vec<(String, String)> = listed
+        .iter()
+        .filter_map(|r| cni_nft::parse_comment(&r.comment))
+        .filter(|(net, id, ifname)| *net == conf.network && !valid.contains(&(*id, *ifname)))
+        .map(|(_, id, ifname)| (id.to_owned(), ifname.to_owned()))
+        .collect();
+    stale.sort();
+    stale.dedup();
+    let mut batch = cni_nft::nftables::batch::Batch::new();
+    for (id, ifname) in &stale {
+        let t = Tag {
+            network: &conf.network,
+            container_id: id,
+            ifname,
+        };
+        for chain in rules::chains(&t) {
+            chain.remove(&mut batch);
+        }
+        let _ = fs::remove_file(marker(&conf, &t));
+    }
+    cni_nft::apply(&batch.to_nftables(), "failed to remove stale port mappings")?;
+    Ok(())
+}
+
+impl Plugin for Portmap {
+    fn name(&self) -> &'static str {
+        "portmap"
+    }
+
+    fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
+        Ok(add(inv)?)
+    }
+
+    fn del(&self, inv: &Invocation) -> Result<(), CniError> {
+        Ok(del(inv)?)
+    }
+
+    fn check(&self, inv: &Invocation) -> Result<(), CniError> {
+        Ok(check(inv)?)
+    }
+
+    fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
+        Ok(gc(inv)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_container_interfaces_first_address_per_family() {
+        let prev: CniResult = serde_json::from_str(
+            r#"{"interfaces":[{"name":"cni0"},{"name":"veth1"},{"name":"eth0","sandbox":"/ns"}],
+                "ips":[{"address":"10.0.0.9/24","interface":0},
+                       {"address":"10.1.0.5/24","interface":2},
+                       {"address":"10.1.0.6/24","interface":2},
+                       {"address":"fd00::5/64"}]}"#,
+        )
+        .unwrap();
+        let got: Vec<String> = container_addresses(&prev, "eth0")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(got, ["10.1.0.5/24", "fd00::5/64"]);
+    }
+}
