@@ -13,6 +13,7 @@ pub mod netns;
 pub mod node;
 pub mod normalize;
 pub mod plugin;
+pub mod traffic;
 
 pub use chain::Chain;
 pub use netns::TestNetns;

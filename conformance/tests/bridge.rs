@@ -701,3 +701,57 @@ fn status_is_forwarded_to_ipam() {
         .run();
     assert!(out.success(), "{out:?}");
 }
+
+#[test]
+fn first_forwarded_ipv6_packet_to_a_new_pod_is_not_delayed() {
+    // Regression: the bridge was created up, so its link-local address went through DAD, and
+    // while it was tentative the kernel sent no neighbour solicitation for forwarded IPv6
+    // packets: the first connections to new pods stalled for about two seconds.
+    let node = Node::new();
+    let ext = node.external("198.51.100.1/24", "198.51.100.2/24");
+    node.host().sh(
+        "ip",
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:ff::1/64",
+            "dev",
+            "ext0",
+            "nodad",
+        ],
+    );
+    ext.sh(
+        "ip",
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:ff::2/64",
+            "dev",
+            "ext1",
+            "nodad",
+        ],
+    );
+    ext.sh(
+        "ip",
+        &["-6", "route", "add", "fd77::/64", "via", "2001:db8:ff::1"],
+    );
+    let c = chain(
+        "1.0.0",
+        json!({"isDefaultGateway": true, "ipam": host_local(&node, ranges(V6))}),
+    );
+    let pod = add_pod(&node, &c);
+    let addr = ip_of(&pod, false);
+    let started = std::time::Instant::now();
+    assert!(
+        pings(&ext, &addr),
+        "the pod is unreachable from outside over IPv6"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(900),
+        "first forwarded IPv6 packet took {:?}",
+        started.elapsed()
+    );
+    del_pod(&node, &c, &pod);
+}

@@ -103,6 +103,10 @@ fn ensure_bridge(host: &Netlink, conf: &BridgeConf) -> Result<LinkMessage, Bridg
     }
     // Router advertisements must not configure the bridge; absent without IPv6.
     let _ = write_sysctl(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
+    // No DAD for the bridge's own link-local address: while it is tentative the kernel cannot
+    // send neighbour solicitations for forwarded IPv6 packets, so the first forwarded
+    // connections to new pods would stall for about two seconds.
+    let _ = write_sysctl(&format!("net/ipv6/conf/{name}/accept_dad"), "0");
     if !link::is_up(&br) {
         host.block_on(link::set_up(h, br.header.index, true))?;
     }

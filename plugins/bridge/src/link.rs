@@ -112,9 +112,10 @@ pub async fn by_index(h: &Handle, index: u32) -> Nl<Option<LinkMessage>> {
     }
 }
 
-/// Creates a bridge; "already exists" is the caller's business (concurrent first ADDs).
+/// Creates a bridge, down, so that its sysctls can be set before the kernel configures
+/// IPv6 on it; "already exists" is the caller's business (concurrent first ADDs).
 pub async fn add_bridge(h: &Handle, name: &str, mtu: Option<u32>, vlan_filtering: bool) -> Nl<()> {
-    let mut b = LinkBridge::new(name);
+    let mut b = LinkMessageBuilder::<LinkBridge>::new(name);
     if let Some(m) = mtu {
         b = b.mtu(m);
     }
