@@ -18,6 +18,7 @@ declare -A needed=(
     [bc]=bc
     [unshare]=util-linux
     [shuf]=coreutils
+    [conntrack]=conntrack
 )
 missing=()
 for cmd in "${!needed[@]}"; do

@@ -57,6 +57,11 @@ impl Chain {
         self
     }
 
+    /// The conflist document.
+    pub fn list(&self) -> &Value {
+        &self.list
+    }
+
     pub fn version(&self) -> &str {
         self.list["cniVersion"].as_str().unwrap_or("")
     }
