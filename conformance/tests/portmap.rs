@@ -375,9 +375,16 @@ fn stale_udp_conntrack_entries_are_flushed_on_add_and_del() {
             .lines()
             .count()
     };
-    assert!(entries(&node) > 0, "no conntrack entry to flush: the test proves nothing");
+    assert!(
+        entries(&node) > 0,
+        "no conntrack entry to flush: the test proves nothing"
+    );
     del_pod(&node, &c, &pod);
-    assert_eq!(entries(&node), 0, "DEL left UDP conntrack entries of the mapped port");
+    assert_eq!(
+        entries(&node),
+        0,
+        "DEL left UDP conntrack entries of the mapped port"
+    );
     let next = add_pod(&node, &c);
     let _srv2 = udp_server(&next.ns, 53, "next");
     assert_eq!(
