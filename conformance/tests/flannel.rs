@@ -269,7 +269,7 @@ fn a_failed_delegate_add_leaves_nothing() {
     );
     assert_eq!(
         names_in(node.dir().join("flannel")),
-        [first.att.container_id.clone()]
+        [first.att.container_id.as_str()]
     );
     assert_eq!(leases(&node).len(), 1);
     assert!(!ns.sh("ip", &["link"]).contains("eth0"));
@@ -336,7 +336,7 @@ fn del_keeps_the_saved_config_until_the_delegate_succeeds() {
     );
     assert_eq!(
         names_in(node.dir().join("flannel")),
-        [pod.att.container_id.clone()]
+        [pod.att.container_id.as_str()]
     );
     // Retried with the full CNI_PATH: the lease is released and only then the file goes.
     del_pod(&node, &c, &pod);
@@ -380,7 +380,7 @@ fn check_status_and_gc() {
     assert!(out.success(), "{out:?}");
     assert_eq!(
         names_in(node.dir().join("flannel")),
-        [keep.att.container_id.clone()]
+        [keep.att.container_id.as_str()]
     );
     assert_eq!(
         leases(&node),
