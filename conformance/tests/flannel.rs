@@ -389,3 +389,38 @@ fn check_status_and_gc() {
     del_pod(&node, &c, &keep);
     del_pod(&node, &c, &stale);
 }
+
+#[test]
+fn every_spec_version_through_the_chain() {
+    for version in [
+        "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+    ] {
+        let node = Node::new();
+        write_subnet_env(&node, &testdata("subnet.env"));
+        let c = chain(
+            &node,
+            version,
+            json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]),
+        );
+        let pod = add_pod(&node, &c);
+        assert_eq!(pod.result["cniVersion"], version);
+        if version < "0.3.0" {
+            assert!(
+                pod.result["ip4"]["ip"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("10.1.17."),
+                "{version}"
+            );
+        } else {
+            assert_eq!(pod.result["ips"][0]["interface"], 2, "{version}");
+        }
+        if version >= "0.4.0" {
+            c.check(&node, &pod.att, &pod.result).unwrap();
+        }
+        del_pod(&node, &c, &pod);
+        del_pod(&node, &c, &pod);
+        assert!(leases(&node).is_empty(), "{version}");
+        assert!(names_in(node.dir().join("flannel")).is_empty(), "{version}");
+    }
+}
