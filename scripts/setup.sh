@@ -19,6 +19,10 @@ declare -A needed=(
     [unshare]=util-linux
     [shuf]=coreutils
     [conntrack]=conntrack
+    [python3]=python3
+    [curl]=curl
+    [file]=file
+    [setpriv]=util-linux
 )
 missing=()
 for cmd in "${!needed[@]}"; do

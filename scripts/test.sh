@@ -19,3 +19,5 @@ if [ -s target/test-skips.txt ]; then
     echo "== skipped checks (the environment lacks what they need)"
     cat target/test-skips.txt
 fi
+echo "== install.sh"
+scripts/test-install.sh

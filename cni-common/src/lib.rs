@@ -10,6 +10,7 @@ pub mod delegate;
 pub mod env;
 pub mod error;
 pub mod json;
+pub mod log;
 pub mod netlink;
 pub mod netns;
 pub mod result;

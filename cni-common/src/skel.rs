@@ -117,6 +117,41 @@ pub fn run(
 fn dispatch(plugin: &dyn Plugin, env: Environment, stdin: impl Read) -> Result<String, CniError> {
     let raw = read_stdin(stdin)?;
     let config = NetConf::parse(&raw)?;
+    let log_path = std::env::var_os(crate::log::ENV)
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            config
+                .object()
+                .get("debugLog")
+                .and_then(|v| v.as_str())
+                .map(std::path::PathBuf::from)
+        });
+    crate::log::init(plugin.name(), log_path.as_deref());
+    crate::debug_log!(
+        "{} network={} container={} netns={} ifname={} cniVersion={}",
+        env.command.as_str(),
+        config.name,
+        env.container_id,
+        env.netns
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        env.ifname,
+        config.version
+    );
+    let outcome = dispatch_parsed(plugin, env, config);
+    match &outcome {
+        Ok(_) => crate::debug_log!("ok"),
+        Err(e) => crate::debug_log!("error {}: {e} {}", e.code(), e.details()),
+    }
+    outcome
+}
+
+fn dispatch_parsed(
+    plugin: &dyn Plugin,
+    env: Environment,
+    config: NetConf,
+) -> Result<String, CniError> {
     let version = config.version;
     let gate = |allowed: bool, what: &str| {
         if allowed {

@@ -1,10 +1,53 @@
 //! A network configuration list run the way libcni runs it: ADD in order with `prevResult`,
-//! CHECK and DEL with the cached final result, DEL in reverse order.
+//! CHECK and DEL with the cached final result, DEL in reverse order, GC and STATUS from 1.1.0,
+//! `disableCheck` / `disableGC` honoured. The same runner serves the tests (plugins run in a
+//! test node's namespace) and `cnitool` (plugins run where cnitool runs).
 
 use serde_json::{Map, Value, json};
 
 use crate::node::Node;
 use crate::plugin::Outcome;
+
+/// Runs one plugin of a list: `plugin` is its `type`, `att` is `None` for GC and STATUS.
+pub trait Exec {
+    fn exec(&self, plugin: &str, command: &str, att: Option<&Attachment>, stdin: &Value)
+    -> Outcome;
+}
+
+impl Exec for Node {
+    fn exec(
+        &self,
+        plugin: &str,
+        command: &str,
+        att: Option<&Attachment>,
+        stdin: &Value,
+    ) -> Outcome {
+        let mut call = self.plugin(plugin).command(command).config(stdin);
+        match att {
+            Some(att) => {
+                call = call
+                    .container(&att.container_id, &att.netns)
+                    .env("CNI_IFNAME", &att.ifname);
+            }
+            None => call = call.unset("CNI_IFNAME"),
+        }
+        call.run()
+    }
+}
+
+fn at_least(version: &str, min: &str) -> bool {
+    let parse = |v: &str| -> Vec<u32> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+    !version.is_empty() && parse(version) >= parse(min)
+}
+
+/// libcni accepts JSON booleans or the strings "true"/"false".
+fn flag(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::String(s) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
 
 /// One attachment's identity: container ID, its netns path and the interface name.
 #[derive(Debug, Clone)]
@@ -100,19 +143,14 @@ impl Chain {
 
     fn call(
         &self,
-        node: &Node,
+        exec: &dyn Exec,
         index: usize,
         command: &str,
-        att: &Attachment,
+        att: Option<&Attachment>,
         prev: Option<&Value>,
     ) -> Outcome {
         let plugin_type = self.plugins()[index]["type"].as_str().unwrap_or_default();
-        node.plugin(plugin_type)
-            .command(command)
-            .container(&att.container_id, &att.netns)
-            .env("CNI_IFNAME", &att.ifname)
-            .config(&self.request_config(index, prev))
-            .run()
+        exec.exec(plugin_type, command, att, &self.request_config(index, prev))
     }
 
     fn fail(&self, index: usize, outcome: Outcome) -> ChainError {
@@ -127,10 +165,10 @@ impl Chain {
     }
 
     /// ADD through every plugin; returns the final result (what a runtime caches).
-    pub fn add(&self, node: &Node, att: &Attachment) -> Result<Value, ChainError> {
+    pub fn add(&self, exec: &dyn Exec, att: &Attachment) -> Result<Value, ChainError> {
         let mut prev: Option<Value> = None;
         for index in 0..self.plugins().len() {
-            let out = self.call(node, index, "ADD", att, prev.as_ref());
+            let out = self.call(exec, index, "ADD", Some(att), prev.as_ref());
             if !out.success() {
                 return Err(self.fail(index, out));
             }
@@ -139,10 +177,18 @@ impl Chain {
         Ok(prev.unwrap_or(Value::Null))
     }
 
-    /// CHECK through every plugin with the cached result.
-    pub fn check(&self, node: &Node, att: &Attachment, cached: &Value) -> Result<(), ChainError> {
+    /// CHECK through every plugin with the cached result (nothing with `disableCheck`).
+    pub fn check(
+        &self,
+        exec: &dyn Exec,
+        att: &Attachment,
+        cached: &Value,
+    ) -> Result<(), ChainError> {
+        if flag(&self.list["disableCheck"]) {
+            return Ok(());
+        }
         for index in 0..self.plugins().len() {
-            let out = self.call(node, index, "CHECK", att, Some(cached));
+            let out = self.call(exec, index, "CHECK", Some(att), Some(cached));
             if !out.success() {
                 return Err(self.fail(index, out));
             }
@@ -153,14 +199,50 @@ impl Chain {
     /// DEL through every plugin in reverse; `cached` is passed as `prevResult` from 0.4.0 on.
     pub fn del(
         &self,
-        node: &Node,
+        exec: &dyn Exec,
         att: &Attachment,
         cached: Option<&Value>,
     ) -> Result<(), ChainError> {
-        let prev = cached
-            .filter(|_| !matches!(self.version(), "" | "0.1.0" | "0.2.0" | "0.3.0" | "0.3.1"));
+        let prev = cached.filter(|_| at_least(self.version(), "0.4.0"));
         for index in (0..self.plugins().len()).rev() {
-            let out = self.call(node, index, "DEL", att, prev);
+            let out = self.call(exec, index, "DEL", Some(att), prev);
+            if !out.success() {
+                return Err(self.fail(index, out));
+            }
+        }
+        Ok(())
+    }
+
+    /// GC through every plugin with the attachments still in use (1.1.0 and later, unless
+    /// `disableGC`). Every plugin runs; the first failure is returned.
+    pub fn gc(&self, exec: &dyn Exec, valid: &[Attachment]) -> Result<(), ChainError> {
+        if !at_least(self.version(), "1.1.0") || flag(&self.list["disableGC"]) {
+            return Ok(());
+        }
+        let list: Vec<Value> = valid
+            .iter()
+            .map(|a| json!({"containerID": a.container_id, "ifname": a.ifname}))
+            .collect();
+        let mut first_error = None;
+        for index in 0..self.plugins().len() {
+            let mut conf = self.request_config(index, None);
+            conf["cni.dev/valid-attachments"] = Value::Array(list.clone());
+            let plugin_type = self.plugins()[index]["type"].as_str().unwrap_or_default();
+            let out = exec.exec(plugin_type, "GC", None, &conf);
+            if !out.success() && first_error.is_none() {
+                first_error = Some(self.fail(index, out));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// STATUS of every plugin, stopping at the first that is not ready (1.1.0 and later).
+    pub fn status(&self, exec: &dyn Exec) -> Result<(), ChainError> {
+        if !at_least(self.version(), "1.1.0") {
+            return Ok(());
+        }
+        for index in 0..self.plugins().len() {
+            let out = self.call(exec, index, "STATUS", None, None);
             if !out.success() {
                 return Err(self.fail(index, out));
             }

@@ -424,3 +424,48 @@ fn every_spec_version_through_the_chain() {
         assert!(names_in(node.dir().join("flannel")).is_empty(), "{version}");
     }
 }
+
+#[test]
+fn debug_log_records_every_invocation_of_the_chain() {
+    let node = Node::new();
+    write_subnet_env(&node, &testdata("subnet.env"));
+    let log = node.dir().join("debug.log");
+    let c = chain(&node, "1.0.0", json!([]));
+    let (id, ns) = node.container();
+    let conf = c.request_config(0, None);
+    let out = node
+        .plugin("flannel")
+        .command("ADD")
+        .container(&id, &ns.path_str())
+        .env("CNI_RS_DEBUG_LOG", &log.display().to_string())
+        .config(&conf)
+        .run();
+    let result = out.ok();
+    let text = fs::read_to_string(&log).unwrap();
+    for needle in [
+        &format!("flannel[") as &str,
+        &format!("ADD network=cbr0 container={id}"),
+        "bridge[",
+        "host-local[",
+        "allocated 10.1.17.",
+        "config saved at",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle:?} missing from the log:\n{text}"
+        );
+    }
+    assert!(!out.stdout.contains("network=cbr0"), "log lines on stdout");
+    // Off by default: a DEL without the variable writes nothing more.
+    let before = text.len();
+    let mut del = conf.clone();
+    del["prevResult"] = result;
+    let out = node
+        .plugin("flannel")
+        .command("DEL")
+        .container(&id, &ns.path_str())
+        .config(&del)
+        .run();
+    assert!(out.success());
+    assert_eq!(fs::read_to_string(&log).unwrap().len(), before);
+}

@@ -62,6 +62,7 @@ pub fn add(inv: &Invocation) -> Result<CniResult, BridgeError> {
 }
 
 fn rollback(inv: &Invocation, conf: &BridgeConf, cont: &Netlink, undo: &Undo) {
+    cni_common::debug_log!("ADD failed: rolling back {undo:?}");
     if undo.firewall {
         let batch = firewall::del_batch(&tag(conf, inv), conf.ip_masq, conf.mac_spoof_check);
         if let Err(e) = cni_nft::apply(&batch, "failed to remove firewall rules") {
@@ -85,6 +86,7 @@ fn ensure_bridge(host: &Netlink, conf: &BridgeConf) -> Result<LinkMessage, Bridg
     let name = &conf.bridge;
     let mut found = host.block_on(link::by_name(h, name))?;
     if found.is_none() {
+        cni_common::debug_log!("creating bridge {name}");
         match host.block_on(link::add_bridge(h, name, conf.mtu, conf.uses_vlans())) {
             // Another ADD created it first: that is what makes concurrent first pods safe.
             Err(e) if !link::is_exists(&e) => return Err(e.into()),
@@ -185,6 +187,7 @@ fn add_attachment(
     let (host_veth, container_if) = create_veth(inv, conf, host, cont, undo)?;
     let host_index = host_veth.header.index;
     let host_name = link::name(&host_veth).unwrap_or_default().to_owned();
+    cni_common::debug_log!("veth {host_name} on {} for {}", conf.bridge, inv.ifname());
     let _ = write_sysctl(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0");
     host.block_on(link::attach_port(
         host.handle(),
@@ -237,6 +240,14 @@ fn add_attachment(
         result.routes = ipam_result.routes;
         result.dns = ipam_result.dns;
         let bridge_addrs = gateway::apply(&mut result, conf);
+        cni_common::debug_log!(
+            "IPAM {ipam} gave {:?}; gateway addresses {bridge_addrs:?}",
+            result
+                .ips
+                .iter()
+                .map(|ip| ip.address.to_string())
+                .collect::<Vec<_>>()
+        );
         configure_container(inv, conf, ns, cont, container_index, &result)?;
         // With an access VLAN the gateway lives on a `<bridge>.<vlan>` port of that VLAN.
         let gateway_link = if conf.vlan != 0 && !bridge_addrs.is_empty() {

@@ -37,6 +37,7 @@ fn add(inv: &Invocation) -> Result<CniResult, FlannelError> {
     let kind = FlannelConf::delegate_type(&delegate).to_owned();
     let bytes = to_bytes(&delegate);
     let path = saved::save(&conf.data_dir, inv.container_id(), &bytes)?;
+    cni_common::debug_log!("delegate {kind} config saved at {}", path.display());
     match delegate::add(&kind, &inv.env, &bytes, delegate_version(&delegate)) {
         Ok(result) => Ok(result),
         Err(e) => {
@@ -55,6 +56,9 @@ fn del(inv: &Invocation) -> Result<(), FlannelError> {
     let conf = FlannelConf::load(&inv.config)?;
     let id = inv.container_id();
     let Some(bytes) = saved::read(&conf.data_dir, id)? else {
+        cni_common::debug_log!(
+            "no saved config for {id}: DEL through a config rebuilt from subnet.env"
+        );
         // Nothing saved: ADD never got that far, or the file was lost. If flanneld's subnet is
         // known, the delegate can still release what it may hold (DEL is idempotent there).
         if let Ok(env) = subnet_env::load(&conf.subnet_file) {

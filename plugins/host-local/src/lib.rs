@@ -38,6 +38,14 @@ impl HostLocal {
             DiskStore::open(&cfg.network_dir(), &cfg.index_dir(), cfg.range_sets.len())?;
         let ips = allocate(&cfg, &mut store, owner(inv))?;
         store.commit();
+        cni_common::debug_log!(
+            "allocated {} in {}",
+            ips.iter()
+                .map(|ip| ip.address.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            cfg.network_dir().display()
+        );
         Ok(CniResult {
             dns: dns.unwrap_or_default(),
             interfaces: Vec::new(),
@@ -51,8 +59,9 @@ impl HostLocal {
         if let Some(mut store) =
             DiskStore::open_existing(&cfg.network_dir(), &cfg.index_dir(), cfg.range_sets.len())?
         {
-            store.release(owner(inv))?;
+            let released = store.release(owner(inv))?;
             store.commit();
+            cni_common::debug_log!("released {released:?}");
         }
         Ok(())
     }

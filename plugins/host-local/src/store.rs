@@ -158,6 +158,10 @@ impl DiskStore {
             _lock: lock,
         };
         if !store.index.is_current(&store.fingerprint()) {
+            cni_common::debug_log!(
+                "owner index of {} is stale: rebuilding from a scan",
+                dir.display()
+            );
             let leases = store.scan()?;
             store.reindex(&leases)?;
         }

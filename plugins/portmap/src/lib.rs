@@ -73,8 +73,10 @@ fn udp_ports(conf: &PortmapConf) -> Vec<u16> {
 
 fn flush_conntrack(conf: &PortmapConf) {
     // Failing to flush only delays UDP clients until their entries time out.
-    if let Err(e) = conntrack::flush_udp(&udp_ports(conf)) {
-        eprintln!("portmap: could not flush UDP conntrack entries: {e}");
+    match conntrack::flush_udp(&udp_ports(conf)) {
+        Ok(n) if n > 0 => cni_common::debug_log!("flushed {n} UDP conntrack entries"),
+        Ok(_) => {}
+        Err(e) => eprintln!("portmap: could not flush UDP conntrack entries: {e}"),
     }
 }
 
@@ -133,6 +135,7 @@ fn add(inv: &Invocation) -> Result<CniResult, PortmapError> {
         .ok_or_else(|| PortmapError::Config("must be called as chained plugin".into()))?;
     // Nothing to map: not a single nft call.
     if conf.mappings.is_empty() {
+        cni_common::debug_log!("no port mappings: nothing to do");
         return Ok(prev);
     }
     let containers = container_addresses(&prev, inv.ifname());
@@ -149,6 +152,11 @@ fn add(inv: &Invocation) -> Result<CniResult, PortmapError> {
         &rules::add_batch(&conf, &t, &containers),
         "failed to add port mappings",
     )?;
+    cni_common::debug_log!(
+        "{} mappings to {containers:?} in table {}",
+        conf.mappings.len(),
+        rules::TABLE
+    );
     if conf.snat
         && let Some(v4) = containers.iter().find(|c| c.is_ipv4())
     {
