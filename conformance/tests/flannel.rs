@@ -442,9 +442,10 @@ fn debug_log_records_every_invocation_of_the_chain() {
         .run();
     let result = out.ok();
     let text = fs::read_to_string(&log).unwrap();
+    let add_line = format!("ADD network=cbr0 container={id}");
     for needle in [
-        &format!("flannel[") as &str,
-        &format!("ADD network=cbr0 container={id}"),
+        "flannel[",
+        add_line.as_str(),
         "bridge[",
         "host-local[",
         "allocated 10.1.17.",
