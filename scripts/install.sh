@@ -8,8 +8,11 @@
 #   --uninstall     remove what install put there (a conflist edited since is kept)
 #   DESTDIR=...     stage everything below this directory (packaging); root not needed then
 #
-# The binaries are linked statically against glibc (static-pie), so they run on any x86_64
-# Linux node whatever its libc. Running it again changes nothing that is already in place.
+# The binaries are linked statically against glibc (static-pie) for the build machine's
+# architecture, so they run on any Linux node of that architecture whatever its libc. It
+# needs cargo (Rust >= 1.89) and gcc/libc6-dev, and installs nothing else: on a production
+# node, rather build elsewhere with DESTDIR and copy the staged files. Running it again
+# changes nothing that is already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,8 +81,8 @@ if $uninstall; then
     exit 0
 fi
 
-[ -n "$DESTDIR" ] || scripts/setup.sh
-target=x86_64-unknown-linux-gnu
+command -v cargo >/dev/null 2>&1 || { echo "install: cargo not found: install Rust (rustup) first" >&2; exit 1; }
+target=$(rustc -vV | sed -n 's/^host: //p')
 echo "building static binaries (glibc static-pie, $target)"
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$target" \
     --target-dir target/static -q $(printf -- '-p %s ' "${PLUGINS[@]}")

@@ -28,6 +28,8 @@ missing=()
 for cmd in "${!needed[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${needed[$cmd]}")
 done
+# The C library headers and startup files the linker needs (a Recommends of gcc only).
+dpkg -s libc6-dev >/dev/null 2>&1 || missing+=(libc6-dev)
 # The Go reference plugins, for the side-by-side tests and benchmarks.
 [ -x /usr/lib/cni/host-local ] || missing+=(containernetworking-plugins)
 if [ "${#missing[@]}" -gt 0 ]; then

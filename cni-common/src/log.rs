@@ -14,6 +14,8 @@ pub const ENV: &str = "CNI_RS_DEBUG_LOG";
 
 struct Sink {
     plugin: &'static str,
+    /// Every line names the attachment, so one container's story greps out of the log.
+    container: String,
     file: Mutex<File>,
 }
 
@@ -21,7 +23,7 @@ static SINK: OnceLock<Sink> = OnceLock::new();
 
 /// Opens the log for `plugin` if a path is given; a log that cannot be opened is reported on
 /// stderr and otherwise ignored (logging must never fail a command).
-pub fn init(plugin: &'static str, path: Option<&Path>) {
+pub fn init(plugin: &'static str, container: &str, path: Option<&Path>) {
     let Some(path) = path.filter(|p| !p.as_os_str().is_empty()) else {
         return;
     };
@@ -34,6 +36,7 @@ pub fn init(plugin: &'static str, path: Option<&Path>) {
         Ok(file) => {
             let _ = SINK.set(Sink {
                 plugin,
+                container: container.to_owned(),
                 file: Mutex::new(file),
             });
         }
@@ -52,11 +55,12 @@ pub fn write(args: fmt::Arguments<'_>) {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let line = format!(
-        "{}.{:06} {}[{}]: {args}\n",
+        "{}.{:06} {}[{}] container={}: {args}\n",
         now.as_secs(),
         now.subsec_micros(),
         sink.plugin,
-        std::process::id()
+        std::process::id(),
+        sink.container
     );
     if let Ok(mut f) = sink.file.lock() {
         let _ = f.write_all(line.as_bytes());

@@ -126,12 +126,11 @@ fn dispatch(plugin: &dyn Plugin, env: Environment, stdin: impl Read) -> Result<S
                 .and_then(|v| v.as_str())
                 .map(std::path::PathBuf::from)
         });
-    crate::log::init(plugin.name(), log_path.as_deref());
+    crate::log::init(plugin.name(), &env.container_id, log_path.as_deref());
     crate::debug_log!(
-        "{} network={} container={} netns={} ifname={} cniVersion={}",
+        "{} network={} netns={} ifname={} cniVersion={}",
         env.command.as_str(),
         config.name,
-        env.container_id,
         env.netns
             .as_deref()
             .map(|p| p.display().to_string())

@@ -442,7 +442,7 @@ fn debug_log_records_every_invocation_of_the_chain() {
         .run();
     let result = out.ok();
     let text = fs::read_to_string(&log).unwrap();
-    let add_line = format!("ADD network=cbr0 container={id}");
+    let add_line = format!("container={id}: ADD network=cbr0");
     for needle in [
         "flannel[",
         add_line.as_str(),

@@ -167,8 +167,19 @@ fn run(args: &[String]) -> Result<(), String> {
         "add" => {
             let result = chain.add(&exec, &att).map_err(|e| plugin_error(&e))?;
             cache::save(&cache_dir, network, &att, &cap_args, &result)?;
-            println!("{}", cni_common::json::pretty(&result));
+            // Printed in the network's version and shape, as libcni's result.Print does.
+            let version = cni_common::Version::parse(chain.version()).map_err(|e| e.to_string())?;
+            let printed = cni_common::CniResult::decode(&result, version)
+                .and_then(|r| r.encode(version))
+                .map_err(|e| format!("cannot print the result: {e}"))?;
+            println!("{printed}");
             Ok(())
+        }
+        "check" if !cni_common::Version::parse(chain.version()).is_ok_and(|v| v.allows_check()) => {
+            Err(format!(
+                "configuration version \"{}\" does not support the CHECK command",
+                chain.version()
+            ))
         }
         "check" => {
             let cached = cache::load(&cache_dir, network, &att).ok_or_else(|| {

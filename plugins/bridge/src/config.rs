@@ -66,7 +66,8 @@ struct Wire {
     vlan: Option<i64>,
     #[serde(default)]
     vlan_trunk: Vec<Trunk>,
-    #[serde(default)]
+    /// The Go plugin defaults this to true.
+    #[serde(default = "default_true")]
     preserve_default_vlan: bool,
     #[serde(default, rename = "enabledad")]
     enable_dad: bool,
@@ -111,6 +112,10 @@ struct WireMac {
 struct WireRuntime {
     #[serde(default)]
     mac: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn config_err(msg: impl Into<String>) -> BridgeError {
@@ -283,6 +288,7 @@ mod tests {
         let c = load(r#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#, "").unwrap();
         assert_eq!(c.bridge, "cni0");
         assert!(!c.is_gateway && !c.ip_masq && c.ipam_type.is_none() && c.mtu.is_none());
+        assert!(c.preserve_default_vlan, "the Go plugin's default is true");
         let c = load(
             r#"{"cniVersion":"1.0.0","name":"n","isDefaultGateway":true,"mtu":1450,
                 "ipam":{"type":"host-local"}}"#,
