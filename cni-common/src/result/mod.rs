@@ -159,6 +159,11 @@ impl CniResult {
             ResultShape::V040 => v040::Result040::deserialize(value)
                 .map(v040::Result040::into_result)
                 .map_err(bad),
+            // The Go loopback labels 1.x-shaped results with an old version; runtimes read
+            // them leniently, and so do we.
+            ResultShape::Legacy if value.get("ip4").is_none() && value.get("ip6").is_none() => {
+                CniResult::deserialize(value).map_err(bad)
+            }
             ResultShape::Legacy => legacy::Result020::deserialize(value)
                 .map(legacy::Result020::into_result)
                 .map_err(bad),

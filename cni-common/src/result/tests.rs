@@ -110,6 +110,17 @@ fn round_trips_keep_what_each_version_can_hold() {
 }
 
 #[test]
+fn old_label_on_a_new_shape_is_read_leniently() {
+    // What the Go loopback prints for a 0.2.0 config.
+    let value = serde_json::json!({"cniVersion": "0.2.0",
+        "interfaces": [{"name": "lo", "mac": "00:00:00:00:00:00", "sandbox": "/ns"}],
+        "ips": [{"address": "127.0.0.1/8", "interface": 0}]});
+    let r = CniResult::decode(&value, Version::V0_2_0).unwrap();
+    assert_eq!(r.ips[0].address.to_string(), "127.0.0.1/8");
+    assert!(r.encode(Version::V0_2_0).unwrap().contains("\"ip4\""));
+}
+
+#[test]
 fn legacy_input_upconverts() {
     let value = serde_json::json!({
         "cniVersion": "0.2.0",
