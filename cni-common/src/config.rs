@@ -4,8 +4,11 @@
 //! config type ([`NetConf::plugin_config`]), and the raw bytes are kept so that a plugin hands a
 //! delegate exactly what it received.
 
+use std::collections::HashSet;
+use std::fmt;
+
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::error::CniError;
@@ -68,6 +71,62 @@ struct IpamType {
     ipam_type: Option<String>,
 }
 
+/// Walks a JSON document and fails on the first object with a repeated key: two `name` or
+/// `dataDir` keys would leave it to the parser which one counts, so none is accepted.
+struct NoDuplicateKeys;
+
+impl<'de> Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicateKeys)
+    }
+}
+
+impl<'de> Visitor<'de> for NoDuplicateKeys {
+    type Value = NoDuplicateKeys;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(de::Error::custom(format!(
+                    "duplicate key \"{}\"",
+                    key.escape_debug()
+                )));
+            }
+            map.next_value::<NoDuplicateKeys>()?;
+        }
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+}
+
 /// One attachment named in a GC request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 pub struct Attachment {
@@ -87,6 +146,8 @@ impl NetConf {
             ));
         }
         let value: Value = serde_json::from_slice(raw)
+            .map_err(|e| CniError::decode(format!("error unmarshall network config: {e}"), ""))?;
+        serde_json::from_slice::<NoDuplicateKeys>(raw)
             .map_err(|e| CniError::decode(format!("error unmarshall network config: {e}"), ""))?;
         let Value::Object(object) = value else {
             return Err(CniError::decode(
@@ -203,6 +264,12 @@ mod tests {
         assert_eq!(code(r#"{"name":"n","cniVersion":"0.9.0"}"#), Some(1));
         let huge = format!(r#"{{"name":"n","pad":"{}"}}"#, "x".repeat(MAX_CONFIG_BYTES));
         assert_eq!(code(&huge), Some(6));
+        let dup =
+            parse(r#"{"name":"a","ipam":{"dataDir":"/x","dataDir":"/y"},"cniVersion":"1.0.0"}"#);
+        let e = dup.unwrap_err();
+        assert_eq!(e.code(), 6);
+        assert!(e.to_string().contains("duplicate key \"dataDir\""), "{e}");
+        assert_eq!(code(&"[".repeat(100_000)), Some(6));
     }
 
     #[test]

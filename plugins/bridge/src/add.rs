@@ -48,6 +48,10 @@ pub fn tag<'a>(conf: &'a BridgeConf, inv: &'a Invocation) -> Tag<'a> {
 
 pub fn add(inv: &Invocation) -> Result<CniResult, BridgeError> {
     let conf = BridgeConf::load(&inv.config, &inv.env.args)?;
+    // A bad or missing IPAM plugin is found before anything is created.
+    if let Some(ipam) = &conf.ipam_type {
+        delegate::find(ipam, &inv.env.path)?;
+    }
     let netns_path = inv.required_netns()?;
     let ns = Netns::open(netns_path)?;
     let host = Netlink::current()?;

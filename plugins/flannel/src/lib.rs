@@ -36,6 +36,8 @@ fn add(inv: &Invocation) -> Result<CniResult, FlannelError> {
     let delegate = conf.delegate_config(&env);
     let kind = FlannelConf::delegate_type(&delegate).to_owned();
     let bytes = to_bytes(&delegate);
+    // A bad or missing delegate is found before anything is saved.
+    delegate::find(&kind, &inv.env.path)?;
     let path = saved::save(&conf.data_dir, inv.container_id(), &bytes)?;
     cni_common::debug_log!("delegate {kind} config saved at {}", path.display());
     match delegate::add(&kind, &inv.env, &bytes, delegate_version(&delegate)) {

@@ -192,6 +192,18 @@ impl IpamConfig {
         ))
     }
 
+    /// Requested addresses no range set takes (each set takes the first one it contains, as
+    /// allocation does): known before any state is touched.
+    pub fn unmatched_requests(&self) -> Vec<IpAddr> {
+        let mut left = self.requested.clone();
+        for set in &self.range_sets {
+            if let Some(pos) = left.iter().position(|ip| set.contains(*ip)) {
+                left.remove(pos);
+            }
+        }
+        left
+    }
+
     /// `<dataDir>/<network>`; the name was validated by the skeleton.
     pub fn network_dir(&self) -> PathBuf {
         self.data_dir.join(&self.network)

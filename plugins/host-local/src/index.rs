@@ -61,6 +61,11 @@ fn bucket_of(id: &str) -> u32 {
     hash % BUCKETS
 }
 
+/// The entries of a bucket file (its first line is the header).
+pub fn parse_bucket(text: &str) -> Vec<Entry> {
+    text.lines().skip(1).filter_map(parse_line).collect()
+}
+
 fn parse_line(line: &str) -> Option<Entry> {
     let mut words = line.split(' ');
     let (id, leaf, ip) = (words.next()?, words.next()?, words.next()?);
@@ -114,7 +119,7 @@ impl OwnerIndex {
         let key = bucket_of(id);
         if !self.buckets.contains_key(&key) {
             let entries = match fs::read_to_string(self.bucket_path(key)) {
-                Ok(text) => text.lines().skip(1).filter_map(parse_line).collect(),
+                Ok(text) => parse_bucket(&text),
                 Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
                 Err(e) => return Err(e),
             };

@@ -34,6 +34,10 @@ impl HostLocal {
         let cfg = IpamConfig::load(&inv.config, &inv.env.args)?;
         // Everything that can fail without touching state comes first.
         let dns = cfg.resolv_conf.as_deref().map(dns::read).transpose()?;
+        let unmatched = cfg.unmatched_requests();
+        if !unmatched.is_empty() {
+            return Err(HostLocalError::RequestedUnmatched(unmatched));
+        }
         let mut store =
             DiskStore::open(&cfg.network_dir(), &cfg.index_dir(), cfg.range_sets.len())?;
         let ips = allocate(&cfg, &mut store, owner(inv))?;
