@@ -166,8 +166,18 @@ impl Chain {
 
     /// ADD through every plugin; returns the final result (what a runtime caches).
     pub fn add(&self, exec: &dyn Exec, att: &Attachment) -> Result<Value, ChainError> {
+        self.add_prefix(exec, att, self.plugins().len())
+    }
+
+    /// ADD through the first `count` plugins only (a runtime that stopped half-way).
+    pub fn add_prefix(
+        &self,
+        exec: &dyn Exec,
+        att: &Attachment,
+        count: usize,
+    ) -> Result<Value, ChainError> {
         let mut prev: Option<Value> = None;
-        for index in 0..self.plugins().len() {
+        for index in 0..count.min(self.plugins().len()) {
             let out = self.call(exec, index, "ADD", Some(att), prev.as_ref());
             if !out.success() {
                 return Err(self.fail(index, out));

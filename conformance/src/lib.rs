@@ -10,6 +10,7 @@
 
 pub mod cache;
 pub mod chain;
+pub mod flannel;
 pub mod netconf;
 pub mod netns;
 pub mod node;

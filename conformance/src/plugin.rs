@@ -122,13 +122,16 @@ impl<'a> PluginCall<'a> {
         self.stdin(config.to_string())
     }
 
-    /// Execs the plugin inside the node's host namespace with only the `CNI_*` environment
-    /// (and `PATH`), as a runtime does.
-    pub fn run(self) -> Outcome {
+    /// Starts the plugin inside the node's host namespace with only the `CNI_*` environment
+    /// (and `PATH`), as a runtime does, in a process group of its own (so that a test can
+    /// kill it and every delegate it started), with stdin already written.
+    pub fn spawn(self) -> std::process::Child {
+        use std::os::unix::process::CommandExt;
         let mut cmd = self.node.host().command(&self.binary);
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -139,6 +142,12 @@ impl<'a> PluginCall<'a> {
             // A plugin may exit without reading stdin (VERSION, env errors).
             let _ = input.write_all(&self.stdin);
         }
+        child
+    }
+
+    /// Execs the plugin and waits for it.
+    pub fn run(self) -> Outcome {
+        let child = self.spawn();
         let out = child.wait_with_output().unwrap();
         Outcome {
             exit_code: out.status.code().unwrap_or(-1),

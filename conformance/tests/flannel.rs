@@ -11,26 +11,17 @@ use conformance::traffic::{tcp_get, tcp_server};
 use conformance::{Chain, Node, TestNetns};
 use serde_json::{Value, json};
 
-const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/flannel");
+use conformance::flannel::{conflist, leases, testdata, write_subnet_env};
 
-fn testdata(name: &str) -> String {
-    fs::read_to_string(format!("{TESTDATA}/{name}")).unwrap()
-}
-
-/// The shipped conflist, with every state path pointed into the node's temp dir.
-fn conflist(node: &Node, version: &str) -> Value {
-    let mut list: Value = serde_json::from_str(&testdata("10-flannel.conflist")).unwrap();
-    list["cniVersion"] = json!(version);
-    let flannel = &mut list["plugins"][0];
-    flannel["subnetFile"] = json!(node.dir().join("subnet.env"));
-    flannel["dataDir"] = json!(node.dir().join("flannel"));
-    flannel["ipam"] = json!({"dataDir": node.dir().join("ipam")});
-    list["plugins"][1]["stateDir"] = json!(node.dir().join("portmap"));
-    list
-}
-
-fn write_subnet_env(node: &Node, text: &str) {
-    fs::write(node.dir().join("subnet.env"), text).unwrap();
+fn names_in(dir: std::path::PathBuf) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 fn chain(node: &Node, version: &str, mappings: Value) -> Chain {
@@ -73,24 +64,6 @@ fn pings(ns: &TestNetns, to: &str) -> bool {
     ns.run("ping", &[fam, "-c1", "-W1", "-q", to])
         .status
         .success()
-}
-
-fn names_in(dir: std::path::PathBuf) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-fn leases(node: &Node) -> Vec<String> {
-    names_in(node.dir().join("ipam").join("cbr0"))
-        .into_iter()
-        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-        .collect()
 }
 
 #[test]

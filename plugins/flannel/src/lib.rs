@@ -58,6 +58,8 @@ fn del(inv: &Invocation) -> Result<(), FlannelError> {
     let conf = FlannelConf::load(&inv.config)?;
     let id = inv.container_id();
     let Some(bytes) = saved::read(&conf.data_dir, id)? else {
+        // A temp file of an ADD killed before it saved.
+        saved::remove(&conf.data_dir, id)?;
         cni_common::debug_log!(
             "no saved config for {id}: DEL through a config rebuilt from subnet.env"
         );

@@ -21,6 +21,11 @@ fn state_err(what: &str, path: &Path, e: std::io::Error) -> FlannelError {
     FlannelError::State(format!("{what} {}: {e}", path.display()))
 }
 
+/// Container IDs never start with `.`, so the temp name cannot be another container's.
+fn tmp_path(data_dir: &Path, id: &str) -> PathBuf {
+    data_dir.join(format!(".{id}.tmp"))
+}
+
 pub fn save(data_dir: &Path, id: &str, bytes: &[u8]) -> Result<PathBuf, FlannelError> {
     DirBuilder::new()
         .recursive(true)
@@ -28,8 +33,7 @@ pub fn save(data_dir: &Path, id: &str, bytes: &[u8]) -> Result<PathBuf, FlannelE
         .create(data_dir)
         .map_err(|e| state_err("cannot create", data_dir, e))?;
     let target = path(data_dir, id);
-    // Container IDs never start with `.`, so the temp name cannot be another container's.
-    let tmp = data_dir.join(format!(".{id}.tmp"));
+    let tmp = tmp_path(data_dir, id);
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -53,7 +57,9 @@ pub fn read(data_dir: &Path, id: &str) -> Result<Option<Vec<u8>>, FlannelError> 
     }
 }
 
+/// Removes the saved config, and a temp file a killed ADD may have left behind.
 pub fn remove(data_dir: &Path, id: &str) -> Result<(), FlannelError> {
+    let _ = fs::remove_file(tmp_path(data_dir, id));
     let p = path(data_dir, id);
     match fs::remove_file(&p) {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(state_err("cannot remove", &p, e)),
@@ -106,6 +112,10 @@ mod tests {
         assert!(list(&dir, "other").is_empty());
         remove(&dir, "c1").unwrap();
         remove(&dir, "c1").unwrap();
+        // An ADD killed between writing and renaming leaves its temp file: DEL removes it.
+        fs::write(dir.join(".c2.tmp"), b"{").unwrap();
+        remove(&dir, "c2").unwrap();
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
         assert_eq!(read(&dir, "c1").unwrap(), None);
     }
 }
