@@ -21,3 +21,5 @@ if [ -s target/test-skips.txt ]; then
 fi
 echo "== install.sh"
 scripts/test-install.sh
+echo "== fuzz smoke (scripts/fuzz.sh; the long run is scripts/reliability.sh)"
+scripts/fuzz.sh 15
