@@ -16,12 +16,14 @@ pub mod netns;
 pub mod node;
 pub mod normalize;
 pub mod plugin;
+pub mod pod;
 pub mod traffic;
 
 pub use chain::Chain;
 pub use netns::TestNetns;
 pub use node::Node;
 pub use plugin::{Outcome, PluginCall, plugin_dir};
+pub use pod::Pod;
 
 /// Where skipped checks are recorded; `scripts/test.sh` prints the file after the tests,
 /// because the test harness swallows the output of passing tests.

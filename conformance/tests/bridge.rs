@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use conformance::chain::Attachment;
 use conformance::normalize::redact;
-use conformance::{Chain, Node, TestNetns};
+use conformance::{Chain, Node, Pod, TestNetns};
 use serde_json::{Value, json};
 
 fn host_local(node: &Node, ranges: Value) -> Value {
@@ -27,41 +27,6 @@ fn chain(version: &str, bridge: Value) -> Chain {
     let mut plugin = bridge;
     plugin["type"] = json!("bridge");
     Chain::new(json!({"cniVersion": version, "name": "brnet", "plugins": [plugin]}))
-}
-
-struct Pod {
-    att: Attachment,
-    ns: TestNetns,
-    result: Value,
-}
-
-fn add_pod(node: &Node, chain: &Chain) -> Pod {
-    let (id, ns) = node.container();
-    let att = Attachment::new(&id, &ns.path_str(), "eth0");
-    let result = chain
-        .add(node, &att)
-        .unwrap_or_else(|e| panic!("ADD failed: {:?}", e.outcome));
-    Pod { att, ns, result }
-}
-
-fn del_pod(node: &Node, chain: &Chain, pod: &Pod) {
-    chain
-        .del(node, &pod.att, Some(&pod.result))
-        .unwrap_or_else(|e| panic!("DEL failed: {:?}", e.outcome));
-}
-
-fn ip_of(pod: &Pod, v4: bool) -> String {
-    pod.result["ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|ip| ip["address"].as_str().unwrap())
-        .find(|a| a.contains('.') == v4)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned()
 }
 
 fn pings(ns: &TestNetns, addr: &str) -> bool {
@@ -129,15 +94,15 @@ fn pods_ping_each_other_and_the_gateway_v4_v6_dual() {
             "1.0.0",
             json!({"isGateway": true, "mtu": 1400, "ipam": host_local(&node, ranges(r))}),
         );
-        let a = add_pod(&node, &c);
-        let b = add_pod(&node, &c);
+        let a = Pod::add(&node, &c);
+        let b = Pod::add(&node, &c);
         for v4 in [true, false] {
             if (v4 && family == "v6") || (!v4 && family == "v4") {
                 continue;
             }
             let gw = if v4 { "10.77.0.1" } else { "fd77::1" };
-            assert!(pings(&a.ns, &ip_of(&b, v4)), "{family}: a cannot reach b");
-            assert!(pings(&b.ns, &ip_of(&a, v4)), "{family}: b cannot reach a");
+            assert!(pings(&a.ns, &b.ip(v4)), "{family}: a cannot reach b");
+            assert!(pings(&b.ns, &a.ip(v4)), "{family}: b cannot reach a");
             assert!(pings(&a.ns, gw), "{family}: a cannot reach the gateway");
         }
         // MTU on the bridge and on both ends of the veth.
@@ -152,8 +117,8 @@ fn pods_ping_each_other_and_the_gateway_v4_v6_dual() {
             assert_eq!(sysctl(node.host(), "net/ipv6/conf/all/forwarding"), "1");
             assert_eq!(sysctl(&a.ns, "net/ipv6/conf/eth0/accept_dad"), "0");
         }
-        del_pod(&node, &c, &a);
-        del_pod(&node, &c, &b);
+        a.del(&node, &c);
+        b.del(&node, &c);
         assert!(
             !node.host().sh("ip", &["link"]).contains("veth"),
             "{family}: veth left"
@@ -194,7 +159,7 @@ fn masquerade_lets_pods_reach_an_external_network() {
         json!({"isDefaultGateway": true, "ipMasq": true,
                "ipam": host_local(&node, ranges(DUAL))}),
     );
-    let pod = add_pod(&node, &masq);
+    let pod = Pod::add(&node, &masq);
     assert!(
         pings(&pod.ns, "198.51.100.2"),
         "masqueraded pod cannot reach the external host"
@@ -207,18 +172,18 @@ fn masquerade_lets_pods_reach_an_external_network() {
         .host()
         .sh("nft", &["list", "table", "inet", "cni_rs_masquerade"]);
     assert!(
-        rules.contains(&format!("ip saddr {}", ip_of(&pod, true))),
+        rules.contains(&format!("ip saddr {}", pod.ip(true))),
         "{rules}"
     );
     assert!(
-        rules.contains(&format!("ip6 saddr {}", ip_of(&pod, false))),
+        rules.contains(&format!("ip6 saddr {}", pod.ip(false))),
         "{rules}"
     );
     assert!(
         rules.contains(&format!("id: {}", pod.att.container_id)),
         "{rules}"
     );
-    del_pod(&node, &masq, &pod);
+    pod.del(&node, &masq);
     let rules = node
         .host()
         .sh("nft", &["list", "table", "inet", "cni_rs_masquerade"]);
@@ -230,9 +195,9 @@ fn masquerade_lets_pods_reach_an_external_network() {
         json!({"bridge": "cni1", "isDefaultGateway": true,
                "ipam": host_local(&node, ranges(r#"[[{"subnet": "10.78.0.0/24"}]]"#))}),
     );
-    let pod = add_pod(&node, &plain);
+    let pod = Pod::add(&node, &plain);
     assert!(!pings(&pod.ns, "198.51.100.2"));
-    del_pod(&node, &plain, &pod);
+    pod.del(&node, &plain);
     drop(ext);
 }
 
@@ -243,7 +208,7 @@ fn mac_spoof_check_drops_frames_from_another_mac() {
         "1.0.0",
         json!({"isGateway": true, "macspoofchk": true, "ipam": host_local(&node, ranges(V4))}),
     );
-    let pod = add_pod(&node, &c);
+    let pod = Pod::add(&node, &c);
     assert!(pings(&pod.ns, "10.77.0.1"));
     let mac = pod.result["interfaces"][2]["mac"]
         .as_str()
@@ -261,7 +226,7 @@ fn mac_spoof_check_drops_frames_from_another_mac() {
     assert!(!pings(&pod.ns, "10.77.0.1"), "a spoofed MAC got through");
     set_mac(&mac);
     assert!(pings(&pod.ns, "10.77.0.1"), "the real MAC is blocked");
-    del_pod(&node, &c, &pod);
+    pod.del(&node, &c);
     let rules = node
         .host()
         .sh("nft", &["list", "table", "bridge", "cni_rs_macspoofchk"]);
@@ -275,7 +240,7 @@ fn custom_bridge_static_mac_hairpin_and_isolation() {
         "type": "bridge", "bridge": "br-test", "hairpinMode": true, "portIsolation": true,
         "capabilities": {"mac": true}, "ipam": host_local(&node, ranges(V4))}]});
     let c = Chain::new(list).with_capability_args(json!({"mac": "02:42:ac:11:00:09"}));
-    let pod = add_pod(&node, &c);
+    let pod = Pod::add(&node, &c);
     assert_eq!(pod.result["interfaces"][0]["name"], "br-test");
     assert_eq!(pod.result["interfaces"][2]["mac"], "02:42:ac:11:00:09");
     assert!(
@@ -289,7 +254,7 @@ fn custom_bridge_static_mac_hairpin_and_isolation() {
     assert!(port.contains("master br-test"), "{port}");
     assert!(port.contains("hairpin on"), "{port}");
     assert!(port.contains("isolated on"), "{port}");
-    del_pod(&node, &c, &pod);
+    pod.del(&node, &c);
 }
 
 #[test]
@@ -301,19 +266,19 @@ fn del_leaves_the_host_as_it_was_in_every_variant() {
                "ipam": host_local(&node, ranges(DUAL))}),
     );
     // A first pod creates the bridge, its addresses and our (then empty) tables.
-    let warm = add_pod(&node, &c);
-    del_pod(&node, &c, &warm);
+    let warm = Pod::add(&node, &c);
+    warm.del(&node, &c);
     let before = host_state(&node);
 
     // Plain DEL, and DEL twice.
-    let pod = add_pod(&node, &c);
-    del_pod(&node, &c, &pod);
-    del_pod(&node, &c, &pod);
+    let pod = Pod::add(&node, &c);
+    pod.del(&node, &c);
+    pod.del(&node, &c);
     assert_eq!(host_state(&node), before, "after DEL twice");
 
     // DEL with no prevResult and an empty CNI_NETNS (nerdctl/ctr), then the runtime removes
     // the namespace: rules and lease must be gone anyway (Go #810).
-    let mut pod = add_pod(&node, &c);
+    let mut pod = Pod::add(&node, &c);
     let empty = Attachment::new(&pod.att.container_id, "", "eth0");
     c.del(&node, &empty, None).unwrap();
     pod.ns.delete();
@@ -321,7 +286,7 @@ fn del_leaves_the_host_as_it_was_in_every_variant() {
     assert_eq!(host_state(&node), before, "after DEL with empty CNI_NETNS");
 
     // The namespace is gone before DEL.
-    let mut pod = add_pod(&node, &c);
+    let mut pod = Pod::add(&node, &c);
     pod.ns.delete();
     c.del(&node, &pod.att, None).unwrap();
     wait_for_veths_to_go(&node);
@@ -343,7 +308,7 @@ fn a_failed_add_undoes_everything() {
         json!({"isGateway": true, "ipMasq": true, "macspoofchk": true,
                "ipam": host_local(&node, ranges(r#"[[{"subnet": "10.90.0.0/30"}]]"#))}),
     );
-    let first = add_pod(&node, &c);
+    let first = Pod::add(&node, &c);
     let before = host_state(&node);
     let (id, ns) = node.container();
     let err = c
@@ -365,7 +330,7 @@ fn a_failed_add_undoes_everything() {
     // The runtime's DEL after the failed ADD is fine too.
     c.del(&node, &Attachment::new(&id, &ns.path_str(), "eth0"), None)
         .unwrap();
-    del_pod(&node, &c, &first);
+    first.del(&node, &c);
 }
 
 #[test]
@@ -376,16 +341,16 @@ fn parallel_adds_onto_a_bridge_that_does_not_exist_yet() {
         json!({"isGateway": true, "ipMasq": true, "ipam": host_local(&node, ranges(DUAL))}),
     );
     let pods: Vec<Pod> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..20).map(|_| s.spawn(|| add_pod(&node, &c))).collect();
+        let handles: Vec<_> = (0..20).map(|_| s.spawn(|| Pod::add(&node, &c))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let ips: HashSet<String> = pods.iter().map(|p| ip_of(p, true)).collect();
+    let ips: HashSet<String> = pods.iter().map(|p| p.ip(true)).collect();
     assert_eq!(ips.len(), 20, "an address was given twice");
-    assert!(pings(&pods[0].ns, &ip_of(&pods[19], true)));
+    assert!(pings(&pods[0].ns, &pods[19].ip(true)));
     std::thread::scope(|s| {
         for pod in &pods {
             let (node, c) = (&node, &c);
-            s.spawn(move || del_pod(node, c, pod));
+            s.spawn(move || pod.del(node, c));
         }
     });
     let links = node.host().sh("ip", &["link"]);
@@ -401,7 +366,7 @@ fn check_follows_what_add_did() {
         "1.0.0",
         json!({"isDefaultGateway": true, "ipMasq": true, "ipam": host_local(&node, ranges(DUAL))}),
     );
-    let pod = add_pod(&node, &c);
+    let pod = Pod::add(&node, &c);
     c.check(&node, &pod.att, &pod.result).unwrap();
     let v4 = pod.result["ips"][0]["address"].as_str().unwrap().to_owned();
     pod.ns.sh("ip", &["addr", "del", &v4, "dev", "eth0"]);
@@ -410,11 +375,11 @@ fn check_follows_what_add_did() {
         err.outcome.err(103),
         format!("address {v4} is missing from the container interface")
     );
-    del_pod(&node, &c, &pod);
+    pod.del(&node, &c);
 
     // L2 only: no IPAM to ask, and CHECK still verifies the interfaces (Go always fails here).
     let l2 = chain("1.0.0", json!({"bridge": "l2br"}));
-    let pod = add_pod(&node, &l2);
+    let pod = Pod::add(&node, &l2);
     assert!(pod.result.get("ips").is_none());
     l2.check(&node, &pod.att, &pod.result).unwrap();
     pod.ns.sh("ip", &["link", "del", "eth0"]);
@@ -423,7 +388,7 @@ fn check_follows_what_add_did() {
         err.outcome.err(103),
         "CNI created interface in container eth0 not found"
     );
-    del_pod(&node, &l2, &pod);
+    pod.del(&node, &l2);
 }
 
 #[test]
@@ -433,8 +398,8 @@ fn a_bridge_with_another_address_is_explained_and_force_address_replaces_it() {
         "1.0.0",
         json!({"isGateway": true, "ipam": host_local(&node, ranges(V4))}),
     );
-    let pod = add_pod(&node, &old);
-    del_pod(&node, &old, &pod);
+    let pod = Pod::add(&node, &old);
+    pod.del(&node, &old);
     let new_ranges = ranges(r#"[[{"subnet": "10.88.0.0/24"}]]"#);
     let new = chain(
         "1.0.0",
@@ -461,13 +426,13 @@ fn a_bridge_with_another_address_is_explained_and_force_address_replaces_it() {
         "1.0.0",
         json!({"isGateway": true, "forceAddress": true, "ipam": host_local(&node, new_ranges)}),
     );
-    let pod = add_pod(&node, &forced);
+    let pod = Pod::add(&node, &forced);
     let addrs = node.host().sh("ip", &["-4", "addr", "show", "cni0"]);
     assert!(
         addrs.contains("10.88.0.1/24") && !addrs.contains("10.77.0.1"),
         "{addrs}"
     );
-    del_pod(&node, &forced, &pod);
+    pod.del(&node, &forced);
 }
 
 #[test]
@@ -477,8 +442,8 @@ fn gc_removes_the_rules_and_leases_of_stale_attachments() {
         "1.1.0",
         json!({"ipMasq": true, "isGateway": true, "ipam": host_local(&node, ranges(V4))}),
     );
-    let keep = add_pod(&node, &c);
-    let stale = add_pod(&node, &c);
+    let keep = Pod::add(&node, &c);
+    let stale = Pod::add(&node, &c);
     let mut gc = c.request_config(0, None);
     gc["cni.dev/valid-attachments"] =
         json!([{"containerID": keep.att.container_id, "ifname": "eth0"}]);
@@ -500,14 +465,10 @@ fn gc_removes_the_rules_and_leases_of_stale_attachments() {
         !rules.contains(&format!("id: {},", stale.att.container_id)),
         "{rules}"
     );
-    let lease = node
-        .dir()
-        .join("ipam")
-        .join("brnet")
-        .join(ip_of(&stale, true));
+    let lease = node.dir().join("ipam").join("brnet").join(stale.ip(true));
     assert!(!lease.exists(), "GC was not forwarded to IPAM");
-    del_pod(&node, &c, &keep);
-    del_pod(&node, &c, &stale);
+    keep.del(&node, &c);
+    stale.del(&node, &c);
 }
 
 #[test]
@@ -518,7 +479,7 @@ fn results_in_every_version() {
             version,
             json!({"isDefaultGateway": true, "ipam": host_local(&node, ranges(DUAL))}),
         );
-        let pod = add_pod(&node, &c);
+        let pod = Pod::add(&node, &c);
         let veth = pod.result["interfaces"][1]["name"]
             .as_str()
             .unwrap_or("-")
@@ -528,7 +489,7 @@ fn results_in_every_version() {
             format!("add_{version}"),
             redact(&text, &[(&pod.ns.path_str(), "[NETNS]"), (&veth, "[VETH]")])
         );
-        del_pod(&node, &c, &pod);
+        pod.del(&node, &c);
     }
 }
 
@@ -604,7 +565,7 @@ fn vlan_access_and_trunk_ports() {
         assert!(msg.starts_with("failed to create bridge \"vbr0\""), "{msg}");
         return;
     }
-    let pod = add_pod(&node, &c);
+    let pod = Pod::add(&node, &c);
     let veth = pod.result["interfaces"][1]["name"]
         .as_str()
         .unwrap()
@@ -616,7 +577,7 @@ fn vlan_access_and_trunk_ports() {
         "{vlans}"
     );
     assert_eq!(pod.result["interfaces"][3]["name"], "vbr0.100");
-    del_pod(&node, &c, &pod);
+    pod.del(&node, &c);
 }
 
 #[test]
@@ -624,13 +585,13 @@ fn promisc_dad_l2_only_and_dns_keys() {
     let node = Node::new();
     // promiscMode puts the bridge in promiscuous mode.
     let promisc = chain("1.0.0", json!({"bridge": "pbr", "promiscMode": true}));
-    let pod = add_pod(&node, &promisc);
+    let pod = Pod::add(&node, &promisc);
     assert!(
         node.host()
             .sh("ip", &["-d", "link", "show", "pbr"])
             .contains("promiscuity 1")
     );
-    del_pod(&node, &promisc, &pod);
+    pod.del(&node, &promisc);
 
     // enabledad: ADD waits for DAD to finish instead of turning it off.
     let dad = chain(
@@ -638,26 +599,26 @@ fn promisc_dad_l2_only_and_dns_keys() {
         json!({"bridge": "dbr", "isGateway": true, "enabledad": true,
                "ipam": host_local(&node, ranges(r#"[[{"subnet": "fd99::/64"}]]"#))}),
     );
-    let pod = add_pod(&node, &dad);
+    let pod = Pod::add(&node, &dad);
     assert_eq!(sysctl(&pod.ns, "net/ipv6/conf/eth0/accept_dad"), "1");
     let addrs = pod
         .ns
         .sh("ip", &["-6", "addr", "show", "eth0", "scope", "global"]);
     assert!(!addrs.contains("tentative"), "{addrs}");
-    del_pod(&node, &dad, &pod);
+    pod.del(&node, &dad);
 
     // disableContainerInterface leaves the container end down.
     let down = chain(
         "1.0.0",
         json!({"bridge": "nbr", "disableContainerInterface": true}),
     );
-    let pod = add_pod(&node, &down);
+    let pod = Pod::add(&node, &down);
     assert!(
         pod.ns
             .sh("ip", &["link", "show", "eth0"])
             .contains("state DOWN")
     );
-    del_pod(&node, &down, &pod);
+    pod.del(&node, &down);
 
     // The config's own dns replaces what IPAM returned.
     let dns = chain(
@@ -665,12 +626,12 @@ fn promisc_dad_l2_only_and_dns_keys() {
         json!({"bridge": "sbr", "dns": {"nameservers": ["10.96.0.10"], "search": ["svc"]},
                "ipam": host_local(&node, ranges(V4))}),
     );
-    let pod = add_pod(&node, &dns);
+    let pod = Pod::add(&node, &dns);
     assert_eq!(
         pod.result["dns"],
         json!({"nameservers": ["10.96.0.10"], "search": ["svc"]})
     );
-    del_pod(&node, &dns, &pod);
+    pod.del(&node, &dns);
 }
 
 #[test]
@@ -687,12 +648,12 @@ fn status_is_forwarded_to_ipam() {
             .run()
     };
     assert!(status().success());
-    let pod = add_pod(&node, &c);
+    let pod = Pod::add(&node, &c);
     assert_eq!(
         status().err(50),
         "no IP addresses available in range set 0: 10.91.0.1-10.91.0.2 (1 of 1 in use)"
     );
-    del_pod(&node, &c, &pod);
+    pod.del(&node, &c);
     let l2 = chain("1.1.0", json!({"bridge": "l2"}));
     let out = node
         .plugin("bridge")
@@ -741,8 +702,8 @@ fn first_forwarded_ipv6_packet_to_a_new_pod_is_not_delayed() {
         "1.0.0",
         json!({"isDefaultGateway": true, "ipam": host_local(&node, ranges(V6))}),
     );
-    let pod = add_pod(&node, &c);
-    let addr = ip_of(&pod, false);
+    let pod = Pod::add(&node, &c);
+    let addr = pod.ip(false);
     let started = std::time::Instant::now();
     assert!(
         pings(&ext, &addr),
@@ -753,5 +714,5 @@ fn first_forwarded_ipv6_packet_to_a_new_pod_is_not_delayed() {
         "first forwarded IPv6 packet took {:?}",
         started.elapsed()
     );
-    del_pod(&node, &c, &pod);
+    pod.del(&node, &c);
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use conformance::chain::Attachment;
 use conformance::traffic::{tcp_get, tcp_server};
-use conformance::{Chain, Node, TestNetns};
+use conformance::{Chain, Node, Pod, TestNetns};
 use serde_json::{Value, json};
 
 use conformance::flannel::{conflist, leases, testdata, write_subnet_env};
@@ -28,37 +28,6 @@ fn chain(node: &Node, version: &str, mappings: Value) -> Chain {
     Chain::new(conflist(node, version)).with_capability_args(json!({"portMappings": mappings}))
 }
 
-struct Pod {
-    att: Attachment,
-    ns: TestNetns,
-    result: Value,
-}
-
-fn add_pod(node: &Node, chain: &Chain) -> Pod {
-    let (id, ns) = node.container();
-    let att = Attachment::new(&id, &ns.path_str(), "eth0");
-    let result = chain
-        .add(node, &att)
-        .unwrap_or_else(|e| panic!("ADD failed at {}: {:?}", e.plugin, e.outcome));
-    Pod { att, ns, result }
-}
-
-fn del_pod(node: &Node, chain: &Chain, pod: &Pod) {
-    chain
-        .del(node, &pod.att, Some(&pod.result))
-        .unwrap_or_else(|e| panic!("DEL failed at {}: {:?}", e.plugin, e.outcome));
-}
-
-fn addr(pod: &Pod, v4: bool) -> String {
-    pod.result["ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["address"].as_str().unwrap().to_owned())
-        .find(|a| a.contains('.') == v4)
-        .unwrap()
-}
-
 fn pings(ns: &TestNetns, to: &str) -> bool {
     let fam = if to.contains(':') { "-6" } else { "-4" };
     ns.run("ping", &[fam, "-c1", "-W1", "-q", to])
@@ -76,9 +45,9 @@ fn kube_flannel_conflist_end_to_end() {
         "0.3.1",
         json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]),
     );
-    let a = add_pod(&node, &c);
+    let a = Pod::add(&node, &c);
     let plain = chain(&node, "0.3.1", json!([]));
-    let b = add_pod(&node, &plain);
+    let b = Pod::add(&node, &plain);
 
     // The bridge and the pods as flanneld's subnet says.
     let cni0 = node.host().sh("ip", &["-4", "addr", "show", "cni0"]);
@@ -88,9 +57,9 @@ fn kube_flannel_conflist_end_to_end() {
     );
     for pod in [&a, &b] {
         assert!(
-            addr(pod, true).starts_with("10.1.17."),
+            pod.address(true).starts_with("10.1.17."),
             "{}",
-            addr(pod, true)
+            pod.address(true)
         );
         let routes = pod.ns.sh("ip", &["-4", "route"]);
         assert!(routes.contains("default via 10.1.17.1"), "{routes}");
@@ -101,7 +70,7 @@ fn kube_flannel_conflist_end_to_end() {
                 .contains("mtu 1472")
         );
     }
-    assert!(pings(&a.ns, addr(&b, true).split('/').next().unwrap()));
+    assert!(pings(&a.ns, b.address(true).split('/').next().unwrap()));
     assert!(pings(&b.ns, "10.1.17.1"));
     let _srv = tcp_server(&a.ns, 80, "pod a");
     let to: SocketAddr = "198.51.100.1:8080".parse().unwrap();
@@ -117,8 +86,8 @@ fn kube_flannel_conflist_end_to_end() {
         .replace("@IPAM_DIR@", &node.dir().join("ipam").display().to_string());
     assert_eq!(saved, golden.trim_end_matches('\n'));
 
-    del_pod(&node, &c, &a);
-    del_pod(&node, &plain, &b);
+    a.del(&node, &c);
+    b.del(&node, &plain);
     assert!(
         names_in(node.dir().join("flannel")).is_empty(),
         "saved config left"
@@ -148,13 +117,13 @@ fn dual_stack_and_ipv6_only_subnets() {
         let node = Node::new();
         write_subnet_env(&node, env);
         let c = chain(&node, "1.0.0", json!([]));
-        let a = add_pod(&node, &c);
-        let b = add_pod(&node, &c);
+        let a = Pod::add(&node, &c);
+        let b = Pod::add(&node, &c);
         if v4 {
-            assert!(pings(&a.ns, addr(&b, true).split('/').next().unwrap()));
+            assert!(pings(&a.ns, b.address(true).split('/').next().unwrap()));
         }
         if v6 {
-            let b6 = addr(&b, false);
+            let b6 = b.address(false);
             assert!(b6.starts_with("fd44:0:0:17::"), "{b6}");
             assert!(pings(&a.ns, b6.split('/').next().unwrap()));
             let routes = a.ns.sh("ip", &["-6", "route"]);
@@ -164,8 +133,8 @@ fn dual_stack_and_ipv6_only_subnets() {
             a.result["ips"].as_array().unwrap().len(),
             usize::from(v4) + usize::from(v6)
         );
-        del_pod(&node, &c, &a);
-        del_pod(&node, &c, &b);
+        a.del(&node, &c);
+        b.del(&node, &c);
         assert!(leases(&node).is_empty());
     }
 }
@@ -231,7 +200,7 @@ fn a_failed_delegate_add_leaves_nothing() {
         "FLANNEL_NETWORK=10.9.0.0/16\nFLANNEL_SUBNET=10.9.0.1/30\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=true\n",
     );
     let c = chain(&node, "1.0.0", json!([]));
-    let first = add_pod(&node, &c);
+    let first = Pod::add(&node, &c);
     let (id, ns) = node.container();
     let att = Attachment::new(&id, &ns.path_str(), "eth0");
     let err = c.add(&node, &att).unwrap_err();
@@ -248,7 +217,7 @@ fn a_failed_delegate_add_leaves_nothing() {
     assert!(!ns.sh("ip", &["link"]).contains("eth0"));
     // The runtime's DEL after the failed ADD finds nothing to undo and succeeds.
     c.del(&node, &att, None).unwrap();
-    del_pod(&node, &c, &first);
+    first.del(&node, &c);
 }
 
 #[test]
@@ -288,7 +257,7 @@ fn del_keeps_the_saved_config_until_the_delegate_succeeds() {
     let node = Node::new();
     write_subnet_env(&node, &testdata("subnet.env"));
     let c = chain(&node, "1.0.0", json!([]));
-    let pod = add_pod(&node, &c);
+    let pod = Pod::add(&node, &c);
     // A CNI_PATH without host-local: the bridge's IPAM DEL fails, so flannel's DEL fails.
     let partial = node.dir().join("partial-bin");
     fs::create_dir_all(&partial).unwrap();
@@ -312,7 +281,7 @@ fn del_keeps_the_saved_config_until_the_delegate_succeeds() {
         [pod.att.container_id.as_str()]
     );
     // Retried with the full CNI_PATH: the lease is released and only then the file goes.
-    del_pod(&node, &c, &pod);
+    pod.del(&node, &c);
     assert!(leases(&node).is_empty());
     assert!(names_in(node.dir().join("flannel")).is_empty());
 }
@@ -332,10 +301,10 @@ fn check_status_and_gc() {
     write_subnet_env(&node, &testdata("subnet.env"));
     assert!(status().success());
 
-    let keep = add_pod(&node, &c);
-    let stale = add_pod(&node, &c);
+    let keep = Pod::add(&node, &c);
+    let stale = Pod::add(&node, &c);
     c.check(&node, &keep.att, &keep.result).unwrap();
-    let v4 = addr(&keep, true);
+    let v4 = keep.address(true);
     keep.ns.sh("ip", &["addr", "del", &v4, "dev", "eth0"]);
     let err = c.check(&node, &keep.att, &keep.result).unwrap_err();
     assert_eq!(err.plugin, "flannel");
@@ -357,10 +326,10 @@ fn check_status_and_gc() {
     );
     assert_eq!(
         leases(&node),
-        [addr(&keep, true).split('/').next().unwrap().to_owned()]
+        [keep.address(true).split('/').next().unwrap().to_owned()]
     );
-    del_pod(&node, &c, &keep);
-    del_pod(&node, &c, &stale);
+    keep.del(&node, &c);
+    stale.del(&node, &c);
 }
 
 #[test]
@@ -375,7 +344,7 @@ fn every_spec_version_through_the_chain() {
             version,
             json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]),
         );
-        let pod = add_pod(&node, &c);
+        let pod = Pod::add(&node, &c);
         assert_eq!(pod.result["cniVersion"], version);
         if version < "0.3.0" {
             assert!(
@@ -391,8 +360,8 @@ fn every_spec_version_through_the_chain() {
         if version >= "0.4.0" {
             c.check(&node, &pod.att, &pod.result).unwrap();
         }
-        del_pod(&node, &c, &pod);
-        del_pod(&node, &c, &pod);
+        pod.del(&node, &c);
+        pod.del(&node, &c);
         assert!(leases(&node).is_empty(), "{version}");
         assert!(names_in(node.dir().join("flannel")).is_empty(), "{version}");
     }

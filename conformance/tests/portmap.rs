@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use conformance::chain::Attachment;
 use conformance::traffic::{tcp_get, tcp_server, udp_get, udp_server};
-use conformance::{Chain, Node, TestNetns};
+use conformance::{Chain, Node, Pod, TestNetns};
 use serde_json::{Value, json};
 
 const HOST_V4: &str = "198.51.100.1";
@@ -68,45 +68,6 @@ fn chain(node: &Node, version: &str, portmap: Value, mappings: Value) -> Chain {
     .with_capability_args(json!({"portMappings": mappings}))
 }
 
-struct Pod {
-    att: Attachment,
-    ns: TestNetns,
-    result: Value,
-}
-
-fn add_pod(node: &Node, chain: &Chain) -> Pod {
-    let (id, ns) = node.container();
-    let att = Attachment::new(&id, &ns.path_str(), "eth0");
-    let result = chain
-        .add(node, &att)
-        .unwrap_or_else(|e| panic!("ADD failed at {}: {:?}", e.plugin, e.outcome));
-    Pod { att, ns, result }
-}
-
-fn del_pod(node: &Node, chain: &Chain, pod: &Pod) {
-    chain
-        .del(node, &pod.att, Some(&pod.result))
-        .unwrap_or_else(|e| panic!("DEL failed at {}: {:?}", e.plugin, e.outcome));
-}
-
-fn ip(pod: &Pod, v4: bool) -> String {
-    pod.result["ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            i["address"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .to_owned()
-        })
-        .find(|a| a.contains('.') == v4)
-        .unwrap()
-}
-
 fn at(addr: &str, port: u16) -> SocketAddr {
     if addr.contains(':') {
         format!("[{addr}]:{port}").parse().unwrap()
@@ -128,10 +89,10 @@ fn our_rules(node: &Node) -> String {
 fn host_port_answers_from_everywhere_it_should() {
     let (node, ext) = node_with_external();
     let c = chain(&node, "1.0.0", json!({}), http_mappings());
-    let a = add_pod(&node, &c);
+    let a = Pod::add(&node, &c);
     // The other pod maps nothing: two pods cannot share a host port.
     let plain = chain(&node, "1.0.0", json!({}), json!([]));
-    let b = add_pod(&node, &plain);
+    let b = Pod::add(&node, &plain);
     let _http = tcp_server(&a.ns, 80, "hello from a");
     let _dns = udp_server(&a.ns, 53, "udp from a");
     let want = Some("hello from a".to_owned());
@@ -177,8 +138,8 @@ fn host_port_answers_from_everywhere_it_should() {
         Some("udp from a".to_owned()),
         "UDP mapping"
     );
-    del_pod(&node, &c, &a);
-    del_pod(&node, &plain, &b);
+    a.del(&node, &c);
+    b.del(&node, &plain);
     assert_eq!(
         tcp_get(&ext, at(HOST_V4, 8080)),
         None,
@@ -196,7 +157,7 @@ fn host_ip_restricts_the_mapping_to_that_address() {
         json!([{"hostPort": 8081, "containerPort": 80, "protocol": "tcp", "hostIP": HOST_V4},
                {"hostPort": 8082, "containerPort": 80, "protocol": "tcp", "hostIP": HOST_V6}]),
     );
-    let pod = add_pod(&node, &c);
+    let pod = Pod::add(&node, &c);
     let _srv = tcp_server(&pod.ns, 80, "restricted");
     let want = Some("restricted".to_owned());
     assert_eq!(tcp_get(&ext, at(HOST_V4, 8081)), want);
@@ -215,7 +176,7 @@ fn host_ip_restricts_the_mapping_to_that_address() {
         None,
         "IPv6 mapping answered on IPv4"
     );
-    del_pod(&node, &c, &pod);
+    pod.del(&node, &c);
 }
 
 /// `nft list ruleset` without our (then empty) table, which stays like the Go plugin's.
@@ -229,17 +190,17 @@ fn del_leaves_the_ruleset_as_before_in_every_variant() {
     let c = chain(&node, "1.0.0", json!({}), http_mappings());
     let before = ruleset_without_our_empty_table(&node);
     // DEL, then DEL again.
-    let pod = add_pod(&node, &c);
+    let pod = Pod::add(&node, &c);
     assert!(our_rules(&node).contains("dnat ip to"));
-    del_pod(&node, &c, &pod);
-    del_pod(&node, &c, &pod);
+    pod.del(&node, &c);
+    pod.del(&node, &c);
     assert_eq!(
         ruleset_without_our_empty_table(&node),
         before,
         "after DEL twice"
     );
     // The namespace is gone before DEL.
-    let mut pod = add_pod(&node, &c);
+    let mut pod = Pod::add(&node, &c);
     pod.ns.delete();
     c.del(&node, &pod.att, None).unwrap();
     assert_eq!(
@@ -248,7 +209,7 @@ fn del_leaves_the_ruleset_as_before_in_every_variant() {
         "after DEL without the netns"
     );
     // The runtime does not send the mappings again on DEL.
-    let pod = add_pod(&node, &c);
+    let pod = Pod::add(&node, &c);
     let forgetful = chain(&node, "1.0.0", json!({}), json!([]));
     forgetful.del(&node, &pod.att, Some(&pod.result)).unwrap();
     assert_eq!(
@@ -270,7 +231,7 @@ fn check_follows_our_rules_also_for_ipv4_only_pods() {
     let mut list = c.list().clone();
     list["plugins"][0]["ipam"]["ranges"] = json!([[{"subnet": "10.67.0.0/24"}]]);
     c = Chain::new(list).with_capability_args(json!({"portMappings": http_mappings()}));
-    let pod = add_pod(&node, &c);
+    let pod = Pod::add(&node, &c);
     c.check(&node, &pod.att, &pod.result).unwrap();
     let chain_name = our_rules(&node)
         .lines()
@@ -288,7 +249,7 @@ fn check_follows_our_rules_also_for_ipv4_only_pods() {
     assert_eq!(err.plugin, "portmap");
     let msg = err.outcome.err(103);
     assert!(msg.starts_with("port mapping rules of container"), "{msg}");
-    del_pod(&node, &c, &pod);
+    pod.del(&node, &c);
 }
 
 #[test]
@@ -356,12 +317,12 @@ fn stale_udp_conntrack_entries_are_flushed_on_add_and_del() {
     let udp = json!([{"hostPort": 5353, "containerPort": 53, "protocol": "udp"}]);
     let c = chain(&node, "1.0.0", json!({}), udp);
     // Conntrack is active once a NAT table exists; a first pod makes sure of that.
-    let first = add_pod(&node, &c);
-    del_pod(&node, &c, &first);
+    let first = Pod::add(&node, &c);
+    first.del(&node, &c);
     // A client talks to the port while nothing serves it: conntrack remembers that flow.
     let client = at(EXT_V4, 40000);
     assert_eq!(udp_get(&ext, client, at(HOST_V4, 5353)), None);
-    let pod = add_pod(&node, &c);
+    let pod = Pod::add(&node, &c);
     let _srv = udp_server(&pod.ns, 53, "fresh");
     // Same 5-tuple again: only a flushed entry lets the new DNAT apply (Go #123).
     assert_eq!(
@@ -379,19 +340,19 @@ fn stale_udp_conntrack_entries_are_flushed_on_add_and_del() {
         entries(&node) > 0,
         "no conntrack entry to flush: the test proves nothing"
     );
-    del_pod(&node, &c, &pod);
+    pod.del(&node, &c);
     assert_eq!(
         entries(&node),
         0,
         "DEL left UDP conntrack entries of the mapped port"
     );
-    let next = add_pod(&node, &c);
+    let next = Pod::add(&node, &c);
     let _srv2 = udp_server(&next.ns, 53, "next");
     assert_eq!(
         udp_get(&ext, client, at(HOST_V4, 5353)),
         Some("next".to_owned())
     );
-    del_pod(&node, &c, &next);
+    next.del(&node, &c);
 }
 
 #[test]
@@ -409,8 +370,8 @@ fn gc_removes_mappings_of_stale_attachments() {
         json!({}),
         json!([{"hostPort": 8091, "containerPort": 80, "protocol": "tcp"}]),
     );
-    let keep = add_pod(&node, &keep_c);
-    let stale = add_pod(&node, &stale_c);
+    let keep = Pod::add(&node, &keep_c);
+    let stale = Pod::add(&node, &stale_c);
     let _a = tcp_server(&keep.ns, 80, "keep");
     let _b = tcp_server(&stale.ns, 80, "stale");
     let mut gc = keep_c.request_config(1, None);
@@ -429,9 +390,9 @@ fn gc_removes_mappings_of_stale_attachments() {
         None,
         "GC left the stale mapping"
     );
-    del_pod(&node, &keep_c, &keep);
-    del_pod(&node, &stale_c, &stale);
-    assert!(!ip(&keep, true).is_empty());
+    keep.del(&node, &keep_c);
+    stale.del(&node, &stale_c);
+    assert!(!keep.ip(true).is_empty());
 }
 
 #[test]
@@ -443,7 +404,7 @@ fn rules_of_the_go_portmap_on_the_same_node_do_not_break_ours() {
         json!({}),
         json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]),
     );
-    let a = add_pod(&node, &ours);
+    let a = Pod::add(&node, &ours);
     let _srv_a = tcp_server(&a.ns, 80, "ours");
     // Debian's Go portmap (iptables-nft `nat` table) for another pod on the same node.
     let theirs_list = json!({"cniVersion": "0.4.0", "name": "pmnet", "plugins": [ours.list()["plugins"][0].clone()]});
@@ -469,5 +430,5 @@ fn rules_of_the_go_portmap_on_the_same_node_do_not_break_ours() {
     assert!(go("DEL").success());
     bridge.del(&node, &att, Some(&prev)).unwrap();
     assert_eq!(tcp_get(&ext, at(HOST_V4, 8080)), Some("ours".to_owned()));
-    del_pod(&node, &ours, &a);
+    a.del(&node, &ours);
 }
