@@ -18,15 +18,7 @@ fi
 
 OURS="$PWD/target/release"
 GO=/usr/lib/cni
-work=$(mktemp -d /tmp/cni-rs-bench-XXXXXX)
-cleanup() {
-    for f in "$work"/*.netns; do
-        [ -e "$f" ] && { umount "$f" 2>/dev/null || true; rm -f "$f"; }
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-ip link set lo up
+. scripts/lib/bench-common.sh
 
 conf() { # conf BRIDGE SUBNET DATADIR MASQ
     printf '{"cniVersion":"0.4.0","name":"bench","type":"bridge","bridge":"%s","isGateway":true,"isDefaultGateway":true,"hairpinMode":true,"mtu":1450,"ipMasq":%s,"ipam":{"type":"host-local","subnet":"%s","dataDir":"%s"}}' "$1" "$4" "$2" "$3"
@@ -41,8 +33,6 @@ time_call() { # time_call PLUGIN_DIR CMD ID CONF -> microseconds
     echo $(( (${t1/./} - ${t0/./}) ))
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-ms() { bc -l <<<"$1/1000"; }
 
 echo "bridge + host-local, median of $ITER fresh containers each, ours vs Go 1.1.1 in one run"
 echo "| config | cmd | ours | Go | Go/ours |"

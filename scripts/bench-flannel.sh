@@ -16,15 +16,7 @@ if [ -z "${CNI_BENCH_INNER:-}" ]; then
 fi
 
 BIN="$PWD/target/release"
-work=$(mktemp -d /tmp/cni-rs-bench-XXXXXX)
-cleanup() {
-    for f in "$work"/*.netns; do
-        [ -e "$f" ] && { umount "$f" 2>/dev/null || true; rm -f "$f"; }
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-ip link set lo up
+. scripts/lib/bench-common.sh
 printf 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n' >"$work/subnet.env"
 
 flannel='{"cniVersion":"0.3.1","name":"cbr0","type":"flannel","delegate":{"hairpinMode":true,"isDefaultGateway":true},"subnetFile":"'$work'/subnet.env","dataDir":"'$work'/flannel","ipam":{"dataDir":"'$work'/ipam"}}'
@@ -39,9 +31,6 @@ portmap_conf() { # portmap_conf PREV PORT
     printf '{"cniVersion":"0.3.1","name":"cbr0","type":"portmap","capabilities":{"portMappings":true},"stateDir":"%s","runtimeConfig":{"portMappings":[{"hostPort":%s,"containerPort":80,"protocol":"tcp"}]},"prevResult":%s}' "$work/pm" "$2" "$1"
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-p95() { sort -n | awk '{a[NR]=$1} END {i=int(NR*0.95); if (i<1) i=1; print a[i]}'; }
-ms() { bc -l <<<"$1/1000"; }
 
 : >"$work/add"; : >"$work/del"
 for ((i = 0; i < ITER; i++)); do

@@ -16,15 +16,7 @@ fi
 
 OURS="$PWD/target/release"
 GO=/usr/lib/cni
-work=$(mktemp -d /tmp/cni-rs-bench-XXXXXX)
-cleanup() {
-    for f in "$work"/*.netns; do
-        [ -e "$f" ] && { umount "$f" 2>/dev/null || true; rm -f "$f"; }
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-ip link set lo up
+. scripts/lib/bench-common.sh
 
 bridge_conf='{"cniVersion":"0.4.0","name":"bench","type":"bridge","isGateway":true,"isDefaultGateway":true,"hairpinMode":true,"ipam":{"type":"host-local","subnet":"10.12.0.0/16","dataDir":"'$work'/ipam"}}'
 
@@ -41,8 +33,6 @@ portmap_conf() { # portmap_conf PREV HOSTPORT
     printf '{"cniVersion":"0.4.0","name":"bench","type":"portmap","capabilities":{"portMappings":true},"stateDir":"%s","runtimeConfig":{"portMappings":[{"hostPort":%s,"containerPort":80,"protocol":"tcp"}]},"prevResult":%s}' "$work/pm" "$2" "$1"
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-ms() { bc -l <<<"$1/1000"; }
 
 : >"$work/add-ours"; : >"$work/add-go"; : >"$work/del-ours"; : >"$work/del-go"
 for ((i = 0; i < ITER; i++)); do

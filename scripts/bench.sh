@@ -22,16 +22,7 @@ fi
 OURS="$PWD/target/release"
 GO=/usr/lib/cni
 [ -x "$GO/bridge" ] || { echo "bench: $GO/bridge missing: apt-get install containernetworking-plugins" >&2; exit 1; }
-work=$(mktemp -d /tmp/cni-rs-bench-XXXXXX)
-cleanup() {
-    jobs -p | xargs -r kill 2>/dev/null || true
-    for f in "$work"/*.netns; do
-        [ -e "$f" ] && { umount "$f" 2>/dev/null || true; rm -f "$f"; }
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-ip link set lo up
+. scripts/lib/bench-common.sh
 
 # Each implementation gets its own bridge, subnet and state.
 bridge_conf() { # IMPL
@@ -53,9 +44,6 @@ call() {
         CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=$4" CNI_PATH="$1" \
         "$1/$2" <<<"$5" >"$6"
 }
-us() { echo $(( (${2/./} - ${1/./}) )); }
-new_ns() { touch "$work/$1.netns"; unshare --net="$work/$1.netns" true; }
-del_ns() { umount "$work/$1.netns" 2>/dev/null || true; rm -f "$work/$1.netns"; }
 
 # chain_add IMPL ID PORT -> writes timings "total bridge portmap" to stdout
 chain_add() {
@@ -80,10 +68,6 @@ chain_del() {
     echo "$(us "$t0" "$t2") $(us "$t1" "$t2") $(us "$t0" "$t1")"
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-p95() { sort -n | awk '{a[NR]=$1} END {i=int(NR*0.95+0.5); if (i<1) i=1; print a[i]}'; }
-ms() { printf '%.2f' "$(bc -l <<<"$1/1000")"; }
-ratio() { printf '%.1fx' "$(bc -l <<<"$1/$2")"; }
 col() { awk -v c="$1" '{print $c}' "$2"; }
 
 echo "# Benchmark: ours vs Go $(dpkg-query -W -f='${Version}' containernetworking-plugins 2>/dev/null), $(nproc) CPUs, kernel $(uname -r)"
