@@ -1,5 +1,5 @@
-//! nftables building blocks shared by the plugins (through the `nftables` crate, which runs
-//! `nft -j`).
+//! nftables building blocks shared by the plugins: rules built with the `nftables` crate's
+//! JSON schema, run in-process by libnftables or by `nft -j` (see [`engine`]).
 //!
 //! The pattern: every attachment owns base chains in a table of ours, named from a hash of
 //! (network, container ID, ifname) and holding rules commented with those three names. ADD
@@ -13,12 +13,14 @@ use cni_common::CniError;
 use cni_common::error::code;
 use nftables::batch::Batch;
 use nftables::expr::{Expression, NamedExpression, Payload, PayloadField, Prefix};
-use nftables::helper::NftablesError;
 use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, NfObject, Nftables, Rule, Table};
 use nftables::stmt::{Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 pub use nftables;
+
+pub mod engine;
+use engine::RunError;
 
 /// nft limits comments to 128 bytes.
 pub const COMMENT_MAX: usize = 128;
@@ -216,34 +218,39 @@ pub fn matches(
     Statement::Match(Match { left, right, op })
 }
 
-/// Runs one transaction through `nft`; an empty one runs nothing.
+/// Runs one transaction (see [`engine`]); an empty one runs nothing.
 pub fn apply(batch: &Nftables<'_>, what: &str) -> Result<(), NftError> {
     if batch.objects.is_empty() {
         return Ok(());
     }
-    nftables::helper::apply_ruleset(batch).map_err(|e| {
-        let detail = match &e {
-            NftablesError::NftFailed { stderr, .. } => stderr.trim().to_owned(),
-            other => other.to_string(),
-        };
-        NftError(format!("{what}: {detail}"))
-    })
+    match engine::apply_json(&to_json(batch)?) {
+        Ok(()) => Ok(()),
+        Err(RunError::Unavailable(detail) | RunError::Failed(detail)) => {
+            Err(NftError(format!("{what}: {detail}")))
+        }
+    }
 }
 
-/// Like [`apply`] for DEL: without `nft` installed no rule of ours can exist, so there is
+/// Like [`apply`] for DEL: without nftables installed no rule of ours can exist, so there is
 /// nothing to remove.
 pub fn apply_teardown(batch: &Nftables<'_>, plugin: &str) -> Result<(), NftError> {
     if batch.objects.is_empty() {
         return Ok(());
     }
-    match nftables::helper::apply_ruleset(batch) {
-        Err(NftablesError::NftExecution { inner, .. }) => {
-            eprintln!("{plugin}: nft not available ({inner}): no firewall rules to remove");
+    match engine::apply_json(&to_json(batch)?) {
+        Err(RunError::Unavailable(detail)) => {
+            eprintln!("{plugin}: {detail}: no firewall rules to remove");
             Ok(())
         }
-        Err(e) => Err(NftError(format!("failed to remove firewall rules: {e}"))),
+        Err(RunError::Failed(detail)) => Err(NftError(format!(
+            "failed to remove firewall rules: {detail}"
+        ))),
         Ok(()) => Ok(()),
     }
+}
+
+fn to_json(batch: &Nftables<'_>) -> Result<String, NftError> {
+    serde_json::to_string(batch).map_err(|e| NftError(format!("nft batch: {e}")))
 }
 
 /// One rule of ours as `nft` lists it.
@@ -259,17 +266,12 @@ pub struct Listed {
 /// Every rule of table `name` of `family` ("inet", "bridge", ...); an absent table (or no
 /// `nft` at all) has none.
 pub fn list(family: &str, name: &str) -> Result<Vec<Listed>, NftError> {
-    let listed = nftables::helper::get_current_ruleset_with_args(
-        None::<&str>,
-        ["list", "table", family, name],
-    );
-    let ruleset = match listed {
-        Ok(r) => r,
-        Err(NftablesError::NftFailed { .. }) | Err(NftablesError::NftExecution { .. }) => {
-            return Ok(Vec::new());
-        }
-        Err(e) => return Err(NftError(format!("failed to list {name}: {e}"))),
+    // An absent table fails the listing: it holds nothing.
+    let Ok(listed) = engine::list_json(&["list", "table", family, name]) else {
+        return Ok(Vec::new());
     };
+    let ruleset: Nftables<'_> = serde_json::from_str(&listed)
+        .map_err(|e| NftError(format!("failed to list {name}: {e}")))?;
     Ok(ruleset
         .objects
         .iter()

@@ -432,3 +432,63 @@ fn rules_of_the_go_portmap_on_the_same_node_do_not_break_ours() {
     assert_eq!(tcp_get(&ext, at(HOST_V4, 8080)), Some("ours".to_owned()));
     a.del(&node, &ours);
 }
+
+/// Runs the plugins with `CNI_RS_NFT=spawn`: nft commands through the `nft` binary, the path
+/// a node without libnftables takes.
+struct SpawningNft<'a>(&'a Node);
+
+impl conformance::chain::Exec for SpawningNft<'_> {
+    fn exec(
+        &self,
+        plugin: &str,
+        command: &str,
+        att: Option<&Attachment>,
+        stdin: &Value,
+    ) -> conformance::plugin::Outcome {
+        let att = att.expect("attachment calls only");
+        self.0
+            .plugin(plugin)
+            .command(command)
+            .config(stdin)
+            .container(&att.container_id, &att.netns)
+            .env("CNI_IFNAME", &att.ifname)
+            .env("CNI_RS_NFT", "spawn")
+            .run()
+    }
+}
+
+/// The ruleset with the pod's addresses (which round-robin allocation changes) masked.
+fn rules_of(node: &Node, result: &Value) -> String {
+    let mut rules = our_rules(node);
+    for ip in result["ips"].as_array().unwrap() {
+        let addr = ip["address"].as_str().unwrap().split('/').next().unwrap();
+        rules = rules.replace(addr, "POD_IP");
+    }
+    rules
+}
+
+#[test]
+fn spawning_nft_and_in_process_libnftables_write_the_same_rules() {
+    let node = Node::new();
+    let c = chain(&node, "1.0.0", json!({}), http_mappings());
+    let (id, ns) = node.container();
+    let att = Attachment::new(&id, &ns.path_str(), "eth0");
+
+    let result = c.add(&node, &att).unwrap();
+    let with_library = rules_of(&node, &result);
+    c.del(&node, &att, Some(&result)).unwrap();
+
+    let spawner = SpawningNft(&node);
+    let result = c.add(&spawner, &att).unwrap();
+    let with_nft = rules_of(&node, &result);
+    let _http = tcp_server(&ns, 80, "hello");
+    assert_eq!(
+        tcp_get(node.host(), at("127.0.0.1", 8080)),
+        Some("hello".to_owned())
+    );
+    c.check(&spawner, &att, &result).unwrap();
+    assert!(with_nft.contains("dnat ip to POD_IP"), "{with_nft}");
+    assert_eq!(with_nft, with_library);
+    c.del(&spawner, &att, Some(&result)).unwrap();
+    assert!(!our_rules(&node).contains("dnat"), "{}", our_rules(&node));
+}

@@ -15,29 +15,53 @@ use crate::link;
 /// Removes the container interface (if the namespace is still there), our firewall chains
 /// (found by name, so also after a partial ADD or without the netns, unlike Go #810) and the
 /// IPAM lease. Repeating it is harmless.
+///
+/// The interface goes in a thread of its own while the firewall and IPAM steps run: deleting
+/// a veth waits out an RCU grace period in the kernel (most of a DEL), and the other two steps
+/// do not depend on it. All three are attempted; the first error in that order is reported.
 pub fn del(inv: &Invocation) -> Result<(), BridgeError> {
     let conf = BridgeConf::load(&inv.config, &inv.env.args)?;
-    if let Some(path) = inv.netns() {
-        match Netns::open(path) {
-            Ok(ns) => {
-                let cont = Netlink::in_netns(&ns)?;
-                if let Some(l) = cont.block_on(link::by_name(cont.handle(), inv.ifname()))? {
-                    // Deleting one end of the veth removes the host end with it.
-                    cont.block_on(link::del_link(cont.handle(), l.header.index))?;
-                }
+    std::thread::scope(|s| {
+        let interface = s.spawn(|| del_interface(inv));
+        let firewall = if conf.ip_masq || conf.mac_spoof_check {
+            let batch = firewall::del_batch(&tag(&conf, inv), conf.ip_masq, conf.mac_spoof_check);
+            cni_nft::apply_teardown(&batch, "bridge").map_err(BridgeError::from)
+        } else {
+            Ok(())
+        };
+        let ipam = match &conf.ipam_type {
+            Some(ipam) => delegate::exec(ipam, Command::Del, &inv.env, inv.config.raw())
+                .map(drop)
+                .map_err(BridgeError::from),
+            None => Ok(()),
+        };
+        let interface = interface.join().unwrap_or_else(|_| {
+            Err(BridgeError::from(cni_common::CniError::plugin(
+                cni_common::error::code::NETLINK,
+                "interface removal failed",
+                "",
+            )))
+        });
+        interface.and(firewall).and(ipam)
+    })
+}
+
+fn del_interface(inv: &Invocation) -> Result<(), BridgeError> {
+    let Some(path) = inv.netns() else {
+        return Ok(());
+    };
+    match Netns::open(path) {
+        Ok(ns) => {
+            let cont = Netlink::in_netns(&ns)?;
+            if let Some(l) = cont.block_on(link::by_name(cont.handle(), inv.ifname()))? {
+                // Deleting one end of the veth removes the host end with it.
+                cont.block_on(link::del_link(cont.handle(), l.header.index))?;
             }
-            Err(e) if e.is_gone() => {}
-            Err(e) => return Err(e.into()),
+            Ok(())
         }
+        Err(e) if e.is_gone() => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    if conf.ip_masq || conf.mac_spoof_check {
-        let batch = firewall::del_batch(&tag(&conf, inv), conf.ip_masq, conf.mac_spoof_check);
-        cni_nft::apply_teardown(&batch, "bridge")?;
-    }
-    if let Some(ipam) = &conf.ipam_type {
-        delegate::exec(ipam, Command::Del, &inv.env, inv.config.raw())?;
-    }
-    Ok(())
 }
 
 /// Removes our firewall chains of this network whose attachment is not in
