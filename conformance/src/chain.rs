@@ -22,16 +22,11 @@ impl Exec for Node {
         att: Option<&Attachment>,
         stdin: &Value,
     ) -> Outcome {
-        let mut call = self.plugin(plugin).command(command).config(stdin);
-        match att {
-            Some(att) => {
-                call = call
-                    .container(&att.container_id, &att.netns)
-                    .env("CNI_IFNAME", &att.ifname);
-            }
-            None => call = call.unset("CNI_IFNAME"),
-        }
-        call.run()
+        self.plugin(plugin)
+            .command(command)
+            .config(stdin)
+            .attachment(att)
+            .run()
     }
 }
 

@@ -80,6 +80,18 @@ impl Node {
         ext
     }
 
+    /// [`Node::external`] on 198.51.100.0/24 and 2001:db8:ff::/64 (host `.1`/`::1`, external
+    /// `.2`/`::2`), IPv6 without DAD so it is usable at once.
+    pub fn external_dual_stack(&self) -> TestNetns {
+        let ext = self.external("198.51.100.1/24", "198.51.100.2/24");
+        let v6 = |ns: &TestNetns, addr: &str, dev: &str| {
+            ns.sh("ip", &["-6", "addr", "add", addr, "dev", dev, "nodad"]);
+        };
+        v6(&self.host, "2001:db8:ff::1/64", "ext0");
+        v6(&ext, "2001:db8:ff::2/64", "ext1");
+        ext
+    }
+
     /// A call of plugin `name`, run inside this node's host namespace.
     pub fn plugin(&self, name: &str) -> PluginCall<'_> {
         PluginCall::new(self, name)

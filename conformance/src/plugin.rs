@@ -6,6 +6,7 @@ use std::process::Stdio;
 
 use serde_json::Value;
 
+use crate::chain::Attachment;
 use crate::node::Node;
 
 /// Where the built plugins are: `$CNI_PLUGIN_DIR`, else the workspace's `target/debug`.
@@ -111,6 +112,16 @@ impl<'a> PluginCall<'a> {
 
     pub fn container(self, id: &str, netns: &str) -> Self {
         self.env("CNI_CONTAINERID", id).env("CNI_NETNS", netns)
+    }
+
+    /// The attachment's container ID, netns and ifname; `None` (GC, STATUS) sends no ifname.
+    pub fn attachment(self, att: Option<&Attachment>) -> Self {
+        match att {
+            Some(att) => self
+                .container(&att.container_id, &att.netns)
+                .env("CNI_IFNAME", &att.ifname),
+            None => self.unset("CNI_IFNAME"),
+        }
     }
 
     pub fn stdin(mut self, stdin: impl Into<Vec<u8>>) -> Self {

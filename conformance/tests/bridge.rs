@@ -129,31 +129,7 @@ fn pods_ping_each_other_and_the_gateway_v4_v6_dual() {
 #[test]
 fn masquerade_lets_pods_reach_an_external_network() {
     let node = Node::new();
-    let ext = node.external("198.51.100.1/24", "198.51.100.2/24");
-    node.host().sh(
-        "ip",
-        &[
-            "-6",
-            "addr",
-            "add",
-            "2001:db8:ff::1/64",
-            "dev",
-            "ext0",
-            "nodad",
-        ],
-    );
-    ext.sh(
-        "ip",
-        &[
-            "-6",
-            "addr",
-            "add",
-            "2001:db8:ff::2/64",
-            "dev",
-            "ext1",
-            "nodad",
-        ],
-    );
+    let ext = node.external_dual_stack();
     let masq = chain(
         "1.0.0",
         json!({"isDefaultGateway": true, "ipMasq": true,
@@ -669,31 +645,7 @@ fn first_forwarded_ipv6_packet_to_a_new_pod_is_not_delayed() {
     // while it was tentative the kernel sent no neighbour solicitation for forwarded IPv6
     // packets: the first connections to new pods stalled for about two seconds.
     let node = Node::new();
-    let ext = node.external("198.51.100.1/24", "198.51.100.2/24");
-    node.host().sh(
-        "ip",
-        &[
-            "-6",
-            "addr",
-            "add",
-            "2001:db8:ff::1/64",
-            "dev",
-            "ext0",
-            "nodad",
-        ],
-    );
-    ext.sh(
-        "ip",
-        &[
-            "-6",
-            "addr",
-            "add",
-            "2001:db8:ff::2/64",
-            "dev",
-            "ext1",
-            "nodad",
-        ],
-    );
+    let ext = node.external_dual_stack();
     ext.sh(
         "ip",
         &["-6", "route", "add", "fd77::/64", "via", "2001:db8:ff::1"],

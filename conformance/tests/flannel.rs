@@ -268,7 +268,7 @@ fn del_keeps_the_saved_config_until_the_delegate_succeeds() {
     let out = node
         .plugin("flannel")
         .command("DEL")
-        .container(&pod.att.container_id, &pod.att.netns)
+        .attachment(Some(&pod.att))
         .env("CNI_PATH", &partial.display().to_string())
         .config(&conf)
         .run();

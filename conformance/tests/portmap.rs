@@ -14,36 +14,11 @@ use serde_json::{Value, json};
 const HOST_V4: &str = "198.51.100.1";
 const EXT_V4: &str = "198.51.100.2";
 const HOST_V6: &str = "2001:db8:ff::1";
-const EXT_V6: &str = "2001:db8:ff::2";
 
 /// A node with an "external" machine on 198.51.100.0/24 and 2001:db8:ff::/64.
 fn node_with_external() -> (Node, TestNetns) {
     let node = Node::new();
-    let ext = node.external(&format!("{HOST_V4}/24"), &format!("{EXT_V4}/24"));
-    node.host().sh(
-        "ip",
-        &[
-            "-6",
-            "addr",
-            "add",
-            &format!("{HOST_V6}/64"),
-            "dev",
-            "ext0",
-            "nodad",
-        ],
-    );
-    ext.sh(
-        "ip",
-        &[
-            "-6",
-            "addr",
-            "add",
-            &format!("{EXT_V6}/64"),
-            "dev",
-            "ext1",
-            "nodad",
-        ],
-    );
+    let ext = node.external_dual_stack();
     (node, ext)
 }
 
@@ -445,13 +420,11 @@ impl conformance::chain::Exec for SpawningNft<'_> {
         att: Option<&Attachment>,
         stdin: &Value,
     ) -> conformance::plugin::Outcome {
-        let att = att.expect("attachment calls only");
         self.0
             .plugin(plugin)
             .command(command)
             .config(stdin)
-            .container(&att.container_id, &att.netns)
-            .env("CNI_IFNAME", &att.ifname)
+            .attachment(att)
             .env("CNI_RS_NFT", "spawn")
             .run()
     }
