@@ -1,29 +1,66 @@
-//! rtnetlink connections bound to a network namespace.
+//! Synchronous rtnetlink sockets bound to a network namespace.
 //!
 //! A netlink socket belongs to the namespace it was created in, so the socket is created
 //! inside the target namespace and then used from the caller's, as netavark does: the thread
 //! spends microseconds in the container's namespace, never the whole operation.
+//!
+//! Messages are the typed ones of `netlink-packet-route`, but only the kinds a plugin asked
+//! for are parsed (a link reply as a `LinkMessage`, never the whole `RouteNetlinkMessage`
+//! enum), and requests are written and read with blocking calls: no async runtime, no
+//! background task, one socket per namespace (docs/dependencies.md has the measurements).
 
-use std::future::Future;
+use std::cell::Cell;
+use std::io;
+
+use netlink_packet_core::{
+    DecodeError, Emitable, ErrorBuffer, ErrorMessage, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, Parseable,
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use crate::error::{CniError, code};
 use crate::netns::{Netns, NetnsError};
 
-pub use rtnetlink::Handle;
+pub use netlink_packet_route as packet;
+
+/// rtnetlink message types (linux/rtnetlink.h), re-exported for the plugins' requests.
+pub mod kind {
+    use nix::libc;
+
+    pub const NEW_LINK: u16 = libc::RTM_NEWLINK;
+    pub const DEL_LINK: u16 = libc::RTM_DELLINK;
+    pub const GET_LINK: u16 = libc::RTM_GETLINK;
+    pub const SET_LINK: u16 = libc::RTM_SETLINK;
+    pub const NEW_ADDR: u16 = libc::RTM_NEWADDR;
+    pub const DEL_ADDR: u16 = libc::RTM_DELADDR;
+    pub const GET_ADDR: u16 = libc::RTM_GETADDR;
+    pub const NEW_ROUTE: u16 = libc::RTM_NEWROUTE;
+    pub const GET_ROUTE: u16 = libc::RTM_GETROUTE;
+}
+
+/// Request flags beyond REQUEST and ACK, which every request carries as fits its shape.
+pub mod flags {
+    pub use netlink_packet_core::{NLM_F_CREATE as CREATE, NLM_F_EXCL as EXCL};
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
-    #[error("failed to start the netlink runtime: {0}")]
-    Runtime(std::io::Error),
     #[error("failed to open a netlink socket: {0}")]
-    Socket(std::io::Error),
+    Socket(io::Error),
     #[error(transparent)]
     Netns(#[from] NetnsError),
     #[error("{what}: {source}")]
-    Request {
-        what: String,
-        source: rtnetlink::Error,
-    },
+    Request { what: String, source: io::Error },
+}
+
+impl NetlinkError {
+    /// The errno of a kernel refusal, if that is what the error is.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            NetlinkError::Request { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
 }
 
 impl From<NetlinkError> for CniError {
@@ -35,12 +72,12 @@ impl From<NetlinkError> for CniError {
     }
 }
 
-/// Adds what was being done to an rtnetlink error.
+/// Adds what was being done to a failed request.
 pub trait Context<T> {
     fn context(self, what: impl Into<String>) -> Result<T, NetlinkError>;
 }
 
-impl<T> Context<T> for Result<T, rtnetlink::Error> {
+impl<T> Context<T> for Result<T, io::Error> {
     fn context(self, what: impl Into<String>) -> Result<T, NetlinkError> {
         self.map_err(|source| NetlinkError::Request {
             what: what.into(),
@@ -49,48 +86,174 @@ impl<T> Context<T> for Result<T, rtnetlink::Error> {
     }
 }
 
-/// A single-threaded runtime and an rtnetlink handle bound to one namespace.
+/// Replies larger than this are truncated by the kernel; a link message with every
+/// attribute is about 2 KiB and dumps are split into 32 KiB parts.
+const RECV_BUFFER: usize = 64 * 1024;
+
+/// A route netlink socket in one namespace.
 #[derive(Debug)]
 pub struct Netlink {
-    runtime: tokio::runtime::Runtime,
-    handle: Handle,
+    socket: Socket,
+    sequence: Cell<u32>,
 }
 
 impl Netlink {
-    /// A connection in the calling thread's namespace.
+    /// A socket in the calling thread's namespace.
     pub fn current() -> Result<Netlink, NetlinkError> {
-        let runtime = runtime()?;
-        let handle = connect(&runtime)?;
-        Ok(Netlink { runtime, handle })
+        open()
     }
 
-    /// A connection whose socket lives in `ns`.
+    /// A socket that lives in `ns`.
     pub fn in_netns(ns: &Netns) -> Result<Netlink, NetlinkError> {
-        let runtime = runtime()?;
-        let handle = ns.run(|| connect(&runtime))??;
-        Ok(Netlink { runtime, handle })
+        ns.run(open)?
     }
 
-    pub fn handle(&self) -> &Handle {
-        &self.handle
+    /// Sends a request that changes something and waits for the kernel's answer.
+    pub fn ack(&self, kind: u16, extra_flags: u16, body: &impl Emitable) -> io::Result<()> {
+        let seq = self.send(kind, NLM_F_REQUEST | NLM_F_ACK | extra_flags, body)?;
+        self.receive(seq, |_, _| Ok(()))
     }
 
-    /// Drives a request to completion.
-    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
-        self.runtime.block_on(f)
+    /// A targeted query answered by one message of type `reply` (or an error).
+    pub fn get<T>(&self, kind: u16, reply: u16, body: &impl Emitable) -> io::Result<Option<T>>
+    where
+        T: Parseable<[u8]>,
+    {
+        let seq = self.send(kind, NLM_F_REQUEST, body)?;
+        let mut found = None;
+        self.receive(seq, |t, payload| {
+            if t == reply && found.is_none() {
+                found = Some(T::parse(payload).map_err(decode)?);
+            }
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    /// A dump: every message of type `reply` the kernel sends back.
+    pub fn dump<T>(&self, kind: u16, reply: u16, body: &impl Emitable) -> io::Result<Vec<T>>
+    where
+        T: Parseable<[u8]>,
+    {
+        let seq = self.send(kind, NLM_F_REQUEST | NLM_F_DUMP, body)?;
+        let mut all = Vec::new();
+        self.receive(seq, |t, payload| {
+            if t == reply {
+                all.push(T::parse(payload).map_err(decode)?);
+            }
+            Ok(())
+        })?;
+        Ok(all)
+    }
+
+    fn send(&self, kind: u16, flags: u16, body: &impl Emitable) -> io::Result<u32> {
+        let seq = self.sequence.get().wrapping_add(1);
+        self.sequence.set(seq);
+        let mut header = NetlinkHeader::default();
+        let header_len = header.buffer_len();
+        let len = header_len + body.buffer_len();
+        header.length = u32::try_from(len).map_err(io::Error::other)?;
+        header.message_type = kind;
+        header.flags = flags;
+        header.sequence_number = seq;
+        let mut buf = vec![0; len];
+        header.emit(&mut buf[..header_len]);
+        body.emit(&mut buf[header_len..]);
+        self.socket.send(&buf, 0)?;
+        Ok(seq)
+    }
+
+    /// Reads replies to request `seq` until it is answered: an error message ends it (an
+    /// error with no code is the ACK), so does DONE, so does the one reply of a non-dump.
+    fn receive(
+        &self,
+        seq: u32,
+        mut each: impl FnMut(u16, &[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut buf = vec![0; RECV_BUFFER];
+        loop {
+            let n = self.socket.recv(&mut &mut buf[..], 0)?;
+            let mut rest = buf.get(..n).unwrap_or_default();
+            while !rest.is_empty() {
+                let msg = NetlinkBuffer::new_checked(rest).map_err(decode)?;
+                let len = msg.length() as usize;
+                let (kind, multipart) = (msg.message_type(), msg.flags() & NLM_F_MULTI != 0);
+                if msg.sequence_number() == seq {
+                    match kind {
+                        NLMSG_DONE => return Ok(()),
+                        NLMSG_ERROR => return kernel_answer(msg.payload()),
+                        _ => {
+                            each(kind, msg.payload())?;
+                            if !multipart {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                // Messages are padded to four bytes; a bad length must not loop forever.
+                let next = len.div_ceil(4) * 4;
+                rest = rest.get(next.max(1)..).unwrap_or_default();
+            }
+        }
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, NetlinkError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(NetlinkError::Runtime)
+const NLM_F_MULTI: u16 = netlink_packet_core::NLM_F_MULTIPART;
+
+fn open() -> Result<Netlink, NetlinkError> {
+    let socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
+    socket
+        .connect(&SocketAddr::new(0, 0))
+        .map_err(NetlinkError::Socket)?;
+    Ok(Netlink {
+        socket,
+        sequence: Cell::new(0),
+    })
 }
 
-fn connect(runtime: &tokio::runtime::Runtime) -> Result<Handle, NetlinkError> {
-    let _guard = runtime.enter();
-    let (connection, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
-    runtime.spawn(connection);
-    Ok(handle)
+/// An NLMSG_ERROR payload: code 0 is the ACK, anything else the errno of a refusal.
+fn kernel_answer(payload: &[u8]) -> io::Result<()> {
+    let owned = payload.to_vec();
+    let buffer = ErrorBuffer::new_checked(&owned).map_err(decode)?;
+    let msg = ErrorMessage::parse(&buffer).map_err(decode)?;
+    match msg.code {
+        None => Ok(()),
+        Some(code) => Err(io::Error::from_raw_os_error(code.get().saturating_neg())),
+    }
+}
+
+fn decode(e: DecodeError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack_bytes(seq: u32, code: i32) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&36u32.to_ne_bytes());
+        v.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        v.extend_from_slice(&0u16.to_ne_bytes());
+        v.extend_from_slice(&seq.to_ne_bytes());
+        v.extend_from_slice(&0u32.to_ne_bytes());
+        v.extend_from_slice(&code.to_ne_bytes());
+        v.extend_from_slice(&[0; 16]);
+        v
+    }
+
+    #[test]
+    fn an_error_code_of_zero_is_the_ack_and_others_are_errnos() {
+        let ok = ack_bytes(1, 0);
+        assert!(kernel_answer(&ok[16..]).is_ok());
+        let refused = ack_bytes(1, -nix::libc::EEXIST);
+        let err = kernel_answer(&refused[16..]).err();
+        assert_eq!(err.and_then(|e| e.raw_os_error()), Some(nix::libc::EEXIST));
+    }
+
+    #[test]
+    fn a_truncated_error_payload_is_a_decode_error_not_a_panic() {
+        let err = kernel_answer(&[1, 2, 3]).err();
+        assert_eq!(err.map(|e| e.kind()), Some(io::ErrorKind::InvalidData));
+    }
 }

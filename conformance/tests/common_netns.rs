@@ -6,10 +6,10 @@
 
 use std::fs;
 
-use cni_common::netlink::Netlink;
+use cni_common::netlink::packet::link::{LinkAttribute, LinkMessage};
+use cni_common::netlink::{Netlink, kind};
 use cni_common::netns::{Netns, read_sysctl, write_sysctl};
 use conformance::Node;
-use futures_util::TryStreamExt;
 
 #[test]
 fn sysctl_written_inside_a_namespace_stays_there() {
@@ -48,13 +48,14 @@ fn netlink_socket_is_bound_to_the_namespace_it_was_opened_in() {
         ],
     );
     let nl = Netlink::in_netns(&Netns::open(ns.path()).unwrap()).unwrap();
-    let names: Vec<String> = nl
-        .block_on(nl.handle().link().get().execute().try_collect::<Vec<_>>())
-        .unwrap()
+    let all: Vec<LinkMessage> = nl
+        .dump(kind::GET_LINK, kind::NEW_LINK, &LinkMessage::default())
+        .unwrap();
+    let names: Vec<String> = all
         .iter()
         .filter_map(|m| {
             m.attributes.iter().find_map(|a| match a {
-                rtnetlink::packet_route::link::LinkAttribute::IfName(n) => Some(n.clone()),
+                LinkAttribute::IfName(n) => Some(n.clone()),
                 _ => None,
             })
         })
@@ -62,6 +63,21 @@ fn netlink_socket_is_bound_to_the_namespace_it_was_opened_in() {
     let mut names = names;
     names.sort();
     assert_eq!(names, ["lo", "probe0", "probe1"]);
+    // A targeted query: the link when it exists, ENODEV from the kernel when it does not.
+    let mut query = LinkMessage::default();
+    query
+        .attributes
+        .push(LinkAttribute::IfName("probe1".into()));
+    let probe: Option<LinkMessage> = nl.get(kind::GET_LINK, kind::NEW_LINK, &query).unwrap();
+    assert!(probe.is_some_and(|l| l.header.index > 1));
+    let mut query = LinkMessage::default();
+    query
+        .attributes
+        .push(LinkAttribute::IfName("absent0".into()));
+    let err = nl
+        .get::<LinkMessage>(kind::GET_LINK, kind::NEW_LINK, &query)
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(nix::libc::ENODEV));
 }
 
 #[test]

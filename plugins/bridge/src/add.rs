@@ -9,12 +9,12 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use cni_common::netlink::Netlink;
+use cni_common::netlink::packet::address::{AddressAttribute, AddressFlags, AddressMessage};
+use cni_common::netlink::packet::link::{BridgePortState, InfoKind, LinkMessage};
 use cni_common::netns::{Netns, read_sysctl, write_sysctl};
 use cni_common::result::Interface;
 use cni_common::{CniResult, Command, Invocation, delegate};
 use ipnetwork::IpNetwork;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
-use rtnetlink::packet_route::link::{BridgePortState, InfoKind, LinkMessage};
 
 use crate::config::{BridgeConf, format_mac};
 use crate::error::BridgeError;
@@ -79,24 +79,24 @@ fn rollback(inv: &Invocation, conf: &BridgeConf, cont: &Netlink, undo: &Undo) {
         eprintln!("bridge: rollback: IPAM DEL: {e}");
     }
     if let Some(index) = undo.container_if
-        && let Err(e) = cont.block_on(link::del_link(cont.handle(), index))
+        && let Err(e) = link::del_link(cont, index)
     {
         eprintln!("bridge: rollback: {e}");
     }
 }
 
 fn ensure_bridge(host: &Netlink, conf: &BridgeConf) -> Result<LinkMessage, BridgeError> {
-    let h = host.handle();
+    let h = host;
     let name = &conf.bridge;
-    let mut found = host.block_on(link::by_name(h, name))?;
+    let mut found = link::by_name(h, name)?;
     if found.is_none() {
         cni_common::debug_log!("creating bridge {name}");
-        match host.block_on(link::add_bridge(h, name, conf.mtu, conf.uses_vlans())) {
+        match link::add_bridge(h, name, conf.mtu, conf.uses_vlans()) {
             // Another ADD created it first: that is what makes concurrent first pods safe.
             Err(e) if !link::is_exists(&e) => return Err(e.into()),
             _ => {}
         }
-        found = host.block_on(link::by_name(h, name))?;
+        found = link::by_name(h, name)?;
     }
     let br = found.ok_or_else(|| BridgeError::Kernel(format!("bridge \"{name}\" vanished")))?;
     if link::kind(&br) != Some(&InfoKind::Bridge) {
@@ -105,7 +105,7 @@ fn ensure_bridge(host: &Netlink, conf: &BridgeConf) -> Result<LinkMessage, Bridg
         )));
     }
     if conf.promisc && !link::is_promisc(&br) {
-        host.block_on(link::set_promisc(h, br.header.index))?;
+        link::set_promisc(h, br.header.index)?;
     }
     // Router advertisements must not configure the bridge; absent without IPv6.
     let _ = write_sysctl(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
@@ -114,7 +114,7 @@ fn ensure_bridge(host: &Netlink, conf: &BridgeConf) -> Result<LinkMessage, Bridg
     // connections to new pods would stall for about two seconds.
     let _ = write_sysctl(&format!("net/ipv6/conf/{name}/accept_dad"), "0");
     if !link::is_up(&br) {
-        host.block_on(link::set_up(h, br.header.index, true))?;
+        link::set_up(h, br.header.index, true)?;
     }
     Ok(br)
 }
@@ -133,10 +133,7 @@ fn create_veth(
     undo: &mut Undo,
 ) -> Result<(LinkMessage, LinkMessage), BridgeError> {
     let ifname = inv.ifname();
-    if cont
-        .block_on(link::by_name(cont.handle(), ifname))?
-        .is_some()
-    {
+    if link::by_name(cont, ifname)?.is_some() {
         return Err(BridgeError::Conflict(format!(
             "interface \"{ifname}\" already exists in the container's network namespace {}",
             inv.required_netns()?.display()
@@ -147,18 +144,11 @@ fn create_veth(
     let mut peer = String::new();
     for attempt in 0..VETH_NAME_TRIES {
         peer = random_veth_name(attempt);
-        let created = cont.block_on(link::add_veth(
-            cont.handle(),
-            ifname,
-            &peer,
-            conf.mtu,
-            conf.mac,
-            host_ns.as_raw_fd(),
-        ));
+        let created = link::add_veth(cont, ifname, &peer, conf.mtu, conf.mac, host_ns.as_raw_fd());
         match created {
             Ok(()) => break,
             Err(e)
-                if link::errno(&e) == Some(nix::libc::EEXIST) && attempt + 1 < VETH_NAME_TRIES =>
+                if e.raw_os_error() == Some(nix::libc::EEXIST) && attempt + 1 < VETH_NAME_TRIES =>
             {
                 continue;
             }
@@ -169,12 +159,10 @@ fn create_veth(
             }
         }
     }
-    let container_if = cont
-        .block_on(link::by_name(cont.handle(), ifname))?
+    let container_if = link::by_name(cont, ifname)?
         .ok_or_else(|| BridgeError::Kernel(format!("veth {ifname} vanished after creation")))?;
     undo.container_if = Some(container_if.header.index);
-    let host_veth = host
-        .block_on(link::by_name(host.handle(), &peer))?
+    let host_veth = link::by_name(host, &peer)?
         .ok_or_else(|| BridgeError::Kernel(format!("host veth {peer} not found after creation")))?;
     Ok((host_veth, container_if))
 }
@@ -193,23 +181,23 @@ fn add_attachment(
     let host_name = link::name(&host_veth).unwrap_or_default().to_owned();
     cni_common::debug_log!("veth {host_name} on {} for {}", conf.bridge, inv.ifname());
     let _ = write_sysctl(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0");
-    host.block_on(link::attach_port(
-        host.handle(),
+    link::attach_port(
+        host,
         host_index,
         bridge.header.index,
         conf.hairpin,
         conf.port_isolation,
-    ))?;
+    )?;
     if conf.uses_vlans() {
-        host.block_on(link::set_port_vlans(
-            host.handle(),
+        link::set_port_vlans(
+            host,
             host_index,
             conf.vlan,
             &conf.vlan_trunk,
             conf.preserve_default_vlan,
-        ))?;
+        )?;
     }
-    host.block_on(link::set_up(host.handle(), host_index, true))?;
+    link::set_up(host, host_index, true)?;
 
     let mut result = CniResult {
         interfaces: vec![
@@ -277,7 +265,7 @@ fn add_attachment(
             }
         }
     } else if !conf.disable_container_interface {
-        cont.block_on(link::set_up(cont.handle(), container_index, true))?;
+        link::set_up(cont, container_index, true)?;
     }
 
     let rules = Rules {
@@ -304,9 +292,9 @@ fn add_attachment(
 
     // The bridge takes a port's MAC and a veth's MAC may change once enslaved: report the
     // final ones.
-    let refreshed_bridge = host.block_on(link::by_index(host.handle(), bridge.header.index))?;
+    let refreshed_bridge = link::by_index(host, bridge.header.index)?;
     result.interfaces[0].mac = format_mac(&link::mac(refreshed_bridge.as_ref().unwrap_or(bridge)));
-    let refreshed_veth = host.block_on(link::by_index(host.handle(), host_index))?;
+    let refreshed_veth = link::by_index(host, host_index)?;
     result.interfaces[1].mac =
         format_mac(&link::mac(refreshed_veth.as_ref().unwrap_or(&host_veth)));
     if let Some(dns) = &conf.dns {
@@ -343,11 +331,11 @@ fn configure_container(
         let _ = write_sysctl(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
         Ok(())
     })??;
-    let h = cont.handle();
+    let h = cont;
     for ip in &result.ips {
-        cont.block_on(link::add_address(h, index, ip.address, conf.enable_dad))?;
+        link::add_address(h, index, ip.address, conf.enable_dad)?;
     }
-    cont.block_on(link::set_up(h, index, true))?;
+    link::set_up(h, index, true)?;
     if conf.enable_dad && has_v6 {
         wait_dad(cont, index)?;
     }
@@ -365,7 +353,7 @@ fn configure_container(
         if added.contains(&(route.dst, gw)) {
             continue;
         }
-        cont.block_on(link::add_route(h, index, route, gw))?;
+        link::add_route(h, index, route, gw)?;
         added.push((route.dst, gw));
     }
     Ok(())
@@ -374,9 +362,9 @@ fn configure_container(
 fn wait_dad(cont: &Netlink, index: u32) -> Result<(), BridgeError> {
     let deadline = Instant::now() + DAD_TIMEOUT;
     loop {
-        let addrs = cont.block_on(link::addresses(cont.handle(), index))?;
+        let addrs = link::addresses(cont, index)?;
         let flags = |(_, m): &(IpNetwork, _)| {
-            let m: &rtnetlink::packet_route::address::AddressMessage = m;
+            let m: &AddressMessage = m;
             m.attributes.iter().find_map(|a| match a {
                 AddressAttribute::Flags(f) => Some(*f),
                 _ => None,
@@ -414,50 +402,35 @@ fn ensure_vlan_gateway(
     conf: &BridgeConf,
     bridge: &LinkMessage,
 ) -> Result<LinkMessage, BridgeError> {
-    let h = host.handle();
+    let h = host;
     let name = format!("{}.{}", conf.bridge, conf.vlan);
     if name.len() > cni_common::validate::IFNAME_MAX {
         return Err(BridgeError::Config(format!(
             "the VLAN gateway interface name {name} is longer than 15 bytes: use a shorter bridge name"
         )));
     }
-    if let Some(existing) = host.block_on(link::by_name(h, &name))? {
+    if let Some(existing) = link::by_name(h, &name)? {
         return Ok(existing);
     }
     let host_ns = File::open("/proc/thread-self/ns/net")
         .map_err(|e| BridgeError::Kernel(format!("cannot open the host network namespace: {e}")))?;
     let peer = random_veth_name(0);
-    host.block_on(link::add_veth(
-        h,
-        &name,
-        &peer,
-        conf.mtu,
-        None,
-        host_ns.as_raw_fd(),
-    ))
-    .map_err(|e| BridgeError::Kernel(format!("failed to create VLAN gateway {name}: {e}")))?;
-    let port = host
-        .block_on(link::by_name(h, &peer))?
+    link::add_veth(h, &name, &peer, conf.mtu, None, host_ns.as_raw_fd())
+        .map_err(|e| BridgeError::Kernel(format!("failed to create VLAN gateway {name}: {e}")))?;
+    let port = link::by_name(h, &peer)?
         .ok_or_else(|| BridgeError::Kernel(format!("{peer} vanished after creation")))?;
-    host.block_on(link::attach_port(
-        h,
-        port.header.index,
-        bridge.header.index,
-        false,
-        false,
-    ))?;
-    host.block_on(link::set_port_vlans(
+    link::attach_port(h, port.header.index, bridge.header.index, false, false)?;
+    link::set_port_vlans(
         h,
         port.header.index,
         conf.vlan,
         &[],
         conf.preserve_default_vlan,
-    ))?;
-    host.block_on(link::set_up(h, port.header.index, true))?;
-    let gw = host
-        .block_on(link::by_name(h, &name))?
+    )?;
+    link::set_up(h, port.header.index, true)?;
+    let gw = link::by_name(h, &name)?
         .ok_or_else(|| BridgeError::Kernel(format!("{name} vanished after creation")))?;
-    host.block_on(link::set_up(h, gw.header.index, true))?;
+    link::set_up(h, gw.header.index, true)?;
     Ok(gw)
 }
 
@@ -469,10 +442,10 @@ fn ensure_gateway_addr(
     target: &LinkMessage,
     addr: IpNetwork,
 ) -> Result<(), BridgeError> {
-    let h = host.handle();
+    let h = host;
     let index = target.header.index;
     let dev = link::name(target).unwrap_or(&conf.bridge).to_owned();
-    for (existing, msg) in host.block_on(link::addresses(h, index))? {
+    for (existing, msg) in link::addresses(h, index)? {
         if existing.is_ipv4() != addr.is_ipv4() {
             continue;
         }
@@ -490,7 +463,7 @@ fn ensure_gateway_addr(
             continue;
         }
         if conf.force_address {
-            host.block_on(link::del_address(h, msg))?;
+            link::del_address(h, msg)?;
         } else {
             return Err(BridgeError::Conflict(format!(
                 "failed to set bridge addr: \"{dev}\" already has an IP address different from {addr} \
@@ -499,7 +472,7 @@ fn ensure_gateway_addr(
             )));
         }
     }
-    match host.block_on(link::add_address(h, index, addr, false)) {
+    match link::add_address(h, index, addr, false) {
         // Concurrent first pods add the same gateway at once.
         Err(e) if !link::is_exists(&e) => Err(e.into()),
         _ => Ok(()),
@@ -508,8 +481,8 @@ fn ensure_gateway_addr(
 
 /// Sets the bridge's MAC to its current value so that it stops following port churn.
 fn pin_bridge_mac(host: &Netlink, index: u32) -> Result<(), BridgeError> {
-    if let Some(br) = host.block_on(link::by_index(host.handle(), index))? {
-        host.block_on(link::set_mac(host.handle(), index, link::mac(&br)))?;
+    if let Some(br) = link::by_index(host, index)? {
+        link::set_mac(host, index, link::mac(&br))?;
     }
     Ok(())
 }
@@ -532,7 +505,7 @@ fn wait_forwarding(host: &Netlink, index: u32) -> Result<(), BridgeError> {
     let deadline = Instant::now() + PORT_FORWARDING_TIMEOUT;
     let mut pause = Duration::from_micros(200);
     loop {
-        let port = host.block_on(link::by_index(host.handle(), index))?;
+        let port = link::by_index(host, index)?;
         let state = port.as_ref().and_then(link::port_state);
         if state == Some(BridgePortState::Forwarding) {
             return Ok(());

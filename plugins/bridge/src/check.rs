@@ -2,14 +2,13 @@
 
 use std::net::IpAddr;
 
-use cni_common::netlink::{Context, Netlink};
+use cni_common::netlink::packet::AddressFamily;
+use cni_common::netlink::packet::link::InfoKind;
+use cni_common::netlink::packet::route::{RouteAddress, RouteAttribute, RouteMessage};
+use cni_common::netlink::{Context, Netlink, kind};
 use cni_common::netns::Netns;
 use cni_common::{CniResult, Command, Invocation, delegate};
-use futures_util::TryStreamExt;
 use ipnetwork::IpNetwork;
-use rtnetlink::RouteMessageBuilder;
-use rtnetlink::packet_route::link::InfoKind;
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 
 use crate::add::tag;
 use crate::config::{BridgeConf, format_mac};
@@ -53,13 +52,11 @@ pub fn check(inv: &Invocation) -> Result<(), BridgeError> {
             netns.display()
         )));
     }
-    let cif = cont
-        .block_on(link::by_name(cont.handle(), ifname))?
-        .ok_or_else(|| {
-            fail(format!(
-                "CNI created interface in container {ifname} not found"
-            ))
-        })?;
+    let cif = link::by_name(&cont, ifname)?.ok_or_else(|| {
+        fail(format!(
+            "CNI created interface in container {ifname} not found"
+        ))
+    })?;
     if link::kind(&cif) != Some(&InfoKind::Veth) {
         return Err(fail(format!("{ifname} in the container is not a veth")));
     }
@@ -67,14 +64,12 @@ pub fn check(inv: &Invocation) -> Result<(), BridgeError> {
         return Err(fail(format!("{ifname} MAC changed from {}", rec.mac)));
     }
 
-    let bridge = host
-        .block_on(link::by_name(host.handle(), &conf.bridge))?
-        .ok_or_else(|| {
-            fail(format!(
-                "CNI created bridge {} in host namespace was not found",
-                conf.bridge
-            ))
-        })?;
+    let bridge = link::by_name(&host, &conf.bridge)?.ok_or_else(|| {
+        fail(format!(
+            "CNI created bridge {} in host namespace was not found",
+            conf.bridge
+        ))
+    })?;
     if link::kind(&bridge) != Some(&InfoKind::Bridge) {
         return Err(fail(format!("{} is not a bridge", conf.bridge)));
     }
@@ -102,7 +97,7 @@ pub fn check(inv: &Invocation) -> Result<(), BridgeError> {
         .iter()
         .filter(|i| i.sandbox.is_empty() && i.name != conf.bridge)
         .any(|i| {
-            matches!(host.block_on(link::by_name(host.handle(), &i.name)),
+            matches!(link::by_name(&host, &i.name),
                 Ok(Some(l)) if link::kind(&l) == Some(&InfoKind::Veth)
                     && link::controller(&l) == Some(bridge.header.index))
         });
@@ -125,8 +120,7 @@ fn check_addresses_and_routes(
     index: u32,
     prev: &CniResult,
 ) -> Result<(), BridgeError> {
-    let present: Vec<IpNetwork> = cont
-        .block_on(link::addresses(cont.handle(), index))?
+    let present: Vec<IpNetwork> = link::addresses(cont, index)?
         .into_iter()
         .map(|(a, _)| a)
         .collect();
@@ -138,8 +132,8 @@ fn check_addresses_and_routes(
             )));
         }
     }
-    let mut routes = cont.block_on(route_table(cont, true))?;
-    routes.extend(cont.block_on(route_table(cont, false))?);
+    let mut routes = route_table(cont, true)?;
+    routes.extend(route_table(cont, false)?);
     for r in &prev.routes {
         let found = routes.iter().any(|(dst, gw)| {
             dst.network() == r.dst.network()
@@ -157,22 +151,15 @@ fn check_addresses_and_routes(
     Ok(())
 }
 
-async fn route_table(
-    cont: &Netlink,
-    v4: bool,
-) -> Result<Vec<(IpNetwork, Option<IpAddr>)>, BridgeError> {
-    let query = if v4 {
-        RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
+fn route_table(cont: &Netlink, v4: bool) -> Result<Vec<(IpNetwork, Option<IpAddr>)>, BridgeError> {
+    let mut query = RouteMessage::default();
+    query.header.address_family = if v4 {
+        AddressFamily::Inet
     } else {
-        RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
+        AddressFamily::Inet6
     };
     let msgs: Vec<RouteMessage> = cont
-        .handle()
-        .route()
-        .get(query)
-        .execute()
-        .try_collect()
-        .await
+        .dump(kind::GET_ROUTE, kind::NEW_ROUTE, &query)
         .context("failed to list routes")?;
     let addr = |a: &RouteAddress| match a {
         RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),

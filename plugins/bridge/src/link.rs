@@ -4,36 +4,27 @@
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 
-use cni_common::netlink::{Context, Handle, NetlinkError};
-use futures_util::TryStreamExt;
+use cni_common::netlink::packet::AddressFamily;
+use cni_common::netlink::packet::address::{AddressAttribute, AddressFlags, AddressMessage};
+use cni_common::netlink::packet::link::{
+    AfSpecBridge, BridgePortState, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort,
+    InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
+};
+use cni_common::netlink::packet::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use cni_common::netlink::{Context, Netlink, NetlinkError, flags, kind};
 use ipnetwork::IpNetwork;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
-use rtnetlink::packet_route::link::{
-    BridgePortState, BridgeVlanInfoFlags, InfoBridgePort, InfoData, InfoKind, InfoPortData,
-    InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-};
-use rtnetlink::packet_route::route::RouteScope;
-use rtnetlink::{
-    LinkBridge, LinkBridgePort, LinkBridgeVlan, LinkMessageBuilder, LinkUnspec, LinkVeth,
-    RouteMessageBuilder,
-};
 
 type Nl<T> = Result<T, NetlinkError>;
 
 const ENODEV: i32 = nix::libc::ENODEV;
 const EEXIST: i32 = nix::libc::EEXIST;
 
-/// The errno of a kernel refusal, if that is what the error is.
-pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
-        _ => None,
-    }
-}
-
 /// Whether the error is a kernel "already exists".
 pub fn is_exists(e: &NetlinkError) -> bool {
-    matches!(e, NetlinkError::Request { source, .. } if errno(source) == Some(EEXIST))
+    e.errno() == Some(EEXIST)
 }
 
 pub fn name(msg: &LinkMessage) -> Option<&str> {
@@ -95,132 +86,148 @@ pub fn is_promisc(msg: &LinkMessage) -> bool {
     msg.header.flags.contains(LinkFlags::Promisc)
 }
 
-/// The link called `name`, or `None` when there is none.
-pub async fn by_name(h: &Handle, name: &str) -> Nl<Option<LinkMessage>> {
-    match h.link().get().match_name(name).execute().try_next().await {
-        Ok(msg) => Ok(msg),
-        Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
-        Err(e) => Err(e).context(format!("failed to look up {name}")),
+fn with_index(index: u32) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m
+}
+
+fn lookup(nl: &Netlink, query: &LinkMessage) -> std::io::Result<Option<LinkMessage>> {
+    match nl.get(kind::GET_LINK, kind::NEW_LINK, query) {
+        Err(e) if e.raw_os_error() == Some(ENODEV) => Ok(None),
+        other => other,
     }
 }
 
-pub async fn by_index(h: &Handle, index: u32) -> Nl<Option<LinkMessage>> {
-    match h.link().get().match_index(index).execute().try_next().await {
-        Ok(msg) => Ok(msg),
-        Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
-        Err(e) => Err(e).context(format!("failed to look up link {index}")),
-    }
+/// The link called `name`, or `None` when there is none.
+pub fn by_name(nl: &Netlink, name: &str) -> Nl<Option<LinkMessage>> {
+    let mut query = LinkMessage::default();
+    query
+        .attributes
+        .push(LinkAttribute::IfName(name.to_owned()));
+    lookup(nl, &query).context(format!("failed to look up {name}"))
+}
+
+pub fn by_index(nl: &Netlink, index: u32) -> Nl<Option<LinkMessage>> {
+    lookup(nl, &with_index(index)).context(format!("failed to look up link {index}"))
 }
 
 /// Creates a bridge, down, so that its sysctls can be set before the kernel configures
 /// IPv6 on it; "already exists" is the caller's business (concurrent first ADDs).
-pub async fn add_bridge(h: &Handle, name: &str, mtu: Option<u32>, vlan_filtering: bool) -> Nl<()> {
-    let mut b = LinkMessageBuilder::<LinkBridge>::new(name);
-    if let Some(m) = mtu {
-        b = b.mtu(m);
+pub fn add_bridge(nl: &Netlink, name: &str, mtu: Option<u32>, vlan_filtering: bool) -> Nl<()> {
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    if let Some(mtu) = mtu {
+        m.attributes.push(LinkAttribute::Mtu(mtu));
     }
+    let mut info = vec![LinkInfo::Kind(InfoKind::Bridge)];
     if vlan_filtering {
-        b = b.vlan_filtering(true);
+        info.push(LinkInfo::Data(InfoData::Bridge(vec![
+            InfoBridge::VlanFiltering(true),
+        ])));
     }
-    h.link()
-        .add(b.build())
-        .execute()
-        .await
+    m.attributes.push(LinkAttribute::LinkInfo(info));
+    nl.ack(kind::NEW_LINK, flags::CREATE | flags::EXCL, &m)
         .context(format!("failed to create bridge \"{name}\""))
 }
 
-pub async fn set_up(h: &Handle, index: u32, up: bool) -> Nl<()> {
-    let b = LinkUnspec::new_with_index(index);
-    let msg = if up { b.up() } else { b.down() }.build();
-    h.link().set(msg).execute().await.context(format!(
+fn set_flag(nl: &Netlink, index: u32, flag: LinkFlags, on: bool) -> std::io::Result<()> {
+    let mut m = with_index(index);
+    m.header.flags.set(flag, on);
+    m.header.change_mask = flag;
+    nl.ack(kind::SET_LINK, 0, &m)
+}
+
+pub fn set_up(nl: &Netlink, index: u32, up: bool) -> Nl<()> {
+    set_flag(nl, index, LinkFlags::Up, up).context(format!(
         "failed to set link {index} {}",
         if up { "up" } else { "down" }
     ))
 }
 
-pub async fn set_promisc(h: &Handle, index: u32) -> Nl<()> {
-    let msg = LinkUnspec::new_with_index(index).promiscuous(true).build();
-    h.link()
-        .set(msg)
-        .execute()
-        .await
-        .context("failed to set promiscuous mode")
+pub fn set_promisc(nl: &Netlink, index: u32) -> Nl<()> {
+    set_flag(nl, index, LinkFlags::Promisc, true).context("failed to set promiscuous mode")
 }
 
-pub async fn set_mac(h: &Handle, index: u32, mac: Vec<u8>) -> Nl<()> {
-    let msg = LinkUnspec::new_with_index(index).address(mac).build();
-    h.link()
-        .set(msg)
-        .execute()
-        .await
+pub fn set_mac(nl: &Netlink, index: u32, mac: Vec<u8>) -> Nl<()> {
+    let mut m = with_index(index);
+    m.attributes.push(LinkAttribute::Address(mac));
+    nl.ack(kind::SET_LINK, 0, &m)
         .context("could not set bridge's mac")
 }
 
 /// Creates the veth pair from the container's namespace: `ifname` stays there, `peer` is
 /// created directly in the namespace `host_ns` refers to, so no name ever clashes with the
 /// host's own interfaces.
-pub async fn add_veth(
-    h: &Handle,
+pub fn add_veth(
+    nl: &Netlink,
     ifname: &str,
     peer: &str,
     mtu: Option<u32>,
     mac: Option<[u8; 6]>,
     host_ns: RawFd,
-) -> Result<(), rtnetlink::Error> {
-    let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
-        .name(peer.to_owned())
-        .append_extra_attribute(LinkAttribute::NetNsFd(host_ns));
-    let mut b = LinkVeth::new(ifname, peer);
-    if let Some(m) = mtu {
-        peer_msg = peer_msg.mtu(m);
-        b = b.mtu(m);
+) -> std::io::Result<()> {
+    let mut peer_msg = LinkMessage::default();
+    peer_msg
+        .attributes
+        .push(LinkAttribute::IfName(peer.to_owned()));
+    peer_msg.attributes.push(LinkAttribute::NetNsFd(host_ns));
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(ifname.to_owned()));
+    if let Some(mtu) = mtu {
+        peer_msg.attributes.push(LinkAttribute::Mtu(mtu));
+        m.attributes.push(LinkAttribute::Mtu(mtu));
     }
     if let Some(mac) = mac {
-        b = b.address(mac.to_vec());
+        m.attributes.push(LinkAttribute::Address(mac.to_vec()));
     }
-    let msg = b
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())))
-        .build();
-    h.link().add(msg).execute().await
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
+    ]));
+    nl.ack(kind::NEW_LINK, flags::CREATE | flags::EXCL, &m)
 }
 
-pub async fn del_link(h: &Handle, index: u32) -> Nl<()> {
-    match h.link().del(index).execute().await {
-        Err(e) if errno(&e) == Some(ENODEV) => Ok(()),
+pub fn del_link(nl: &Netlink, index: u32) -> Nl<()> {
+    match nl.ack(kind::DEL_LINK, 0, &with_index(index)) {
+        Err(e) if e.raw_os_error() == Some(ENODEV) => Ok(()),
         other => other.context(format!("failed to delete link {index}")),
     }
 }
 
 /// Enslaves the port to the bridge and sets its bridge-port flags.
-pub async fn attach_port(
-    h: &Handle,
-    port: u32,
-    bridge: u32,
-    hairpin: bool,
-    isolated: bool,
-) -> Nl<()> {
-    let msg = LinkUnspec::new_with_index(port).controller(bridge).build();
-    h.link()
-        .set(msg)
-        .execute()
-        .await
+pub fn attach_port(nl: &Netlink, port: u32, bridge: u32, hairpin: bool, isolated: bool) -> Nl<()> {
+    let mut m = with_index(port);
+    m.attributes.push(LinkAttribute::Controller(bridge));
+    nl.ack(kind::SET_LINK, 0, &m)
         .context(format!("failed to connect link {port} to bridge {bridge}"))?;
-    let flags = LinkBridgePort::new(port)
-        .hairpin(hairpin)
-        .isolated(isolated)
-        .build();
-    h.link()
-        .set_port(flags)
-        .execute()
-        .await
+    let mut m = with_index(port);
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::PortKind(InfoPortKind::Bridge),
+        LinkInfo::PortData(InfoPortData::BridgePort(vec![
+            InfoBridgePort::HairpinMode(hairpin),
+            InfoBridgePort::Isolated(isolated),
+        ])),
+    ]));
+    nl.ack(kind::NEW_LINK, 0, &m)
         .context("failed to set bridge port flags")
+}
+
+fn vlan_message(port: u32, vid: u16, flags: BridgeVlanInfoFlags) -> LinkMessage {
+    let mut m = with_index(port);
+    m.header.interface_family = AddressFamily::Bridge;
+    m.attributes
+        .push(LinkAttribute::AfSpecBridge(vec![AfSpecBridge::VlanInfo(
+            BridgeVlanInfo { vid, flags },
+        )]));
+    m
 }
 
 /// The port's VLANs: unless `preserve_default`, the default VLAN 1 goes first; `access`
 /// becomes the untagged PVID; `trunk` VLANs are tagged; a trunk without an access VLAN keeps
 /// VLAN 1 as untagged PVID (the reference's layout).
-pub async fn set_port_vlans(
-    h: &Handle,
+pub fn set_port_vlans(
+    nl: &Netlink,
     port: u32,
     access: u16,
     trunk: &[u16],
@@ -228,11 +235,12 @@ pub async fn set_port_vlans(
 ) -> Nl<()> {
     let untagged_pvid = BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged;
     if !preserve_default {
-        let del = LinkBridgeVlan::new(port)
-            .vlan(1, BridgeVlanInfoFlags::empty())
-            .build();
         // Absent already is fine.
-        let _ = h.link().del_with_message(del).execute().await;
+        let _ = nl.ack(
+            kind::DEL_LINK,
+            0,
+            &vlan_message(port, 1, BridgeVlanInfoFlags::empty()),
+        );
     }
     let mut entries: Vec<(u16, BridgeVlanInfoFlags)> = Vec::new();
     if access != 0 {
@@ -241,13 +249,13 @@ pub async fn set_port_vlans(
         entries.push((1, untagged_pvid));
     }
     entries.extend(trunk.iter().map(|v| (*v, BridgeVlanInfoFlags::empty())));
-    for (vid, flags) in entries {
-        let msg = LinkBridgeVlan::new(port).vlan(vid, flags).build();
-        h.link()
-            .set(msg)
-            .execute()
-            .await
-            .context(format!("failed to add VLAN {vid} to port {port}"))?;
+    for (vid, vflags) in entries {
+        nl.ack(
+            kind::SET_LINK,
+            flags::CREATE | flags::EXCL,
+            &vlan_message(port, vid, vflags),
+        )
+        .context(format!("failed to add VLAN {vid} to port {port}"))?;
     }
     Ok(())
 }
@@ -266,14 +274,11 @@ fn address_of(m: &AddressMessage) -> Option<IpNetwork> {
 }
 
 /// The addresses on a link, with the messages to delete them by.
-pub async fn addresses(h: &Handle, index: u32) -> Nl<Vec<(IpNetwork, AddressMessage)>> {
-    let msgs: Vec<AddressMessage> = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
+pub fn addresses(nl: &Netlink, index: u32) -> Nl<Vec<(IpNetwork, AddressMessage)>> {
+    let mut query = AddressMessage::default();
+    query.header.index = index;
+    let msgs: Vec<AddressMessage> = nl
+        .dump(kind::GET_ADDR, kind::NEW_ADDR, &query)
         .context("failed to list addresses")?;
     Ok(msgs
         .into_iter()
@@ -283,53 +288,92 @@ pub async fn addresses(h: &Handle, index: u32) -> Nl<Vec<(IpNetwork, AddressMess
 }
 
 /// Adds an address; IPv6 addresses skip duplicate address detection unless `dad`.
-pub async fn add_address(h: &Handle, index: u32, net: IpNetwork, dad: bool) -> Nl<()> {
-    let mut req = h.address().add(index, net.ip(), net.prefix());
+pub fn add_address(nl: &Netlink, index: u32, net: IpNetwork, dad: bool) -> Nl<()> {
+    let mut m = AddressMessage::default();
+    m.header.index = index;
+    m.header.prefix_len = net.prefix();
+    m.header.family = if net.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    m.attributes.push(AddressAttribute::Address(net.ip()));
+    m.attributes.push(AddressAttribute::Local(net.ip()));
+    if let IpNetwork::V4(v4) = net
+        && v4.prefix() < 31
+    {
+        m.attributes
+            .push(AddressAttribute::Broadcast(v4.broadcast()));
+    }
     if net.is_ipv6() && !dad {
-        req.message_mut()
-            .attributes
+        m.attributes
             .push(AddressAttribute::Flags(AddressFlags::Nodad));
     }
-    req.execute()
-        .await
+    nl.ack(kind::NEW_ADDR, flags::CREATE | flags::EXCL, &m)
         .context(format!("failed to add IP addr {net}"))
 }
 
-pub async fn del_address(h: &Handle, msg: AddressMessage) -> Nl<()> {
-    h.address()
-        .del(msg)
-        .execute()
-        .await
+pub fn del_address(nl: &Netlink, msg: AddressMessage) -> Nl<()> {
+    nl.ack(kind::DEL_ADDR, 0, &msg)
         .context("failed to delete address")
 }
 
+/// A route message for the main table, static, with `dst` as its destination.
+pub fn route_to(dst: IpAddr, prefix: u8) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    m.header.protocol = RouteProtocol::Static;
+    m.header.scope = RouteScope::Universe;
+    m.header.kind = RouteType::Unicast;
+    m.header.address_family = family(dst);
+    m.header.destination_prefix_length = prefix;
+    m.attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+    m
+}
+
+fn family(ip: IpAddr) -> AddressFamily {
+    if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
 /// Adds a route through `index`, via `gw` when given.
-pub async fn add_route(
-    h: &Handle,
+pub fn add_route(
+    nl: &Netlink,
     index: u32,
     route: &cni_common::result::Route,
     gw: Option<IpAddr>,
 ) -> Nl<()> {
     let what = || format!("failed to add route {} via {gw:?}", route.dst);
-    let mut b = RouteMessageBuilder::<IpAddr>::new()
-        .destination_prefix(route.dst.network(), route.dst.prefix())
-        .map_err(|e| NetlinkError::Socket(std::io::Error::other(format!("{}: {e}", what()))))?
-        .output_interface(index);
+    let mut m = route_to(route.dst.network(), route.dst.prefix());
+    m.attributes.push(RouteAttribute::Oif(index));
     if let Some(gw) = gw {
-        b = b
-            .gateway(gw)
-            .map_err(|e| NetlinkError::Socket(std::io::Error::other(format!("{}: {e}", what()))))?;
+        if family(gw) != m.header.address_family {
+            return Err(NetlinkError::Request {
+                what: what(),
+                source: std::io::Error::other("gateway and destination differ in family"),
+            });
+        }
+        m.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
     } else {
-        b = b.scope(RouteScope::Link);
+        m.header.scope = RouteScope::Link;
     }
     if let Some(p) = route.priority {
-        b = b.priority(p);
+        m.attributes.push(RouteAttribute::Priority(p));
     }
     if let Some(t) = route.table {
-        b = b.table_id(t);
+        match u8::try_from(t) {
+            Ok(small) => m.header.table = small,
+            Err(_) => m.attributes.push(RouteAttribute::Table(t)),
+        }
     }
     if let Some(s) = route.scope.and_then(|s| u8::try_from(s).ok()) {
-        b = b.scope(RouteScope::from(s));
+        m.header.scope = RouteScope::from(s);
     }
-    h.route().add(b.build()).execute().await.context(what())
+    nl.ack(kind::NEW_ROUTE, flags::CREATE | flags::EXCL, &m)
+        .context(what())
 }

@@ -53,9 +53,9 @@ fn del_interface(inv: &Invocation) -> Result<(), BridgeError> {
     match Netns::open(path) {
         Ok(ns) => {
             let cont = Netlink::in_netns(&ns)?;
-            if let Some(l) = cont.block_on(link::by_name(cont.handle(), inv.ifname()))? {
+            if let Some(l) = link::by_name(&cont, inv.ifname())? {
                 // Deleting one end of the veth removes the host end with it.
-                cont.block_on(link::del_link(cont.handle(), l.header.index))?;
+                link::del_link(&cont, l.header.index)?;
             }
             Ok(())
         }

@@ -3,13 +3,11 @@
 use std::path::Path;
 
 use cni_common::CniError;
-use cni_common::netlink::{Context, Netlink, NetlinkError};
+use cni_common::netlink::packet::address::{AddressAttribute, AddressMessage};
+use cni_common::netlink::packet::link::{LinkAttribute, LinkFlags, LinkMessage};
+use cni_common::netlink::{Context, Netlink, NetlinkError, kind};
 use cni_common::netns::Netns;
-use futures_util::TryStreamExt;
 use ipnetwork::IpNetwork;
-use rtnetlink::LinkUnspec;
-use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{LinkFlags, LinkMessage};
 
 use crate::LinkOpener;
 
@@ -34,7 +32,7 @@ impl LinkOpener for NetlinkOpener {
             Err(e) => return Err(e.into()),
         };
         let nl = Netlink::in_netns(&ns)?;
-        let index = nl.block_on(lo_message(&nl))?.header.index;
+        let index = lo_message(&nl)?.header.index;
         Ok(Some(NetlinkLo { nl, index }))
     }
 }
@@ -45,52 +43,44 @@ pub struct NetlinkLo {
     index: u32,
 }
 
-async fn lo_message(nl: &Netlink) -> Result<LinkMessage, NetlinkError> {
-    nl.handle()
-        .link()
-        .get()
-        .match_name("lo")
-        .execute()
-        .try_next()
-        .await
+fn lo_message(nl: &Netlink) -> Result<LinkMessage, NetlinkError> {
+    let mut query = LinkMessage::default();
+    query.attributes.push(LinkAttribute::IfName("lo".into()));
+    nl.get(kind::GET_LINK, kind::NEW_LINK, &query)
         .context("failed to look up lo")?
         .ok_or_else(|| NetlinkError::Socket(std::io::Error::other("no lo device")))
 }
 
 impl LoLink for NetlinkLo {
     fn set_up(&mut self, up: bool) -> Result<(), CniError> {
-        let builder = LinkUnspec::new_with_index(self.index);
-        let msg = if up { builder.up() } else { builder.down() }.build();
+        let mut msg = LinkMessage::default();
+        msg.header.index = self.index;
+        msg.header.flags.set(LinkFlags::Up, up);
+        msg.header.change_mask = LinkFlags::Up;
         let what = if up {
             "failed to set lo up"
         } else {
             "failed to set lo down"
         };
-        self.nl
-            .block_on(self.nl.handle().link().set(msg).execute())
-            .context(what)?;
+        self.nl.ack(kind::SET_LINK, 0, &msg).context(what)?;
         Ok(())
     }
 
     fn is_up(&mut self) -> Result<bool, CniError> {
-        let msg = self.nl.block_on(lo_message(&self.nl))?;
+        let msg = lo_message(&self.nl)?;
         Ok(msg.header.flags.contains(LinkFlags::Up))
     }
 
     fn addresses(&mut self) -> Result<Vec<IpNetwork>, CniError> {
-        let nl = &self.nl;
-        let messages: Vec<_> = nl
-            .block_on(
-                nl.handle()
-                    .address()
-                    .get()
-                    .set_link_index_filter(self.index)
-                    .execute()
-                    .try_collect(),
-            )
+        let mut query = AddressMessage::default();
+        query.header.index = self.index;
+        let messages: Vec<AddressMessage> = self
+            .nl
+            .dump(kind::GET_ADDR, kind::NEW_ADDR, &query)
             .context("failed to list addresses of lo")?;
         Ok(messages
             .iter()
+            .filter(|m| m.header.index == self.index)
             .filter_map(|m| {
                 m.attributes.iter().find_map(|a| match a {
                     AddressAttribute::Address(ip) => IpNetwork::new(*ip, m.header.prefix_len).ok(),

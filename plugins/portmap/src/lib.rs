@@ -11,14 +11,14 @@ use std::fs;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use cni_common::netlink::{Context, Netlink};
+use cni_common::netlink::packet::AddressFamily;
+use cni_common::netlink::packet::link::{LinkAttribute, LinkMessage};
+use cni_common::netlink::packet::route::{RouteAddress, RouteAttribute, RouteMessage};
+use cni_common::netlink::{Context, Netlink, kind};
 use cni_common::netns::write_sysctl;
 use cni_common::{CniError, CniResult, Invocation, Plugin};
 use cni_nft::Tag;
-use futures_util::TryStreamExt;
 use ipnetwork::IpNetwork;
-use rtnetlink::RouteMessageBuilder;
-use rtnetlink::packet_route::route::RouteAttribute;
 
 use crate::config::{PortmapConf, Protocol};
 use crate::error::PortmapError;
@@ -84,39 +84,33 @@ fn flush_conntrack(conf: &PortmapConf) {
 /// interface that leads to the container.
 fn enable_route_localnet(container: IpAddr) -> Result<(), PortmapError> {
     let nl = Netlink::current()?;
-    let query = RouteMessageBuilder::<IpAddr>::new()
-        .destination_prefix(container, 32)
-        .map_err(|e| PortmapError::Config(format!("route lookup for {container}: {e}")))?
-        .build();
-    let routes: Vec<_> = nl
-        .block_on(
-            nl.handle()
-                .route()
-                .get(query)
-                .execute()
-                .try_collect::<Vec<_>>(),
-        )
+    let mut query = RouteMessage::default();
+    query.header.address_family = match container {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    query.header.destination_prefix_length = if container.is_ipv4() { 32 } else { 128 };
+    query
+        .attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(container)));
+    let route: Option<RouteMessage> = nl
+        .get(kind::GET_ROUTE, kind::NEW_ROUTE, &query)
         .context(format!("failed to look up the route to {container}"))?;
-    let oif = routes.iter().find_map(|r| {
+    let oif = route.iter().find_map(|r| {
         r.attributes.iter().find_map(|a| match a {
             RouteAttribute::Oif(i) => Some(*i),
             _ => None,
         })
     });
     let Some(index) = oif else { return Ok(()) };
-    let link = nl
-        .block_on(
-            nl.handle()
-                .link()
-                .get()
-                .match_index(index)
-                .execute()
-                .try_next(),
-        )
+    let mut link_query = LinkMessage::default();
+    link_query.header.index = index;
+    let link: Option<LinkMessage> = nl
+        .get(kind::GET_LINK, kind::NEW_LINK, &link_query)
         .context("failed to look up the interface to the container")?;
     let name = link.and_then(|l| {
         l.attributes.iter().find_map(|a| match a {
-            rtnetlink::packet_route::link::LinkAttribute::IfName(n) => Some(n.clone()),
+            LinkAttribute::IfName(n) => Some(n.clone()),
             _ => None,
         })
     });
