@@ -13,7 +13,7 @@ use cni_common::CniError;
 use cni_common::error::code;
 use nftables::batch::Batch;
 use nftables::expr::{Expression, NamedExpression, Payload, PayloadField, Prefix};
-use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, NfObject, Nftables, Rule, Table};
+use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, Nftables, Rule, Table};
 use nftables::stmt::{Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
@@ -270,21 +270,34 @@ pub fn list(family: &str, name: &str) -> Result<Vec<Listed>, NftError> {
     let Ok(listed) = engine::list_json(&["list", "table", family, name]) else {
         return Ok(Vec::new());
     };
-    let ruleset: Nftables<'_> = serde_json::from_str(&listed)
+    parse_listing(name, &listed)
+}
+
+/// Reads `nft -j list` output as plain JSON, not as the crate's typed schema: we need four
+/// fields of each rule, and deserializing the whole schema is about 200 KiB of code in
+/// every binary.
+fn parse_listing(name: &str, listed: &str) -> Result<Vec<Listed>, NftError> {
+    let ruleset: serde_json::Value = serde_json::from_str(listed)
         .map_err(|e| NftError(format!("failed to list {name}: {e}")))?;
-    Ok(ruleset
-        .objects
+    let objects = ruleset
+        .get("nftables")
+        .and_then(serde_json::Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    Ok(objects
         .iter()
-        .filter_map(|obj| match obj {
-            NfObject::ListObject(NfListObject::Rule(r)) => Some(Listed {
-                family: r.family,
-                chain: r.chain.to_string(),
-                comment: r.comment.as_deref().unwrap_or_default().to_owned(),
-                expr: serde_json::to_string(&r.expr).unwrap_or_default(),
-            }),
-            _ => None,
-        })
+        .filter_map(|obj| listed_rule(obj.get("rule")?))
         .collect())
+}
+
+fn listed_rule(rule: &serde_json::Value) -> Option<Listed> {
+    let text = |key: &str| rule.get(key).and_then(serde_json::Value::as_str);
+    Some(Listed {
+        family: serde_json::from_value(rule.get("family")?.clone()).ok()?,
+        chain: text("chain")?.to_owned(),
+        comment: text("comment").unwrap_or_default().to_owned(),
+        expr: rule.get("expr").map(|e| e.to_string()).unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]
@@ -297,6 +310,32 @@ mod tests {
             container_id: "ctr1",
             ifname: "eth0",
         }
+    }
+
+    #[test]
+    fn a_listing_yields_the_rules_with_family_chain_comment_and_statements() {
+        // `nft -j list table inet t` (nftables 1.0.6), with a rule without a comment added.
+        let listed = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+            {"table": {"family": "inet", "name": "t", "handle": 1}},
+            {"chain": {"family": "inet", "table": "t", "name": "c", "handle": 1}},
+            {"rule": {"family": "inet", "table": "t", "chain": "c", "handle": 2,
+              "comment": "net: n, id: c1, if: eth0",
+              "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                "right": "10.1.0.2"}}, {"masquerade": null}]}},
+            {"rule": {"family": "bridge", "table": "t", "chain": "d", "handle": 3, "expr": []}}]}"#;
+        let rules = parse_listing("t", listed).unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].family, NfFamily::INet);
+        assert_eq!(rules[0].chain, "c");
+        assert_eq!(parse_comment(&rules[0].comment), Some(("n", "c1", "eth0")));
+        assert!(rules[0].expr.contains("\"10.1.0.2\""));
+        assert!(rules[0].expr.contains("masquerade"));
+        assert_eq!(
+            (rules[1].family, rules[1].comment.as_str()),
+            (NfFamily::Bridge, "")
+        );
+        assert!(parse_listing("t", "not json").is_err());
+        assert!(parse_listing("t", "{}").unwrap().is_empty());
     }
 
     #[test]

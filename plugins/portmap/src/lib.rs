@@ -12,9 +12,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use cni_common::netlink::packet::AddressFamily;
-use cni_common::netlink::packet::link::{LinkAttribute, LinkMessage};
 use cni_common::netlink::packet::route::{RouteAddress, RouteAttribute, RouteMessage};
-use cni_common::netlink::{Context, Netlink, kind};
+use cni_common::netlink::{Context, Netlink, NetlinkError, kind};
 use cni_common::netns::write_sysctl;
 use cni_common::{CniError, CniResult, Invocation, Plugin};
 use cni_nft::Tag;
@@ -103,17 +102,19 @@ fn enable_route_localnet(container: IpAddr) -> Result<(), PortmapError> {
         })
     });
     let Some(index) = oif else { return Ok(()) };
-    let mut link_query = LinkMessage::default();
-    link_query.header.index = index;
-    let link: Option<LinkMessage> = nl
-        .get(kind::GET_LINK, kind::NEW_LINK, &link_query)
-        .context("failed to look up the interface to the container")?;
-    let name = link.and_then(|l| {
-        l.attributes.iter().find_map(|a| match a {
-            LinkAttribute::IfName(n) => Some(n.clone()),
-            _ => None,
-        })
-    });
+    // The name through the kernel's ioctl: parsing a full link message would link every
+    // link kind's decoder into portmap for one string.
+    let name = match nix::net::if_::if_indextoname(index) {
+        Ok(name) => Some(name.to_string_lossy().into_owned()),
+        Err(nix::errno::Errno::ENXIO | nix::errno::Errno::ENODEV) => None,
+        Err(e) => {
+            return Err(NetlinkError::Request {
+                what: "failed to look up the interface to the container".into(),
+                source: e.into(),
+            }
+            .into());
+        }
+    };
     if let Some(name) = name {
         write_sysctl(&format!("net/ipv4/conf/{name}/route_localnet"), "1")
             .map_err(|e| PortmapError::Config(e.to_string()))?;
