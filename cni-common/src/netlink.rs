@@ -86,10 +86,6 @@ impl<T> Context<T> for Result<T, io::Error> {
     }
 }
 
-/// Replies larger than this are truncated by the kernel; a link message with every
-/// attribute is about 2 KiB and dumps are split into 32 KiB parts.
-const RECV_BUFFER: usize = 64 * 1024;
-
 /// A route netlink socket in one namespace.
 #[derive(Debug)]
 pub struct Netlink {
@@ -172,8 +168,15 @@ impl Netlink {
     ) -> io::Result<()> {
         let mut buf = vec![0; RECV_BUFFER];
         loop {
-            let n = self.socket.recv(&mut &mut buf[..], 0)?;
-            let mut rest = buf.get(..n).unwrap_or_default();
+            // With MSG_TRUNC the kernel returns the datagram's real length, so a reply that
+            // did not fit is an error instead of a silently cut message.
+            let n = self.socket.recv(&mut &mut buf[..], nix::libc::MSG_TRUNC)?;
+            let mut rest = buf.get(..n).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("netlink reply of {n} bytes exceeds the {RECV_BUFFER}-byte buffer"),
+                )
+            })?;
             while !rest.is_empty() {
                 let msg = NetlinkBuffer::new_checked(rest).map_err(decode)?;
                 let len = msg.length() as usize;
@@ -197,6 +200,10 @@ impl Netlink {
         }
     }
 }
+
+/// The kernel sends dumps in parts of at most 32 KiB; a targeted reply (one link with every
+/// attribute) is a few KiB.
+const RECV_BUFFER: usize = 32 * 1024;
 
 const NLM_F_MULTI: u16 = netlink_packet_core::NLM_F_MULTIPART;
 
