@@ -161,43 +161,85 @@ impl Netlink {
 
     /// Reads replies to request `seq` until it is answered: an error message ends it (an
     /// error with no code is the ACK), so does DONE, so does the one reply of a non-dump.
+    /// A reply that cannot be used is remembered and reading goes on to the end, so a dump
+    /// is never left half-read on the socket (the next dump would get EBUSY).
     fn receive(
         &self,
         seq: u32,
         mut each: impl FnMut(u16, &[u8]) -> io::Result<()>,
     ) -> io::Result<()> {
         let mut buf = vec![0; RECV_BUFFER];
+        let mut failed = None;
         loop {
             // With MSG_TRUNC the kernel returns the datagram's real length, so a reply that
             // did not fit is an error instead of a silently cut message.
             let n = self.socket.recv(&mut &mut buf[..], nix::libc::MSG_TRUNC)?;
-            let mut rest = buf.get(..n).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("netlink reply of {n} bytes exceeds the {RECV_BUFFER}-byte buffer"),
-                )
-            })?;
-            while !rest.is_empty() {
-                let msg = NetlinkBuffer::new_checked(rest).map_err(decode)?;
-                let len = msg.length() as usize;
-                let (kind, multipart) = (msg.message_type(), msg.flags() & NLM_F_MULTI != 0);
-                if msg.sequence_number() == seq {
-                    match kind {
-                        NLMSG_DONE => return Ok(()),
-                        NLMSG_ERROR => return kernel_answer(msg.payload()),
-                        _ => {
-                            each(kind, msg.payload())?;
-                            if !multipart {
-                                return Ok(());
-                            }
-                        }
-                    }
+            let datagram = match buf.get(..n) {
+                Some(d) => d,
+                None => {
+                    failed.get_or_insert(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("netlink reply of {n} bytes exceeds the {RECV_BUFFER}-byte buffer"),
+                    ));
+                    continue;
                 }
-                // Messages are padded to four bytes; a bad length must not loop forever.
-                let next = len.div_ceil(4) * 4;
-                rest = rest.get(next.max(1)..).unwrap_or_default();
+            };
+            if let Some(end) = read_datagram(datagram, seq, &mut each, &mut failed) {
+                return match failed {
+                    Some(e) => Err(e),
+                    None => end,
+                };
             }
         }
+    }
+}
+
+/// Walks the messages of one datagram; `Some` once request `seq` is answered.
+fn read_datagram(
+    mut rest: &[u8],
+    seq: u32,
+    each: &mut impl FnMut(u16, &[u8]) -> io::Result<()>,
+    failed: &mut Option<io::Error>,
+) -> Option<io::Result<()>> {
+    while !rest.is_empty() {
+        let msg = match NetlinkBuffer::new_checked(rest) {
+            Ok(msg) => msg,
+            // The rest of the datagram cannot be split into messages.
+            Err(e) => return Some(Err(decode(e))),
+        };
+        let len = msg.length() as usize;
+        let (kind, multipart) = (msg.message_type(), msg.flags() & NLM_F_MULTI != 0);
+        if msg.sequence_number() == seq {
+            match kind {
+                NLMSG_DONE => return Some(dump_end(msg.payload())),
+                NLMSG_ERROR => return Some(kernel_answer(msg.payload())),
+                _ => {
+                    if let Err(e) = each(kind, msg.payload()) {
+                        failed.get_or_insert(e);
+                    }
+                    if !multipart {
+                        return Some(Ok(()));
+                    }
+                }
+            }
+        }
+        // Messages are padded to four bytes; a bad length must not loop forever.
+        let next = len.div_ceil(4) * 4;
+        rest = rest.get(next.max(1)..).unwrap_or_default();
+    }
+    None
+}
+
+/// NLMSG_DONE carries the dump's status: a negative errno when the kernel gave up part way.
+fn dump_end(payload: &[u8]) -> io::Result<()> {
+    let status = payload
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, i32::from_ne_bytes);
+    if status < 0 {
+        Err(io::Error::from_raw_os_error(status.saturating_neg()))
+    } else {
+        Ok(())
     }
 }
 
@@ -256,6 +298,81 @@ mod tests {
         let refused = ack_bytes(1, -nix::libc::EEXIST);
         let err = kernel_answer(&refused[16..]).err();
         assert_eq!(err.and_then(|e| e.raw_os_error()), Some(nix::libc::EEXIST));
+    }
+
+    fn message(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let len = 16 + payload.len();
+        let mut v = Vec::new();
+        v.extend_from_slice(&u32::try_from(len).unwrap().to_ne_bytes());
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(&flags.to_ne_bytes());
+        v.extend_from_slice(&seq.to_ne_bytes());
+        v.extend_from_slice(&0u32.to_ne_bytes());
+        v.extend_from_slice(payload);
+        v.resize(len.div_ceil(4) * 4, 0);
+        v
+    }
+
+    #[test]
+    fn a_dump_reads_every_part_skips_other_requests_and_ends_at_done() {
+        let mut datagram = message(16, NLM_F_MULTI, 7, b"one");
+        datagram.extend(message(16, NLM_F_MULTI, 6, b"stale"));
+        datagram.extend(message(16, NLM_F_MULTI, 7, b"two"));
+        let mut seen = Vec::new();
+        let mut failed = None;
+        let mut each = |_: u16, p: &[u8]| {
+            seen.push(p.to_vec());
+            Ok(())
+        };
+        assert!(read_datagram(&datagram, 7, &mut each, &mut failed).is_none());
+        let done = message(NLMSG_DONE, NLM_F_MULTI, 7, &0i32.to_ne_bytes());
+        let end = read_datagram(&done, 7, &mut each, &mut failed);
+        assert!(matches!(end, Some(Ok(()))));
+        assert_eq!(seen, [b"one".to_vec(), b"two".to_vec()]);
+    }
+
+    #[test]
+    fn a_dump_the_kernel_abandons_is_an_error_not_a_short_list() {
+        let done = message(
+            NLMSG_DONE,
+            NLM_F_MULTI,
+            1,
+            &(-nix::libc::EINTR).to_ne_bytes(),
+        );
+        let end = read_datagram(&done, 1, &mut |_, _| Ok(()), &mut None);
+        assert_eq!(
+            end.and_then(|r| r.err()).and_then(|e| e.raw_os_error()),
+            Some(nix::libc::EINTR)
+        );
+    }
+
+    #[test]
+    fn a_part_that_cannot_be_used_is_reported_after_the_dump_is_read_to_its_end() {
+        let mut datagram = message(16, NLM_F_MULTI, 1, b"bad");
+        datagram.extend(message(16, NLM_F_MULTI, 1, b"good"));
+        datagram.extend(message(NLMSG_DONE, NLM_F_MULTI, 1, &0i32.to_ne_bytes()));
+        let mut calls = 0;
+        let mut failed = None;
+        let mut each = |_: u16, p: &[u8]| {
+            calls += 1;
+            if p.starts_with(b"bad") {
+                Err(io::Error::other("bad part"))
+            } else {
+                Ok(())
+            }
+        };
+        let end = read_datagram(&datagram, 1, &mut each, &mut failed);
+        assert!(matches!(end, Some(Ok(()))));
+        assert_eq!(calls, 2);
+        assert_eq!(failed.map(|e| e.to_string()), Some("bad part".to_owned()));
+    }
+
+    #[test]
+    fn garbage_in_a_datagram_is_an_error_not_a_panic_or_a_loop() {
+        for junk in [&[0u8; 3][..], &[0xff; 40][..], &[0; 16][..]] {
+            let end = read_datagram(junk, 1, &mut |_, _| Ok(()), &mut None);
+            assert!(!matches!(end, Some(Ok(()))), "{junk:?}");
+        }
     }
 
     #[test]
