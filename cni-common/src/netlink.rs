@@ -13,8 +13,8 @@ use std::cell::Cell;
 use std::io;
 
 use netlink_packet_core::{
-    DecodeError, Emitable, ErrorBuffer, ErrorMessage, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
-    NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, Parseable,
+    DecodeError, Emitable, NLM_F_ACK, NLM_F_DUMP, NLM_F_MULTIPART, NLM_F_REQUEST, NLMSG_DONE,
+    NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, Parseable,
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
@@ -22,6 +22,11 @@ use crate::error::{CniError, code};
 use crate::netns::{Netns, NetnsError};
 
 pub use netlink_packet_route as packet;
+
+mod requests;
+pub use requests::{
+    addresses, family, link_by_index, link_by_name, link_with_index, set_link_flag,
+};
 
 /// rtnetlink message types (linux/rtnetlink.h), re-exported for the plugins' requests.
 pub mod kind {
@@ -208,7 +213,7 @@ fn read_datagram(
             Err(e) => return Some(Err(decode(e))),
         };
         let len = msg.length() as usize;
-        let (kind, multipart) = (msg.message_type(), msg.flags() & NLM_F_MULTI != 0);
+        let (kind, multipart) = (msg.message_type(), msg.flags() & NLM_F_MULTIPART != 0);
         if msg.sequence_number() == seq {
             match kind {
                 NLMSG_DONE => return Some(dump_end(msg.payload())),
@@ -230,24 +235,9 @@ fn read_datagram(
     None
 }
 
-/// NLMSG_DONE carries the dump's status: a negative errno when the kernel gave up part way.
-fn dump_end(payload: &[u8]) -> io::Result<()> {
-    let status = payload
-        .get(..4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map_or(0, i32::from_ne_bytes);
-    if status < 0 {
-        Err(io::Error::from_raw_os_error(status.saturating_neg()))
-    } else {
-        Ok(())
-    }
-}
-
 /// The kernel sends dumps in parts of at most 32 KiB; a targeted reply (one link with every
 /// attribute) is a few KiB.
 const RECV_BUFFER: usize = 32 * 1024;
-
-const NLM_F_MULTI: u16 = netlink_packet_core::NLM_F_MULTIPART;
 
 fn open() -> Result<Netlink, NetlinkError> {
     let socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
@@ -260,15 +250,34 @@ fn open() -> Result<Netlink, NetlinkError> {
     })
 }
 
+/// The errno both NLMSG_ERROR and NLMSG_DONE begin with, as a negative `i32`.
+fn leading_errno(payload: &[u8]) -> Option<i32> {
+    let bytes = payload.get(..4)?.try_into().ok()?;
+    Some(i32::from_ne_bytes(bytes))
+}
+
+fn refusal(status: i32) -> io::Result<()> {
+    if status < 0 {
+        Err(io::Error::from_raw_os_error(status.saturating_neg()))
+    } else {
+        Ok(())
+    }
+}
+
 /// An NLMSG_ERROR payload: code 0 is the ACK, anything else the errno of a refusal.
 fn kernel_answer(payload: &[u8]) -> io::Result<()> {
-    let owned = payload.to_vec();
-    let buffer = ErrorBuffer::new_checked(&owned).map_err(decode)?;
-    let msg = ErrorMessage::parse(&buffer).map_err(decode)?;
-    match msg.code {
-        None => Ok(()),
-        Some(code) => Err(io::Error::from_raw_os_error(code.get().saturating_neg())),
-    }
+    let status = leading_errno(payload).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "netlink error message too short",
+        )
+    })?;
+    refusal(status)
+}
+
+/// NLMSG_DONE carries the dump's status: a negative errno when the kernel gave up part way.
+fn dump_end(payload: &[u8]) -> io::Result<()> {
+    refusal(leading_errno(payload).unwrap_or(0))
 }
 
 fn decode(e: DecodeError) -> io::Error {
@@ -315,9 +324,9 @@ mod tests {
 
     #[test]
     fn a_dump_reads_every_part_skips_other_requests_and_ends_at_done() {
-        let mut datagram = message(16, NLM_F_MULTI, 7, b"one");
-        datagram.extend(message(16, NLM_F_MULTI, 6, b"stale"));
-        datagram.extend(message(16, NLM_F_MULTI, 7, b"two"));
+        let mut datagram = message(16, NLM_F_MULTIPART, 7, b"one");
+        datagram.extend(message(16, NLM_F_MULTIPART, 6, b"stale"));
+        datagram.extend(message(16, NLM_F_MULTIPART, 7, b"two"));
         let mut seen = Vec::new();
         let mut failed = None;
         let mut each = |_: u16, p: &[u8]| {
@@ -325,7 +334,7 @@ mod tests {
             Ok(())
         };
         assert!(read_datagram(&datagram, 7, &mut each, &mut failed).is_none());
-        let done = message(NLMSG_DONE, NLM_F_MULTI, 7, &0i32.to_ne_bytes());
+        let done = message(NLMSG_DONE, NLM_F_MULTIPART, 7, &0i32.to_ne_bytes());
         let end = read_datagram(&done, 7, &mut each, &mut failed);
         assert!(matches!(end, Some(Ok(()))));
         assert_eq!(seen, [b"one".to_vec(), b"two".to_vec()]);
@@ -335,7 +344,7 @@ mod tests {
     fn a_dump_the_kernel_abandons_is_an_error_not_a_short_list() {
         let done = message(
             NLMSG_DONE,
-            NLM_F_MULTI,
+            NLM_F_MULTIPART,
             1,
             &(-nix::libc::EINTR).to_ne_bytes(),
         );
@@ -348,9 +357,9 @@ mod tests {
 
     #[test]
     fn a_part_that_cannot_be_used_is_reported_after_the_dump_is_read_to_its_end() {
-        let mut datagram = message(16, NLM_F_MULTI, 1, b"bad");
-        datagram.extend(message(16, NLM_F_MULTI, 1, b"good"));
-        datagram.extend(message(NLMSG_DONE, NLM_F_MULTI, 1, &0i32.to_ne_bytes()));
+        let mut datagram = message(16, NLM_F_MULTIPART, 1, b"bad");
+        datagram.extend(message(16, NLM_F_MULTIPART, 1, b"good"));
+        datagram.extend(message(NLMSG_DONE, NLM_F_MULTIPART, 1, &0i32.to_ne_bytes()));
         let mut calls = 0;
         let mut failed = None;
         let mut each = |_: u16, p: &[u8]| {

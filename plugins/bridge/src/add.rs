@@ -286,15 +286,20 @@ fn add_attachment(
         )?;
     }
 
-    if !conf.disable_container_interface {
-        wait_forwarding(host, host_index)?;
-    }
+    let forwarding_veth = if conf.disable_container_interface {
+        None
+    } else {
+        Some(wait_forwarding(host, host_index)?)
+    };
 
     // The bridge takes a port's MAC and a veth's MAC may change once enslaved: report the
     // final ones.
     let refreshed_bridge = link::by_index(host, bridge.header.index)?;
     result.interfaces[0].mac = format_mac(&link::mac(refreshed_bridge.as_ref().unwrap_or(bridge)));
-    let refreshed_veth = link::by_index(host, host_index)?;
+    let refreshed_veth = match forwarding_veth {
+        Some(port) => Some(port),
+        None => link::by_index(host, host_index)?,
+    };
     result.interfaces[1].mac =
         format_mac(&link::mac(refreshed_veth.as_ref().unwrap_or(&host_veth)));
     if let Some(dns) = &conf.dns {
@@ -501,14 +506,17 @@ fn enable_forwarding(v4: bool) -> Result<(), BridgeError> {
 
 /// Waits until the new port forwards (immediately without STP), so that the first packets
 /// of the pod are not lost (Go #463), polling quickly instead of sleeping for seconds.
-fn wait_forwarding(host: &Netlink, index: u32) -> Result<(), BridgeError> {
+/// Returns the port as last read, which ADD reports (its MAC is final once enslaved).
+fn wait_forwarding(host: &Netlink, index: u32) -> Result<LinkMessage, BridgeError> {
     let deadline = Instant::now() + PORT_FORWARDING_TIMEOUT;
     let mut pause = Duration::from_micros(200);
     loop {
         let port = link::by_index(host, index)?;
         let state = port.as_ref().and_then(link::port_state);
-        if state == Some(BridgePortState::Forwarding) {
-            return Ok(());
+        if let Some(port) = port
+            && state == Some(BridgePortState::Forwarding)
+        {
+            return Ok(port);
         }
         if Instant::now() > deadline {
             return Err(BridgeError::Kernel(format!(

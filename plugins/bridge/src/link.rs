@@ -14,12 +14,11 @@ use cni_common::netlink::packet::link::{
 use cni_common::netlink::packet::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
-use cni_common::netlink::{Context, Netlink, NetlinkError, flags, kind};
+use cni_common::netlink::{self, Context, Netlink, NetlinkError, flags, kind};
 use ipnetwork::IpNetwork;
 
 type Nl<T> = Result<T, NetlinkError>;
 
-const ENODEV: i32 = nix::libc::ENODEV;
 const EEXIST: i32 = nix::libc::EEXIST;
 
 /// Whether the error is a kernel "already exists".
@@ -86,30 +85,13 @@ pub fn is_promisc(msg: &LinkMessage) -> bool {
     msg.header.flags.contains(LinkFlags::Promisc)
 }
 
-fn with_index(index: u32) -> LinkMessage {
-    let mut m = LinkMessage::default();
-    m.header.index = index;
-    m
-}
-
-fn lookup(nl: &Netlink, query: &LinkMessage) -> std::io::Result<Option<LinkMessage>> {
-    match nl.get(kind::GET_LINK, kind::NEW_LINK, query) {
-        Err(e) if e.raw_os_error() == Some(ENODEV) => Ok(None),
-        other => other,
-    }
-}
-
 /// The link called `name`, or `None` when there is none.
 pub fn by_name(nl: &Netlink, name: &str) -> Nl<Option<LinkMessage>> {
-    let mut query = LinkMessage::default();
-    query
-        .attributes
-        .push(LinkAttribute::IfName(name.to_owned()));
-    lookup(nl, &query).context(format!("failed to look up {name}"))
+    netlink::link_by_name(nl, name).context(format!("failed to look up {name}"))
 }
 
 pub fn by_index(nl: &Netlink, index: u32) -> Nl<Option<LinkMessage>> {
-    lookup(nl, &with_index(index)).context(format!("failed to look up link {index}"))
+    netlink::link_by_index(nl, index).context(format!("failed to look up link {index}"))
 }
 
 /// Creates a bridge, down, so that its sysctls can be set before the kernel configures
@@ -131,26 +113,20 @@ pub fn add_bridge(nl: &Netlink, name: &str, mtu: Option<u32>, vlan_filtering: bo
         .context(format!("failed to create bridge \"{name}\""))
 }
 
-fn set_flag(nl: &Netlink, index: u32, flag: LinkFlags, on: bool) -> std::io::Result<()> {
-    let mut m = with_index(index);
-    m.header.flags.set(flag, on);
-    m.header.change_mask = flag;
-    nl.ack(kind::SET_LINK, 0, &m)
-}
-
 pub fn set_up(nl: &Netlink, index: u32, up: bool) -> Nl<()> {
-    set_flag(nl, index, LinkFlags::Up, up).context(format!(
+    netlink::set_link_flag(nl, index, LinkFlags::Up, up).context(format!(
         "failed to set link {index} {}",
         if up { "up" } else { "down" }
     ))
 }
 
 pub fn set_promisc(nl: &Netlink, index: u32) -> Nl<()> {
-    set_flag(nl, index, LinkFlags::Promisc, true).context("failed to set promiscuous mode")
+    netlink::set_link_flag(nl, index, LinkFlags::Promisc, true)
+        .context("failed to set promiscuous mode")
 }
 
 pub fn set_mac(nl: &Netlink, index: u32, mac: Vec<u8>) -> Nl<()> {
-    let mut m = with_index(index);
+    let mut m = netlink::link_with_index(index);
     m.attributes.push(LinkAttribute::Address(mac));
     nl.ack(kind::SET_LINK, 0, &m)
         .context("could not set bridge's mac")
@@ -189,19 +165,19 @@ pub fn add_veth(
 }
 
 pub fn del_link(nl: &Netlink, index: u32) -> Nl<()> {
-    match nl.ack(kind::DEL_LINK, 0, &with_index(index)) {
-        Err(e) if e.raw_os_error() == Some(ENODEV) => Ok(()),
+    match nl.ack(kind::DEL_LINK, 0, &netlink::link_with_index(index)) {
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENODEV) => Ok(()),
         other => other.context(format!("failed to delete link {index}")),
     }
 }
 
 /// Enslaves the port to the bridge and sets its bridge-port flags.
 pub fn attach_port(nl: &Netlink, port: u32, bridge: u32, hairpin: bool, isolated: bool) -> Nl<()> {
-    let mut m = with_index(port);
+    let mut m = netlink::link_with_index(port);
     m.attributes.push(LinkAttribute::Controller(bridge));
     nl.ack(kind::SET_LINK, 0, &m)
         .context(format!("failed to connect link {port} to bridge {bridge}"))?;
-    let mut m = with_index(port);
+    let mut m = netlink::link_with_index(port);
     m.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::PortKind(InfoPortKind::Bridge),
         LinkInfo::PortData(InfoPortData::BridgePort(vec![
@@ -214,7 +190,7 @@ pub fn attach_port(nl: &Netlink, port: u32, bridge: u32, hairpin: bool, isolated
 }
 
 fn vlan_message(port: u32, vid: u16, flags: BridgeVlanInfoFlags) -> LinkMessage {
-    let mut m = with_index(port);
+    let mut m = netlink::link_with_index(port);
     m.header.interface_family = AddressFamily::Bridge;
     m.attributes
         .push(LinkAttribute::AfSpecBridge(vec![AfSpecBridge::VlanInfo(
@@ -260,31 +236,9 @@ pub fn set_port_vlans(
     Ok(())
 }
 
-fn address_of(m: &AddressMessage) -> Option<IpNetwork> {
-    // IFA_ADDRESS is the peer on point-to-point links; IFA_LOCAL is ours when present.
-    let pick = |local: bool| {
-        m.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Local(ip) if local => Some(*ip),
-            AddressAttribute::Address(ip) if !local => Some(*ip),
-            _ => None,
-        })
-    };
-    let ip = pick(true).or_else(|| pick(false))?;
-    IpNetwork::new(ip, m.header.prefix_len).ok()
-}
-
 /// The addresses on a link, with the messages to delete them by.
 pub fn addresses(nl: &Netlink, index: u32) -> Nl<Vec<(IpNetwork, AddressMessage)>> {
-    let mut query = AddressMessage::default();
-    query.header.index = index;
-    let msgs: Vec<AddressMessage> = nl
-        .dump(kind::GET_ADDR, kind::NEW_ADDR, &query)
-        .context("failed to list addresses")?;
-    Ok(msgs
-        .into_iter()
-        .filter(|m| m.header.index == index)
-        .filter_map(|m| address_of(&m).map(|a| (a, m)))
-        .collect())
+    netlink::addresses(nl, index).context("failed to list addresses")
 }
 
 /// Adds an address; IPv6 addresses skip duplicate address detection unless `dad`.
@@ -292,11 +246,7 @@ pub fn add_address(nl: &Netlink, index: u32, net: IpNetwork, dad: bool) -> Nl<()
     let mut m = AddressMessage::default();
     m.header.index = index;
     m.header.prefix_len = net.prefix();
-    m.header.family = if net.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    };
+    m.header.family = netlink::family(net.ip());
     m.attributes.push(AddressAttribute::Address(net.ip()));
     m.attributes.push(AddressAttribute::Local(net.ip()));
     if let IpNetwork::V4(v4) = net
@@ -325,19 +275,11 @@ pub fn route_to(dst: IpAddr, prefix: u8) -> RouteMessage {
     m.header.protocol = RouteProtocol::Static;
     m.header.scope = RouteScope::Universe;
     m.header.kind = RouteType::Unicast;
-    m.header.address_family = family(dst);
+    m.header.address_family = netlink::family(dst);
     m.header.destination_prefix_length = prefix;
     m.attributes
         .push(RouteAttribute::Destination(RouteAddress::from(dst)));
     m
-}
-
-fn family(ip: IpAddr) -> AddressFamily {
-    if ip.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    }
 }
 
 /// Adds a route through `index`, via `gw` when given.
@@ -351,7 +293,7 @@ pub fn add_route(
     let mut m = route_to(route.dst.network(), route.dst.prefix());
     m.attributes.push(RouteAttribute::Oif(index));
     if let Some(gw) = gw {
-        if family(gw) != m.header.address_family {
+        if netlink::family(gw) != m.header.address_family {
             return Err(NetlinkError::Request {
                 what: what(),
                 source: std::io::Error::other("gateway and destination differ in family"),

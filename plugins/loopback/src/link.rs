@@ -3,9 +3,8 @@
 use std::path::Path;
 
 use cni_common::CniError;
-use cni_common::netlink::packet::address::{AddressAttribute, AddressMessage};
-use cni_common::netlink::packet::link::{LinkAttribute, LinkFlags, LinkMessage};
-use cni_common::netlink::{Context, Netlink, NetlinkError, kind};
+use cni_common::netlink::packet::link::{LinkFlags, LinkMessage};
+use cni_common::netlink::{self, Context, Netlink, NetlinkError};
 use cni_common::netns::Netns;
 use ipnetwork::IpNetwork;
 
@@ -44,25 +43,19 @@ pub struct NetlinkLo {
 }
 
 fn lo_message(nl: &Netlink) -> Result<LinkMessage, NetlinkError> {
-    let mut query = LinkMessage::default();
-    query.attributes.push(LinkAttribute::IfName("lo".into()));
-    nl.get(kind::GET_LINK, kind::NEW_LINK, &query)
+    netlink::link_by_name(nl, "lo")
         .context("failed to look up lo")?
         .ok_or_else(|| NetlinkError::Socket(std::io::Error::other("no lo device")))
 }
 
 impl LoLink for NetlinkLo {
     fn set_up(&mut self, up: bool) -> Result<(), CniError> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = self.index;
-        msg.header.flags.set(LinkFlags::Up, up);
-        msg.header.change_mask = LinkFlags::Up;
         let what = if up {
             "failed to set lo up"
         } else {
             "failed to set lo down"
         };
-        self.nl.ack(kind::SET_LINK, 0, &msg).context(what)?;
+        netlink::set_link_flag(&self.nl, self.index, LinkFlags::Up, up).context(what)?;
         Ok(())
     }
 
@@ -72,21 +65,8 @@ impl LoLink for NetlinkLo {
     }
 
     fn addresses(&mut self) -> Result<Vec<IpNetwork>, CniError> {
-        let mut query = AddressMessage::default();
-        query.header.index = self.index;
-        let messages: Vec<AddressMessage> = self
-            .nl
-            .dump(kind::GET_ADDR, kind::NEW_ADDR, &query)
-            .context("failed to list addresses of lo")?;
-        Ok(messages
-            .iter()
-            .filter(|m| m.header.index == self.index)
-            .filter_map(|m| {
-                m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Address(ip) => IpNetwork::new(*ip, m.header.prefix_len).ok(),
-                    _ => None,
-                })
-            })
-            .collect())
+        let listed =
+            netlink::addresses(&self.nl, self.index).context("failed to list addresses of lo")?;
+        Ok(listed.into_iter().map(|(address, _)| address).collect())
     }
 }

@@ -11,9 +11,8 @@ use std::fs;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use cni_common::netlink::packet::AddressFamily;
 use cni_common::netlink::packet::route::{RouteAddress, RouteAttribute, RouteMessage};
-use cni_common::netlink::{Context, Netlink, NetlinkError, kind};
+use cni_common::netlink::{self, Context, Netlink, NetlinkError, kind};
 use cni_common::netns::write_sysctl;
 use cni_common::{CniError, CniResult, Invocation, Plugin};
 use cni_nft::Tag;
@@ -84,10 +83,7 @@ fn flush_conntrack(conf: &PortmapConf) {
 fn enable_route_localnet(container: IpAddr) -> Result<(), PortmapError> {
     let nl = Netlink::current()?;
     let mut query = RouteMessage::default();
-    query.header.address_family = match container {
-        IpAddr::V4(_) => AddressFamily::Inet,
-        IpAddr::V6(_) => AddressFamily::Inet6,
-    };
+    query.header.address_family = netlink::family(container);
     query.header.destination_prefix_length = if container.is_ipv4() { 32 } else { 128 };
     query
         .attributes
