@@ -18,6 +18,8 @@ use netlink_packet_core::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
+pub use netlink_sys::protocols::NETLINK_NETFILTER;
+
 use crate::error::{CniError, code};
 use crate::netns::{Netns, NetnsError};
 
@@ -101,12 +103,57 @@ pub struct Netlink {
 impl Netlink {
     /// A socket in the calling thread's namespace.
     pub fn current() -> Result<Netlink, NetlinkError> {
-        open()
+        open(NETLINK_ROUTE)
+    }
+
+    /// A socket of another netlink family (`NETLINK_NETFILTER`) in the calling thread's
+    /// namespace.
+    pub fn current_of(protocol: isize) -> Result<Netlink, NetlinkError> {
+        open(protocol)
     }
 
     /// A socket that lives in `ns`.
     pub fn in_netns(ns: &Netns) -> Result<Netlink, NetlinkError> {
-        ns.run(open)?
+        ns.run(|| open(NETLINK_ROUTE))?
+    }
+
+    /// Sends `messages` (type, flags, body) in one datagram, as an nfnetlink batch must
+    /// travel; returns their sequence numbers. The kernel handles the whole datagram before
+    /// the call returns, so its answers are then waiting: see [`Netlink::queued_errors`].
+    pub fn send_batch(&self, messages: &[(u16, u16, &dyn Emitable)]) -> io::Result<Vec<u32>> {
+        let mut buf = Vec::new();
+        let mut seqs = Vec::with_capacity(messages.len());
+        for (kind, flags, body) in messages {
+            seqs.push(self.write(&mut buf, *kind, *flags, *body)?);
+        }
+        self.socket.send(&buf, 0)?;
+        Ok(seqs)
+    }
+
+    /// The error replies waiting on the socket, by sequence number, read without blocking.
+    /// For requests whose success is silent (no ACK asked) and that the kernel handled
+    /// while they were sent.
+    pub fn queued_errors(&self) -> io::Result<Vec<(u32, io::Error)>> {
+        let mut buf = vec![0; RECV_BUFFER];
+        let mut errors = Vec::new();
+        loop {
+            let flags = nix::libc::MSG_TRUNC | nix::libc::MSG_DONTWAIT;
+            let n = match self.socket.recv(&mut &mut buf[..], flags) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(errors),
+                Err(e) => return Err(e),
+            };
+            let mut rest = buf.get(..n).unwrap_or(&buf[..]);
+            while let Ok(msg) = NetlinkBuffer::new_checked(rest) {
+                if msg.message_type() == NLMSG_ERROR
+                    && let Err(e) = kernel_answer(msg.payload())
+                {
+                    errors.push((msg.sequence_number(), e));
+                }
+                let next = (msg.length() as usize).div_ceil(4) * 4;
+                rest = rest.get(next.max(1)..).unwrap_or_default();
+            }
+        }
     }
 
     /// Sends a request that changes something and waits for the kernel's answer.
@@ -148,6 +195,20 @@ impl Netlink {
     }
 
     fn send(&self, kind: u16, flags: u16, body: &impl Emitable) -> io::Result<u32> {
+        let mut buf = Vec::new();
+        let seq = self.write(&mut buf, kind, flags, body)?;
+        self.socket.send(&buf, 0)?;
+        Ok(seq)
+    }
+
+    /// Appends one message (padded to four bytes) to `buf`; returns its sequence number.
+    fn write(
+        &self,
+        buf: &mut Vec<u8>,
+        kind: u16,
+        flags: u16,
+        body: &(impl Emitable + ?Sized),
+    ) -> io::Result<u32> {
         let seq = self.sequence.get().wrapping_add(1);
         self.sequence.set(seq);
         let mut header = NetlinkHeader::default();
@@ -157,10 +218,10 @@ impl Netlink {
         header.message_type = kind;
         header.flags = flags;
         header.sequence_number = seq;
-        let mut buf = vec![0; len];
-        header.emit(&mut buf[..header_len]);
-        body.emit(&mut buf[header_len..]);
-        self.socket.send(&buf, 0)?;
+        let start = buf.len();
+        buf.resize(start + len.div_ceil(4) * 4, 0);
+        header.emit(&mut buf[start..start + header_len]);
+        body.emit(&mut buf[start + header_len..start + len]);
         Ok(seq)
     }
 
@@ -239,8 +300,8 @@ fn read_datagram(
 /// attribute) is a few KiB.
 const RECV_BUFFER: usize = 32 * 1024;
 
-fn open() -> Result<Netlink, NetlinkError> {
-    let socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
+fn open(protocol: isize) -> Result<Netlink, NetlinkError> {
+    let socket = Socket::new(protocol).map_err(NetlinkError::Socket)?;
     socket
         .connect(&SocketAddr::new(0, 0))
         .map_err(NetlinkError::Socket)?;

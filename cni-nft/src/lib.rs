@@ -1,5 +1,5 @@
-//! nftables building blocks shared by the plugins: rules built with the `nftables` crate's
-//! JSON schema, run in-process by libnftables or by `nft -j` (see [`engine`]).
+//! nftables building blocks shared by the plugins, written to the kernel as nf_tables
+//! netlink messages: no `nft` process and no libnftables (docs/dependencies.md).
 //!
 //! The pattern: every attachment owns base chains in a table of ours, named from a hash of
 //! (network, container ID, ifname) and holding rules commented with those three names. ADD
@@ -7,20 +7,16 @@
 //! transaction that needs no listing and no prevResult (`add` the chain, a no-op when it
 //! exists, then `flush` and `delete` it); CHECK and GC list the table.
 
-use std::borrow::Cow;
+use std::fmt;
 
 use cni_common::CniError;
 use cni_common::error::code;
-use nftables::batch::Batch;
-use nftables::expr::{Expression, NamedExpression, Payload, PayloadField, Prefix};
-use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, Nftables, Rule, Table};
-use nftables::stmt::{Match, Operator, Statement};
-use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
-pub use nftables;
+mod encode;
+mod kernel;
+pub mod rule;
 
-pub mod engine;
-use engine::RunError;
+pub use rule::{Action, Dir, L4, Match, Op, Rule};
 
 /// nft limits comments to 128 bytes.
 pub const COMMENT_MAX: usize = 128;
@@ -32,6 +28,22 @@ pub struct NftError(pub String);
 impl From<NftError> for CniError {
     fn from(e: NftError) -> Self {
         CniError::plugin(code::FIREWALL, e.0, "")
+    }
+}
+
+/// The table families we use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Family {
+    Inet,
+    Bridge,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Inet => "inet",
+            Family::Bridge => "bridge",
+        }
     }
 }
 
@@ -94,136 +106,163 @@ pub fn parse_comment(comment: &str) -> Option<(&str, &str, &str)> {
 /// Where a base chain hooks in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hook {
-    pub ty: NfChainType,
-    pub hook: NfHook,
+    pub nat: bool,
+    pub point: HookPoint,
     pub priority: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookPoint {
+    Prerouting,
+    Output,
+    Postrouting,
+}
+
+impl HookPoint {
+    fn name(self) -> &'static str {
+        match self {
+            HookPoint::Prerouting => "prerouting",
+            HookPoint::Output => "output",
+            HookPoint::Postrouting => "postrouting",
+        }
+    }
 }
 
 impl Hook {
     pub const NAT_PREROUTING: Hook = Hook {
-        ty: NfChainType::NAT,
-        hook: NfHook::Prerouting,
+        nat: true,
+        point: HookPoint::Prerouting,
         priority: -100,
     };
     pub const NAT_OUTPUT: Hook = Hook {
-        ty: NfChainType::NAT,
-        hook: NfHook::Output,
+        nat: true,
+        point: HookPoint::Output,
         priority: -100,
     };
     pub const NAT_POSTROUTING: Hook = Hook {
-        ty: NfChainType::NAT,
-        hook: NfHook::Postrouting,
+        nat: true,
+        point: HookPoint::Postrouting,
         priority: 100,
     };
     /// Before conntrack and DNAT (bridge family), like the Go plugin's spoof check.
     pub const BRIDGE_PREROUTING: Hook = Hook {
-        ty: NfChainType::Filter,
-        hook: NfHook::Prerouting,
+        nat: false,
+        point: HookPoint::Prerouting,
         priority: -300,
     };
+
+    fn chain_type(self) -> &'static str {
+        if self.nat { "nat" } else { "filter" }
+    }
 }
 
 /// One base chain of ours.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseChain {
-    pub family: NfFamily,
+    pub family: Family,
     pub table: &'static str,
     pub name: String,
     pub hook: Hook,
 }
 
 impl BaseChain {
-    fn schema(&self) -> Chain<'static> {
-        Chain {
-            family: self.family,
-            table: Cow::Borrowed(self.table),
-            name: Cow::Owned(self.name.clone()),
-            _type: Some(self.hook.ty),
-            hook: Some(self.hook.hook),
-            prio: Some(self.hook.priority),
-            policy: Some(NfChainPolicy::Accept),
-            ..Chain::default()
-        }
-    }
-
-    fn table(&self) -> NfListObject<'static> {
-        NfListObject::Table(Table {
-            family: self.family,
-            name: Cow::Borrowed(self.table),
-            ..Table::default()
-        })
-    }
-
     /// Adds to `batch`: the chain (re)created empty, then `rules`, each with `comment`.
-    pub fn replace(
-        &self,
-        batch: &mut Batch<'static>,
-        comment: &str,
-        rules: Vec<Vec<Statement<'static>>>,
-    ) {
-        batch.add(self.table());
-        batch.add(NfListObject::Chain(self.schema()));
-        batch.add_cmd(NfCmd::Flush(FlushObject::Chain(self.schema())));
-        for expr in rules {
-            batch.add(NfListObject::Rule(Rule {
-                family: self.family,
-                table: Cow::Borrowed(self.table),
-                chain: Cow::Owned(self.name.clone()),
-                expr: Cow::Owned(expr),
-                comment: Some(Cow::Owned(comment.to_owned())),
-                ..Rule::default()
-            }));
+    pub fn replace(&self, batch: &mut Batch, comment: &str, rules: Vec<Rule>) {
+        batch.push(Command::AddTable(self.family, self.table));
+        batch.push(Command::AddChain(self.clone()));
+        batch.push(Command::FlushChain(self.clone()));
+        for rule in rules {
+            batch.push(Command::AddRule(self.clone(), rule, comment.to_owned()));
         }
     }
 
     /// Adds to `batch`: the chain removed, whether or not it exists.
-    pub fn remove(&self, batch: &mut Batch<'static>) {
-        batch.add(self.table());
-        batch.add(NfListObject::Chain(self.schema()));
-        batch.add_cmd(NfCmd::Flush(FlushObject::Chain(self.schema())));
-        batch.delete(NfListObject::Chain(Chain {
-            family: self.family,
-            table: Cow::Borrowed(self.table),
-            name: Cow::Owned(self.name.clone()),
-            ..Chain::default()
-        }));
+    pub fn remove(&self, batch: &mut Batch) {
+        batch.push(Command::AddTable(self.family, self.table));
+        batch.push(Command::AddChain(self.clone()));
+        batch.push(Command::FlushChain(self.clone()));
+        batch.push(Command::DeleteChain(self.clone()));
     }
 }
 
-pub fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
-    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
-        PayloadField {
-            protocol: protocol.into(),
-            field: field.into(),
-        },
-    )))
+/// One step of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Command {
+    AddTable(Family, &'static str),
+    AddChain(BaseChain),
+    FlushChain(BaseChain),
+    AddRule(BaseChain, Rule, String),
+    DeleteChain(BaseChain),
 }
 
-pub fn prefix(addr: String, len: u8) -> Expression<'static> {
-    Expression::Named(NamedExpression::Prefix(Prefix {
-        addr: Box::new(Expression::String(addr.into())),
-        len: u32::from(len),
-    }))
+/// One transaction: applied whole or not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    commands: Vec<Command>,
 }
 
-pub fn string(s: impl Into<String>) -> Expression<'static> {
-    Expression::String(Cow::Owned(s.into()))
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    fn push(&mut self, c: Command) {
+        self.commands.push(c);
+    }
 }
 
-pub fn matches(
-    left: Expression<'static>,
-    op: Operator,
-    right: Expression<'static>,
-) -> Statement<'static> {
-    Statement::Match(Match { left, right, op })
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = |c: &BaseChain| format!("{} {} {}", c.family.name(), c.table, c.name);
+        match self {
+            Command::AddTable(family, table) => write!(f, "add table {} {table}", family.name()),
+            Command::AddChain(c) => write!(
+                f,
+                "add chain {} {{ type {} hook {} priority {}; policy accept; }}",
+                at(c),
+                c.hook.chain_type(),
+                c.hook.point.name(),
+                c.hook.priority
+            ),
+            Command::FlushChain(c) => write!(f, "flush chain {}", at(c)),
+            Command::AddRule(c, rule, comment) => {
+                write!(f, "add rule {} {rule} comment \"{comment}\"", at(c))
+            }
+            Command::DeleteChain(c) => write!(f, "delete chain {}", at(c)),
+        }
+    }
 }
 
-/// Runs one transaction (see [`engine`]); an empty one runs nothing.
-pub fn apply(batch: &Nftables<'_>, what: &str) -> Result<(), NftError> {
-    if batch.objects.is_empty() {
+/// The transaction as an `nft -f` script, one command per line.
+impl fmt::Display for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.commands {
+            writeln!(f, "{c}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a transaction or listing did not happen.
+#[derive(Debug)]
+pub(crate) enum RunError {
+    /// The kernel has no nf_tables (or not the parts we use): no rules of ours can exist.
+    Unavailable(String),
+    /// The kernel refused it.
+    Failed(String),
+}
+
+/// Runs one transaction in the calling thread's network namespace; an empty one runs
+/// nothing.
+pub fn apply(batch: &Batch, what: &str) -> Result<(), NftError> {
+    if batch.is_empty() {
         return Ok(());
     }
-    match engine::apply_json(&to_json(batch)?) {
+    match kernel::commit(batch) {
         Ok(()) => Ok(()),
         Err(RunError::Unavailable(detail) | RunError::Failed(detail)) => {
             Err(NftError(format!("{what}: {detail}")))
@@ -231,13 +270,13 @@ pub fn apply(batch: &Nftables<'_>, what: &str) -> Result<(), NftError> {
     }
 }
 
-/// Like [`apply`] for DEL: without nftables installed no rule of ours can exist, so there is
-/// nothing to remove.
-pub fn apply_teardown(batch: &Nftables<'_>, plugin: &str) -> Result<(), NftError> {
-    if batch.objects.is_empty() {
+/// Like [`apply`] for DEL: where the kernel lacks nf_tables, no rule of ours can exist, so
+/// there is nothing to remove.
+pub fn apply_teardown(batch: &Batch, plugin: &str) -> Result<(), NftError> {
+    if batch.is_empty() {
         return Ok(());
     }
-    match engine::apply_json(&to_json(batch)?) {
+    match kernel::commit(batch) {
         Err(RunError::Unavailable(detail)) => {
             eprintln!("{plugin}: {detail}: no firewall rules to remove");
             Ok(())
@@ -249,55 +288,25 @@ pub fn apply_teardown(batch: &Nftables<'_>, plugin: &str) -> Result<(), NftError
     }
 }
 
-fn to_json(batch: &Nftables<'_>) -> Result<String, NftError> {
-    serde_json::to_string(batch).map_err(|e| NftError(format!("nft batch: {e}")))
-}
-
-/// One rule of ours as `nft` lists it.
+/// One rule of ours as the kernel lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
-    pub family: NfFamily,
+    pub family: Family,
     pub chain: String,
     pub comment: String,
-    /// The rule's statements as JSON, for CHECK.
-    pub expr: String,
+    /// The values the rule compares with or loads (addresses, ports, names), for CHECK.
+    pub values: Vec<Vec<u8>>,
 }
 
-/// Every rule of table `name` of `family` ("inet", "bridge", ...); an absent table (or no
-/// `nft` at all) has none.
-pub fn list(family: &str, name: &str) -> Result<Vec<Listed>, NftError> {
-    // An absent table fails the listing: it holds nothing.
-    let Ok(listed) = engine::list_json(&["list", "table", family, name]) else {
-        return Ok(Vec::new());
-    };
-    parse_listing(name, &listed)
-}
-
-/// Reads `nft -j list` output as plain JSON, not as the crate's typed schema: we need four
-/// fields of each rule, and deserializing the whole schema is about 200 KiB of code in
-/// every binary.
-fn parse_listing(name: &str, listed: &str) -> Result<Vec<Listed>, NftError> {
-    let ruleset: serde_json::Value = serde_json::from_str(listed)
-        .map_err(|e| NftError(format!("failed to list {name}: {e}")))?;
-    let objects = ruleset
-        .get("nftables")
-        .and_then(serde_json::Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    Ok(objects
-        .iter()
-        .filter_map(|obj| listed_rule(obj.get("rule")?))
-        .collect())
-}
-
-fn listed_rule(rule: &serde_json::Value) -> Option<Listed> {
-    let text = |key: &str| rule.get(key).and_then(serde_json::Value::as_str);
-    Some(Listed {
-        family: serde_json::from_value(rule.get("family")?.clone()).ok()?,
-        chain: text("chain")?.to_owned(),
-        comment: text("comment").unwrap_or_default().to_owned(),
-        expr: rule.get("expr").map(|e| e.to_string()).unwrap_or_default(),
-    })
+/// Every rule of table `table` of `family`; an absent table (or no nf_tables) has none.
+pub fn list(family: Family, table: &str) -> Result<Vec<Listed>, NftError> {
+    match kernel::list_rules(family, table) {
+        Ok(rules) => Ok(rules),
+        Err(RunError::Unavailable(_)) => Ok(Vec::new()),
+        Err(RunError::Failed(detail)) => {
+            Err(NftError(format!("failed to list table {table}: {detail}")))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -310,32 +319,6 @@ mod tests {
             container_id: "ctr1",
             ifname: "eth0",
         }
-    }
-
-    #[test]
-    fn a_listing_yields_the_rules_with_family_chain_comment_and_statements() {
-        // `nft -j list table inet t` (nftables 1.0.6), with a rule without a comment added.
-        let listed = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
-            {"table": {"family": "inet", "name": "t", "handle": 1}},
-            {"chain": {"family": "inet", "table": "t", "name": "c", "handle": 1}},
-            {"rule": {"family": "inet", "table": "t", "chain": "c", "handle": 2,
-              "comment": "net: n, id: c1, if: eth0",
-              "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
-                "right": "10.1.0.2"}}, {"masquerade": null}]}},
-            {"rule": {"family": "bridge", "table": "t", "chain": "d", "handle": 3, "expr": []}}]}"#;
-        let rules = parse_listing("t", listed).unwrap();
-        assert_eq!(rules.len(), 2);
-        assert_eq!(rules[0].family, NfFamily::INet);
-        assert_eq!(rules[0].chain, "c");
-        assert_eq!(parse_comment(&rules[0].comment), Some(("n", "c1", "eth0")));
-        assert!(rules[0].expr.contains("\"10.1.0.2\""));
-        assert!(rules[0].expr.contains("masquerade"));
-        assert_eq!(
-            (rules[1].family, rules[1].comment.as_str()),
-            (NfFamily::Bridge, "")
-        );
-        assert!(parse_listing("t", "not json").is_err());
-        assert!(parse_listing("t", "{}").unwrap().is_empty());
     }
 
     #[test]

@@ -274,9 +274,17 @@ fn add_attachment(
         } else {
             Vec::new()
         },
-        spoof_check: conf
-            .mac_spoof_check
-            .then(|| (host_name.as_str(), link::mac(&container_if))),
+        spoof_check: if conf.mac_spoof_check {
+            let mac = link::mac(&container_if);
+            let mac = <[u8; 6]>::try_from(mac.as_slice()).map_err(|_| {
+                BridgeError::Kernel(format!(
+                    "container interface has no Ethernet address to check: {mac:02x?}"
+                ))
+            })?;
+            Some((host_name.as_str(), mac))
+        } else {
+            None
+        },
     };
     if !rules.masquerade.is_empty() || rules.spoof_check.is_some() {
         undo.firewall = true;

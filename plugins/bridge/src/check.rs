@@ -10,6 +10,8 @@ use cni_common::netns::Netns;
 use cni_common::{CniResult, Command, Invocation, delegate};
 use ipnetwork::IpNetwork;
 
+use cni_nft::Family;
+
 use crate::add::tag;
 use crate::config::{BridgeConf, format_mac};
 use crate::error::BridgeError;
@@ -206,10 +208,13 @@ fn check_firewall(
         .collect();
     if conf.ip_masq {
         for ip in &prev.ips {
-            let needle = format!("\"{}\"", ip.address.ip());
-            let found = rules.iter().any(|r| {
-                r.family != cni_nft::nftables::types::NfFamily::Bridge && r.expr.contains(&needle)
-            });
+            let needle = match ip.address.ip() {
+                IpAddr::V4(a) => a.octets().to_vec(),
+                IpAddr::V6(a) => a.octets().to_vec(),
+            };
+            let found = rules
+                .iter()
+                .any(|r| r.family == Family::Inet && r.values.contains(&needle));
             if !found {
                 return Err(fail(format!(
                     "masquerade rule for {} is missing from table {}",
@@ -219,11 +224,7 @@ fn check_firewall(
             }
         }
     }
-    if conf.mac_spoof_check
-        && !rules
-            .iter()
-            .any(|r| r.family == cni_nft::nftables::types::NfFamily::Bridge)
-    {
+    if conf.mac_spoof_check && !rules.iter().any(|r| r.family == Family::Bridge) {
         return Err(fail(format!(
             "MAC spoof-check rule is missing from table {}",
             firewall::SPOOF_TABLE

@@ -2,15 +2,10 @@
 //! `inet cni_rs_masquerade` (nat postrouting) and one in `bridge cni_rs_macspoofchk`
 //! (filter prerouting), built with [`cni_nft`].
 
-use cni_nft::nftables::batch::Batch;
-use cni_nft::nftables::expr::{Expression, Meta, MetaKey, NamedExpression};
-use cni_nft::nftables::schema::Nftables;
-use cni_nft::nftables::stmt::{Operator, Statement};
-use cni_nft::nftables::types::NfFamily;
-use cni_nft::{BaseChain, Hook, NftError, Tag, matches, payload, prefix, string};
-use ipnetwork::IpNetwork;
+use std::net::IpAddr;
 
-use crate::config::format_mac;
+use cni_nft::{Action, BaseChain, Batch, Dir, Family, Hook, Match, NftError, Op, Rule, Tag};
+use ipnetwork::IpNetwork;
 
 pub const MASQ_TABLE: &str = "cni_rs_masquerade";
 pub const SPOOF_TABLE: &str = "cni_rs_macspoofchk";
@@ -18,7 +13,7 @@ const CHAIN_PREFIX: &str = "cni";
 
 pub fn masq_chain(tag: &Tag<'_>) -> BaseChain {
     BaseChain {
-        family: NfFamily::INet,
+        family: Family::Inet,
         table: MASQ_TABLE,
         name: tag.chain(CHAIN_PREFIX),
         hook: Hook::NAT_POSTROUTING,
@@ -27,7 +22,7 @@ pub fn masq_chain(tag: &Tag<'_>) -> BaseChain {
 
 pub fn spoof_chain(tag: &Tag<'_>) -> BaseChain {
     BaseChain {
-        family: NfFamily::Bridge,
+        family: Family::Bridge,
         table: SPOOF_TABLE,
         name: tag.chain(CHAIN_PREFIX),
         hook: Hook::BRIDGE_PREROUTING,
@@ -35,49 +30,46 @@ pub fn spoof_chain(tag: &Tag<'_>) -> BaseChain {
 }
 
 /// `saddr == ip, daddr != its subnet, daddr != multicast → masquerade`.
-fn masquerade_rule(net: IpNetwork) -> Vec<Statement<'static>> {
-    let (proto, multicast, multicast_len) = if net.is_ipv4() {
-        ("ip", "224.0.0.0", 4)
+fn masquerade_rule(net: IpNetwork) -> Rule {
+    let multicast = if net.is_ipv4() {
+        IpNetwork::new(IpAddr::from([224, 0, 0, 0]), 4)
     } else {
-        ("ip6", "ff00::", 8)
+        IpNetwork::new(IpAddr::from([0xff00, 0, 0, 0, 0, 0, 0, 0]), 8)
     };
-    vec![
-        matches(
-            payload(proto, "saddr"),
-            Operator::EQ,
-            string(net.ip().to_string()),
-        ),
-        matches(
-            payload(proto, "daddr"),
-            Operator::NEQ,
-            prefix(net.network().to_string(), net.prefix()),
-        ),
-        matches(
-            payload(proto, "daddr"),
-            Operator::NEQ,
-            prefix(multicast.to_owned(), multicast_len),
-        ),
-        Statement::Masquerade(None),
-    ]
+    let subnet = IpNetwork::new(net.network(), net.prefix()).unwrap_or(net);
+    let mut matches = vec![
+        Match::Addr {
+            dir: Dir::Source,
+            op: Op::Eq,
+            net: IpNetwork::from(net.ip()),
+        },
+        Match::Addr {
+            dir: Dir::Destination,
+            op: Op::Neq,
+            net: subnet,
+        },
+    ];
+    matches.extend(multicast.ok().map(|m| Match::Addr {
+        dir: Dir::Destination,
+        op: Op::Neq,
+        net: m,
+    }));
+    Rule::new(matches, Action::Masquerade)
 }
 
 /// `iifname == host veth, ether saddr != container MAC → drop`.
-fn spoof_rule(host_veth: &str, mac: &[u8]) -> Vec<Statement<'static>> {
-    vec![
-        matches(
-            Expression::Named(NamedExpression::Meta(Meta {
-                key: MetaKey::Iifname,
-            })),
-            Operator::EQ,
-            string(host_veth),
-        ),
-        matches(
-            payload("ether", "saddr"),
-            Operator::NEQ,
-            string(format_mac(mac)),
-        ),
-        Statement::Drop(None),
-    ]
+fn spoof_rule(host_veth: &str, mac: [u8; 6]) -> Rule {
+    Rule::new(
+        vec![
+            Match::Ifname {
+                dir: Dir::Source,
+                op: Op::Eq,
+                name: host_veth.to_owned(),
+            },
+            Match::EtherSource { op: Op::Neq, mac },
+        ],
+        Action::Drop,
+    )
 }
 
 /// What one attachment needs.
@@ -86,11 +78,11 @@ pub struct Rules<'a> {
     /// Addresses to masquerade (with their subnet).
     pub masquerade: Vec<IpNetwork>,
     /// Host veth and container MAC for the spoof check.
-    pub spoof_check: Option<(&'a str, Vec<u8>)>,
+    pub spoof_check: Option<(&'a str, [u8; 6])>,
 }
 
 /// The ADD transaction: the attachment's chains written from scratch.
-pub fn add_batch(tag: &Tag<'_>, rules: &Rules<'_>) -> Nftables<'static> {
+pub fn add_batch(tag: &Tag<'_>, rules: &Rules<'_>) -> Batch {
     let mut batch = Batch::new();
     let comment = tag.comment();
     if !rules.masquerade.is_empty() {
@@ -102,13 +94,13 @@ pub fn add_batch(tag: &Tag<'_>, rules: &Rules<'_>) -> Nftables<'static> {
         masq_chain(tag).replace(&mut batch, &comment, r);
     }
     if let Some((veth, mac)) = &rules.spoof_check {
-        spoof_chain(tag).replace(&mut batch, &comment, vec![spoof_rule(veth, mac)]);
+        spoof_chain(tag).replace(&mut batch, &comment, vec![spoof_rule(veth, *mac)]);
     }
-    batch.to_nftables()
+    batch
 }
 
 /// The DEL transaction: succeeds whether or not the chains exist.
-pub fn del_batch(tag: &Tag<'_>, masquerade: bool, spoof_check: bool) -> Nftables<'static> {
+pub fn del_batch(tag: &Tag<'_>, masquerade: bool, spoof_check: bool) -> Batch {
     let mut batch = Batch::new();
     if masquerade {
         masq_chain(tag).remove(&mut batch);
@@ -116,21 +108,21 @@ pub fn del_batch(tag: &Tag<'_>, masquerade: bool, spoof_check: bool) -> Nftables
     if spoof_check {
         spoof_chain(tag).remove(&mut batch);
     }
-    batch.to_nftables()
+    batch
 }
 
 /// Every rule in our two tables.
 pub fn list() -> Result<Vec<cni_nft::Listed>, NftError> {
-    let mut rules = cni_nft::list("inet", MASQ_TABLE)?;
-    rules.extend(cni_nft::list("bridge", SPOOF_TABLE)?);
+    let mut rules = cni_nft::list(Family::Inet, MASQ_TABLE)?;
+    rules.extend(cni_nft::list(Family::Bridge, SPOOF_TABLE)?);
     Ok(rules)
 }
 
 /// Deletes whole chains of ours (GC), in one transaction.
-pub fn delete_chains(chains: &[(NfFamily, String)]) -> Result<(), NftError> {
+pub fn delete_chains(chains: &[(Family, String)]) -> Result<(), NftError> {
     let mut batch = Batch::new();
     for (family, name) in chains {
-        let (table, hook) = if *family == NfFamily::Bridge {
+        let (table, hook) = if *family == Family::Bridge {
             (SPOOF_TABLE, Hook::BRIDGE_PREROUTING)
         } else {
             (MASQ_TABLE, Hook::NAT_POSTROUTING)
@@ -143,10 +135,7 @@ pub fn delete_chains(chains: &[(NfFamily, String)]) -> Result<(), NftError> {
         }
         .remove(&mut batch);
     }
-    cni_nft::apply(
-        &batch.to_nftables(),
-        "failed to delete stale firewall chains",
-    )
+    cni_nft::apply(&batch, "failed to delete stale firewall chains")
 }
 
 #[cfg(test)]
@@ -168,12 +157,10 @@ mod tests {
                 "10.1.17.5/24".parse().unwrap(),
                 "fd00::5/64".parse().unwrap(),
             ],
-            spoof_check: Some(("veth0123abcd", vec![2, 0, 0, 0, 0, 1])),
+            spoof_check: Some(("veth0123abcd", [2, 0, 0, 0, 0, 1])),
         };
-        let add = serde_json::to_string_pretty(&add_batch(&tag(), &rules)).unwrap();
-        insta::assert_snapshot!("add_batch", add);
-        let del = serde_json::to_string_pretty(&del_batch(&tag(), true, true)).unwrap();
-        insta::assert_snapshot!("del_batch", del);
-        assert!(del_batch(&tag(), false, false).objects.is_empty());
+        insta::assert_snapshot!("add_batch", add_batch(&tag(), &rules).to_string());
+        insta::assert_snapshot!("del_batch", del_batch(&tag(), true, true).to_string());
+        assert!(del_batch(&tag(), false, false).is_empty());
     }
 }

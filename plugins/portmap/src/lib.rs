@@ -190,7 +190,7 @@ fn check(inv: &Invocation) -> Result<(), PortmapError> {
     let containers = container_addresses(&prev, inv.ifname());
     let t = tag(&conf, inv);
     let [pre, out, masq] = rules::chains(&t);
-    let listed = cni_nft::list("inet", rules::TABLE)?;
+    let listed = cni_nft::list(cni_nft::Family::Inet, rules::TABLE)?;
     let count = |chain: &str| listed.iter().filter(|r| r.chain == chain).count();
     let want_dnat: usize = containers
         .iter()
@@ -239,7 +239,7 @@ fn gc(inv: &Invocation) -> Result<(), PortmapError> {
         .iter()
         .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
         .collect();
-    let listed = cni_nft::list("inet", rules::TABLE)?;
+    let listed = cni_nft::list(cni_nft::Family::Inet, rules::TABLE)?;
     let mut stale: Vec<(String, String)> = listed
         .iter()
         .filter_map(|r| cni_nft::parse_comment(&r.comment))
@@ -248,7 +248,7 @@ fn gc(inv: &Invocation) -> Result<(), PortmapError> {
         .collect();
     stale.sort();
     stale.dedup();
-    let mut batch = cni_nft::nftables::batch::Batch::new();
+    let mut batch = cni_nft::Batch::new();
     for (id, ifname) in &stale {
         let t = Tag {
             network: &conf.network,
@@ -260,7 +260,7 @@ fn gc(inv: &Invocation) -> Result<(), PortmapError> {
         }
         let _ = fs::remove_file(marker(&conf, &t));
     }
-    cni_nft::apply(&batch.to_nftables(), "failed to remove stale port mappings")?;
+    cni_nft::apply(&batch, "failed to remove stale port mappings")?;
     Ok(())
 }
 

@@ -6,27 +6,19 @@
 //!   from the container's own subnet (hairpin, and other pods on the same bridge) and, for
 //!   IPv4, from 127.0.0.0/8 (the node's localhost); with `masqAll`, from anywhere.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 
-use cni_nft::nftables::batch::Batch;
-use cni_nft::nftables::expr::{
-    CT, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression,
-};
-use cni_nft::nftables::schema::Nftables;
-use cni_nft::nftables::stmt::{NAT, NATFamily, Operator, Statement};
-use cni_nft::nftables::types::NfFamily;
-use cni_nft::{BaseChain, Hook, Tag, matches, payload, prefix, string};
+use cni_nft::{Action, BaseChain, Batch, Dir, Family, Hook, L4, Match, Op, Rule, Tag};
 use ipnetwork::IpNetwork;
 
-use crate::config::{Mapping, PortmapConf};
+use crate::config::{Mapping, PortmapConf, Protocol};
 
 pub const TABLE: &str = "cni_rs_hostport";
 pub const PREFIXES: [&str; 3] = ["pre", "out", "masq"];
 
 pub fn chains(tag: &Tag<'_>) -> [BaseChain; 3] {
     let chain = |prefix: &str, hook: Hook| BaseChain {
-        family: NfFamily::INet,
+        family: Family::Inet,
         table: TABLE,
         name: tag.chain(prefix),
         hook,
@@ -38,124 +30,95 @@ pub fn chains(tag: &Tag<'_>) -> [BaseChain; 3] {
     ]
 }
 
-fn meta(key: MetaKey) -> Expression<'static> {
-    Expression::Named(NamedExpression::Meta(Meta { key }))
+fn l4(p: Protocol) -> L4 {
+    match p {
+        Protocol::Tcp => L4::Tcp,
+        Protocol::Udp => L4::Udp,
+        Protocol::Sctp => L4::Sctp,
+    }
 }
 
-fn family_match(v4: bool) -> Statement<'static> {
-    matches(
-        meta(MetaKey::Nfproto),
-        Operator::EQ,
-        string(if v4 { "ipv4" } else { "ipv6" }),
-    )
-}
-
-fn local_destination() -> Statement<'static> {
-    matches(
-        Expression::Named(NamedExpression::Fib(Fib {
-            result: FibResult::Type,
-            flags: HashSet::from([FibFlag::Daddr]),
-        })),
-        Operator::EQ,
-        string("local"),
-    )
-}
-
-fn dnated() -> Statement<'static> {
-    matches(
-        Expression::Named(NamedExpression::CT(CT {
-            key: "status".into(),
-            family: None,
-            dir: None,
-        })),
-        Operator::IN,
-        string("dnat"),
-    )
-}
-
-fn l3(v4: bool) -> &'static str {
-    if v4 { "ip" } else { "ip6" }
+fn host(addr: IpAddr) -> IpNetwork {
+    IpNetwork::from(addr)
 }
 
 /// The DNAT rule of one mapping for a container address, or `None` when the mapping's
 /// hostIP is of the other family.
-pub fn dnat_rule(
-    conf: &PortmapConf,
-    m: &Mapping,
-    container: IpAddr,
-) -> Option<Vec<Statement<'static>>> {
+pub fn dnat_rule(conf: &PortmapConf, m: &Mapping, container: IpAddr) -> Option<Rule> {
     let v4 = container.is_ipv4();
     if m.host_ip.is_some_and(|h| h.is_ipv4() != v4) {
         return None;
     }
-    let mut rule = if v4 {
-        conf.conditions_v4.clone()
+    let mut matches = vec![Match::Family { v4 }];
+    matches.extend(if v4 {
+        conf.conditions_v4.iter().cloned()
     } else {
-        conf.conditions_v6.clone()
-    };
-    rule.push(family_match(v4));
-    match m.host_ip {
-        Some(ip) => rule.push(matches(
-            payload(l3(v4), "daddr"),
-            Operator::EQ,
-            string(ip.to_string()),
-        )),
-        None => rule.push(local_destination()),
-    }
-    rule.push(matches(
-        payload(m.protocol.as_str(), "dport"),
-        Operator::EQ,
-        Expression::Number(u32::from(m.host_port)),
-    ));
-    rule.push(Statement::DNAT(Some(NAT {
-        addr: Some(string(container.to_string())),
-        family: Some(if v4 { NATFamily::IP } else { NATFamily::IP6 }),
-        port: Some(Expression::Number(u32::from(m.container_port))),
-        flags: None,
-    })));
-    Some(rule)
+        conf.conditions_v6.iter().cloned()
+    });
+    matches.push(match m.host_ip {
+        Some(ip) => Match::Addr {
+            dir: Dir::Destination,
+            op: Op::Eq,
+            net: host(ip),
+        },
+        None => Match::LocalDestination,
+    });
+    matches.push(Match::Dport {
+        proto: l4(m.protocol),
+        port: m.host_port,
+    });
+    Some(Rule::new(
+        matches,
+        Action::Dnat {
+            to: container,
+            port: m.container_port,
+        },
+    ))
 }
 
 /// The masquerade rules for one container address (with its subnet).
-pub fn masquerade_rules(conf: &PortmapConf, container: IpNetwork) -> Vec<Vec<Statement<'static>>> {
+pub fn masquerade_rules(conf: &PortmapConf, container: IpNetwork) -> Vec<Rule> {
     let v4 = container.is_ipv4();
-    let to_container = matches(
-        payload(l3(v4), "daddr"),
-        Operator::EQ,
-        string(container.ip().to_string()),
-    );
-    let from = |source: Expression<'static>| {
-        vec![
-            family_match(v4),
-            dnated(),
-            matches(payload(l3(v4), "saddr"), Operator::EQ, source),
-            to_container.clone(),
-            Statement::Masquerade(None),
-        ]
+    let to_container = Match::Addr {
+        dir: Dir::Destination,
+        op: Op::Eq,
+        net: host(container.ip()),
+    };
+    let from = |net: IpNetwork| {
+        Rule::new(
+            vec![
+                Match::Family { v4 },
+                Match::Dnated,
+                Match::Addr {
+                    dir: Dir::Source,
+                    op: Op::Eq,
+                    net,
+                },
+                to_container.clone(),
+            ],
+            Action::Masquerade,
+        )
     };
     if conf.masq_all {
-        return vec![vec![
-            family_match(v4),
-            dnated(),
-            to_container.clone(),
-            Statement::Masquerade(None),
-        ]];
+        return vec![Rule::new(
+            vec![Match::Family { v4 }, Match::Dnated, to_container.clone()],
+            Action::Masquerade,
+        )];
     }
-    let mut rules = vec![from(prefix(
-        container.network().to_string(),
-        container.prefix(),
-    ))];
+    let subnet = IpNetwork::new(container.network(), container.prefix()).unwrap_or(container);
+    let mut rules = vec![from(subnet)];
     if v4 {
-        rules.push(from(prefix("127.0.0.0".to_owned(), 8)));
+        let localhost = IpNetwork::new(IpAddr::from([127, 0, 0, 0]), 8).unwrap_or(subnet);
+        rules.push(from(localhost));
     }
     rules
 }
 
 /// The ADD transaction: the attachment's three chains written from scratch.
-pub fn add_batch(conf: &PortmapConf, tag: &Tag<'_>, containers: &[IpNetwork]) -> Nftables<'static> {
+pub fn add_batch(conf: &PortmapConf, tag: &Tag<'_>, containers: &[IpNetwork]) -> Batch {
     let mut batch = Batch::new();
     let comment = tag.comment();
-    let dnat: Vec<Vec<Statement<'static>>> = containers
+    let dnat: Vec<Rule> = containers
         .iter()
         .flat_map(|c| {
             conf.mappings
@@ -163,7 +126,7 @@ pub fn add_batch(conf: &PortmapConf, tag: &Tag<'_>, containers: &[IpNetwork]) ->
                 .filter_map(|m| dnat_rule(conf, m, c.ip()))
         })
         .collect();
-    let masq: Vec<Vec<Statement<'static>>> = if conf.snat {
+    let masq: Vec<Rule> = if conf.snat {
         containers
             .iter()
             .flat_map(|c| masquerade_rules(conf, *c))
@@ -179,16 +142,16 @@ pub fn add_batch(conf: &PortmapConf, tag: &Tag<'_>, containers: &[IpNetwork]) ->
     } else {
         post.replace(&mut batch, &comment, masq);
     }
-    batch.to_nftables()
+    batch
 }
 
 /// The DEL transaction: removes the three chains whether or not they exist.
-pub fn del_batch(tag: &Tag<'_>) -> Nftables<'static> {
+pub fn del_batch(tag: &Tag<'_>) -> Batch {
     let mut batch = Batch::new();
     for chain in chains(tag) {
         chain.remove(&mut batch);
     }
-    batch.to_nftables()
+    batch
 }
 
 #[cfg(test)]
@@ -214,7 +177,7 @@ mod tests {
             "fd00::5/64".parse().unwrap(),
         ];
         let batch = add_batch(&conf, &tag, &ips);
-        insta::assert_snapshot!(serde_json::to_string_pretty(&batch).unwrap());
+        insta::assert_snapshot!(batch.to_string());
         // The IPv4 hostIP mapping is skipped for the IPv6 address.
         let v6 = dnat_rule(&conf, &conf.mappings[1], "fd00::5".parse().unwrap());
         assert!(v6.is_none());
