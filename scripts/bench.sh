@@ -16,10 +16,15 @@ if [ -z "${CNI_BENCH_INNER:-}" ]; then
     scripts/setup.sh
     command -v /usr/bin/time >/dev/null 2>&1 || { apt-get update -qq; apt-get install -y -qq time >/dev/null; }
     cargo build --release --locked -q --workspace --bins
+    # The build scripts/install.sh puts on nodes: glibc static-pie.
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -q \
+        --target "$(rustc -vV | sed -n 's/host: //p')" --target-dir target/static \
+        -p loopback -p host-local -p bridge -p portmap -p flannel
     exec unshare --net env CNI_BENCH_INNER=1 "$0" "$@"
 fi
 
 OURS="$PWD/target/release"
+STATIC="$PWD/target/static/$(rustc -vV | sed -n 's/host: //p')/release"
 GO=/usr/lib/cni
 [ -x "$GO/bridge" ] || { echo "bench: $GO/bridge missing: apt-get install containernetworking-plugins" >&2; exit 1; }
 . scripts/lib/bench-common.sh
@@ -27,6 +32,7 @@ GO=/usr/lib/cni
 # Each implementation gets its own bridge, subnet and state.
 bridge_conf() { # IMPL
     local br=cni0 net=10.10 ; [ "$1" = go ] && br=cni1 net=10.11
+    [ "$1" = static ] && br=cni2 net=10.14
     printf '{"cniVersion":"0.4.0","name":"bench","type":"bridge","bridge":"%s","isGateway":true,"isDefaultGateway":true,"hairpinMode":true,"mtu":1450,"ipam":{"type":"host-local","subnet":"%s.0.0/16","dataDir":"%s/ipam-%s"}}' "$br" "$net" "$work" "$1"
 }
 portmap_conf() { # PREV PORT
@@ -36,7 +42,9 @@ flannel_conf='{"cniVersion":"0.4.0","name":"cbr0","type":"flannel","delegate":{"
 printf 'FLANNEL_NETWORK=10.12.0.0/16\nFLANNEL_SUBNET=10.12.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n' >"$work/subnet.env"
 
 is_go() { if [ "$1" = go ]; then echo 1; else echo 0; fi; }
-dir_of() { if [ "$1" = go ] || [ "$1" = go-p ]; then echo "$GO"; else echo "$OURS"; fi; }
+dir_of() {
+    case "$1" in go | go-p) echo "$GO" ;; static) echo "$STATIC" ;; *) echo "$OURS" ;; esac
+}
 
 # call DIR PLUGIN CMD ID STDIN OUTFILE -> exit status
 call() {
@@ -164,15 +172,18 @@ echo
 # 4. Memory and size.
 echo "## Peak RSS of one ADD, and binary size"
 echo
-echo "| plugin | ours RSS | Go RSS | ours size | Go size |"
-echo "|---|---|---|---|---|"
+echo "ours: \`cargo build --release\` (dynamically linked); static: the glibc static-pie build"
+echo "scripts/install.sh puts on nodes."
+echo
+echo "| plugin | ours RSS | static RSS | Go RSS | ours size | static size | Go size |"
+echo "|---|---|---|---|---|---|---|"
 rss() { # DIR PLUGIN ID STDIN -> max RSS in KiB of one ADD; the plugin's stdout in $work/$3.res
     CNI_COMMAND=ADD CNI_CONTAINERID="$3" CNI_NETNS="$work/$3.netns" CNI_IFNAME=eth0 CNI_PATH="$1" \
         /usr/bin/time -o "$work/$3.rss" -f '%M' "$1/$2" <<<"$4" >"$work/$3.res" || true
     tail -1 "$work/$3.rss"
 }
 declare -A r=()
-for impl in ours go; do
+for impl in ours static go; do
     d=$(dir_of "$impl")
     new_ns "r-$impl-lo"; new_ns "r-$impl-br"; new_ns "r-$impl-hl"
     r[loopback-$impl]=$(rss "$d" loopback "r-$impl-lo" '{"cniVersion":"0.4.0","name":"lo","type":"loopback"}')
@@ -181,10 +192,12 @@ for impl in ours go; do
     r[portmap-$impl]=$(rss "$d" portmap "r-$impl-br" "$(portmap_conf "$(cat "$work/r-$impl-br.res")" $((60000 + $(is_go "$impl"))))")
 done
 for p in loopback host-local bridge portmap; do
-    printf '| %s | %s KiB | %s KiB | %s | %s |\n' "$p" "${r[$p-ours]}" "${r[$p-go]}" \
-        "$(stat -c %s "$OURS/$p")" "$(stat -c %s "$GO/$p")"
+    printf '| %s | %s KiB | %s KiB | %s KiB | %s | %s | %s |\n' "$p" "${r[$p-ours]}" \
+        "${r[$p-static]}" "${r[$p-go]}" "$(stat -c %s "$OURS/$p")" "$(stat -c %s "$STATIC/$p")" \
+        "$(stat -c %s "$GO/$p")"
 done
-printf '| flannel | — | — | %s | — |\n' "$(stat -c %s "$OURS/flannel")"
+printf '| flannel | — | — | — | %s | %s | — |\n' "$(stat -c %s "$OURS/flannel")" \
+    "$(stat -c %s "$STATIC/flannel")"
 echo
 
 # 5. The floor: the same kernel work done by `ip -batch`, one for the host side (veth pair
