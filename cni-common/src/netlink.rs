@@ -143,15 +143,13 @@ impl Netlink {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(errors),
                 Err(e) => return Err(e),
             };
-            let mut rest = buf.get(..n).unwrap_or(&buf[..]);
-            while let Ok(msg) = NetlinkBuffer::new_checked(rest) {
+            for msg in messages(fitted(&buf, n)?) {
+                let msg = msg.map_err(decode)?;
                 if msg.message_type() == NLMSG_ERROR
                     && let Err(e) = kernel_answer(msg.payload())
                 {
                     errors.push((msg.sequence_number(), e));
                 }
-                let next = (msg.length() as usize).div_ceil(4) * 4;
-                rest = rest.get(next.max(1)..).unwrap_or_default();
             }
         }
     }
@@ -237,16 +235,11 @@ impl Netlink {
         let mut buf = vec![0; RECV_BUFFER];
         let mut failed = None;
         loop {
-            // With MSG_TRUNC the kernel returns the datagram's real length, so a reply that
-            // did not fit is an error instead of a silently cut message.
             let n = self.socket.recv(&mut &mut buf[..], nix::libc::MSG_TRUNC)?;
-            let datagram = match buf.get(..n) {
-                Some(d) => d,
-                None => {
-                    failed.get_or_insert(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("netlink reply of {n} bytes exceeds the {RECV_BUFFER}-byte buffer"),
-                    ));
+            let datagram = match fitted(&buf, n) {
+                Ok(d) => d,
+                Err(e) => {
+                    failed.get_or_insert(e);
                     continue;
                 }
             };
@@ -262,18 +255,17 @@ impl Netlink {
 
 /// Walks the messages of one datagram; `Some` once request `seq` is answered.
 fn read_datagram(
-    mut rest: &[u8],
+    datagram: &[u8],
     seq: u32,
     each: &mut impl FnMut(u16, &[u8]) -> io::Result<()>,
     failed: &mut Option<io::Error>,
 ) -> Option<io::Result<()>> {
-    while !rest.is_empty() {
-        let msg = match NetlinkBuffer::new_checked(rest) {
+    for msg in messages(datagram) {
+        let msg = match msg {
             Ok(msg) => msg,
             // The rest of the datagram cannot be split into messages.
             Err(e) => return Some(Err(decode(e))),
         };
-        let len = msg.length() as usize;
         let (kind, multipart) = (msg.message_type(), msg.flags() & NLM_F_MULTIPART != 0);
         if msg.sequence_number() == seq {
             match kind {
@@ -289,11 +281,44 @@ fn read_datagram(
                 }
             }
         }
-        // Messages are padded to four bytes; a bad length must not loop forever.
-        let next = len.div_ceil(4) * 4;
-        rest = rest.get(next.max(1)..).unwrap_or_default();
     }
     None
+}
+
+/// The messages of one datagram, in order; an error (then nothing) where the rest cannot be
+/// split into messages.
+fn messages(mut rest: &[u8]) -> impl Iterator<Item = Result<NetlinkBuffer<&[u8]>, DecodeError>> {
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        match NetlinkBuffer::new_checked(rest) {
+            Ok(msg) => {
+                // Messages are padded to four bytes; a bad length must not loop forever.
+                let next = (msg.length() as usize).div_ceil(4) * 4;
+                rest = rest.get(next.max(1)..).unwrap_or_default();
+                Some(Ok(msg))
+            }
+            Err(e) => {
+                rest = &[];
+                Some(Err(e))
+            }
+        }
+    })
+}
+
+/// The datagram `recv` with MSG_TRUNC reported as `n` bytes (its real length): one that did
+/// not fit the buffer is an error, never a silently cut message.
+fn fitted(buf: &[u8], n: usize) -> io::Result<&[u8]> {
+    buf.get(..n).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "netlink reply of {n} bytes exceeds the {}-byte buffer",
+                buf.len()
+            ),
+        )
+    })
 }
 
 /// The kernel sends dumps in parts of at most 32 KiB; a targeted reply (one link with every

@@ -9,7 +9,7 @@ use netlink_packet_netfilter::nftables::{
 };
 
 use crate::Family;
-use crate::rule::{Action, Dir, IFNAMSIZ, Match, Op, Rule};
+use crate::rule::{Action, Dir, IFNAMSIZ, Match, Op, Rule, octets};
 
 pub type Expr = ListAttribute<ExpressionAttribute>;
 
@@ -134,17 +134,10 @@ impl Program {
                     (false, Dir::Destination) => (24, 16),
                 };
                 let bits = usize::from(net.prefix());
-                let network = match net.network() {
-                    std::net::IpAddr::V4(a) => a.octets().to_vec(),
-                    std::net::IpAddr::V6(a) => a.octets().to_vec(),
-                };
+                let network = octets(net.network());
                 if bits == size * 8 {
-                    let addr = match net.ip() {
-                        std::net::IpAddr::V4(a) => a.octets().to_vec(),
-                        std::net::IpAddr::V6(a) => a.octets().to_vec(),
-                    };
                     self.payload(PAYLOAD_NETWORK, offset, size as u32);
-                    self.cmp(*op, addr);
+                    self.cmp(*op, octets(net.ip()));
                 } else if bits > 0 && bits % 8 == 0 {
                     // A whole-byte prefix compares fewer bytes, as nft does.
                     self.payload(PAYLOAD_NETWORK, offset, (bits / 8) as u32);
@@ -206,11 +199,12 @@ impl Program {
     fn add_action(&mut self, action: &Action) {
         match action {
             Action::Dnat { to, port } => {
-                let (addr, family) = match to {
-                    std::net::IpAddr::V4(a) => (a.octets().to_vec(), NFPROTO_IPV4),
-                    std::net::IpAddr::V6(a) => (a.octets().to_vec(), NFPROTO_IPV6),
+                let family = if to.is_ipv4() {
+                    NFPROTO_IPV4
+                } else {
+                    NFPROTO_IPV6
                 };
-                self.immediate(Register::Reg1, DataAttribute::Value(addr));
+                self.immediate(Register::Reg1, DataAttribute::Value(octets(*to)));
                 self.immediate(
                     Register::Reg2,
                     DataAttribute::Value(port.to_be_bytes().to_vec()),

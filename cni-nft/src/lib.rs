@@ -16,7 +16,7 @@ mod encode;
 mod kernel;
 pub mod rule;
 
-pub use rule::{Action, Dir, L4, Match, Op, Rule};
+pub use rule::{Action, Dir, L4, Match, Op, Rule, octets};
 
 /// nft limits comments to 128 bytes.
 pub const COMMENT_MAX: usize = 128;
@@ -168,9 +168,7 @@ pub struct BaseChain {
 impl BaseChain {
     /// Adds to `batch`: the chain (re)created empty, then `rules`, each with `comment`.
     pub fn replace(&self, batch: &mut Batch, comment: &str, rules: Vec<Rule>) {
-        batch.push(Command::AddTable(self.family, self.table));
-        batch.push(Command::AddChain(self.clone()));
-        batch.push(Command::FlushChain(self.clone()));
+        self.empty(batch);
         for rule in rules {
             batch.push(Command::AddRule(self.clone(), rule, comment.to_owned()));
         }
@@ -178,10 +176,15 @@ impl BaseChain {
 
     /// Adds to `batch`: the chain removed, whether or not it exists.
     pub fn remove(&self, batch: &mut Batch) {
+        self.empty(batch);
+        batch.push(Command::DeleteChain(self.clone()));
+    }
+
+    /// The table and chain made to exist (a no-op when they do), then the chain emptied.
+    fn empty(&self, batch: &mut Batch) {
         batch.push(Command::AddTable(self.family, self.table));
         batch.push(Command::AddChain(self.clone()));
         batch.push(Command::FlushChain(self.clone()));
-        batch.push(Command::DeleteChain(self.clone()));
     }
 }
 

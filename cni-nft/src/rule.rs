@@ -93,6 +93,14 @@ impl Rule {
     }
 }
 
+/// An address's bytes in network order, as the kernel compares and loads them.
+pub fn octets(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
 /// Whether an interface name fits the kernel's limit (and so a name match can be written).
 pub fn valid_ifname(name: &str) -> bool {
     !name.is_empty() && name.len() < IFNAMSIZ && !name.contains('\0')

@@ -208,10 +208,7 @@ fn check_firewall(
         .collect();
     if conf.ip_masq {
         for ip in &prev.ips {
-            let needle = match ip.address.ip() {
-                IpAddr::V4(a) => a.octets().to_vec(),
-                IpAddr::V6(a) => a.octets().to_vec(),
-            };
+            let needle = cni_nft::octets(ip.address.ip());
             let found = rules
                 .iter()
                 .any(|r| r.family == Family::Inet && r.values.contains(&needle));

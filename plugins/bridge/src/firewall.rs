@@ -36,7 +36,6 @@ fn masquerade_rule(net: IpNetwork) -> Rule {
     } else {
         IpNetwork::new(IpAddr::from([0xff00, 0, 0, 0, 0, 0, 0, 0]), 8)
     };
-    let subnet = IpNetwork::new(net.network(), net.prefix()).unwrap_or(net);
     let mut matches = vec![
         Match::Addr {
             dir: Dir::Source,
@@ -45,8 +44,9 @@ fn masquerade_rule(net: IpNetwork) -> Rule {
         },
         Match::Addr {
             dir: Dir::Destination,
+            // A prefix with host bits matches its network (as nft writes 10.1.17.5/24).
             op: Op::Neq,
-            net: subnet,
+            net,
         },
     ];
     matches.extend(multicast.ok().map(|m| Match::Addr {

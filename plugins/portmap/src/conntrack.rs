@@ -4,57 +4,37 @@
 
 use std::io;
 
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use cni_common::netlink::{NETLINK_NETFILTER, Netlink};
+use netlink_packet_core::{DecodeError, Parseable, ParseableParametrized};
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, ProtoTuple, Protocol, Tuple,
 };
-use netlink_packet_netfilter::{
-    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily as ProtoFamily,
-};
-use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 
-fn send(socket: &Socket, msg: ConntrackMessage, family: ProtoFamily, flags: u16) -> io::Result<()> {
-    let mut nl = NetlinkMessage::new(
-        NetlinkHeader::default(),
-        NetlinkPayload::from(NetfilterMessage::new(
-            NetfilterHeader::new(family, 0, 0),
-            msg,
-        )),
-    );
-    nl.header.flags = flags;
-    nl.finalize();
-    let mut buf = vec![0; nl.buffer_len()];
-    nl.serialize(&mut buf);
-    socket.send(&buf, 0)?;
-    Ok(())
+// include/uapi/linux/netfilter/nfnetlink.h, nfnetlink_conntrack.h
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_NEW: u8 = 0;
+const IPCTNL_MSG_CT_GET: u8 = 1;
+const IPCTNL_MSG_CT_DELETE: u8 = 2;
+
+fn ct_kind(msg: u8) -> u16 {
+    (NFNL_SUBSYS_CTNETLINK << 8) | u16::from(msg)
 }
 
-/// Reads replies until the dump (or the ACK) is done; returns the conntrack entries seen.
-fn receive(socket: &Socket) -> io::Result<Vec<Vec<ConntrackAttribute>>> {
-    let mut entries = Vec::new();
-    loop {
-        let (buf, _) = socket.recv_from_full()?;
-        let mut offset = 0;
-        while offset < buf.len() {
-            let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&buf[offset..])
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            let len = msg.header.length as usize;
-            match msg.payload {
-                NetlinkPayload::Done(_) => return Ok(entries),
-                NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
-                NetlinkPayload::Error(_) => return Ok(entries),
-                NetlinkPayload::InnerMessage(NetfilterMessage {
-                    inner: NetfilterMessageInner::Conntrack(ConntrackMessage::New(attrs)),
-                    ..
-                }) => entries.push(attrs),
-                _ => {}
-            }
-            if len == 0 {
-                break;
-            }
-            offset += len;
+fn request(family: NetfilterProtoFamily, msg: ConntrackMessage) -> NetfilterMessage {
+    NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), msg)
+}
+
+/// The attributes of one conntrack entry of a dump.
+struct Entry(Vec<ConntrackAttribute>);
+
+impl Parseable<[u8]> for Entry {
+    fn parse(buf: &[u8]) -> Result<Self, DecodeError> {
+        // The nfgenmsg header comes first.
+        let attrs = buf.get(4..).unwrap_or_default();
+        match ConntrackMessage::parse_with_param(attrs, IPCTNL_MSG_CT_NEW)? {
+            ConntrackMessage::New(a) => Ok(Entry(a)),
+            _ => Ok(Entry(Vec::new())),
         }
     }
 }
@@ -84,31 +64,22 @@ pub fn flush_udp(ports: &[u16]) -> io::Result<usize> {
     if ports.is_empty() {
         return Ok(0);
     }
-    let mut socket = Socket::new(NETLINK_NETFILTER)?;
-    socket.bind_auto()?;
+    let nl = Netlink::current_of(NETLINK_NETFILTER).map_err(io::Error::other)?;
     let mut deleted = 0;
-    for family in [ProtoFamily::IPv4, ProtoFamily::IPv6] {
-        send(
-            &socket,
-            ConntrackMessage::Get(Vec::new()),
-            family,
-            NLM_F_REQUEST | NLM_F_DUMP,
-        )?;
-        for entry in receive(&socket)? {
+    for family in [NetfilterProtoFamily::IPv4, NetfilterProtoFamily::IPv6] {
+        let get = request(family, ConntrackMessage::Get(Vec::new()));
+        let entries: Vec<Entry> =
+            nl.dump(ct_kind(IPCTNL_MSG_CT_GET), ct_kind(IPCTNL_MSG_CT_NEW), &get)?;
+        for Entry(entry) in entries {
             let Some(tuple) = udp_to(&entry, ports) else {
                 continue;
             };
-            send(
-                &socket,
-                ConntrackMessage::Delete(vec![ConntrackAttribute::CtaTupleOrig(tuple)]),
-                family,
-                NLM_F_REQUEST | NLM_F_ACK,
-            )?;
-            match receive(&socket) {
+            let delete = ConntrackMessage::Delete(vec![ConntrackAttribute::CtaTupleOrig(tuple)]);
+            match nl.ack(ct_kind(IPCTNL_MSG_CT_DELETE), 0, &request(family, delete)) {
                 // Gone meanwhile (it timed out): nothing to do.
-                Err(e) if e.raw_os_error() == Some(2) => {}
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => {}
                 Err(e) => return Err(e),
-                Ok(_) => deleted += 1,
+                Ok(()) => deleted += 1,
             }
         }
     }

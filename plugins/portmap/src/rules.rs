@@ -105,10 +105,10 @@ pub fn masquerade_rules(conf: &PortmapConf, container: IpNetwork) -> Vec<Rule> {
             Action::Masquerade,
         )];
     }
-    let subnet = IpNetwork::new(container.network(), container.prefix()).unwrap_or(container);
-    let mut rules = vec![from(subnet)];
+    // The container's prefix: Match::Addr compares its network part.
+    let mut rules = vec![from(container)];
     if v4 {
-        let localhost = IpNetwork::new(IpAddr::from([127, 0, 0, 0]), 8).unwrap_or(subnet);
+        let localhost = IpNetwork::new(IpAddr::from([127, 0, 0, 0]), 8).unwrap_or(container);
         rules.push(from(localhost));
     }
     rules
