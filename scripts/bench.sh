@@ -38,10 +38,18 @@ bridge_conf() { # IMPL
 portmap_conf() { # PREV PORT
     printf '{"cniVersion":"0.4.0","name":"bench","type":"portmap","capabilities":{"portMappings":true},"stateDir":"%s/pm","runtimeConfig":{"portMappings":[{"hostPort":%s,"containerPort":80,"protocol":"tcp"}]},"prevResult":%s}' "$work" "$2" "$1"
 }
-flannel_conf='{"cniVersion":"0.4.0","name":"cbr0","type":"flannel","delegate":{"hairpinMode":true,"isDefaultGateway":true,"bridge":"cni2"},"subnetFile":"'$work'/subnet.env","dataDir":"'$work'/flannel","ipam":{"dataDir":"'$work'/ipam-fl"}}'
+# The same two plugins as a network list, for the parallel runner (it passes the mapping as
+# the portMappings capability, as a runtime does).
+conflist() { # IMPL
+    printf '{"cniVersion":"0.4.0","name":"bench","plugins":[%s,{"type":"portmap","capabilities":{"portMappings":true},"stateDir":"%s/pm"}]}' \
+        "$(bridge_conf "$1" | sed 's/"cniVersion":"0.4.0","name":"bench",//')" "$work"
+}
+flannel_conf='{"cniVersion":"0.4.0","name":"cbr0","type":"flannel","delegate":{"hairpinMode":true,"isDefaultGateway":true,"bridge":"cni3"},"subnetFile":"'$work'/subnet.env","dataDir":"'$work'/flannel","ipam":{"dataDir":"'$work'/ipam-fl"}}'
 printf 'FLANNEL_NETWORK=10.12.0.0/16\nFLANNEL_SUBNET=10.12.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n' >"$work/subnet.env"
 
 is_go() { if [ "$1" = go ]; then echo 1; else echo 0; fi; }
+# port_of IMPL BASE STRIDE -> the first host port of IMPL's block of STRIDE ports after BASE
+port_of() { case "$1" in go) echo $(($2 + $3)) ;; static) echo $(($2 + 2 * $3)) ;; *) echo "$2" ;; esac; }
 dir_of() {
     case "$1" in go | go-p) echo "$GO" ;; static) echo "$STATIC" ;; *) echo "$OURS" ;; esac
 }
@@ -86,19 +94,24 @@ echo "# Benchmark: ours vs Go $(dpkg-query -W -f='${Version}' containernetworkin
 echo
 
 # 1. Sequential.
-for impl in ours go; do : >"$work/seq-add-$impl"; : >"$work/seq-del-$impl"; done
+IMPLS="ours static go"
+for impl in $IMPLS; do : >"$work/seq-add-$impl"; : >"$work/seq-del-$impl"; done
 : >"$work/seq-add-flannel"; : >"$work/seq-del-flannel"
+# Each round starts with the namespaces made and the last round's torn down and settled
+# (a namespace's teardown runs in a kernel worker holding the RTNL lock), and rotates the
+# order of the implementations so that none always follows another's DEL.
 for ((i = 0; i < SEQ; i++)); do
-    for impl in ours go; do
-        id="s-$impl-$i"; new_ns "$id"
-        chain_add "$impl" "$id" $((20000 + i * 2 + $(is_go "$impl"))) >>"$work/seq-add-$impl"
+    all=($IMPLS); k=$((i % ${#all[@]})); order="${all[*]:k} ${all[*]:0:k}"
+    for impl in $IMPLS fl; do new_ns "s-$impl-$i"; done
+    sleep 0.2
+    for impl in $order; do
+        chain_add "$impl" "s-$impl-$i" "$(port_of "$impl" $((20000 + i * 3)) 1)" >>"$work/seq-add-$impl"
     done
-    for impl in ours go; do
-        id="s-$impl-$i"
-        chain_del "$impl" "$id" >>"$work/seq-del-$impl"; del_ns "$id"
+    for impl in $order; do
+        chain_del "$impl" "s-$impl-$i" >>"$work/seq-del-$impl"
     done
     # Our flannel chain (flannel → bridge → host-local, then portmap).
-    id="s-fl-$i"; new_ns "$id"
+    id="s-fl-$i"
     t0=$EPOCHREALTIME
     call "$OURS" flannel ADD "$id" "$flannel_conf" "$work/$id.res"
     t1=$EPOCHREALTIME
@@ -111,55 +124,73 @@ for ((i = 0; i < SEQ; i++)); do
     call "$OURS" flannel DEL "$id" "$flannel_conf" "$work/$id.out"
     t4=$EPOCHREALTIME
     echo $(( $(us "$t0" "$t1") + $(us "$t2" "$t3") )) >>"$work/seq-add-flannel"; us "$t3" "$t4" >>"$work/seq-del-flannel"
-    del_ns "$id"
+    for impl in $IMPLS fl; do del_ns "s-$impl-$i"; done
 done
 echo "## Sequential, $SEQ pods each (median / p95)"
 echo
-echo "| what | ours | Go | Go/ours |"
-echo "|---|---|---|---|"
-row() { # LABEL FILE-OURS FILE-GO COLUMN
-    local a b
-    a=$(col "$4" "$2" | median); b=$(col "$4" "$3" | median)
-    printf '| %s | %s / %s ms | %s / %s ms | %s |\n' "$1" "$(ms "$a")" "$(ms "$(col "$4" "$2" | p95)")" \
-        "$(ms "$b")" "$(ms "$(col "$4" "$3" | p95)")" "$(ratio "$b" "$a")"
+echo "ours: \`cargo build --release\` (dynamically linked); static: the glibc static-pie build"
+echo "scripts/install.sh puts on nodes (the Go plugins are static too)."
+echo
+echo "| what | ours | static | Go | Go/ours | Go/static |"
+echo "|---|---|---|---|---|---|"
+row() { # LABEL WHAT(add|del) COLUMN
+    local f="$work/seq-$2" a b c
+    a=$(col "$3" "$f-ours" | median); b=$(col "$3" "$f-static" | median); c=$(col "$3" "$f-go" | median)
+    printf '| %s | %s / %s ms | %s / %s ms | %s / %s ms | %s | %s |\n' "$1" \
+        "$(ms "$a")" "$(ms "$(col "$3" "$f-ours" | p95)")" "$(ms "$b")" "$(ms "$(col "$3" "$f-static" | p95)")" \
+        "$(ms "$c")" "$(ms "$(col "$3" "$f-go" | p95)")" "$(ratio "$c" "$a")" "$(ratio "$c" "$b")"
 }
-row "chain ADD (bridge+host-local, portmap)" "$work/seq-add-ours" "$work/seq-add-go" 1
-row "chain DEL" "$work/seq-del-ours" "$work/seq-del-go" 1
-row "bridge (+host-local) ADD" "$work/seq-add-ours" "$work/seq-add-go" 2
-row "bridge (+host-local) DEL" "$work/seq-del-ours" "$work/seq-del-go" 2
-row "portmap ADD" "$work/seq-add-ours" "$work/seq-add-go" 3
-row "portmap DEL" "$work/seq-del-ours" "$work/seq-del-go" 3
-printf '| our flannel chain ADD / DEL | %s / %s ms | — | — |\n' "$(ms "$(median <"$work/seq-add-flannel")")" "$(ms "$(median <"$work/seq-del-flannel")")"
+row "chain ADD (bridge+host-local, portmap)" add 1
+row "chain DEL" del 1
+row "bridge (+host-local) ADD" add 2
+row "bridge (+host-local) DEL" del 2
+row "portmap ADD" add 3
+row "portmap DEL" del 3
+printf '| our flannel chain ADD / DEL | %s / %s ms | — | — | — | — |\n' "$(ms "$(median <"$work/seq-add-flannel")")" "$(ms "$(median <"$work/seq-del-flannel")")"
 echo
 
-# 2. Parallel.
-echo "## Parallel ADD, then parallel DEL (wall time)"
+# 2. Parallel: conformance's bench-parallel runs the pods as a runtime does (a thread per pod,
+# plugins forked and exec'd, prevResult passed in process), so no bash job per pod is timed.
+# Rounds alternate the implementations; the table holds each one's median round. A bash job
+# per pod would add several bash forks per pod to the timed wall (about 70 ms for 20 pods).
+echo "## Parallel ADD, then parallel DEL (wall time, median of the rounds; plugin CPU time per pod)"
 echo
-echo "| pods | ours ADD | Go ADD | ratio | ours DEL | Go DEL | ratio | checks |"
+echo "| pods | rounds | | ours | static | Go | Go/ours | Go/static |"
 echo "|---|---|---|---|---|---|---|---|"
 for n in 20 100; do
-    declare -A wall=()
-    for impl in ours go; do
-        for ((i = 0; i < n; i++)); do new_ns "p$n-$impl-$i"; done
-        t0=$EPOCHREALTIME
-        for ((i = 0; i < n; i++)); do chain_add "$impl" "p$n-$impl-$i" $((50000 + i + $(is_go "$impl") * 1000)) >/dev/null & done
-        wait
-        t1=$EPOCHREALTIME
-        ips=$(for ((i = 0; i < n; i++)); do grep -o '"address": *"[^"]*"' "$work/p$n-$impl-$i.res"; done | sort | uniq -d | wc -l)
-        t2=$EPOCHREALTIME
-        for ((i = 0; i < n; i++)); do chain_del "$impl" "p$n-$impl-$i" >/dev/null & done
-        wait
-        t3=$EPOCHREALTIME
-        for ((i = 0; i < n; i++)); do del_ns "p$n-$impl-$i"; done
-        wall[$impl-add]=$(us "$t0" "$t1"); wall[$impl-del]=$(us "$t2" "$t3"); wall[$impl-dup]=$ips
+    rounds=5; [ "$n" -gt 20 ] && rounds=3
+    for impl in $IMPLS; do conflist "$impl" >"$work/$impl.conflist"; : >"$work/par-$n-$impl"; done
+    checks=""
+    for ((k = 0; k < rounds; k++)); do
+        for impl in $IMPLS; do
+            id="p$n-$k-$impl"
+            for ((i = 0; i < n; i++)); do new_ns "$id-$i"; done
+            sleep $((n / 20))   # the previous round's namespaces are torn down by a kernel worker
+            if ! out=$("$OURS/bench-parallel" "$(dir_of "$impl")" "$work/$impl.conflist" "$work" "$id" "$n" \
+                "$(port_of "$impl" $((50000 + k * 300)) 100)"); then
+                checks="$checks $impl round $k: FAILED ($out)"
+            fi
+            echo "$out" >>"$work/par-$n-$impl"
+            for ((i = 0; i < n; i++)); do del_ns "$id-$i"; done
+        done
     done
     sleep 1
+    dups=$(cat "$work"/par-"$n"-* | awk '{d += $5} END {print d + 0}')
+    fails=$(cat "$work"/par-"$n"-* | awk '{f += $6} END {print f + 0}')
     leftover=$(ip -o link show type veth | wc -l)
     leases=$(find "$work"/ipam-* -type f -name '10.*' 2>/dev/null | wc -l)
-    printf '| %s | %s ms | %s ms | %s | %s ms | %s ms | %s | duplicate IPs %s/%s, veths left %s, leases left %s |\n' "$n" \
-        "$(ms "${wall[ours-add]}")" "$(ms "${wall[go-add]}")" "$(ratio "${wall[go-add]}" "${wall[ours-add]}")" \
-        "$(ms "${wall[ours-del]}")" "$(ms "${wall[go-del]}")" "$(ratio "${wall[go-del]}" "${wall[ours-del]}")" \
-        "${wall[ours-dup]}" "${wall[go-dup]}" "$leftover" "$leases"
+    prow() { # LABEL COLUMN DIVISOR
+        local a b c
+        a=$(col "$2" "$work/par-$n-ours" | median); b=$(col "$2" "$work/par-$n-static" | median)
+        c=$(col "$2" "$work/par-$n-go" | median)
+        printf '| %s | %s | %s | %s ms | %s ms | %s ms | %s | %s |\n' "$n" "$rounds" "$1" \
+            "$(ms $((a / $3)))" "$(ms $((b / $3)))" "$(ms $((c / $3)))" "$(ratio "$c" "$a")" "$(ratio "$c" "$b")"
+    }
+    prow "ADD wall" 1 1
+    prow "DEL wall" 2 1
+    prow "ADD CPU per pod" 3 "$n"
+    prow "DEL CPU per pod" 4 "$n"
+    echo "| $n | | checks | duplicate IPs $dups, failed calls $fails, veths left $leftover, leases left $leases$checks | | | | |"
 done
 echo
 
@@ -226,9 +257,10 @@ for ((i = 0; i < SEQ; i++)); do
 done
 fa=$(median <"$work/floor-add"); fd=$(median <"$work/floor-del")
 oa=$(col 1 "$work/seq-add-ours" | median); od=$(col 1 "$work/seq-del-ours" | median)
+sa=$(col 1 "$work/seq-add-static" | median); sd=$(col 1 "$work/seq-del-static" | median)
 echo "## The floor (\`ip -batch\` on the host and in the pod: veth pair, bridge port, address, route; \`ip link del\`)"
 echo
-echo "| | floor | our chain | chain/floor |"
-echo "|---|---|---|---|"
-printf '| ADD | %s ms | %s ms | %s |\n' "$(ms "$fa")" "$(ms "$oa")" "$(ratio "$oa" "$fa")"
-printf '| DEL | %s ms | %s ms | %s |\n' "$(ms "$fd")" "$(ms "$od")" "$(ratio "$od" "$fd")"
+echo "| | floor | our chain | static chain | ours/floor | static/floor |"
+echo "|---|---|---|---|---|---|"
+printf '| ADD | %s ms | %s ms | %s ms | %s | %s |\n' "$(ms "$fa")" "$(ms "$oa")" "$(ms "$sa")" "$(ratio "$oa" "$fa")" "$(ratio "$sa" "$fa")"
+printf '| DEL | %s ms | %s ms | %s ms | %s | %s |\n' "$(ms "$fd")" "$(ms "$od")" "$(ms "$sd")" "$(ratio "$od" "$fd")" "$(ratio "$sd" "$fd")"

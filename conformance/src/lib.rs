@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod chain;
 pub mod flannel;
+pub mod host_exec;
 pub mod netconf;
 pub mod netns;
 pub mod node;

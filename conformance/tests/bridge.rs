@@ -230,6 +230,11 @@ fn custom_bridge_static_mac_hairpin_and_isolation() {
     assert!(port.contains("master br-test"), "{port}");
     assert!(port.contains("hairpin on"), "{port}");
     assert!(port.contains("isolated on"), "{port}");
+    // One queue each way on both ends, asked for at creation (no shrink under the RTNL lock).
+    let pod_end = pod.ns.sh("ip", &["-d", "link", "show", "eth0"]);
+    for end in [&port, &pod_end] {
+        assert!(end.contains("numtxqueues 1 numrxqueues 1"), "{end}");
+    }
     pod.del(&node, &c);
 }
 

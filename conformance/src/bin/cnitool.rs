@@ -8,71 +8,17 @@
 //! CNI_ARGS, CAP_ARGS (JSON object of capability arguments, e.g. {"portMappings": [...]}),
 //! CNI_CONTAINERID (default `cnitool-<netns file name>`), CNI_CACHE_DIR (default /var/lib/cni).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 
 use cni_common::validate;
-use conformance::chain::{Attachment, Chain, ChainError, Exec};
-use conformance::plugin::Outcome;
+use conformance::chain::{Attachment, Chain, ChainError};
+use conformance::host_exec::HostExec;
 use conformance::{cache, netconf};
 use serde_json::Value;
 
 const USAGE: &str =
     "usage: cnitool add|check|del <network> <netns-path>\n       cnitool gc|status <network>";
-
-/// Runs plugins from CNI_PATH, in cnitool's own network namespace.
-struct HostExec {
-    cni_path: String,
-    args: String,
-}
-
-impl Exec for HostExec {
-    fn exec(
-        &self,
-        plugin: &str,
-        command: &str,
-        att: Option<&Attachment>,
-        stdin: &Value,
-    ) -> Outcome {
-        let dirs = cni_common::env::split_path(&self.cni_path);
-        let failed = |msg: String| Outcome {
-            exit_code: 1,
-            stdout: serde_json::json!({"code": 102, "msg": msg}).to_string(),
-            stderr: String::new(),
-        };
-        let binary = match cni_common::delegate::find(plugin, &dirs) {
-            Ok(b) => b,
-            Err(e) => return failed(e.to_string()),
-        };
-        let mut cmd = Command::new(&binary);
-        cmd.env("CNI_COMMAND", command)
-            .env("CNI_PATH", &self.cni_path)
-            .env("CNI_ARGS", &self.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if let Some(att) = att {
-            cmd.env("CNI_CONTAINERID", &att.container_id)
-                .env("CNI_NETNS", &att.netns)
-                .env("CNI_IFNAME", &att.ifname);
-        }
-        let child = cmd.spawn().and_then(|mut child| {
-            if let Some(mut input) = child.stdin.take() {
-                let _ = input.write_all(stdin.to_string().as_bytes());
-            }
-            child.wait_with_output()
-        });
-        match child {
-            Ok(out) => Outcome {
-                exit_code: out.status.code().unwrap_or(-1),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::new(),
-            },
-            Err(e) => failed(format!("failed to run {}: {e}", binary.display())),
-        }
-    }
-}
 
 fn env_or(key: &str, default: &str) -> String {
     std::env::var(key)
@@ -136,11 +82,8 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         None => Value::Object(Default::default()),
     };
-    let exec = HostExec {
-        cni_path: env_or("CNI_PATH", ""),
-        args: env_or("CNI_ARGS", ""),
-    };
-    if exec.cni_path.is_empty() {
+    let exec = HostExec::new(&env_or("CNI_PATH", ""), &env_or("CNI_ARGS", ""));
+    if exec.cni_path().is_empty() {
         return Err(
             "CNI_PATH is not set: point it at the plugin directory (e.g. /opt/cni/bin)".into(),
         );

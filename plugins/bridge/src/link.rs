@@ -150,6 +150,13 @@ pub fn add_veth(
     peer_msg.attributes.push(LinkAttribute::NetNsFd(host_ns));
     let mut m = LinkMessage::default();
     m.attributes.push(LinkAttribute::IfName(ifname.to_owned()));
+    // One queue each way, as the kernel ends up with anyway: asked for explicitly, the kernel
+    // allocates one instead of one per CPU and then shrinking to one, which waits for an RCU
+    // grace period while holding the RTNL lock (every other pod's ADD waits with it).
+    for msg in [&mut m, &mut peer_msg] {
+        msg.attributes.push(LinkAttribute::NumTxQueues(1));
+        msg.attributes.push(LinkAttribute::NumRxQueues(1));
+    }
     if let Some(mtu) = mtu {
         peer_msg.attributes.push(LinkAttribute::Mtu(mtu));
         m.attributes.push(LinkAttribute::Mtu(mtu));

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::fsutil::write_file;
+use crate::fsutil::overwrite_file;
 
 const OWNERS: &str = "owners";
 const STATE: &str = "state";
@@ -202,12 +202,12 @@ impl OwnerIndex {
                 for e in &bucket.entries {
                     text.push_str(&format!("{} {} {}\n", e.id, e.leaf, e.ip));
                 }
-                write_file(&self.bucket_path(*key), text.as_bytes())?;
+                overwrite_file(&self.bucket_path(*key), text.as_bytes())?;
             }
         }
-        self.state.set_len(0)?;
         self.state.seek(SeekFrom::Start(0))?;
         self.state.write_all(fingerprint.as_bytes())?;
+        self.state.set_len(fingerprint.len() as u64)?;
         self.dirty = false;
         self.saved = fingerprint.as_bytes().to_vec();
         for bucket in self.buckets.values_mut() {

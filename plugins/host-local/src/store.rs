@@ -26,7 +26,7 @@ use cni_common::validate;
 
 use crate::allocator::{Leases, Owner};
 use crate::error::HostLocalError;
-use crate::fsutil::{remove_if_exists, write_file};
+use crate::fsutil::{overwrite_file, remove_if_exists, write_file};
 use crate::index::{Entry, LEGACY, OwnerIndex};
 
 const LOCK: &str = "lock";
@@ -328,11 +328,11 @@ impl Leases for DiskStore {
         self.begin_change()?;
         let path = self.dir.join(ip.to_string());
         let tmp = self.dir.join(TMP);
-        let file = write_file(&tmp, lease_bytes(owner).as_bytes())
+        // Linked into place only once written, so no reader ever sees it empty or half
+        // written. Not synced (nor is the Go plugin's): a sync only matters after a power
+        // loss, which no container survives, and an empty lease left by one is reclaimed.
+        write_file(&tmp, lease_bytes(owner).as_bytes())
             .map_err(|e| self.err("cannot write lease", &tmp, e))?;
-        file.sync_data()
-            .map_err(|e| self.err("cannot sync lease", &tmp, e))?;
-        drop(file);
         let mut linked = fs::hard_link(&tmp, &path);
         if matches!(&linked, Err(e) if e.kind() == ErrorKind::AlreadyExists)
             && self.lease_owner(ip) == Some(LeaseOwner::Empty)
@@ -355,7 +355,7 @@ impl Leases for DiskStore {
             })
             .map_err(|e| self.index_err(e))?;
         let last = self.dir.join(format!("{LAST_RESERVED}{set}"));
-        write_file(&last, ip.to_string().as_bytes())
+        overwrite_file(&last, ip.to_string().as_bytes())
             .map_err(|e| self.err("cannot write", &last, e))?;
         Ok(true)
     }
