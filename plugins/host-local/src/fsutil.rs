@@ -1,7 +1,7 @@
 //! File helpers shared by the lease store and the owner index.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, ErrorKind, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -27,6 +27,12 @@ pub fn overwrite_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .truncate(false)
         .mode(0o600)
         .open(path)?;
+    rewrite(&mut f, bytes)
+}
+
+/// Puts `bytes` at the start of the open file `f`, then cuts it to their length.
+pub fn rewrite(f: &mut File, bytes: &[u8]) -> io::Result<()> {
+    f.seek(SeekFrom::Start(0))?;
     f.write_all(bytes)?;
     f.set_len(bytes.len() as u64)
 }

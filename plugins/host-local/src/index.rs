@@ -14,12 +14,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{self, ErrorKind, Read};
 use std::net::IpAddr;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::fsutil::overwrite_file;
+use crate::fsutil::{overwrite_file, rewrite};
 
 const OWNERS: &str = "owners";
 const STATE: &str = "state";
@@ -205,9 +205,7 @@ impl OwnerIndex {
                 overwrite_file(&self.bucket_path(*key), text.as_bytes())?;
             }
         }
-        self.state.seek(SeekFrom::Start(0))?;
-        self.state.write_all(fingerprint.as_bytes())?;
-        self.state.set_len(fingerprint.len() as u64)?;
+        rewrite(&mut self.state, fingerprint.as_bytes())?;
         self.dirty = false;
         self.saved = fingerprint.as_bytes().to_vec();
         for bucket in self.buckets.values_mut() {
