@@ -12,6 +12,7 @@ use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::error::CniError;
+use crate::gojson;
 use crate::result::{CniResult, Dns};
 use crate::validate;
 use crate::version::Version;
@@ -24,43 +25,50 @@ pub struct NetConf {
     pub version: Version,
     pub name: String,
     pub plugin_type: String,
-    pub cni_versions: Vec<String>,
-    pub ip_masq: bool,
     /// `ipam.type`, when an `ipam` object is present.
     pub ipam_type: Option<String>,
     pub dns: Option<Dns>,
-    pub args: Option<Value>,
-    pub runtime_config: Map<String, Value>,
-    pub capabilities: Map<String, Value>,
     pub prev_result: Option<Value>,
     object: Map<String, Value>,
     raw: Vec<u8>,
 }
 
-/// The common keys, as they appear on the wire.
+/// How strictly the common keys are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strictness {
+    /// Every common key must have its type, as the Go library requires (ADD, CHECK, ...).
+    Strict,
+    /// Only `cniVersion`, `name` and `type` must: a DEL whose other keys are broken still runs,
+    /// because a runtime retries a failed DEL forever and skips the plugins after it.
+    ForDel,
+}
+
+/// The common keys, matched as Go matches them ([`gojson`]). Beyond the three the suite
+/// cannot do without, each is typed on its own in [`NetConf::parse_with`], so that a DEL can
+/// ignore one that is broken.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Common {
     #[serde(default)]
     cni_version: Option<String>,
     #[serde(default)]
-    cni_versions: Vec<String>,
-    #[serde(default)]
     name: Option<String>,
     #[serde(rename = "type", default)]
     plugin_type: Option<String>,
     #[serde(default)]
-    ip_masq: Option<bool>,
+    cni_versions: Option<Value>,
     #[serde(default)]
-    ipam: Option<IpamType>,
+    ip_masq: Option<Value>,
     #[serde(default)]
-    dns: Option<Dns>,
+    ipam: Option<Value>,
+    #[serde(default)]
+    dns: Option<Value>,
     #[serde(default)]
     args: Option<Value>,
     #[serde(default)]
-    runtime_config: Option<Map<String, Value>>,
+    runtime_config: Option<Value>,
     #[serde(default)]
-    capabilities: Option<Map<String, Value>>,
+    capabilities: Option<Value>,
     #[serde(default)]
     prev_result: Option<Value>,
 }
@@ -69,6 +77,26 @@ struct Common {
 struct IpamType {
     #[serde(rename = "type", default)]
     ipam_type: Option<String>,
+}
+
+/// Types one common key: an error when strict, `None` (and a debug line) for a DEL.
+fn typed<T: DeserializeOwned>(
+    key: &str,
+    value: Option<Value>,
+    strictness: Strictness,
+) -> Result<Option<T>, CniError> {
+    let Some(value) = value else { return Ok(None) };
+    match gojson::from_value::<T>(&value) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if strictness == Strictness::ForDel => {
+            crate::debug_log!("DEL ignores the unreadable key {key}: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(CniError::decode(
+            format!("error unmarshall network config: {key}: {e}"),
+            "",
+        )),
+    }
 }
 
 /// Walks a JSON document and fails on the first object with a repeated key: two `name` or
@@ -139,6 +167,12 @@ impl NetConf {
     /// Parses and validates stdin: JSON object (code 6), typed common keys (code 6), a valid
     /// network name (code 7) and a supported `cniVersion` (code 1).
     pub fn parse(raw: &[u8]) -> Result<NetConf, CniError> {
+        Self::parse_with(raw, Strictness::Strict)
+    }
+
+    /// [`NetConf::parse`], with the common keys beyond `cniVersion`, `name` and `type` read as
+    /// `strictness` says.
+    pub fn parse_with(raw: &[u8], strictness: Strictness) -> Result<NetConf, CniError> {
         if raw.len() > MAX_CONFIG_BYTES {
             return Err(CniError::decode(
                 "error unmarshall network config: config is too large",
@@ -155,23 +189,26 @@ impl NetConf {
                 "",
             ));
         };
-        let common = Common::deserialize(&Value::Object(object.clone()))
+        let common = gojson::from_slice::<Common>(raw)
             .map_err(|e| CniError::decode(format!("error unmarshall network config: {e}"), ""))?;
         let name = common.name.unwrap_or_default();
         validate::network_name(&name)?;
         let version = Version::parse(common.cni_version.as_deref().unwrap_or(""))?;
+        // Typed only to refuse what the Go library refuses; no plugin reads them from here.
+        typed::<Vec<String>>("cniVersions", common.cni_versions, strictness)?;
+        typed::<bool>("ipMasq", common.ip_masq, strictness)?;
+        typed::<Value>("args", common.args, strictness)?;
+        typed::<Map<String, Value>>("runtimeConfig", common.runtime_config, strictness)?;
+        typed::<Map<String, Value>>("capabilities", common.capabilities, strictness)?;
+        let ipam = typed::<IpamType>("ipam", common.ipam, strictness)?;
         Ok(NetConf {
             version,
             name,
             plugin_type: common.plugin_type.unwrap_or_default(),
-            cni_versions: common.cni_versions,
-            ip_masq: common.ip_masq.unwrap_or(false),
-            ipam_type: common.ipam.map(|i| i.ipam_type.unwrap_or_default()),
-            dns: common.dns,
-            args: common.args,
-            runtime_config: common.runtime_config.unwrap_or_default(),
-            capabilities: common.capabilities.unwrap_or_default(),
-            prev_result: common.prev_result.filter(|v| !v.is_null()),
+            ipam_type: ipam.map(|i| i.ipam_type.unwrap_or_default()),
+            dns: typed("dns", common.dns, strictness)?,
+            prev_result: typed::<Map<String, Value>>("prevResult", common.prev_result, strictness)?
+                .map(Value::Object),
             object,
             raw: raw.to_vec(),
         })
@@ -187,9 +224,10 @@ impl NetConf {
         &self.object
     }
 
-    /// The plugin's own view of the config (all keys, typed by the plugin).
+    /// The plugin's own view of the config (all keys, typed by the plugin), decoded as Go
+    /// decodes it ([`gojson`]).
     pub fn plugin_config<T: DeserializeOwned>(&self) -> Result<T, CniError> {
-        T::deserialize(&Value::Object(self.object.clone()))
+        gojson::from_slice::<T>(&self.raw)
             .map_err(|e| CniError::invalid_config(format!("invalid network config: {e}"), ""))
     }
 
@@ -207,17 +245,26 @@ impl NetConf {
     /// The GC request's valid attachments (`cni.dev/valid-attachments`, or the pre-rename
     /// `cni.dev/attachments`). `None` when the request names none.
     pub fn valid_attachments(&self) -> Result<Option<Vec<Attachment>>, CniError> {
-        let value = self
-            .object
-            .get("cni.dev/valid-attachments")
-            .or_else(|| self.object.get("cni.dev/attachments"));
-        match value {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => Vec::<Attachment>::deserialize(v).map(Some).map_err(|e| {
-                CniError::invalid_config(format!("invalid cni.dev/valid-attachments: {e}"), "")
-            }),
-        }
+        let gc: GcKeys = self.plugin_config().map_err(|e| {
+            CniError::invalid_config(
+                format!(
+                    "invalid cni.dev/valid-attachments: {}",
+                    e.to_string().trim_start_matches("invalid network config: ")
+                ),
+                "",
+            )
+        })?;
+        Ok(gc.valid.or(gc.old))
     }
+}
+
+/// The keys of a GC request.
+#[derive(Deserialize)]
+struct GcKeys {
+    #[serde(default, rename = "cni.dev/valid-attachments")]
+    valid: Option<Vec<Attachment>>,
+    #[serde(default, rename = "cni.dev/attachments")]
+    old: Option<Vec<Attachment>>,
 }
 
 #[cfg(test)]
@@ -240,9 +287,8 @@ mod tests {
         assert_eq!(c.version, Version::V1_0_0);
         assert_eq!(c.name, "net1");
         assert_eq!(c.plugin_type, "bridge");
-        assert!(c.ip_masq);
         assert_eq!(c.ipam_type.as_deref(), Some("host-local"));
-        assert!(c.capabilities.contains_key("portMappings"));
+        assert_eq!(c.object()["capabilities"]["portMappings"], true);
         assert_eq!(c.object()["extra"]["x"], 1);
         assert!(c.raw().starts_with(b"{\"cniVersion\""));
     }
@@ -305,5 +351,44 @@ mod tests {
         assert_eq!(old.valid_attachments().unwrap(), Some(vec![]));
         let none = parse(r#"{"cniVersion":"1.1.0","name":"n"}"#).unwrap();
         assert_eq!(none.valid_attachments().unwrap(), None);
+    }
+
+    #[test]
+    fn common_keys_in_any_case() {
+        let c = parse(
+            r#"{"CNIVersion":"1.0.0","Name":"net1","Type":"bridge","IPAM":{"Type":"host-local"},
+                "DNS":{"Nameservers":["10.0.0.10"]},"PrevResult":{"cniVersion":"1.0.0","ips":[]}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.version, Version::V1_0_0);
+        assert_eq!(c.name, "net1");
+        assert_eq!(c.plugin_type, "bridge");
+        assert_eq!(c.ipam_type.as_deref(), Some("host-local"));
+        assert_eq!(c.dns.unwrap().nameservers, ["10.0.0.10"]);
+        assert!(c.prev_result.is_some());
+    }
+
+    #[test]
+    fn del_reads_past_broken_common_keys() {
+        let broken = br#"{"cniVersion":"1.0.0","name":"n","ipMasq":"yes","runtimeConfig":[1],
+            "capabilities":3,"dns":"x","ipam":{"type":5},"prevResult":7}"#;
+        assert_eq!(
+            parse(std::str::from_utf8(broken).unwrap())
+                .unwrap_err()
+                .code(),
+            6
+        );
+        let c = NetConf::parse_with(broken, Strictness::ForDel).unwrap();
+        assert_eq!(c.name, "n");
+        assert_eq!((c.ipam_type, c.dns, c.prev_result), (None, None, None));
+        // The three keys every plugin needs stay strict.
+        let code = |s: &[u8]| {
+            NetConf::parse_with(s, Strictness::ForDel)
+                .unwrap_err()
+                .code()
+        };
+        assert_eq!(code(br#"{"cniVersion":"1.0.0","name":7}"#), 6);
+        assert_eq!(code(br#"{"cniVersion":"1.0.0"}"#), 7);
+        assert_eq!(code(br#"{"cniVersion":"1.0.0","name":"n","name":"m"}"#), 6);
     }
 }

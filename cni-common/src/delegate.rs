@@ -138,7 +138,7 @@ struct WireError {
 }
 
 fn delegate_error(name: &str, output: &std::process::Output) -> CniError {
-    match serde_json::from_slice::<WireError>(&output.stdout) {
+    match crate::gojson::from_slice::<WireError>(&output.stdout) {
         Ok(e) => CniError::Delegated {
             code: e.code,
             msg: e.msg,

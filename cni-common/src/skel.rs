@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use crate::config::{MAX_CONFIG_BYTES, NetConf};
+use crate::config::{MAX_CONFIG_BYTES, NetConf, Strictness};
 use crate::env::{Command, Environment};
 use crate::error::CniError;
 use crate::netns::Netns;
@@ -116,13 +116,16 @@ pub fn run(
 
 fn dispatch(plugin: &dyn Plugin, env: Environment, stdin: impl Read) -> Result<String, CniError> {
     let raw = read_stdin(stdin)?;
-    let config = NetConf::parse(&raw)?;
+    let strictness = if env.command == Command::Del {
+        Strictness::ForDel
+    } else {
+        Strictness::Strict
+    };
+    let config = NetConf::parse_with(&raw, strictness)?;
     let log_path = std::env::var_os(crate::log::ENV)
         .map(std::path::PathBuf::from)
         .or_else(|| {
-            config
-                .object()
-                .get("debugLog")
+            crate::gojson::get(config.object(), "debugLog")
                 .and_then(|v| v.as_str())
                 .map(std::path::PathBuf::from)
         });

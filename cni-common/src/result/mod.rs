@@ -141,7 +141,10 @@ impl CniResult {
     /// Parses a result printed in any version. The result's own `cniVersion` decides its shape;
     /// `fallback` is used when it has none (as libcni does).
     pub fn decode(value: &Value, fallback: Version) -> Result<CniResult, CniError> {
-        let version = match value.get("cniVersion") {
+        let version = match value
+            .as_object()
+            .and_then(|o| crate::gojson::get(o, "cniVersion"))
+        {
             None | Some(Value::Null) => fallback,
             Some(Value::String(s)) => Version::parse(s)?,
             Some(other) => {
@@ -155,16 +158,16 @@ impl CniResult {
             CniError::decode(format!("cannot parse {version} result"), e.to_string())
         };
         match version.result_shape() {
-            ResultShape::V100 => CniResult::deserialize(value).map_err(bad),
-            ResultShape::V040 => v040::Result040::deserialize(value)
+            ResultShape::V100 => crate::gojson::from_value::<CniResult>(value).map_err(bad),
+            ResultShape::V040 => crate::gojson::from_value::<v040::Result040>(value)
                 .map(v040::Result040::into_result)
                 .map_err(bad),
             // The Go loopback labels 1.x-shaped results with an old version; runtimes read
             // them leniently, and so do we.
-            ResultShape::Legacy if value.get("ip4").is_none() && value.get("ip6").is_none() => {
-                CniResult::deserialize(value).map_err(bad)
+            ResultShape::Legacy if !has_key(value, "ip4") && !has_key(value, "ip6") => {
+                crate::gojson::from_value::<CniResult>(value).map_err(bad)
             }
-            ResultShape::Legacy => legacy::Result020::deserialize(value)
+            ResultShape::Legacy => crate::gojson::from_value::<legacy::Result020>(value)
                 .map(legacy::Result020::into_result)
                 .map_err(bad),
         }
@@ -176,6 +179,13 @@ impl CniResult {
             .map_err(|e| CniError::decode("cannot parse result JSON", e.to_string()))?;
         Self::decode(&value, fallback)
     }
+}
+
+fn has_key(value: &Value, key: &str) -> bool {
+    value
+        .as_object()
+        .and_then(|o| crate::gojson::get(o, key))
+        .is_some()
 }
 
 #[cfg(test)]

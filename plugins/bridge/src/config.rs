@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use cni_common::result::Dns;
 use cni_common::{NetConf, validate};
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::error::BridgeError;
 
@@ -77,8 +76,6 @@ struct Wire {
     disable_container_interface: bool,
     #[serde(default)]
     port_isolation: bool,
-    #[serde(default)]
-    ipam: Option<Value>,
     #[serde(default)]
     args: Option<WireArgs>,
     #[serde(default)]
@@ -217,13 +214,7 @@ impl BridgeConf {
                 "cannot set hairpin mode and promiscuous mode at the same time",
             ));
         }
-        let ipam_type = wire
-            .ipam
-            .as_ref()
-            .and_then(|i| i.get("type"))
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned);
+        let ipam_type = conf.ipam_type.clone().filter(|t| !t.is_empty());
         if wire.disable_container_interface && ipam_type.is_some() {
             return Err(config_err(
                 "cannot use IPAM when DisableContainerInterface flag is set",
@@ -263,6 +254,37 @@ impl BridgeConf {
             ipam_type,
             dns: conf.dns.clone().filter(|d| !d.is_empty()),
             mac,
+        })
+    }
+
+    /// The config for DEL, which must not get stuck on it: when the bridge keys no longer
+    /// load (a MAC or VLAN a runtime sent that we cannot read, a key of the wrong type), DEL
+    /// still removes what the attachment has. Our firewall chains are found by name, so both
+    /// kinds are removed whether or not the ADD made them; IPAM is still asked to release.
+    pub fn load_for_del(conf: &NetConf, cni_args: &str) -> BridgeConf {
+        Self::load(conf, cni_args).unwrap_or_else(|e| {
+            cni_common::debug_log!("DEL with an unreadable config ({e}): removing by name");
+            BridgeConf {
+                network: conf.name.clone(),
+                bridge: DEFAULT_BRIDGE.to_owned(),
+                is_gateway: false,
+                is_default_gateway: false,
+                force_address: false,
+                ip_masq: true,
+                mtu: None,
+                hairpin: false,
+                promisc: false,
+                vlan: 0,
+                vlan_trunk: Vec::new(),
+                preserve_default_vlan: true,
+                enable_dad: false,
+                mac_spoof_check: true,
+                disable_container_interface: false,
+                port_isolation: false,
+                ipam_type: conf.ipam_type.clone().filter(|t| !t.is_empty()),
+                dns: None,
+                mac: None,
+            }
         })
     }
 
@@ -379,5 +401,41 @@ mod tests {
         .unwrap();
         assert_eq!(c.vlan_trunk, [10, 11, 12, 30]);
         assert!(c.uses_vlans());
+    }
+
+    #[test]
+    fn keys_in_any_case_as_go_reads_them() {
+        let c = load(
+            r#"{"cniVersion":"1.0.0","name":"n","type":"bridge","Bridge":"br9","IsGateway":true,
+                "IPMasq":true,"MTU":1400,"HairpinMode":true,"IPAM":{"Type":"host-local"},
+                "RuntimeConfig":{"Mac":"0a:00:00:00:00:01"}}"#,
+            "",
+        )
+        .unwrap();
+        assert_eq!(c.bridge, "br9");
+        assert!(c.is_gateway && c.ip_masq && c.hairpin);
+        assert_eq!(c.mtu, Some(1400));
+        assert_eq!(c.ipam_type.as_deref(), Some("host-local"));
+        assert_eq!(c.mac, Some([10, 0, 0, 0, 0, 1]));
+    }
+
+    #[test]
+    fn del_gets_by_with_an_unreadable_config() {
+        let conf = NetConf::parse_with(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"bridge","ipam":{"type":"host-local"},
+                 "runtimeConfig":{"mac":7},"vlan":"x"}"#,
+            cni_common::config::Strictness::ForDel,
+        )
+        .unwrap();
+        assert!(BridgeConf::load(&conf, "").is_err());
+        let c = BridgeConf::load_for_del(&conf, "");
+        assert_eq!(c.network, "n");
+        assert_eq!(c.ipam_type.as_deref(), Some("host-local"));
+        assert!(
+            c.ip_masq && c.mac_spoof_check,
+            "both kinds of chains are removed by name"
+        );
+        let good = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#).unwrap();
+        assert!(!BridgeConf::load_for_del(&good, "").ip_masq);
     }
 }

@@ -20,7 +20,7 @@ use crate::link;
 /// a veth waits out an RCU grace period in the kernel (most of a DEL), and the other two steps
 /// do not depend on it. All three are attempted; the first error in that order is reported.
 pub fn del(inv: &Invocation) -> Result<(), BridgeError> {
-    let conf = BridgeConf::load(&inv.config, &inv.env.args)?;
+    let conf = BridgeConf::load_for_del(&inv.config, &inv.env.args);
     std::thread::scope(|s| {
         let interface = s.spawn(|| del_interface(inv));
         let firewall = if conf.ip_masq || conf.mac_spoof_check {

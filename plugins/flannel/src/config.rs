@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use cni_common::NetConf;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::FlannelError;
@@ -28,8 +29,33 @@ fn err(msg: impl Into<String>) -> FlannelError {
     FlannelError::Config(msg.into())
 }
 
-fn path_key(conf: &Map<String, Value>, key: &str, default: &str) -> Result<PathBuf, FlannelError> {
-    match conf.get(key) {
+/// flannel's keys as the Go plugin's struct declares them; decoded as Go decodes it (a
+/// `"SubnetFile"` is `subnetFile`). The values stay untyped here so that a wrong type gets
+/// the reference's message below. `delegate` and `ipam` are maps in Go too: their own keys
+/// are kept as written.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Wire {
+    #[serde(default)]
+    cni_version: Option<Value>,
+    #[serde(default)]
+    subnet_file: Option<Value>,
+    #[serde(default)]
+    data_dir: Option<Value>,
+    #[serde(default)]
+    delegate: Option<Value>,
+    #[serde(default)]
+    ipam: Option<Value>,
+    #[serde(default)]
+    runtime_config: Option<Value>,
+    #[serde(default)]
+    hairpin_mode: Option<Value>,
+    #[serde(default)]
+    is_default_gateway: Option<Value>,
+}
+
+fn path_key(value: Option<&Value>, key: &str, default: &str) -> Result<PathBuf, FlannelError> {
+    match value {
         None | Some(Value::Null) => Ok(PathBuf::from(default)),
         Some(Value::String(s)) if s.is_empty() => Ok(PathBuf::from(default)),
         Some(Value::String(s)) if s.starts_with('/') && !s.contains('\0') => Ok(PathBuf::from(s)),
@@ -37,18 +63,18 @@ fn path_key(conf: &Map<String, Value>, key: &str, default: &str) -> Result<PathB
     }
 }
 
-fn object(conf: &Map<String, Value>, key: &str) -> Result<Map<String, Value>, FlannelError> {
-    match conf.get(key) {
+fn object(value: Option<Value>, key: &str) -> Result<Map<String, Value>, FlannelError> {
+    match value {
         None | Some(Value::Null) => Ok(Map::new()),
-        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(Value::Object(m)) => Ok(m),
         Some(other) => Err(err(format!("'{key}' must be a dictionary, not {other}"))),
     }
 }
 
 impl FlannelConf {
     pub fn load(conf: &NetConf) -> Result<FlannelConf, FlannelError> {
-        let obj = conf.object();
-        let mut delegate = object(obj, "delegate")?;
+        let wire: Wire = conf.plugin_config().map_err(|e| err(e.to_string()))?;
+        let mut delegate = object(wire.delegate, "delegate")?;
         for key in ["name", "ipam"] {
             if delegate.contains_key(key) {
                 return Err(err(format!(
@@ -64,25 +90,51 @@ impl FlannelConf {
             ));
         }
         // Older configs put these next to `delegate`; the delegate's own value wins.
-        for key in ["hairpinMode", "isDefaultGateway"] {
-            if let Some(v) = obj.get(key)
+        for (key, value) in [
+            ("hairpinMode", wire.hairpin_mode),
+            ("isDefaultGateway", wire.is_default_gateway),
+        ] {
+            if let Some(v) = value
                 && !delegate.contains_key(key)
             {
-                delegate.insert(key.to_owned(), v.clone());
+                delegate.insert(key.to_owned(), v);
             }
         }
         Ok(FlannelConf {
             network: conf.name.clone(),
-            cni_version: obj
-                .get("cniVersion")
+            cni_version: wire
+                .cni_version
+                .as_ref()
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned(),
-            subnet_file: path_key(obj, "subnetFile", DEFAULT_SUBNET_FILE)?,
-            data_dir: path_key(obj, "dataDir", DEFAULT_DATA_DIR)?,
+            subnet_file: path_key(wire.subnet_file.as_ref(), "subnetFile", DEFAULT_SUBNET_FILE)?,
+            data_dir: path_key(wire.data_dir.as_ref(), "dataDir", DEFAULT_DATA_DIR)?,
             delegate,
-            ipam: object(obj, "ipam")?,
-            runtime_config: obj.get("runtimeConfig").filter(|v| !v.is_null()).cloned(),
+            ipam: object(wire.ipam, "ipam")?,
+            runtime_config: wire.runtime_config,
+        })
+    }
+
+    /// The config for DEL, which must not get stuck on it: when flannel's keys no longer load,
+    /// the saved delegate config is still found by container ID (in `dataDir` if that one
+    /// key is usable, else the default) and DEL goes on with it.
+    pub fn load_for_del(conf: &NetConf) -> FlannelConf {
+        Self::load(conf).unwrap_or_else(|e| {
+            cni_common::debug_log!("DEL with an unreadable config ({e}): saved config by ID");
+            let key = |k: &str, default: &str| {
+                path_key(cni_common::gojson::get(conf.object(), k), k, default)
+                    .unwrap_or_else(|_| PathBuf::from(default))
+            };
+            FlannelConf {
+                network: conf.name.clone(),
+                cni_version: conf.version.to_string(),
+                subnet_file: key("subnetFile", DEFAULT_SUBNET_FILE),
+                data_dir: key("dataDir", DEFAULT_DATA_DIR),
+                delegate: Map::new(),
+                ipam: Map::new(),
+                runtime_config: None,
+            }
         })
     }
 
@@ -198,5 +250,34 @@ mod tests {
         assert_eq!(d["ipMasq"], json!(true));
         assert_eq!(d["runtimeConfig"], json!({"portMappings": []}));
         assert_eq!(d["ipam"]["routes"], json!([{"dst": "10.1.0.0/16"}]));
+    }
+
+    #[test]
+    fn keys_in_any_case_as_go_reads_them() {
+        let c = load(
+            r#"{"cniVersion":"0.3.1","name":"cbr0","type":"flannel","SubnetFile":"/s/subnet.env",
+                "DataDir":"/d","Delegate":{"hairpinMode":true},"IPAM":{"dataDir":"/i"},
+                "RuntimeConfig":{"portMappings":[]}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.subnet_file, PathBuf::from("/s/subnet.env"));
+        assert_eq!(c.data_dir, PathBuf::from("/d"));
+        assert_eq!(c.delegate["hairpinMode"], true);
+        assert_eq!(c.ipam["dataDir"], "/i");
+        assert!(c.runtime_config.is_some());
+    }
+
+    #[test]
+    fn del_gets_by_with_an_unreadable_config() {
+        let conf = NetConf::parse_with(
+            br#"{"cniVersion":"1.0.0","name":"cbr0","type":"flannel","dataDir":"/d",
+                 "delegate":"nope","subnetFile":5}"#,
+            cni_common::config::Strictness::ForDel,
+        )
+        .unwrap();
+        assert!(FlannelConf::load(&conf).is_err());
+        let c = FlannelConf::load_for_del(&conf);
+        assert_eq!(c.data_dir, PathBuf::from("/d"));
+        assert_eq!(c.subnet_file, PathBuf::from(DEFAULT_SUBNET_FILE));
     }
 }

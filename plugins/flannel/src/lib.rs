@@ -24,7 +24,7 @@ fn to_bytes(map: &Map<String, Value>) -> Vec<u8> {
 }
 
 fn delegate_version(map: &Map<String, Value>) -> Version {
-    map.get("cniVersion")
+    cni_common::gojson::get(map, "cniVersion")
         .and_then(Value::as_str)
         .and_then(|v| Version::parse(v).ok())
         .unwrap_or(Version::DEFAULT)
@@ -55,7 +55,7 @@ fn add(inv: &Invocation) -> Result<CniResult, FlannelError> {
 }
 
 fn del(inv: &Invocation) -> Result<(), FlannelError> {
-    let conf = FlannelConf::load(&inv.config)?;
+    let conf = FlannelConf::load_for_del(&inv.config);
     let id = inv.container_id();
     let Some(bytes) = saved::read(&conf.data_dir, id)? else {
         // A temp file of an ADD killed before it saved.
@@ -107,7 +107,7 @@ fn check(inv: &Invocation) -> Result<(), FlannelError> {
     })?;
     let mut delegate: Map<String, Value> = serde_json::from_slice(&bytes)
         .map_err(|e| FlannelError::State(format!("saved delegate config is not JSON: {e}")))?;
-    if let Some(prev) = inv.config.object().get("prevResult") {
+    if let Some(prev) = &inv.config.prev_result {
         delegate.insert("prevResult".into(), prev.clone());
     }
     let kind = FlannelConf::delegate_type(&delegate).to_owned();
@@ -138,7 +138,9 @@ fn gc(inv: &Invocation) -> Result<(), FlannelError> {
         Err(_) => saved_configs.first().map(|(_, map)| map.clone()),
     };
     if let Some(d) = delegate.as_mut() {
-        if let Some(list) = inv.config.object().get("cni.dev/valid-attachments") {
+        if let Some(list) =
+            cni_common::gojson::get(inv.config.object(), "cni.dev/valid-attachments")
+        {
             d.insert("cni.dev/valid-attachments".into(), list.clone());
         }
         d.insert(

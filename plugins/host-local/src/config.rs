@@ -40,8 +40,16 @@ struct Wire {
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct WireIpam {
-    #[serde(flatten)]
-    single: WireRange,
+    // The legacy single range's keys sit in `ipam` itself. Spelt out rather than flattened:
+    // serde's flatten buffers the object and would match these keys exactly, not as Go does.
+    #[serde(default)]
+    subnet: Option<String>,
+    #[serde(default)]
+    range_start: Option<IpAddr>,
+    #[serde(default)]
+    range_end: Option<IpAddr>,
+    #[serde(default)]
+    gateway: Option<IpAddr>,
     #[serde(default)]
     ranges: Vec<Vec<WireRange>>,
     #[serde(default)]
@@ -132,11 +140,27 @@ impl IpamConfig {
     }
 
     /// Loads what DEL needs (network, data dir) even when the ranges no longer validate:
-    /// leases are released by owner, so a config edited since ADD must not strand them.
+    /// leases are released by owner, so a config edited since ADD must not strand them. Nor
+    /// does a key DEL has no use for (requested IPs, runtime ranges, routes, CNI_ARGS) that
+    /// cannot be read: only a missing `ipam` or an unusable `dataDir` stops a release.
     pub fn load_for_release(conf: &NetConf, cni_args: &str) -> Result<IpamConfig, HostLocalError> {
-        let (mut cfg, sets) = Self::load_unchecked(conf, cni_args)?;
-        cfg.range_sets = validate_sets(&sets, conf.version).unwrap_or_default();
-        Ok(cfg)
+        match Self::load_unchecked(conf, cni_args) {
+            Ok((mut cfg, sets)) => {
+                cfg.range_sets = validate_sets(&sets, conf.version).unwrap_or_default();
+                Ok(cfg)
+            }
+            Err(e) => {
+                let data_dir = release_data_dir(conf).ok_or(e)?;
+                Ok(IpamConfig {
+                    network: conf.name.clone(),
+                    data_dir: data_dir?,
+                    range_sets: Vec::new(),
+                    requested: Vec::new(),
+                    routes: Vec::new(),
+                    resolv_conf: None,
+                })
+            }
+        }
     }
 
     fn load_unchecked(
@@ -166,8 +190,13 @@ impl IpamConfig {
 
         // The reference's order: runtime ranges, then the legacy single range, then `ranges`.
         let mut sets = wire.runtime_config.ip_ranges;
-        if ipam.single.subnet.is_some() {
-            sets.push(vec![ipam.single.clone()]);
+        if ipam.subnet.is_some() {
+            sets.push(vec![WireRange {
+                subnet: ipam.subnet,
+                range_start: ipam.range_start,
+                range_end: ipam.range_end,
+                gateway: ipam.gateway,
+            }]);
         }
         sets.extend(ipam.ranges);
 
@@ -214,6 +243,20 @@ impl IpamConfig {
     pub fn index_dir(&self) -> PathBuf {
         self.data_dir.join(INDEX_DIR).join(&self.network)
     }
+}
+
+/// `ipam.dataDir` read on its own, for a DEL whose other keys are unreadable. `None`: no
+/// `ipam` object at all.
+fn release_data_dir(conf: &NetConf) -> Option<Result<PathBuf, HostLocalError>> {
+    let ipam = cni_common::gojson::get(conf.object(), "ipam")?.as_object()?;
+    Some(match cni_common::gojson::get(ipam, "dataDir") {
+        None | Some(serde_json::Value::Null) => Ok(PathBuf::from(DEFAULT_DATA_DIR)),
+        Some(serde_json::Value::String(s)) if s.is_empty() => Ok(PathBuf::from(DEFAULT_DATA_DIR)),
+        Some(serde_json::Value::String(s)) => checked_path("dataDir", s),
+        Some(other) => Err(HostLocalError::Config(format!(
+            "ipam.dataDir must be an absolute path, not {other}"
+        ))),
+    })
 }
 
 fn validate_sets(
@@ -355,5 +398,66 @@ mod tests {
         let c = IpamConfig::load_for_release(&conf, "").unwrap();
         assert!(c.range_sets.is_empty());
         assert_eq!(c.network_dir(), PathBuf::from("/d/n"));
+    }
+
+    #[test]
+    fn keys_in_any_case_as_go_reads_them() {
+        // containerd's ipRanges capability (go-cni's untagged struct) and a hand-written config.
+        let c = load(
+            r#"{"cniVersion":"1.0.0","name":"net","IPAM":{"Type":"host-local","DataDir":"/d",
+                 "Ranges":[[{"Subnet":"10.3.0.0/24","RangeStart":"10.3.0.10","Gateway":"10.3.0.1"}]],
+                 "Routes":[{"Dst":"0.0.0.0/0"}]},
+               "RuntimeConfig":{"IPRanges":[[{"Subnet":"10.99.0.0/24","RangeStart":"10.99.0.5",
+                 "RangeEnd":"10.99.0.9","Gateway":"10.99.0.1"}]],"IPs":["10.99.0.6"]},
+               "Args":{"CNI":{"IPs":["10.3.0.11"]}}}"#,
+            "",
+        )
+        .unwrap();
+        let firsts: Vec<String> = c
+            .range_sets
+            .iter()
+            .map(|s| s.0[0].subnet.to_string())
+            .collect();
+        assert_eq!(firsts, ["10.99.0.0/24", "10.3.0.0/24"]);
+        assert_eq!(c.range_sets[0].0[0].start.to_string(), "10.99.0.5");
+        let req: Vec<String> = c.requested.iter().map(IpAddr::to_string).collect();
+        assert_eq!(req, ["10.3.0.11", "10.99.0.6"]);
+        assert_eq!(c.network_dir(), PathBuf::from("/d/net"));
+        assert_eq!(c.routes.len(), 1);
+        let single = load(
+            r#"{"cniVersion":"1.0.0","name":"n","ipam":{"SUBNET":"10.5.0.0/24","rangeEnd":"10.5.0.20"}}"#,
+            "",
+        )
+        .unwrap();
+        assert_eq!(single.range_sets[0].0[0].end.to_string(), "10.5.0.20");
+    }
+
+    #[test]
+    fn release_gets_by_with_unreadable_keys() {
+        let conf = |json: &str| {
+            NetConf::parse_with(json.as_bytes(), cni_common::config::Strictness::ForDel).unwrap()
+        };
+        let c = IpamConfig::load_for_release(
+            &conf(
+                r#"{"cniVersion":"1.0.0","name":"n","ipam":{"dataDir":"/d","ranges":"x"},
+                    "runtimeConfig":{"ips":5}}"#,
+            ),
+            "K=V",
+        )
+        .unwrap();
+        assert_eq!(c.network_dir(), PathBuf::from("/d/n"));
+        assert!(c.range_sets.is_empty() && c.requested.is_empty());
+        // Without `ipam`, or with a relative dataDir, no ADD ever succeeded: still an error.
+        assert!(
+            IpamConfig::load_for_release(&conf(r#"{"cniVersion":"1.0.0","name":"n"}"#), "")
+                .is_err()
+        );
+        assert!(
+            IpamConfig::load_for_release(
+                &conf(r#"{"cniVersion":"1.0.0","name":"n","ipam":{"dataDir":"rel","ranges":5}}"#),
+                ""
+            )
+            .is_err()
+        );
     }
 }

@@ -85,7 +85,10 @@ struct WireRuntime {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WireMapping {
+    // Missing is 0 in Go, which the range check below then refuses with Go's message.
+    #[serde(default)]
     host_port: i64,
+    #[serde(default)]
     container_port: i64,
     #[serde(default)]
     protocol: String,
@@ -282,6 +285,35 @@ impl PortmapConf {
     }
 }
 
+impl PortmapConf {
+    /// The config for DEL, which must not get stuck on it: when it no longer loads (a runtime
+    /// sent mappings we cannot read, a key of the wrong type), the network (checked by the
+    /// skeleton) and the state dir still say which chains and marker are the attachment's.
+    /// The second value is false then: the mappings are unknown.
+    pub fn load_for_del(conf: &NetConf) -> (PortmapConf, bool) {
+        match Self::load(conf) {
+            Ok(c) => (c, true),
+            Err(e) => {
+                cni_common::debug_log!("DEL with an unreadable config ({e}): removing by name");
+                let state_dir = cni_common::gojson::get(conf.object(), "stateDir")
+                    .and_then(serde_json::Value::as_str)
+                    .filter(|s| Path::new(s).is_absolute() && !s.contains('\0'))
+                    .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), PathBuf::from);
+                let fallback = PortmapConf {
+                    network: conf.name.clone(),
+                    mappings: Vec::new(),
+                    snat: true,
+                    masq_all: false,
+                    conditions_v4: Vec::new(),
+                    conditions_v6: Vec::new(),
+                    state_dir,
+                };
+                (fallback, false)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,5 +391,60 @@ mod tests {
                 .starts_with("unsupported nftables condition \"ct\"")
         );
         assert!(parse_conditions(&toks(&["meta", "mark", "0x4000"]), true).is_ok());
+    }
+
+    #[test]
+    fn containerd_spelling_of_port_mappings() {
+        // What containerd's CRI sends (go-cni's untagged struct), and kubelet's upper case.
+        let c = load(
+            r#","RuntimeConfig":{"portMappings":[
+                {"HostPort":8080,"ContainerPort":80,"Protocol":"tcp","HostIP":""},
+                {"HostPort":5353,"ContainerPort":53,"Protocol":"UDP","HostIP":"127.0.0.1"}]},
+               "StateDir":"/tmp/pm","SNAT":false"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.mappings[0],
+            Mapping {
+                host_port: 8080,
+                container_port: 80,
+                protocol: Protocol::Tcp,
+                host_ip: None,
+            }
+        );
+        assert_eq!(c.mappings[1].protocol, Protocol::Udp);
+        assert_eq!(c.mappings[1].host_ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/pm"));
+        assert!(!c.snat);
+        // A missing port is 0 in Go, refused with Go's message.
+        assert_eq!(
+            msg(r#","runtimeConfig":{"portMappings":[{"ContainerPort":80}]}"#),
+            "Invalid host port number: 0"
+        );
+    }
+
+    #[test]
+    fn del_gets_by_with_an_unreadable_config() {
+        let conf = |extra: &str| {
+            let json = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"portmap"{extra}}}"#);
+            NetConf::parse_with(json.as_bytes(), cni_common::config::Strictness::ForDel).unwrap()
+        };
+        let (c, known) = PortmapConf::load_for_del(&conf(
+            r#","stateDir":"/s","runtimeConfig":{"portMappings":[{"hostPort":"x"}]}"#,
+        ));
+        assert!(!known);
+        assert_eq!(c.state_dir, PathBuf::from("/s"));
+        assert_eq!(c.network, "n");
+        let (c, known) = PortmapConf::load_for_del(&conf(r#","stateDir":7,"masqAll":"yes""#));
+        assert!(!known);
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        let (c, known) = PortmapConf::load_for_del(&conf(
+            r#","runtimeConfig":{"portMappings":[{"HostPort":1,"ContainerPort":2}]}"#,
+        ));
+        assert!(known);
+        assert_eq!(c.mappings.len(), 1);
+        // runtimeConfig that is not even an object: the skeleton lets DEL through too.
+        let (_, known) = PortmapConf::load_for_del(&conf(r#","runtimeConfig":[1]"#));
+        assert!(!known);
     }
 }

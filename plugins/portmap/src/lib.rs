@@ -158,11 +158,12 @@ fn add(inv: &Invocation) -> Result<CniResult, PortmapError> {
 }
 
 fn del(inv: &Invocation) -> Result<(), PortmapError> {
-    let conf = PortmapConf::load(&inv.config)?;
+    let (conf, known) = PortmapConf::load_for_del(&inv.config);
     let t = tag(&conf, inv);
     let mark = marker(&conf, &t);
-    // Rules exist only where ADD left a marker or the runtime re-sent the mappings.
-    if mark.exists() || !conf.mappings.is_empty() {
+    // Rules exist only where ADD left a marker or the runtime re-sent the mappings; with a
+    // config we cannot read, we cannot tell, so the chains go by name either way.
+    if !known || mark.exists() || !conf.mappings.is_empty() {
         cni_nft::apply_teardown(&rules::del_batch(&t), "portmap")?;
         match fs::remove_file(&mark) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
