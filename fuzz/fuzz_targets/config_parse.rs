@@ -4,6 +4,12 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(del) = cni_common::NetConf::parse_with(data, cni_common::config::Strictness::ForDel) {
+        let _ = cni_host_local::config::IpamConfig::load_for_release(&del, "K=V");
+        let _ = cni_bridge::config::BridgeConf::load_for_del(&del, "K=V");
+        let _ = cni_portmap::config::PortmapConf::load_for_del(&del);
+        let _ = cni_flannel::config::FlannelConf::load_for_del(&del);
+    }
     let Ok(conf) = cni_common::NetConf::parse(data) else { return };
     let _ = conf.prev_result();
     let _ = conf.valid_attachments();
