@@ -111,6 +111,15 @@ impl Chain {
             .unwrap_or(&[])
     }
 
+    /// Plugin `index`'s type: libcni reads it through a Go struct, so in any case of `type`.
+    fn plugin_type(&self, index: usize) -> &str {
+        self.plugins()[index]
+            .as_object()
+            .and_then(|p| cni_common::gojson::get(p, "type"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
     /// The request config for plugin `index`, built as libcni builds it.
     pub fn request_config(&self, index: usize, prev_result: Option<&Value>) -> Value {
         let mut conf = self.plugins()[index]
@@ -120,7 +129,10 @@ impl Chain {
         conf.insert("name".into(), self.list["name"].clone());
         conf.insert("cniVersion".into(), self.list["cniVersion"].clone());
         let mut runtime = Map::new();
-        if let Some(caps) = conf.get("capabilities").and_then(Value::as_object) {
+        // libcni reads a plugin's `capabilities` through a Go struct: any case of the key.
+        if let Some(caps) =
+            cni_common::gojson::get(&conf, "capabilities").and_then(Value::as_object)
+        {
             for (cap, enabled) in caps {
                 if let (true, Some(v)) = (enabled == &json!(true), self.capability_args.get(cap)) {
                     runtime.insert(cap.clone(), v.clone());
@@ -144,17 +156,14 @@ impl Chain {
         att: Option<&Attachment>,
         prev: Option<&Value>,
     ) -> Outcome {
-        let plugin_type = self.plugins()[index]["type"].as_str().unwrap_or_default();
+        let plugin_type = self.plugin_type(index);
         exec.exec(plugin_type, command, att, &self.request_config(index, prev))
     }
 
     fn fail(&self, index: usize, outcome: Outcome) -> ChainError {
         ChainError {
             index,
-            plugin: self.plugins()[index]["type"]
-                .as_str()
-                .unwrap_or_default()
-                .into(),
+            plugin: self.plugin_type(index).into(),
             outcome,
         }
     }
@@ -232,7 +241,7 @@ impl Chain {
         for index in 0..self.plugins().len() {
             let mut conf = self.request_config(index, None);
             conf["cni.dev/valid-attachments"] = Value::Array(list.clone());
-            let plugin_type = self.plugins()[index]["type"].as_str().unwrap_or_default();
+            let plugin_type = self.plugin_type(index);
             let out = exec.exec(plugin_type, "GC", None, &conf);
             if !out.success() && first_error.is_none() {
                 first_error = Some(self.fail(index, out));

@@ -33,6 +33,14 @@ impl Node {
         }
     }
 
+    /// A node whose plugins (and `CNI_PATH`) are those in `dir`, e.g. [`GO_PLUGIN_DIR`] to run
+    /// a chain on the Go reference plugins.
+    pub fn with_plugin_dir(dir: &Path) -> Node {
+        let mut node = Node::new();
+        node.plugins = dir.to_owned();
+        node
+    }
+
     /// The host namespace, for inspecting what the plugins did.
     pub fn host(&self) -> &TestNetns {
         &self.host
