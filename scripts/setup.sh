@@ -39,6 +39,43 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The runtimes the conformance tests drive unchanged: containerd 1.6 and ctr
+# (tests/containerd_cri.rs, tests/ctr.rs), podman 4 with its CNI backend (tests/podman.rs),
+# runc (crun refuses hosts with cgroup v1 and v2 side by side), busybox-static (the local
+# images are built from it: there is no registry) and iptables (the Go portmap of the control
+# runs writes its rules with it). Their packages enable and start services (containerd.service,
+# podman.socket and friends); the tests start their own runtimes inside namespaces they
+# create, so a policy-rc.d keeps the services from starting during the install and they are
+# disabled afterwards (a reboot does not start them either).
+runtimes=()
+command -v containerd >/dev/null 2>&1 || runtimes+=(containerd)
+command -v podman >/dev/null 2>&1 || runtimes+=(podman)
+command -v runc >/dev/null 2>&1 || runtimes+=(runc)
+command -v iptables >/dev/null 2>&1 || runtimes+=(iptables)
+dpkg -s busybox-static >/dev/null 2>&1 || runtimes+=(busybox-static)
+if [ "${#runtimes[@]}" -gt 0 ]; then
+    echo "setup: installing ${runtimes[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    own_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
+    installed=0
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${runtimes[@]}" >/dev/null && installed=1
+    [ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d
+    [ "$installed" = 1 ] || { echo "setup: installing ${runtimes[*]} failed" >&2; exit 1; }
+    if command -v systemctl >/dev/null 2>&1; then
+        units=(containerd.service podman.socket podman.service podman-restart.service
+               podman-auto-update.service podman-auto-update.timer)
+        now=()
+        [ -d /run/systemd/system ] && now=(--now)
+        systemctl disable "${now[@]}" "${units[@]}" >/dev/null 2>&1 || true
+    fi
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo not found: install Rust (rustup, stable >= 1.89) first" >&2
     exit 1

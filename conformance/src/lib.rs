@@ -10,6 +10,8 @@
 
 pub mod cache;
 pub mod chain;
+pub mod containerd;
+pub mod cri;
 pub mod flannel;
 pub mod host_exec;
 pub mod netconf;
@@ -18,6 +20,7 @@ pub mod node;
 pub mod normalize;
 pub mod plugin;
 pub mod pod;
+pub mod podman;
 pub mod traffic;
 
 pub use chain::Chain;

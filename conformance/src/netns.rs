@@ -46,6 +46,15 @@ impl TestNetns {
         }
     }
 
+    /// A namespace that exists already (e.g. `/proc/PID/ns/net` of a runtime's sandbox), used
+    /// as it is: dropping the value leaves it alone.
+    pub fn existing(path: &Path) -> TestNetns {
+        TestNetns {
+            path: path.to_owned(),
+            mounted: false,
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
