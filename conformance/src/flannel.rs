@@ -26,6 +26,29 @@ pub fn conflist(node: &Node, version: &str) -> Value {
     list
 }
 
+/// The subnet.env the runtime tests' nodes get: 10.244.1.0/24 of 10.244.0.0/16, vxlan's
+/// MTU, masquerade done by flanneld.
+pub const SUBNET_ENV: &str = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n";
+
+/// kube-flannel's network for the Go plugins, which have no flannel in Debian: the bridge
+/// config flannel delegates for [`SUBNET_ENV`] (masquerade on, as a node without flanneld's
+/// would need), then portmap.
+pub fn go_conflist(node: &Node, version: &str) -> Value {
+    json!({
+        "cniVersion": version,
+        "name": "cbr0",
+        "plugins": [
+            {
+                "type": "bridge", "bridge": "cni0", "isGateway": true, "isDefaultGateway": true,
+                "ipMasq": true, "hairpinMode": true, "mtu": 1450,
+                "ipam": {"type": "host-local", "subnet": "10.244.1.0/24",
+                         "dataDir": node.dir().join("ipam")}
+            },
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    })
+}
+
 pub fn write_subnet_env(node: &Node, text: &str) {
     fs::write(node.dir().join("subnet.env"), text).unwrap();
 }

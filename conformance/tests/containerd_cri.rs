@@ -19,14 +19,12 @@ use std::path::PathBuf;
 
 use conformance::containerd::{self, Call, Containerd, Options, Sandbox};
 use conformance::cri::SANDBOX_READY;
-use conformance::flannel::{conflist, leases, names_in, write_subnet_env};
+use conformance::flannel::{SUBNET_ENV, conflist, go_conflist, leases, names_in, write_subnet_env};
 use conformance::node::GO_PLUGIN_DIR;
 use conformance::traffic::{tcp_get, tcp_server};
 use conformance::{Node, TestNetns, plugin_dir, skip};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-const SUBNET_ENV: &str = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\n\
-                          FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n";
 /// The node's own address (on its link to an "external" namespace).
 const NODE_IP: &str = "198.51.100.1";
 
@@ -36,23 +34,6 @@ enum Plugins {
     Ours,
     /// Debian's Go plugins: bridge + host-local, then portmap.
     Go,
-}
-
-/// The Go control's conflist: what flannel would delegate, written out, then portmap.
-fn go_conflist(node: &Node, version: &str) -> Value {
-    json!({
-        "cniVersion": version,
-        "name": "cbr0",
-        "plugins": [
-            {
-                "type": "bridge", "bridge": "cni0", "isGateway": true, "isDefaultGateway": true,
-                "ipMasq": true, "hairpinMode": true, "mtu": 1450,
-                "ipam": {"type": "host-local", "subnet": "10.244.1.0/24",
-                         "dataDir": node.dir().join("ipam")}
-            },
-            {"type": "portmap", "capabilities": {"portMappings": true}}
-        ]
-    })
 }
 
 fn at(ip: &str, port: u16) -> SocketAddr {

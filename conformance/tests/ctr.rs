@@ -18,29 +18,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use conformance::containerd::{self, BUSYBOX_IMAGE, Containerd, Options};
-use conformance::flannel::{conflist, leases, names_in, write_subnet_env};
+use conformance::flannel::{SUBNET_ENV, conflist, go_conflist, leases, names_in, write_subnet_env};
 use conformance::node::GO_PLUGIN_DIR;
 use conformance::{Node, TestNetns, plugin_dir, skip};
-use serde_json::{Value, json};
-
-const SUBNET_ENV: &str = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\n\
-                          FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n";
-
-fn go_conflist(node: &Node) -> Value {
-    json!({
-        "cniVersion": "1.0.0",
-        "name": "cbr0",
-        "plugins": [
-            {
-                "type": "bridge", "bridge": "cni0", "isGateway": true, "isDefaultGateway": true,
-                "ipMasq": true, "hairpinMode": true, "mtu": 1450,
-                "ipam": {"type": "host-local", "subnet": "10.244.1.0/24",
-                         "dataDir": node.dir().join("ipam")}
-            },
-            {"type": "portmap", "capabilities": {"portMappings": true}}
-        ]
-    })
-}
+use serde_json::Value;
 
 fn ok(out: std::process::Output, what: &str) -> String {
     assert!(
@@ -238,6 +219,6 @@ fn ctr_run_cni_go_bridge_portmap_control() {
         return;
     }
     let node = Node::new();
-    let list = go_conflist(&node);
+    let list = go_conflist(&node, "1.0.0");
     scenario(test, &PathBuf::from(GO_PLUGIN_DIR), list, &node);
 }

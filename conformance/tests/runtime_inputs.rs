@@ -11,14 +11,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use conformance::chain::{Attachment, Exec};
-use conformance::flannel::write_subnet_env;
+use conformance::flannel::{SUBNET_ENV, write_subnet_env};
 use conformance::node::GO_PLUGIN_DIR;
 use conformance::traffic::{tcp_get, tcp_server};
 use conformance::{Chain, Node, Outcome};
 use serde_json::{Value, json};
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/runtime-inputs");
-const SUBNET_ENV: &str = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n";
 
 /// Every case file: `<runtime>/<case>.json` (the runtime folders also keep raw logs in
 /// sub-folders, which are the sources of these cases).
