@@ -344,6 +344,11 @@ fn del_with_unreadable_keys_still_removes_everything() {
         del_step(broken.del(&exec, &att, Some(&result)))
             .unwrap_or_else(|e| panic!("DEL (netns gone: {netns_gone}): {e}"));
         assert_eq!(leases(&node), 0, "lease left");
+        // A deleted namespace takes its veth end along, but in the kernel's own time.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while host_veths(&node) != 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         assert_eq!(host_veths(&node), 0, "veth left");
         assert_eq!(
             count_files(&node.dir().join("flannel")),
