@@ -90,6 +90,23 @@ pub enum CniError {
     },
 }
 
+/// A namespace that cannot be opened or entered (100).
+impl From<node_kernel::NetnsError> for CniError {
+    fn from(e: node_kernel::NetnsError) -> Self {
+        CniError::plugin(code::NAMESPACE, e.to_string(), "")
+    }
+}
+
+/// A kernel request that failed (101), or the namespace it needed (100).
+impl From<node_kernel::KernelError> for CniError {
+    fn from(e: node_kernel::KernelError) -> Self {
+        match e {
+            node_kernel::KernelError::Netns(inner) => inner.into(),
+            other => CniError::plugin(code::NETLINK, other.to_string(), ""),
+        }
+    }
+}
+
 impl CniError {
     pub fn code(&self) -> u32 {
         match self {

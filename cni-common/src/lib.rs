@@ -12,8 +12,6 @@ pub mod error;
 pub mod gojson;
 pub mod json;
 pub mod log;
-pub mod netlink;
-pub mod netns;
 pub mod result;
 pub mod skel;
 pub mod validate;

@@ -10,9 +10,9 @@ use std::path::Path;
 use crate::config::{MAX_CONFIG_BYTES, NetConf, Strictness};
 use crate::env::{Command, Environment};
 use crate::error::CniError;
-use crate::netns::Netns;
 use crate::result::CniResult;
 use crate::version;
+use node_kernel::Netns;
 
 /// One validated request: the environment and the parsed config.
 #[derive(Debug)]

@@ -9,35 +9,20 @@
 
 use std::io;
 
-use cni_common::netlink::{NETLINK_NETFILTER, Netlink};
-use netlink_packet_core::{
-    DecodeError, Emitable, NLA_TYPE_MASK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST, Parseable,
-};
+use netlink_packet_core::{NLA_TYPE_MASK, NLM_F_APPEND, NLM_F_CREATE};
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, Hook as HookAttribute, HookNumber, InetHookNumber,
     NfTablesMessage, RuleAttribute, RuleMessage, TableAttribute, TableMessage,
 };
-use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+use node_kernel::NetfilterSocket;
+use node_kernel::nft::NftOp;
 
 use crate::encode::{comment_udata, expressions, udata_comment};
 use crate::{BaseChain, Batch, Command, Family, HookPoint, Listed, RunError};
 
-// include/uapi/linux/netfilter/nfnetlink.h and nf_tables.h
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFNL_MSG_BATCH_BEGIN: u16 = 16;
-const NFNL_MSG_BATCH_END: u16 = 17;
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_DELCHAIN: u16 = 5;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_GETRULE: u16 = 7;
-const NFT_MSG_DELRULE: u16 = 8;
+// include/uapi/linux/netfilter.h
 const NF_ACCEPT: u32 = 1;
-
-fn nft_kind(msg: u16) -> u16 {
-    (NFNL_SUBSYS_NFTABLES << 8) | msg
-}
 
 fn proto_family(f: Family) -> NetfilterProtoFamily {
     match f {
@@ -66,11 +51,11 @@ fn rule_in(c: &BaseChain, mut attrs: Vec<RuleAttribute>) -> RuleMessage {
     RuleMessage { attributes: all }
 }
 
-/// One command as (message type, flags, message).
-fn message(c: &Command) -> (u16, u16, NetfilterMessage) {
+/// One command as (operation, flags, message).
+fn message(c: &Command) -> (NftOp, u16, NetfilterMessage) {
     match c {
         Command::AddTable(family, table) => (
-            nft_kind(NFT_MSG_NEWTABLE),
+            NftOp::NewTable,
             NLM_F_CREATE,
             nft_message(
                 *family,
@@ -96,7 +81,7 @@ fn message(c: &Command) -> (u16, u16, NetfilterMessage) {
                 ChainAttribute::Type(chain.hook.chain_type().to_owned()),
             ]);
             (
-                nft_kind(NFT_MSG_NEWCHAIN),
+                NftOp::NewChain,
                 NLM_F_CREATE,
                 nft_message(
                     chain.family,
@@ -106,7 +91,7 @@ fn message(c: &Command) -> (u16, u16, NetfilterMessage) {
         }
         // A rule deletion naming no rule empties the chain.
         Command::FlushChain(chain) => (
-            nft_kind(NFT_MSG_DELRULE),
+            NftOp::DeleteRule,
             0,
             nft_message(
                 chain.family,
@@ -114,7 +99,7 @@ fn message(c: &Command) -> (u16, u16, NetfilterMessage) {
             ),
         ),
         Command::AddRule(chain, rule, comment) => (
-            nft_kind(NFT_MSG_NEWRULE),
+            NftOp::NewRule,
             NLM_F_CREATE | NLM_F_APPEND,
             nft_message(
                 chain.family,
@@ -128,7 +113,7 @@ fn message(c: &Command) -> (u16, u16, NetfilterMessage) {
             ),
         ),
         Command::DeleteChain(chain) => (
-            nft_kind(NFT_MSG_DELCHAIN),
+            NftOp::DeleteChain,
             0,
             nft_message(
                 chain.family,
@@ -140,18 +125,8 @@ fn message(c: &Command) -> (u16, u16, NetfilterMessage) {
     }
 }
 
-fn batch_marker(kind: u16) -> (u16, u16, NetfilterMessage) {
-    let header = NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES);
-    let control = if kind == NFNL_MSG_BATCH_BEGIN {
-        ControlMessage::BatchBegin
-    } else {
-        ControlMessage::BatchEnd
-    };
-    (kind, 0, NetfilterMessage::new(header, control))
-}
-
-fn socket() -> Result<Netlink, RunError> {
-    Netlink::current_of(NETLINK_NETFILTER).map_err(|e| RunError::Unavailable(e.to_string()))
+fn socket() -> Result<NetfilterSocket, RunError> {
+    NetfilterSocket::current().map_err(|e| RunError::Unavailable(e.to_string()))
 }
 
 /// Errnos that mean the kernel lacks nf_tables or a part of it our rules need (a chain
@@ -168,27 +143,18 @@ fn unavailable(e: &io::Error) -> bool {
 /// Applies `batch` as one transaction.
 pub(crate) fn commit(batch: &Batch) -> Result<(), RunError> {
     let nl = socket()?;
-    let mut messages = vec![batch_marker(NFNL_MSG_BATCH_BEGIN)];
-    messages.extend(batch.commands.iter().map(message));
-    messages.push(batch_marker(NFNL_MSG_BATCH_END));
-    let parts: Vec<(u16, u16, &dyn Emitable)> = messages
-        .iter()
-        .map(|(kind, flags, m)| (*kind, NLM_F_REQUEST | flags, m as &dyn Emitable))
-        .collect();
-    let seqs = nl
-        .send_batch(&parts)
+    let messages: Vec<(NftOp, u16, NetfilterMessage)> =
+        batch.commands.iter().map(message).collect();
+    let commands: Vec<_> = messages.iter().map(|(op, f, m)| (*op, *f, m)).collect();
+    let outcome = nl
+        .nft_transaction(&commands)
         .map_err(|e| RunError::Failed(format!("nf_tables transaction: {e}")))?;
-    let errors = nl
-        .queued_errors()
-        .map_err(|e| RunError::Failed(format!("nf_tables transaction: {e}")))?;
-    let Some((seq, error)) = errors.into_iter().next() else {
+    let Err((index, error)) = outcome else {
         return Ok(());
     };
-    // seqs[0] is BATCH_BEGIN: commands start at index 1.
-    let what = seqs
-        .iter()
-        .position(|s| *s == seq)
-        .and_then(|i| batch.commands.get(i.wrapping_sub(1)))
+    let what = batch
+        .commands
+        .get(index)
         .map_or_else(|| "nf_tables transaction".to_owned(), ToString::to_string);
     let detail = format!("{what}: {error}");
     Err(if unavailable(&error) {
@@ -196,22 +162,6 @@ pub(crate) fn commit(batch: &Batch) -> Result<(), RunError> {
     } else {
         RunError::Failed(detail)
     })
-}
-
-/// A NEWRULE message of a dump: its family (from the nfgenmsg header) and attributes.
-struct DumpedRule {
-    family: u8,
-    attributes: Vec<u8>,
-}
-
-impl Parseable<[u8]> for DumpedRule {
-    fn parse(buf: &[u8]) -> Result<Self, DecodeError> {
-        let header = NetfilterHeader::parse(buf)?;
-        Ok(DumpedRule {
-            family: header.family.into(),
-            attributes: buf.get(4..).unwrap_or_default().to_vec(),
-        })
-    }
 }
 
 /// Every rule of `table`; an absent table has none.
@@ -223,11 +173,7 @@ pub(crate) fn list_rules(family: Family, table: &str) -> Result<Vec<Listed>, Run
             attributes: vec![RuleAttribute::Table(table.to_owned())],
         }),
     );
-    let dumped = match nl.dump::<DumpedRule>(
-        nft_kind(NFT_MSG_GETRULE),
-        nft_kind(NFT_MSG_NEWRULE),
-        &request,
-    ) {
+    let dumped = match nl.nft_rules(&request) {
         Ok(d) => d,
         Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => return Ok(Vec::new()),
         Err(e) if unavailable(&e) => return Err(RunError::Unavailable(e.to_string())),

@@ -21,9 +21,9 @@ use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use cni_common::netns::Netns;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use node_kernel::Netns;
 use serde_json::Value;
 
 use crate::netns::TestNetns;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use cni_common::netns::Netns;
+use node_kernel::Netns;
 
 use crate::netns::TestNetns;
 

@@ -1,15 +1,14 @@
-//! cni-common's namespace, sysctl, netlink and delegation code against a real kernel, in
-//! namespaces the rig creates.
+//! The namespace, sysctl and netlink code of node-kernel and cni-common's delegation against
+//! a real kernel, in namespaces the rig creates.
 
 // Test helpers fail the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
 
-use cni_common::netlink::packet::link::{LinkAttribute, LinkMessage};
-use cni_common::netlink::{Netlink, kind};
-use cni_common::netns::{Netns, read_sysctl, write_sysctl};
 use conformance::Node;
+use node_kernel::link::{LinkId, name};
+use node_kernel::{Netns, RouteSocket, read_sysctl, write_sysctl};
 
 #[test]
 fn sysctl_written_inside_a_namespace_stays_there() {
@@ -47,37 +46,19 @@ fn netlink_socket_is_bound_to_the_namespace_it_was_opened_in() {
             "link", "add", "probe0", "type", "veth", "peer", "name", "probe1",
         ],
     );
-    let nl = Netlink::in_netns(&Netns::open(ns.path()).unwrap()).unwrap();
-    let all: Vec<LinkMessage> = nl
-        .dump(kind::GET_LINK, kind::NEW_LINK, &LinkMessage::default())
-        .unwrap();
-    let names: Vec<String> = all
+    let nl = RouteSocket::in_netns(&Netns::open(ns.path()).unwrap()).unwrap();
+    let mut names: Vec<String> = nl
+        .links()
+        .unwrap()
         .iter()
-        .filter_map(|m| {
-            m.attributes.iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n.clone()),
-                _ => None,
-            })
-        })
+        .filter_map(|m| name(m).map(str::to_owned))
         .collect();
-    let mut names = names;
     names.sort();
     assert_eq!(names, ["lo", "probe0", "probe1"]);
-    // A targeted query: the link when it exists, ENODEV from the kernel when it does not.
-    let mut query = LinkMessage::default();
-    query
-        .attributes
-        .push(LinkAttribute::IfName("probe1".into()));
-    let probe: Option<LinkMessage> = nl.get(kind::GET_LINK, kind::NEW_LINK, &query).unwrap();
+    // A targeted query: the link when it exists, nothing (the kernel's ENODEV) when not.
+    let probe = nl.link(LinkId::Name("probe1")).unwrap();
     assert!(probe.is_some_and(|l| l.header.index > 1));
-    let mut query = LinkMessage::default();
-    query
-        .attributes
-        .push(LinkAttribute::IfName("absent0".into()));
-    let err = nl
-        .get::<LinkMessage>(kind::GET_LINK, kind::NEW_LINK, &query)
-        .unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(nix::libc::ENODEV));
+    assert!(nl.link(LinkId::Name("absent0")).unwrap().is_none());
 }
 
 #[test]

@@ -8,10 +8,10 @@
 use std::io::Write;
 use std::process::Stdio;
 
-use cni_common::netns::Netns;
 use cni_nft::{Action, BaseChain, Batch, Dir, Family, Hook, L4, Match, Op, Rule, Tag};
 use conformance::Node;
 use conformance::netns::TestNetns;
+use node_kernel::Netns;
 
 const TABLE: &str = "cni_rs_probe";
 

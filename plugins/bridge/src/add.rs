@@ -1,20 +1,17 @@
 //! ADD: bridge, veth pair, IPAM, addresses and routes, gateway, firewall. A failure undoes
 //! everything this call did before the error is returned.
 
-use std::fs::File;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use cni_common::netlink::Netlink;
-use cni_common::netlink::packet::address::{AddressAttribute, AddressFlags, AddressMessage};
-use cni_common::netlink::packet::link::{BridgePortState, InfoKind, LinkMessage};
-use cni_common::netns::{Netns, read_sysctl, write_sysctl};
 use cni_common::result::Interface;
 use cni_common::{CniResult, Command, Invocation, delegate};
 use ipnetwork::IpNetwork;
+use node_kernel::addr::AddressFlags;
+use node_kernel::link::{BridgePortState, InfoKind, LinkMessage};
+use node_kernel::{Netns, RouteSocket as Netlink, read_sysctl, write_sysctl};
 
 use crate::config::{BridgeConf, format_mac};
 use crate::error::BridgeError;
@@ -93,7 +90,7 @@ fn ensure_bridge(host: &Netlink, conf: &BridgeConf) -> Result<LinkMessage, Bridg
         cni_common::debug_log!("creating bridge {name}");
         match link::add_bridge(h, name, conf.mtu, conf.uses_vlans()) {
             // Another ADD created it first: that is what makes concurrent first pods safe.
-            Err(e) if !link::is_exists(&e) => return Err(e.into()),
+            Err(e) if !e.is_exists() => return Err(e.into()),
             _ => {}
         }
         found = link::by_name(h, name)?;
@@ -139,12 +136,11 @@ fn create_veth(
             inv.required_netns()?.display()
         )));
     }
-    let host_ns = File::open("/proc/thread-self/ns/net")
-        .map_err(|e| BridgeError::Kernel(format!("cannot open the host network namespace: {e}")))?;
+    let host_ns = Netns::current()?;
     let mut peer = String::new();
     for attempt in 0..VETH_NAME_TRIES {
         peer = random_veth_name(attempt);
-        let created = link::add_veth(cont, ifname, &peer, conf.mtu, conf.mac, host_ns.as_raw_fd());
+        let created = link::add_veth(cont, ifname, &peer, conf.mtu, conf.mac, host_ns.fd());
         match created {
             Ok(()) => break,
             Err(e)
@@ -376,13 +372,7 @@ fn wait_dad(cont: &Netlink, index: u32) -> Result<(), BridgeError> {
     let deadline = Instant::now() + DAD_TIMEOUT;
     loop {
         let addrs = link::addresses(cont, index)?;
-        let flags = |(_, m): &(IpNetwork, _)| {
-            let m: &AddressMessage = m;
-            m.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Flags(f) => Some(*f),
-                _ => None,
-            })
-        };
+        let flags = |(_, m): &(IpNetwork, _)| node_kernel::addr::flags(m);
         if addrs
             .iter()
             .filter_map(flags)
@@ -425,10 +415,9 @@ fn ensure_vlan_gateway(
     if let Some(existing) = link::by_name(h, &name)? {
         return Ok(existing);
     }
-    let host_ns = File::open("/proc/thread-self/ns/net")
-        .map_err(|e| BridgeError::Kernel(format!("cannot open the host network namespace: {e}")))?;
+    let host_ns = Netns::current()?;
     let peer = random_veth_name(0);
-    link::add_veth(h, &name, &peer, conf.mtu, None, host_ns.as_raw_fd())
+    link::add_veth(h, &name, &peer, conf.mtu, None, host_ns.fd())
         .map_err(|e| BridgeError::Kernel(format!("failed to create VLAN gateway {name}: {e}")))?;
     let port = link::by_name(h, &peer)?
         .ok_or_else(|| BridgeError::Kernel(format!("{peer} vanished after creation")))?;
@@ -476,7 +465,7 @@ fn ensure_gateway_addr(
             continue;
         }
         if conf.force_address {
-            link::del_address(h, msg)?;
+            link::del_address(h, &msg)?;
         } else {
             return Err(BridgeError::Conflict(format!(
                 "failed to set bridge addr: \"{dev}\" already has an IP address different from {addr} \
@@ -487,7 +476,7 @@ fn ensure_gateway_addr(
     }
     match link::add_address(h, index, addr, false) {
         // Concurrent first pods add the same gateway at once.
-        Err(e) if !link::is_exists(&e) => Err(e.into()),
+        Err(e) if !e.is_exists() => Err(e.into()),
         _ => Ok(()),
     }
 }

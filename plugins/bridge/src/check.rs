@@ -2,13 +2,10 @@
 
 use std::net::IpAddr;
 
-use cni_common::netlink::packet::AddressFamily;
-use cni_common::netlink::packet::link::InfoKind;
-use cni_common::netlink::packet::route::{RouteAddress, RouteAttribute, RouteMessage};
-use cni_common::netlink::{Context, Netlink, kind};
-use cni_common::netns::Netns;
 use cni_common::{CniResult, Command, Invocation, delegate};
 use ipnetwork::IpNetwork;
+use node_kernel::link::InfoKind;
+use node_kernel::{Context, Netns, RouteSocket as Netlink};
 
 use cni_nft::Family;
 
@@ -154,42 +151,11 @@ fn check_addresses_and_routes(
 }
 
 fn route_table(cont: &Netlink, v4: bool) -> Result<Vec<(IpNetwork, Option<IpAddr>)>, BridgeError> {
-    let mut query = RouteMessage::default();
-    query.header.address_family = if v4 {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    };
-    let msgs: Vec<RouteMessage> = cont
-        .dump(kind::GET_ROUTE, kind::NEW_ROUTE, &query)
-        .context("failed to list routes")?;
-    let addr = |a: &RouteAddress| match a {
-        RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
-        RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
-        _ => None,
-    };
+    let msgs = cont.routes(v4).context("failed to list routes")?;
     Ok(msgs
         .iter()
         .filter_map(|m| {
-            let dst = m
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    RouteAttribute::Destination(d) => addr(d),
-                    _ => None,
-                })
-                .unwrap_or(if v4 {
-                    IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
-                } else {
-                    IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
-                });
-            let gw = m.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Gateway(g) => addr(g),
-                _ => None,
-            });
-            IpNetwork::new(dst, m.header.destination_prefix_length)
-                .ok()
-                .map(|d| (d, gw))
+            node_kernel::route::destination(m).map(|d| (d, node_kernel::route::gateway(m)))
         })
         .collect())
 }

@@ -2,8 +2,7 @@
 
 use cni_common::CniError;
 use cni_common::error::code;
-use cni_common::netlink::NetlinkError;
-use cni_common::netns::NetnsError;
+use node_kernel::{KernelError as NetlinkError, NetnsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {

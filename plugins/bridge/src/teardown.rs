@@ -2,9 +2,8 @@
 
 use std::collections::HashSet;
 
-use cni_common::netlink::Netlink;
-use cni_common::netns::Netns;
 use cni_common::{Command, Invocation, delegate};
+use node_kernel::{Netns, RouteSocket as Netlink};
 
 use crate::add::tag;
 use crate::config::BridgeConf;

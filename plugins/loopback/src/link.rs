@@ -3,10 +3,9 @@
 use std::path::Path;
 
 use cni_common::CniError;
-use cni_common::netlink::packet::link::{LinkFlags, LinkMessage};
-use cni_common::netlink::{self, Context, Netlink, NetlinkError};
-use cni_common::netns::Netns;
 use ipnetwork::IpNetwork;
+use node_kernel::link::{LinkFlags, LinkId, LinkMessage};
+use node_kernel::{Context, KernelError, Netns, RouteSocket as Netlink};
 
 use crate::LinkOpener;
 
@@ -42,10 +41,13 @@ pub struct NetlinkLo {
     index: u32,
 }
 
-fn lo_message(nl: &Netlink) -> Result<LinkMessage, NetlinkError> {
-    netlink::link_by_name(nl, "lo")
+fn lo_message(nl: &Netlink) -> Result<LinkMessage, KernelError> {
+    nl.link(LinkId::Name("lo"))
         .context("failed to look up lo")?
-        .ok_or_else(|| NetlinkError::Socket(std::io::Error::other("no lo device")))
+        .ok_or_else(|| KernelError::Request {
+            what: "failed to look up lo".into(),
+            source: std::io::Error::from_raw_os_error(nix::libc::ENODEV),
+        })
 }
 
 impl LoLink for NetlinkLo {
@@ -55,7 +57,9 @@ impl LoLink for NetlinkLo {
         } else {
             "failed to set lo down"
         };
-        netlink::set_link_flag(&self.nl, self.index, LinkFlags::Up, up).context(what)?;
+        self.nl
+            .set_link_flag(self.index, LinkFlags::Up, up)
+            .context(what)?;
         Ok(())
     }
 
@@ -65,8 +69,10 @@ impl LoLink for NetlinkLo {
     }
 
     fn addresses(&mut self) -> Result<Vec<IpNetwork>, CniError> {
-        let listed =
-            netlink::addresses(&self.nl, self.index).context("failed to list addresses of lo")?;
+        let listed = self
+            .nl
+            .addresses(self.index)
+            .context("failed to list addresses of lo")?;
         Ok(listed.into_iter().map(|(address, _)| address).collect())
     }
 }

@@ -2,7 +2,7 @@
 
 use cni_common::CniError;
 use cni_common::error::code;
-use cni_common::netlink::NetlinkError;
+use node_kernel::KernelError as NetlinkError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PortmapError {

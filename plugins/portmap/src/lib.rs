@@ -2,7 +2,6 @@
 //! nftables only, one transaction per call. A chained plugin: it passes prevResult through.
 
 pub mod config;
-mod conntrack;
 pub mod error;
 pub mod rules;
 
@@ -11,12 +10,10 @@ use std::fs;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use cni_common::netlink::packet::route::{RouteAddress, RouteAttribute, RouteMessage};
-use cni_common::netlink::{self, Context, Netlink, NetlinkError, kind};
-use cni_common::netns::write_sysctl;
 use cni_common::{CniError, CniResult, Invocation, Plugin};
 use cni_nft::Tag;
 use ipnetwork::IpNetwork;
+use node_kernel::{Context, KernelError, NetfilterSocket, RouteSocket, write_sysctl};
 
 use crate::config::{PortmapConf, Protocol};
 use crate::error::PortmapError;
@@ -71,7 +68,10 @@ fn udp_ports(conf: &PortmapConf) -> Vec<u16> {
 
 fn flush_conntrack(conf: &PortmapConf) {
     // Failing to flush only delays UDP clients until their entries time out.
-    match conntrack::flush_udp(&udp_ports(conf)) {
+    let flushed = NetfilterSocket::current()
+        .map_err(std::io::Error::other)
+        .and_then(|nl| nl.flush_udp_conntrack(&udp_ports(conf)));
+    match flushed {
         Ok(n) if n > 0 => cni_common::debug_log!("flushed {n} UDP conntrack entries"),
         Ok(_) => {}
         Err(e) => eprintln!("portmap: could not flush UDP conntrack entries: {e}"),
@@ -81,22 +81,11 @@ fn flush_conntrack(conf: &PortmapConf) {
 /// 127.0.0.1 → container DNAT needs the kernel to route a loopback source out of the
 /// interface that leads to the container.
 fn enable_route_localnet(container: IpAddr) -> Result<(), PortmapError> {
-    let nl = Netlink::current()?;
-    let mut query = RouteMessage::default();
-    query.header.address_family = netlink::family(container);
-    query.header.destination_prefix_length = if container.is_ipv4() { 32 } else { 128 };
-    query
-        .attributes
-        .push(RouteAttribute::Destination(RouteAddress::from(container)));
-    let route: Option<RouteMessage> = nl
-        .get(kind::GET_ROUTE, kind::NEW_ROUTE, &query)
+    let nl = RouteSocket::current()?;
+    let route = nl
+        .route_to(container)
         .context(format!("failed to look up the route to {container}"))?;
-    let oif = route.iter().find_map(|r| {
-        r.attributes.iter().find_map(|a| match a {
-            RouteAttribute::Oif(i) => Some(*i),
-            _ => None,
-        })
-    });
+    let oif = route.as_ref().and_then(node_kernel::route::output_link);
     let Some(index) = oif else { return Ok(()) };
     // The name through the kernel's ioctl: parsing a full link message would link every
     // link kind's decoder into portmap for one string.
@@ -104,7 +93,7 @@ fn enable_route_localnet(container: IpAddr) -> Result<(), PortmapError> {
         Ok(name) => Some(name.to_string_lossy().into_owned()),
         Err(nix::errno::Errno::ENXIO | nix::errno::Errno::ENODEV) => None,
         Err(e) => {
-            return Err(NetlinkError::Request {
+            return Err(KernelError::Request {
                 what: "failed to look up the interface to the container".into(),
                 source: e.into(),
             }

@@ -1,24 +1,26 @@
-//! Flushing stale UDP conntrack entries of the mapped host ports, so that datagrams stop
-//! following a mapping to an address that no longer serves it (Go does this on ADD only,
-//! #1190; we do it on ADD and DEL). Through ctnetlink: dump, then delete the matches.
+//! Conntrack entries through ctnetlink: deleting the UDP entries of given destination ports
+//! (dump, then delete the matches), so that datagrams stop following a mapping to an address
+//! that no longer serves it.
 
 use std::io;
 
-use cni_common::netlink::{NETLINK_NETFILTER, Netlink};
 use netlink_packet_core::{DecodeError, Parseable, ParseableParametrized};
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, ProtoTuple, Protocol, Tuple,
 };
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 
-// include/uapi/linux/netfilter/nfnetlink.h, nfnetlink_conntrack.h
-const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+use crate::kinds::{NFNL_SUBSYS_CTNETLINK, nfnl};
+use crate::socket::{Netfilter, Socket};
+use crate::transport::Transport;
+
+// include/uapi/linux/netfilter/nfnetlink_conntrack.h
 const IPCTNL_MSG_CT_NEW: u8 = 0;
 const IPCTNL_MSG_CT_GET: u8 = 1;
 const IPCTNL_MSG_CT_DELETE: u8 = 2;
 
 fn ct_kind(msg: u8) -> u16 {
-    (NFNL_SUBSYS_CTNETLINK << 8) | u16::from(msg)
+    nfnl(NFNL_SUBSYS_CTNETLINK, u16::from(msg))
 }
 
 fn request(family: NetfilterProtoFamily, msg: ConntrackMessage) -> NetfilterMessage {
@@ -58,30 +60,33 @@ fn udp_to(attrs: &[ConntrackAttribute], ports: &[u16]) -> Option<Vec<Tuple>> {
     })
 }
 
-/// Deletes the UDP conntrack entries whose original destination port is one of `ports`, in
-/// the calling thread's network namespace. Returns how many were deleted.
-pub fn flush_udp(ports: &[u16]) -> io::Result<usize> {
-    if ports.is_empty() {
-        return Ok(0);
-    }
-    let nl = Netlink::current_of(NETLINK_NETFILTER).map_err(io::Error::other)?;
-    let mut deleted = 0;
-    for family in [NetfilterProtoFamily::IPv4, NetfilterProtoFamily::IPv6] {
-        let get = request(family, ConntrackMessage::Get(Vec::new()));
-        let entries: Vec<Entry> =
-            nl.dump(ct_kind(IPCTNL_MSG_CT_GET), ct_kind(IPCTNL_MSG_CT_NEW), &get)?;
-        for Entry(entry) in entries {
-            let Some(tuple) = udp_to(&entry, ports) else {
-                continue;
-            };
-            let delete = ConntrackMessage::Delete(vec![ConntrackAttribute::CtaTupleOrig(tuple)]);
-            match nl.ack(ct_kind(IPCTNL_MSG_CT_DELETE), 0, &request(family, delete)) {
-                // Gone meanwhile (it timed out): nothing to do.
-                Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => {}
-                Err(e) => return Err(e),
-                Ok(()) => deleted += 1,
+impl<T: Transport> Socket<Netfilter, T> {
+    /// Deletes the UDP conntrack entries whose original destination port is one of `ports`.
+    /// Returns how many were deleted.
+    pub fn flush_udp_conntrack(&self, ports: &[u16]) -> io::Result<usize> {
+        if ports.is_empty() {
+            return Ok(0);
+        }
+        let nl = self;
+        let mut deleted = 0;
+        for family in [NetfilterProtoFamily::IPv4, NetfilterProtoFamily::IPv6] {
+            let get = request(family, ConntrackMessage::Get(Vec::new()));
+            let entries: Vec<Entry> =
+                nl.dump(ct_kind(IPCTNL_MSG_CT_GET), ct_kind(IPCTNL_MSG_CT_NEW), &get)?;
+            for Entry(entry) in entries {
+                let Some(tuple) = udp_to(&entry, ports) else {
+                    continue;
+                };
+                let delete =
+                    ConntrackMessage::Delete(vec![ConntrackAttribute::CtaTupleOrig(tuple)]);
+                match nl.ack(ct_kind(IPCTNL_MSG_CT_DELETE), 0, &request(family, delete)) {
+                    // Gone meanwhile (it timed out): nothing to do.
+                    Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => {}
+                    Err(e) => return Err(e),
+                    Ok(()) => deleted += 1,
+                }
             }
         }
+        Ok(deleted)
     }
-    Ok(deleted)
 }

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
 
-use crate::error::{CniError, code};
-
+/// A namespace that cannot be opened or entered, or a sysctl that cannot be written; each
+/// keeps the path or key and the system's error.
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
     #[error("network namespace {} does not exist", .0.display())]
@@ -35,12 +35,6 @@ impl NetnsError {
     /// True when the namespace is gone: DEL treats this as nothing left to clean inside it.
     pub fn is_gone(&self) -> bool {
         matches!(self, Self::NotFound(_) | Self::NotANamespace(_))
-    }
-}
-
-impl From<NetnsError> for CniError {
-    fn from(e: NetnsError) -> Self {
-        CniError::plugin(code::NAMESPACE, e.to_string(), "")
     }
 }
 
@@ -77,6 +71,19 @@ impl Netns {
         }
     }
 
+    /// The calling thread's own namespace (the plugin's "host").
+    pub fn current() -> Result<Netns, NetnsError> {
+        Netns::open(Path::new("/proc/thread-self/ns/net"))
+    }
+
+    /// The namespace's file descriptor, for requests that name a namespace (a veth peer
+    /// created in another one).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.ns.file().as_raw_fd()
+    }
+
+    /// The path the namespace was opened by.
     pub fn path(&self) -> &Path {
         self.ns.path()
     }
@@ -107,6 +114,7 @@ pub fn write_sysctl(key: &str, value: &str) -> Result<(), NetnsError> {
     })
 }
 
+/// Reads a sysctl of the calling thread's network namespace, without its trailing newline.
 pub fn read_sysctl(key: &str) -> Result<String, NetnsError> {
     fs::read_to_string(Path::new("/proc/sys").join(key))
         .map(|s| s.trim_end().to_owned())

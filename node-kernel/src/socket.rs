@@ -1,144 +1,119 @@
-//! Synchronous rtnetlink sockets bound to a network namespace.
+//! Netlink sockets typed by family and bound to a network namespace, and the datagram rules
+//! every request follows.
 //!
-//! A netlink socket belongs to the namespace it was created in, so the socket is created
-//! inside the target namespace and then used from the caller's, as netavark does: the thread
-//! spends microseconds in the container's namespace, never the whole operation.
+//! A netlink socket belongs to the namespace it was created in, so a socket for a container
+//! is created inside the container's namespace and then used from the caller's, as netavark
+//! does: the thread spends microseconds in the container's namespace, never the whole
+//! operation. Requests are written and read with blocking calls: no async runtime, no
+//! background task (docs/dependencies.md has the measurements).
 //!
-//! Messages are the typed ones of `netlink-packet-route`, but only the kinds a plugin asked
-//! for are parsed (a link reply as a `LinkMessage`, never the whole `RouteNetlinkMessage`
-//! enum), and requests are written and read with blocking calls: no async runtime, no
-//! background task, one socket per namespace (docs/dependencies.md has the measurements).
+//! The family is the socket's type ([`Route`], [`Netfilter`]): a route request cannot be sent
+//! on a netfilter socket. The request primitives here are the crate's own; what other crates
+//! see are the typed requests of [`crate::link`], [`crate::addr`], [`crate::route`],
+//! [`crate::neigh`], [`crate::nft`] and [`crate::conntrack`].
 
 use std::cell::Cell;
 use std::io;
+use std::marker::PhantomData;
 
 use netlink_packet_core::{
     DecodeError, Emitable, NLM_F_ACK, NLM_F_DUMP, NLM_F_MULTIPART, NLM_F_REQUEST, NLMSG_DONE,
     NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, Parseable,
 };
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use netlink_sys::protocols::{NETLINK_NETFILTER, NETLINK_ROUTE};
 
-pub use netlink_sys::protocols::NETLINK_NETFILTER;
+use crate::error::KernelError;
+use crate::netns::Netns;
+use crate::transport::{KernelTransport, Transport};
 
-use crate::error::{CniError, code};
-use crate::netns::{Netns, NetnsError};
-
-pub use netlink_packet_route as packet;
-
-mod requests;
-pub use requests::{
-    addresses, family, link_by_index, link_by_name, link_with_index, set_link_flag,
-};
-
-/// rtnetlink message types (linux/rtnetlink.h), re-exported for the plugins' requests.
-pub mod kind {
-    use nix::libc;
-
-    pub const NEW_LINK: u16 = libc::RTM_NEWLINK;
-    pub const DEL_LINK: u16 = libc::RTM_DELLINK;
-    pub const GET_LINK: u16 = libc::RTM_GETLINK;
-    pub const SET_LINK: u16 = libc::RTM_SETLINK;
-    pub const NEW_ADDR: u16 = libc::RTM_NEWADDR;
-    pub const DEL_ADDR: u16 = libc::RTM_DELADDR;
-    pub const GET_ADDR: u16 = libc::RTM_GETADDR;
-    pub const NEW_ROUTE: u16 = libc::RTM_NEWROUTE;
-    pub const GET_ROUTE: u16 = libc::RTM_GETROUTE;
+/// A netlink protocol family: what a socket of it carries.
+pub trait Family {
+    /// The `NETLINK_*` protocol number.
+    const PROTOCOL: isize;
 }
 
-/// Request flags beyond REQUEST and ACK, which every request carries as fits its shape.
-pub mod flags {
-    pub use netlink_packet_core::{NLM_F_CREATE as CREATE, NLM_F_EXCL as EXCL};
+/// rtnetlink: links, addresses, routes, neighbours, FDB entries.
+#[derive(Debug, Clone, Copy)]
+pub struct Route;
+
+impl Family for Route {
+    const PROTOCOL: isize = NETLINK_ROUTE;
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum NetlinkError {
-    #[error("failed to open a netlink socket: {0}")]
-    Socket(io::Error),
-    #[error(transparent)]
-    Netns(#[from] NetnsError),
-    #[error("{what}: {source}")]
-    Request { what: String, source: io::Error },
+/// nfnetlink: nf_tables transactions and listings, conntrack.
+#[derive(Debug, Clone, Copy)]
+pub struct Netfilter;
+
+impl Family for Netfilter {
+    const PROTOCOL: isize = NETLINK_NETFILTER;
 }
 
-impl NetlinkError {
-    /// The errno of a kernel refusal, if that is what the error is.
-    pub fn errno(&self) -> Option<i32> {
-        match self {
-            NetlinkError::Request { source, .. } => source.raw_os_error(),
-            _ => None,
-        }
-    }
-}
-
-impl From<NetlinkError> for CniError {
-    fn from(e: NetlinkError) -> Self {
-        match e {
-            NetlinkError::Netns(e) => e.into(),
-            other => CniError::plugin(code::NETLINK, other.to_string(), ""),
-        }
-    }
-}
-
-/// Adds what was being done to a failed request.
-pub trait Context<T> {
-    fn context(self, what: impl Into<String>) -> Result<T, NetlinkError>;
-}
-
-impl<T> Context<T> for Result<T, io::Error> {
-    fn context(self, what: impl Into<String>) -> Result<T, NetlinkError> {
-        self.map_err(|source| NetlinkError::Request {
-            what: what.into(),
-            source,
-        })
-    }
-}
-
-/// A route netlink socket in one namespace.
+/// A socket of family `F` over transport `T` (the kernel, or a fake in tests).
 #[derive(Debug)]
-pub struct Netlink {
-    socket: Socket,
+pub struct Socket<F: Family, T: Transport = KernelTransport> {
+    transport: T,
     sequence: Cell<u32>,
+    family: PhantomData<F>,
 }
 
-impl Netlink {
-    /// A socket in the calling thread's namespace.
-    pub fn current() -> Result<Netlink, NetlinkError> {
-        open(NETLINK_ROUTE)
-    }
+/// An rtnetlink socket to the kernel.
+pub type RouteSocket = Socket<Route>;
+/// An nfnetlink socket to the kernel.
+pub type NetfilterSocket = Socket<Netfilter>;
 
-    /// A socket of another netlink family (`NETLINK_NETFILTER`) in the calling thread's
-    /// namespace.
-    pub fn current_of(protocol: isize) -> Result<Netlink, NetlinkError> {
-        open(protocol)
+impl<F: Family> Socket<F, KernelTransport> {
+    /// A socket in the calling thread's namespace.
+    pub fn current() -> Result<Self, KernelError> {
+        KernelTransport::open(F::PROTOCOL)
+            .map(Self::with_transport)
+            .map_err(KernelError::Socket)
     }
 
     /// A socket that lives in `ns`.
-    pub fn in_netns(ns: &Netns) -> Result<Netlink, NetlinkError> {
-        ns.run(|| open(NETLINK_ROUTE))?
+    pub fn in_netns(ns: &Netns) -> Result<Self, KernelError> {
+        ns.run(Self::current)?
+    }
+}
+
+impl<F: Family, T: Transport> Socket<F, T> {
+    /// A socket over `transport` (a fake one in tests).
+    pub fn with_transport(transport: T) -> Self {
+        Socket {
+            transport,
+            sequence: Cell::new(0),
+            family: PhantomData,
+        }
+    }
+
+    /// The transport, for a test to read what was sent.
+    pub fn transport(&self) -> &T {
+        &self.transport
     }
 
     /// Sends `messages` (type, flags, body) in one datagram, as an nfnetlink batch must
     /// travel; returns their sequence numbers. The kernel handles the whole datagram before
-    /// the call returns, so its answers are then waiting: see [`Netlink::queued_errors`].
-    pub fn send_batch(&self, messages: &[(u16, u16, &dyn Emitable)]) -> io::Result<Vec<u32>> {
+    /// the call returns, so its answers are then waiting: see [`Socket::queued_errors`].
+    pub(crate) fn send_batch(
+        &self,
+        messages: &[(u16, u16, &dyn Emitable)],
+    ) -> io::Result<Vec<u32>> {
         let mut buf = Vec::new();
         let mut seqs = Vec::with_capacity(messages.len());
         for (kind, flags, body) in messages {
             seqs.push(self.write(&mut buf, *kind, *flags, *body)?);
         }
-        self.socket.send(&buf, 0)?;
+        self.transport.send(&buf)?;
         Ok(seqs)
     }
 
     /// The error replies waiting on the socket, by sequence number, read without blocking.
     /// For requests whose success is silent (no ACK asked) and that the kernel handled
     /// while they were sent.
-    pub fn queued_errors(&self) -> io::Result<Vec<(u32, io::Error)>> {
+    pub(crate) fn queued_errors(&self) -> io::Result<Vec<(u32, io::Error)>> {
         let mut buf = vec![0; RECV_BUFFER];
         let mut errors = Vec::new();
         loop {
-            let flags = nix::libc::MSG_TRUNC | nix::libc::MSG_DONTWAIT;
-            let n = match self.socket.recv(&mut &mut buf[..], flags) {
+            let n = match self.transport.recv(&mut buf, true) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(errors),
                 Err(e) => return Err(e),
@@ -155,21 +130,26 @@ impl Netlink {
     }
 
     /// Sends a request that changes something and waits for the kernel's answer.
-    pub fn ack(&self, kind: u16, extra_flags: u16, body: &impl Emitable) -> io::Result<()> {
+    pub(crate) fn ack(&self, kind: u16, extra_flags: u16, body: &impl Emitable) -> io::Result<()> {
         let seq = self.send(kind, NLM_F_REQUEST | NLM_F_ACK | extra_flags, body)?;
         self.receive(seq, |_, _| Ok(()))
     }
 
     /// A targeted query answered by one message of type `reply` (or an error).
-    pub fn get<T>(&self, kind: u16, reply: u16, body: &impl Emitable) -> io::Result<Option<T>>
+    pub(crate) fn get<R>(
+        &self,
+        kind: u16,
+        reply: u16,
+        body: &impl Emitable,
+    ) -> io::Result<Option<R>>
     where
-        T: Parseable<[u8]>,
+        R: Parseable<[u8]>,
     {
         let seq = self.send(kind, NLM_F_REQUEST, body)?;
         let mut found = None;
         self.receive(seq, |t, payload| {
             if t == reply && found.is_none() {
-                found = Some(T::parse(payload).map_err(decode)?);
+                found = Some(R::parse(payload).map_err(decode)?);
             }
             Ok(())
         })?;
@@ -177,15 +157,15 @@ impl Netlink {
     }
 
     /// A dump: every message of type `reply` the kernel sends back.
-    pub fn dump<T>(&self, kind: u16, reply: u16, body: &impl Emitable) -> io::Result<Vec<T>>
+    pub(crate) fn dump<R>(&self, kind: u16, reply: u16, body: &impl Emitable) -> io::Result<Vec<R>>
     where
-        T: Parseable<[u8]>,
+        R: Parseable<[u8]>,
     {
         let seq = self.send(kind, NLM_F_REQUEST | NLM_F_DUMP, body)?;
         let mut all = Vec::new();
         self.receive(seq, |t, payload| {
             if t == reply {
-                all.push(T::parse(payload).map_err(decode)?);
+                all.push(R::parse(payload).map_err(decode)?);
             }
             Ok(())
         })?;
@@ -195,7 +175,7 @@ impl Netlink {
     fn send(&self, kind: u16, flags: u16, body: &impl Emitable) -> io::Result<u32> {
         let mut buf = Vec::new();
         let seq = self.write(&mut buf, kind, flags, body)?;
-        self.socket.send(&buf, 0)?;
+        self.transport.send(&buf)?;
         Ok(seq)
     }
 
@@ -235,7 +215,7 @@ impl Netlink {
         let mut buf = vec![0; RECV_BUFFER];
         let mut failed = None;
         loop {
-            let n = self.socket.recv(&mut &mut buf[..], nix::libc::MSG_TRUNC)?;
+            let n = self.transport.recv(&mut buf, false)?;
             let datagram = match fitted(&buf, n) {
                 Ok(d) => d,
                 Err(e) => {
@@ -287,7 +267,9 @@ fn read_datagram(
 
 /// The messages of one datagram, in order; an error (then nothing) where the rest cannot be
 /// split into messages.
-fn messages(mut rest: &[u8]) -> impl Iterator<Item = Result<NetlinkBuffer<&[u8]>, DecodeError>> {
+pub(crate) fn messages(
+    mut rest: &[u8],
+) -> impl Iterator<Item = Result<NetlinkBuffer<&[u8]>, DecodeError>> {
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
@@ -325,17 +307,6 @@ fn fitted(buf: &[u8], n: usize) -> io::Result<&[u8]> {
 /// attribute) is a few KiB.
 const RECV_BUFFER: usize = 32 * 1024;
 
-fn open(protocol: isize) -> Result<Netlink, NetlinkError> {
-    let socket = Socket::new(protocol).map_err(NetlinkError::Socket)?;
-    socket
-        .connect(&SocketAddr::new(0, 0))
-        .map_err(NetlinkError::Socket)?;
-    Ok(Netlink {
-        socket,
-        sequence: Cell::new(0),
-    })
-}
-
 /// The errno both NLMSG_ERROR and NLMSG_DONE begin with, as a negative `i32`.
 fn leading_errno(payload: &[u8]) -> Option<i32> {
     let bytes = payload.get(..4)?.try_into().ok()?;
@@ -366,7 +337,7 @@ fn dump_end(payload: &[u8]) -> io::Result<()> {
     refusal(leading_errno(payload).unwrap_or(0))
 }
 
-fn decode(e: DecodeError) -> io::Error {
+pub(crate) fn decode(e: DecodeError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
