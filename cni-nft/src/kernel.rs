@@ -164,6 +164,24 @@ pub(crate) fn commit(batch: &Batch) -> Result<(), RunError> {
     })
 }
 
+/// A rule as a listing would show it once the kernel holds it: its message written out and
+/// read back by the listing's own parser (for [`crate::FakeFirewall`]).
+#[cfg(any(test, feature = "fake"))]
+pub(crate) fn as_listed(chain: &BaseChain, rule: &crate::Rule, comment: &str) -> Listed {
+    use netlink_packet_core::Emitable;
+    let message = rule_in(
+        chain,
+        vec![
+            RuleAttribute::Expressions(expressions(chain.family, rule)),
+            RuleAttribute::UserData(comment_udata(comment)),
+        ],
+    );
+    let attributes = message.attributes.as_slice();
+    let mut bytes = vec![0; attributes.buffer_len()];
+    attributes.emit(&mut bytes);
+    listed(chain.family, &bytes)
+}
+
 /// Every rule of `table`; an absent table has none.
 pub(crate) fn list_rules(family: Family, table: &str) -> Result<Vec<Listed>, RunError> {
     let nl = socket()?;

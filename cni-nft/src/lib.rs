@@ -13,8 +13,15 @@ use cni_common::CniError;
 use cni_common::error::code;
 
 mod encode;
+#[cfg(any(test, feature = "fake"))]
+mod fake;
+mod firewall;
 mod kernel;
 pub mod rule;
+
+#[cfg(any(test, feature = "fake"))]
+pub use fake::FakeFirewall;
+pub use firewall::{Firewall, Nftables, Teardown};
 
 pub use rule::{Action, Dir, L4, Match, Op, Rule, octets};
 
@@ -190,7 +197,7 @@ impl BaseChain {
 
 /// One step of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Command {
+pub(crate) enum Command {
     AddTable(Family, &'static str),
     AddChain(BaseChain),
     FlushChain(BaseChain),
@@ -201,7 +208,7 @@ enum Command {
 /// One transaction: applied whole or not at all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
-    commands: Vec<Command>,
+    pub(crate) commands: Vec<Command>,
 }
 
 impl Batch {
@@ -274,21 +281,26 @@ pub fn apply(batch: &Batch, what: &str) -> Result<(), NftError> {
 }
 
 /// Like [`apply`] for DEL: where the kernel lacks nf_tables, no rule of ours can exist, so
-/// there is nothing to remove.
-pub fn apply_teardown(batch: &Batch, plugin: &str) -> Result<(), NftError> {
+/// there is nothing to remove; the caller decides whether to say so.
+pub fn teardown(batch: &Batch) -> Result<Teardown, NftError> {
     if batch.is_empty() {
-        return Ok(());
+        return Ok(Teardown::Done);
     }
     match kernel::commit(batch) {
-        Err(RunError::Unavailable(detail)) => {
-            eprintln!("{plugin}: {detail}: no firewall rules to remove");
-            Ok(())
-        }
+        Err(RunError::Unavailable(detail)) => Ok(Teardown::NoNftables(detail)),
         Err(RunError::Failed(detail)) => Err(NftError(format!(
             "failed to remove firewall rules: {detail}"
         ))),
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(Teardown::Done),
     }
+}
+
+/// [`teardown`], saying on stderr when there was no nf_tables to remove rules from.
+pub fn apply_teardown(batch: &Batch, plugin: &str) -> Result<(), NftError> {
+    if let Teardown::NoNftables(detail) = teardown(batch)? {
+        eprintln!("{plugin}: {detail}: no firewall rules to remove");
+    }
+    Ok(())
 }
 
 /// One rule of ours as the kernel lists it.
