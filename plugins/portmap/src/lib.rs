@@ -3,20 +3,21 @@
 
 pub mod config;
 pub mod error;
+pub mod host;
 pub mod rules;
 
 use std::collections::HashSet;
 use std::fs;
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use cni_common::{CniError, CniResult, Invocation, Plugin};
 use cni_nft::Tag;
+use cni_nft::{Firewall, Nftables};
 use ipnetwork::IpNetwork;
-use node_kernel::{Context, KernelError, NetfilterSocket, RouteSocket, write_sysctl};
 
 use crate::config::{PortmapConf, Protocol};
 use crate::error::PortmapError;
+use crate::host::{Host, KernelHost};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Portmap;
@@ -66,48 +67,16 @@ fn udp_ports(conf: &PortmapConf) -> Vec<u16> {
     ports
 }
 
-fn flush_conntrack(conf: &PortmapConf) {
+fn flush_conntrack(host: &dyn Host, conf: &PortmapConf) {
     // Failing to flush only delays UDP clients until their entries time out.
-    let flushed = NetfilterSocket::current()
-        .map_err(std::io::Error::other)
-        .and_then(|nl| nl.flush_udp_conntrack(&udp_ports(conf)));
-    match flushed {
+    match host.flush_udp_conntrack(&udp_ports(conf)) {
         Ok(n) if n > 0 => cni_common::debug_log!("flushed {n} UDP conntrack entries"),
         Ok(_) => {}
         Err(e) => eprintln!("portmap: could not flush UDP conntrack entries: {e}"),
     }
 }
 
-/// 127.0.0.1 → container DNAT needs the kernel to route a loopback source out of the
-/// interface that leads to the container.
-fn enable_route_localnet(container: IpAddr) -> Result<(), PortmapError> {
-    let nl = RouteSocket::current()?;
-    let route = nl
-        .route_to(container)
-        .context(format!("failed to look up the route to {container}"))?;
-    let oif = route.as_ref().and_then(node_kernel::route::output_link);
-    let Some(index) = oif else { return Ok(()) };
-    // The name through the kernel's ioctl: parsing a full link message would link every
-    // link kind's decoder into portmap for one string.
-    let name = match nix::net::if_::if_indextoname(index) {
-        Ok(name) => Some(name.to_string_lossy().into_owned()),
-        Err(nix::errno::Errno::ENXIO | nix::errno::Errno::ENODEV) => None,
-        Err(e) => {
-            return Err(KernelError::Request {
-                what: "failed to look up the interface to the container".into(),
-                source: e.into(),
-            }
-            .into());
-        }
-    };
-    if let Some(name) = name {
-        write_sysctl(&format!("net/ipv4/conf/{name}/route_localnet"), "1")
-            .map_err(|e| PortmapError::Config(e.to_string()))?;
-    }
-    Ok(())
-}
-
-fn add(inv: &Invocation) -> Result<CniResult, PortmapError> {
+fn add(inv: &Invocation, fw: &dyn Firewall, host: &dyn Host) -> Result<CniResult, PortmapError> {
     let conf = PortmapConf::load(&inv.config)?;
     let prev = inv
         .config
@@ -128,7 +97,7 @@ fn add(inv: &Invocation) -> Result<CniResult, PortmapError> {
     fs::create_dir_all(&conf.state_dir)
         .and_then(|()| fs::write(&mark, b""))
         .map_err(|e| PortmapError::State(format!("cannot write {}: {e}", mark.display())))?;
-    cni_nft::apply(
+    fw.apply(
         &rules::add_batch(&conf, &t, &containers),
         "failed to add port mappings",
     )?;
@@ -140,20 +109,22 @@ fn add(inv: &Invocation) -> Result<CniResult, PortmapError> {
     if conf.snat
         && let Some(v4) = containers.iter().find(|c| c.is_ipv4())
     {
-        enable_route_localnet(v4.ip())?;
+        host.enable_route_localnet(v4.ip())?;
     }
-    flush_conntrack(&conf);
+    flush_conntrack(host, &conf);
     Ok(prev)
 }
 
-fn del(inv: &Invocation) -> Result<(), PortmapError> {
+fn del(inv: &Invocation, fw: &dyn Firewall, host: &dyn Host) -> Result<(), PortmapError> {
     let (conf, known) = PortmapConf::load_for_del(&inv.config);
     let t = tag(&conf, inv);
     let mark = marker(&conf, &t);
     // Rules exist only where ADD left a marker or the runtime re-sent the mappings; with a
     // config we cannot read, we cannot tell, so the chains go by name either way.
     if !known || mark.exists() || !conf.mappings.is_empty() {
-        cni_nft::apply_teardown(&rules::del_batch(&t), "portmap")?;
+        if let cni_nft::Teardown::NoNftables(detail) = fw.teardown(&rules::del_batch(&t))? {
+            cni_common::debug_log!("{detail}: no port mapping rules to remove");
+        }
         match fs::remove_file(&mark) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(PortmapError::State(format!(
@@ -164,11 +135,11 @@ fn del(inv: &Invocation) -> Result<(), PortmapError> {
             _ => {}
         }
     }
-    flush_conntrack(&conf);
+    flush_conntrack(host, &conf);
     Ok(())
 }
 
-fn check(inv: &Invocation) -> Result<(), PortmapError> {
+fn check(inv: &Invocation, fw: &dyn Firewall) -> Result<(), PortmapError> {
     let conf = PortmapConf::load(&inv.config)?;
     let prev = inv
         .config
@@ -180,7 +151,7 @@ fn check(inv: &Invocation) -> Result<(), PortmapError> {
     let containers = container_addresses(&prev, inv.ifname());
     let t = tag(&conf, inv);
     let [pre, out, masq] = rules::chains(&t);
-    let listed = cni_nft::list(cni_nft::Family::Inet, rules::TABLE)?;
+    let listed = fw.list(cni_nft::Family::Inet, rules::TABLE)?;
     let count = |chain: &str| listed.iter().filter(|r| r.chain == chain).count();
     let want_dnat: usize = containers
         .iter()
@@ -222,14 +193,14 @@ fn check(inv: &Invocation) -> Result<(), PortmapError> {
 }
 
 /// Removes the chains (and markers) of this network's attachments not in the valid list.
-fn gc(inv: &Invocation) -> Result<(), PortmapError> {
+fn gc(inv: &Invocation, fw: &dyn Firewall) -> Result<(), PortmapError> {
     let conf = PortmapConf::load(&inv.config)?;
     let valid = inv.config.valid_attachments()?.unwrap_or_default();
     let valid: HashSet<(&str, &str)> = valid
         .iter()
         .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
         .collect();
-    let listed = cni_nft::list(cni_nft::Family::Inet, rules::TABLE)?;
+    let listed = fw.list(cni_nft::Family::Inet, rules::TABLE)?;
     let mut stale: Vec<(String, String)> = listed
         .iter()
         .filter_map(|r| cni_nft::parse_comment(&r.comment))
@@ -248,9 +219,10 @@ fn gc(inv: &Invocation) -> Result<(), PortmapError> {
         for chain in rules::chains(&t) {
             chain.remove(&mut batch);
         }
+        // A missing marker only means that attachment had none left to remove.
         let _ = fs::remove_file(marker(&conf, &t));
     }
-    cni_nft::apply(&batch, "failed to remove stale port mappings")?;
+    fw.apply(&batch, "failed to remove stale port mappings")?;
     Ok(())
 }
 
@@ -260,24 +232,27 @@ impl Plugin for Portmap {
     }
 
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
-        Ok(add(inv)?)
+        Ok(add(inv, &Nftables, &KernelHost)?)
     }
 
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
-        Ok(del(inv)?)
+        Ok(del(inv, &Nftables, &KernelHost)?)
     }
 
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
-        Ok(check(inv)?)
+        Ok(check(inv, &Nftables)?)
     }
 
     fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
-        Ok(gc(inv)?)
+        Ok(gc(inv, &Nftables)?)
     }
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod address_tests {
     use super::*;
 
     #[test]
