@@ -61,8 +61,21 @@ impl FakeFirewall {
             .sum()
     }
 
-    fn failure(&self) -> Option<String> {
-        self.fail_next.borrow_mut().take()
+    fn failure(&self, what: impl Into<String>) -> Option<NftError> {
+        let detail = self.fail_next.borrow_mut().take()?;
+        Some(NftError {
+            what: what.into(),
+            command: None,
+            source: std::io::Error::other(detail),
+        })
+    }
+
+    fn unavailable(what: &str) -> NftError {
+        NftError {
+            what: what.to_owned(),
+            command: None,
+            source: std::io::Error::from_raw_os_error(nix::libc::EAFNOSUPPORT),
+        }
     }
 
     fn run(&self, batch: &Batch) {
@@ -100,21 +113,19 @@ impl Firewall for FakeFirewall {
         if batch.is_empty() {
             return Ok(());
         }
-        if let Some(detail) = self.failure() {
-            return Err(NftError(format!("{what}: {detail}")));
+        if let Some(e) = self.failure(what) {
+            return Err(e);
         }
         if self.no_nftables {
-            return Err(NftError(format!("{what}: nf_tables is not available")));
+            return Err(Self::unavailable(what));
         }
         self.run(batch);
         Ok(())
     }
 
     fn teardown(&self, batch: &Batch) -> Result<Teardown, NftError> {
-        if let Some(detail) = self.failure() {
-            return Err(NftError(format!(
-                "failed to remove firewall rules: {detail}"
-            )));
+        if let Some(e) = self.failure("failed to remove firewall rules") {
+            return Err(e);
         }
         if self.no_nftables {
             return Ok(Teardown::NoNftables("nf_tables is not available".into()));
@@ -124,8 +135,8 @@ impl Firewall for FakeFirewall {
     }
 
     fn list(&self, family: Family, table: &str) -> Result<Vec<Listed>, NftError> {
-        if let Some(detail) = self.failure() {
-            return Err(NftError(format!("failed to list table {table}: {detail}")));
+        if let Some(e) = self.failure(format!("failed to list table {table}")) {
+            return Err(e);
         }
         Ok(self
             .chains
@@ -198,7 +209,10 @@ mod tests {
         let mut batch = Batch::new();
         chain().replace(&mut batch, "x", vec![masq("10.1.0.6/32")]);
         fw.fail_next("EPERM");
-        assert_eq!(fw.apply(&batch, "add").unwrap_err().0, "add: EPERM");
+        assert_eq!(
+            fw.apply(&batch, "add").unwrap_err().to_string(),
+            "add: EPERM"
+        );
         assert!(
             fw.chains().is_empty(),
             "a failed transaction leaves nothing"

@@ -19,7 +19,7 @@ use node_kernel::NetfilterSocket;
 use node_kernel::nft::NftOp;
 
 use crate::encode::{comment_udata, expressions, udata_comment};
-use crate::{BaseChain, Batch, Command, Family, HookPoint, Listed, RunError};
+use crate::{BaseChain, Batch, Command, Failure, Family, HookPoint, Listed, RunError};
 
 // include/uapi/linux/netfilter.h
 const NF_ACCEPT: u32 = 1;
@@ -126,7 +126,12 @@ fn message(c: &Command) -> (NftOp, u16, NetfilterMessage) {
 }
 
 fn socket() -> Result<NetfilterSocket, RunError> {
-    NetfilterSocket::current().map_err(|e| RunError::Unavailable(e.to_string()))
+    NetfilterSocket::current().map_err(|e| {
+        RunError::Unavailable(Failure {
+            command: None,
+            source: std::io::Error::other(e.to_string()),
+        })
+    })
 }
 
 /// Errnos that mean the kernel lacks nf_tables or a part of it our rules need (a chain
@@ -146,21 +151,28 @@ pub(crate) fn commit(batch: &Batch) -> Result<(), RunError> {
     let messages: Vec<(NftOp, u16, NetfilterMessage)> =
         batch.commands.iter().map(message).collect();
     let commands: Vec<_> = messages.iter().map(|(op, f, m)| (*op, *f, m)).collect();
-    let outcome = nl
-        .nft_transaction(&commands)
-        .map_err(|e| RunError::Failed(format!("nf_tables transaction: {e}")))?;
+    let outcome = nl.nft_transaction(&commands).map_err(|source| {
+        RunError::Failed(Failure {
+            command: Some("nf_tables transaction".into()),
+            source,
+        })
+    })?;
     let Err((index, error)) = outcome else {
         return Ok(());
     };
-    let what = batch
+    let command = batch
         .commands
         .get(index)
         .map_or_else(|| "nf_tables transaction".to_owned(), ToString::to_string);
-    let detail = format!("{what}: {error}");
-    Err(if unavailable(&error) {
-        RunError::Unavailable(detail)
+    let unavailable = unavailable(&error);
+    let failure = Failure {
+        command: Some(command),
+        source: error,
+    };
+    Err(if unavailable {
+        RunError::Unavailable(failure)
     } else {
-        RunError::Failed(detail)
+        RunError::Failed(failure)
     })
 }
 
@@ -194,8 +206,18 @@ pub(crate) fn list_rules(family: Family, table: &str) -> Result<Vec<Listed>, Run
     let dumped = match nl.nft_rules(&request) {
         Ok(d) => d,
         Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => return Ok(Vec::new()),
-        Err(e) if unavailable(&e) => return Err(RunError::Unavailable(e.to_string())),
-        Err(e) => return Err(RunError::Failed(e.to_string())),
+        Err(source) if unavailable(&source) => {
+            return Err(RunError::Unavailable(Failure {
+                command: None,
+                source,
+            }));
+        }
+        Err(source) => {
+            return Err(RunError::Failed(Failure {
+                command: None,
+                source,
+            }));
+        }
     };
     let want: u8 = proto_family(family).into();
     Ok(dumped

@@ -28,13 +28,34 @@ pub use rule::{Action, Dir, L4, Match, Op, Rule, octets};
 /// nft limits comments to 128 bytes.
 pub const COMMENT_MAX: usize = 128;
 
+/// A transaction or listing the kernel refused (or could not be asked): what the plugin was
+/// doing, the command that failed when one did, and the kernel's errno.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NftError(pub String);
+#[error("{what}: {}{source}", .command.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
+pub struct NftError {
+    /// What the plugin was doing, e.g. `failed to add port mappings`.
+    pub what: String,
+    /// The refused command as nft text, when the kernel named one.
+    pub command: Option<String>,
+    /// The kernel's answer.
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl NftError {
+    fn from_run(what: impl Into<String>, e: RunError) -> NftError {
+        let (RunError::Unavailable(failure) | RunError::Failed(failure)) = e;
+        NftError {
+            what: what.into(),
+            command: failure.command,
+            source: failure.source,
+        }
+    }
+}
 
 impl From<NftError> for CniError {
     fn from(e: NftError) -> Self {
-        CniError::plugin(code::FIREWALL, e.0, "")
+        CniError::plugin(code::FIREWALL, e.to_string(), "")
     }
 }
 
@@ -257,13 +278,20 @@ impl fmt::Display for Batch {
     }
 }
 
+/// The kernel's refusal: the command it named, if any, and the errno.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) command: Option<String>,
+    pub(crate) source: std::io::Error,
+}
+
 /// Why a transaction or listing did not happen.
 #[derive(Debug)]
 pub(crate) enum RunError {
     /// The kernel has no nf_tables (or not the parts we use): no rules of ours can exist.
-    Unavailable(String),
+    Unavailable(Failure),
     /// The kernel refused it.
-    Failed(String),
+    Failed(Failure),
 }
 
 /// Runs one transaction in the calling thread's network namespace; an empty one runs
@@ -274,9 +302,7 @@ pub fn apply(batch: &Batch, what: &str) -> Result<(), NftError> {
     }
     match kernel::commit(batch) {
         Ok(()) => Ok(()),
-        Err(RunError::Unavailable(detail) | RunError::Failed(detail)) => {
-            Err(NftError(format!("{what}: {detail}")))
-        }
+        Err(e) => Err(NftError::from_run(what, e)),
     }
 }
 
@@ -287,10 +313,11 @@ pub fn teardown(batch: &Batch) -> Result<Teardown, NftError> {
         return Ok(Teardown::Done);
     }
     match kernel::commit(batch) {
-        Err(RunError::Unavailable(detail)) => Ok(Teardown::NoNftables(detail)),
-        Err(RunError::Failed(detail)) => Err(NftError(format!(
-            "failed to remove firewall rules: {detail}"
-        ))),
+        Err(RunError::Unavailable(f)) => Ok(Teardown::NoNftables(match f.command {
+            Some(c) => format!("{c}: {}", f.source),
+            None => f.source.to_string(),
+        })),
+        Err(e) => Err(NftError::from_run("failed to remove firewall rules", e)),
         Ok(()) => Ok(Teardown::Done),
     }
 }
@@ -318,9 +345,10 @@ pub fn list(family: Family, table: &str) -> Result<Vec<Listed>, NftError> {
     match kernel::list_rules(family, table) {
         Ok(rules) => Ok(rules),
         Err(RunError::Unavailable(_)) => Ok(Vec::new()),
-        Err(RunError::Failed(detail)) => {
-            Err(NftError(format!("failed to list table {table}: {detail}")))
-        }
+        Err(e) => Err(NftError::from_run(
+            format!("failed to list table {table}"),
+            e,
+        )),
     }
 }
 

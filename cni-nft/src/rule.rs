@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 /// The kernel's interface name size (IFNAMSIZ), NUL included.
-pub const IFNAMSIZ: usize = 16;
+pub const IFNAMSIZ: usize = cni_common::validate::IFNAME_MAX + 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {

@@ -29,9 +29,11 @@ fn chain(version: &str, bridge: Value) -> Chain {
     Chain::new(json!({"cniVersion": version, "name": "brnet", "plugins": [plugin]}))
 }
 
+/// One echo reply within 3 s, asking every 0.2 s: a first IPv6 packet can wait on neighbour
+/// discovery, longer on a loaded machine.
 fn pings(ns: &TestNetns, addr: &str) -> bool {
     let family = if addr.contains(':') { "-6" } else { "-4" };
-    ns.run("ping", &[family, "-c1", "-W1", "-q", addr])
+    ns.run("ping", &[family, "-c1", "-i0.2", "-w3", "-q", addr])
         .status
         .success()
 }

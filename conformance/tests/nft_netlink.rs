@@ -272,7 +272,7 @@ fn a_refused_transaction_changes_nothing_and_names_the_command() {
     );
     let err = in_ns(&ns, || cni_nft::apply(&batch, "probe")).unwrap_err();
     assert!(
-        err.0
+        err.to_string()
             .starts_with("probe: add rule inet cni_rs_probe bad masquerade"),
         "{err}"
     );
