@@ -9,6 +9,7 @@ pub mod config;
 pub mod delegate;
 pub mod env;
 pub mod error;
+pub mod fsutil;
 pub mod gojson;
 pub mod json;
 pub mod log;
