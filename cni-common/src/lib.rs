@@ -24,5 +24,5 @@ pub use config::NetConf;
 pub use env::Command;
 pub use error::CniError;
 pub use result::CniResult;
-pub use skel::{Invocation, Plugin};
+pub use skel::{Invocation, Plugin, TypedPlugin};
 pub use version::Version;
