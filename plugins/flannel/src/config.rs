@@ -73,7 +73,7 @@ fn object(value: Option<Value>, key: &str) -> Result<Map<String, Value>, Flannel
 
 impl FlannelConf {
     pub fn load(conf: &NetConf) -> Result<FlannelConf, FlannelError> {
-        let wire: Wire = conf.plugin_config().map_err(|e| err(e.to_string()))?;
+        let wire: Wire = conf.plugin_config()?;
         let mut delegate = object(wire.delegate, "delegate")?;
         for key in ["name", "ipam"] {
             if delegate.contains_key(key) {
