@@ -248,3 +248,6 @@ impl<D: Delegate, S: SavedConfigs, E: SubnetEnvSource> TypedPlugin for Flannel<D
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
