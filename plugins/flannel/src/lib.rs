@@ -227,7 +227,9 @@ impl<D: Delegate, S: SavedConfigs, E: SubnetEnvSource> TypedPlugin for Flannel<D
             Err(_) => saved_configs.first().map(|(_, map)| map.clone()),
         };
         if let Some(d) = delegate.as_mut() {
-            if let Some(list) = cni_common::gojson::get(inv.config.object(), VALID_ATTACHMENTS) {
+            // Under the current name even if the request used the old one: a delegate GC
+            // without the list would take every attachment for stale.
+            if let Some(list) = inv.config.valid_attachments_value() {
                 d.insert(VALID_ATTACHMENTS.into(), list.clone());
             }
             d.insert(

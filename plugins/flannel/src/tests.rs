@@ -665,6 +665,20 @@ fn gc_forwards_the_valid_attachments_and_drops_stale_saved_configs() {
 }
 
 #[test]
+fn gc_forwards_a_list_under_the_old_name_under_the_new_one() {
+    let f = Fakes::ready();
+    f.put("/d/keep", DELEGATE);
+    let mut c = conf();
+    c["cni.dev/attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
+    f.plugin().gc(&inv(Command::Gc, &c)).unwrap();
+    assert_eq!(
+        f.sent(Command::Gc)[0]["cni.dev/valid-attachments"],
+        json!([{"containerID": "keep", "ifname": "eth0"}])
+    );
+    assert_eq!(f.names(), ["/d/keep"]);
+}
+
+#[test]
 fn gc_without_subnet_env_takes_the_delegate_from_a_saved_config() {
     let f = Fakes::default();
     let old = DELEGATE
