@@ -20,6 +20,12 @@ use crate::version::Version;
 /// Larger stdin is refused before parsing: real configs are a few KiB.
 pub const MAX_CONFIG_BYTES: usize = 4 << 20;
 
+/// The GC request's key listing the attachments still in use (spec 1.1.0).
+pub const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
+
+/// [`VALID_ATTACHMENTS`]'s name before the spec renamed it; still read.
+pub const OLD_VALID_ATTACHMENTS: &str = "cni.dev/attachments";
+
 #[derive(Debug, Clone)]
 pub struct NetConf {
     pub version: Version,
@@ -256,6 +262,14 @@ impl NetConf {
         })?;
         Ok(gc.valid.or(gc.old))
     }
+
+    /// The valid-attachments list as the request wrote it (under either name, chosen as
+    /// [`Self::valid_attachments`] chooses), for a plugin that passes it on to a delegate.
+    pub fn valid_attachments_value(&self) -> Option<&Value> {
+        [VALID_ATTACHMENTS, OLD_VALID_ATTACHMENTS]
+            .into_iter()
+            .find_map(|key| gojson::get(&self.object, key).filter(|v| !v.is_null()))
+    }
 }
 
 /// The keys of a GC request.
@@ -351,6 +365,28 @@ mod tests {
         assert_eq!(old.valid_attachments().unwrap(), Some(vec![]));
         let none = parse(r#"{"cniVersion":"1.1.0","name":"n"}"#).unwrap();
         assert_eq!(none.valid_attachments().unwrap(), None);
+    }
+
+    #[test]
+    fn gc_attachments_as_written() {
+        let c = parse(
+            r#"{"cniVersion":"1.1.0","name":"n","cni.dev/attachments":[],
+                "cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.valid_attachments_value(),
+            Some(&serde_json::json!([{"containerID": "a", "ifname": "eth0"}]))
+        );
+        let old = parse(
+            r#"{"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":null,
+                "cni.dev/attachments":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.valid_attachments().unwrap(), Some(vec![]));
+        assert_eq!(old.valid_attachments_value(), Some(&serde_json::json!([])));
+        let none = parse(r#"{"cniVersion":"1.1.0","name":"n"}"#).unwrap();
+        assert_eq!(none.valid_attachments_value(), None);
     }
 
     #[test]

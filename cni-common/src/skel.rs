@@ -62,6 +62,57 @@ pub trait Plugin {
     }
 }
 
+/// A [`Plugin`] whose methods return the plugin's own error type. Every `TypedPlugin` is a
+/// `Plugin` (the impl below converts its errors into [`CniError`], code and all), so a plugin
+/// with a `thiserror` enum implements this instead of forwarding each method by hand.
+pub trait TypedPlugin {
+    /// The plugin's errors; the conversion decides each one's CNI code.
+    type Error: Into<CniError>;
+
+    /// The plugin's CNI `type`, for the about text.
+    fn name(&self) -> &'static str;
+
+    fn add(&self, inv: &Invocation) -> Result<CniResult, Self::Error>;
+
+    fn del(&self, inv: &Invocation) -> Result<(), Self::Error>;
+
+    fn check(&self, inv: &Invocation) -> Result<(), Self::Error>;
+
+    fn status(&self, _inv: &Invocation) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn gc(&self, _inv: &Invocation) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+impl<T: TypedPlugin> Plugin for T {
+    fn name(&self) -> &'static str {
+        TypedPlugin::name(self)
+    }
+
+    fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
+        TypedPlugin::add(self, inv).map_err(Into::into)
+    }
+
+    fn del(&self, inv: &Invocation) -> Result<(), CniError> {
+        TypedPlugin::del(self, inv).map_err(Into::into)
+    }
+
+    fn check(&self, inv: &Invocation) -> Result<(), CniError> {
+        TypedPlugin::check(self, inv).map_err(Into::into)
+    }
+
+    fn status(&self, inv: &Invocation) -> Result<(), CniError> {
+        TypedPlugin::status(self, inv).map_err(Into::into)
+    }
+
+    fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
+        TypedPlugin::gc(self, inv).map_err(Into::into)
+    }
+}
+
 /// What the process prints and how it exits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -346,6 +397,63 @@ mod tests {
             );
         }
         assert!(p.calls.borrow().is_empty());
+    }
+
+    /// A plugin with its own error type: its code reaches the output, its defaults apply.
+    struct Typed;
+
+    #[derive(Debug)]
+    struct TypedError;
+
+    impl From<TypedError> for CniError {
+        fn from(_: TypedError) -> Self {
+            CniError::plugin(104, "typed failure", "why")
+        }
+    }
+
+    impl TypedPlugin for Typed {
+        type Error = TypedError;
+        fn name(&self) -> &'static str {
+            "typed"
+        }
+        fn add(&self, _: &Invocation) -> Result<CniResult, TypedError> {
+            Err(TypedError)
+        }
+        fn del(&self, _: &Invocation) -> Result<(), TypedError> {
+            Ok(())
+        }
+        fn check(&self, _: &Invocation) -> Result<(), TypedError> {
+            Err(TypedError)
+        }
+    }
+
+    #[test]
+    fn typed_plugin_errors_convert_with_their_code() {
+        let run_typed = |command: &str| {
+            let vars: HashMap<&str, &str> = HashMap::from([
+                ("CNI_COMMAND", command),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_NETNS", "/nonexistent/ns"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", "/opt/cni/bin"),
+            ]);
+            run(
+                &Typed,
+                |k| vars.get(k).map(OsString::from),
+                r#"{"cniVersion":"1.1.0","name":"n"}"#.as_bytes(),
+            )
+        };
+        let o = run_typed("ADD");
+        assert_eq!(o.exit_code, 1);
+        assert_eq!(
+            o.stdout,
+            "{\n    \"code\": 104,\n    \"msg\": \"typed failure\",\n    \"details\": \"why\"\n}"
+        );
+        assert_eq!(run_typed("DEL").exit_code, 0);
+        assert_eq!(run_typed("CHECK").exit_code, 1);
+        assert_eq!(run_typed("GC").exit_code, 0, "the default GC");
+        assert_eq!(run_typed("STATUS").exit_code, 0, "the default STATUS");
+        assert_eq!(Plugin::name(&Typed), "typed");
     }
 
     #[test]

@@ -73,7 +73,7 @@ fn object(value: Option<Value>, key: &str) -> Result<Map<String, Value>, Flannel
 
 impl FlannelConf {
     pub fn load(conf: &NetConf) -> Result<FlannelConf, FlannelError> {
-        let wire: Wire = conf.plugin_config().map_err(|e| err(e.to_string()))?;
+        let wire: Wire = conf.plugin_config()?;
         let mut delegate = object(wire.delegate, "delegate")?;
         for key in ["name", "ipam"] {
             if delegate.contains_key(key) {
@@ -250,6 +250,35 @@ mod tests {
         assert_eq!(d["ipMasq"], json!(true));
         assert_eq!(d["runtimeConfig"], json!({"portMappings": []}));
         assert_eq!(d["ipam"]["routes"], json!([{"dst": "10.1.0.0/16"}]));
+    }
+
+    #[test]
+    fn the_delegates_own_keys_win_over_the_defaults() {
+        let c = load(
+            r#"{"name":"n","delegate":{"type":"ptp","mtu":1400,"ipMasq":true},
+                "ipam":{"type":"static","routes":[{"dst":"192.168.0.0/16"}],
+                        "ranges":[[{"subnet":"10.99.0.0/24"}]]}}"#,
+        )
+        .unwrap();
+        let env = subnet_env::parse(
+            "FLANNEL_IPV6_NETWORK=fd44::/56\nFLANNEL_IPV6_SUBNET=fd44:0:0:3::1/64\n\
+             FLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+        )
+        .unwrap();
+        let d = c.delegate_config(&env);
+        assert_eq!(FlannelConf::delegate_type(&d), "ptp");
+        assert_eq!((&d["mtu"], &d["ipMasq"]), (&json!(1400), &json!(true)));
+        assert!(
+            !d.contains_key("isGateway"),
+            "isGateway is the bridge's key"
+        );
+        assert!(!d.contains_key("cniVersion"), "none in flannel's config");
+        // ipam: its type kept, ranges replaced by flanneld's subnet, routes appended to.
+        assert_eq!(
+            Value::Object(d["ipam"].as_object().unwrap().clone()),
+            json!({"type": "static", "ranges": [[{"subnet": "fd44:0:0:3::/64"}]],
+                   "routes": [{"dst": "192.168.0.0/16"}, {"dst": "fd44::/56"}]})
+        );
     }
 
     #[test]

@@ -1,3 +1,3 @@
 fn main() {
-    cni_common::skel::main(&cni_flannel::Flannel)
+    cni_common::skel::main(&cni_flannel::Flannel::new())
 }

@@ -1,6 +1,6 @@
 //! `/run/flannel/subnet.env`, as flanneld writes it: `KEY=VALUE` lines.
 
-use std::io::ErrorKind;
+use std::io::{self, ErrorKind};
 use std::path::Path;
 
 use ipnetwork::IpNetwork;
@@ -105,32 +105,35 @@ pub fn parse(text: &str) -> Result<SubnetEnv, String> {
     })
 }
 
-pub fn load(path: &Path) -> Result<SubnetEnv, FlannelError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            return Err(FlannelError::NotReady(format!(
-                "{} does not exist: flanneld has not written it yet; check that the flannel \
-                 pod on this node is running",
-                path.display()
-            )));
-        }
-        Err(e) => {
-            return Err(FlannelError::NotReady(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )));
-        }
-    };
-    parse(&text).map_err(|e| {
-        let e = if e.starts_with("is missing") {
-            format!("{} {e}", path.display())
+/// Reads subnet.env's text: [`SubnetEnvFile`] in the plugin, a fake in the unit tests.
+pub trait SubnetEnvSource {
+    fn read(&self, path: &Path) -> io::Result<String>;
+}
+
+/// The file flanneld writes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubnetEnvFile;
+
+impl SubnetEnvSource for SubnetEnvFile {
+    fn read(&self, path: &Path) -> io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
+/// Reads and parses subnet.env at `path`. Missing or unreadable: try again later (flanneld
+/// has not written it yet); malformed: a config error naming the line or the missing keys.
+pub fn load(source: &impl SubnetEnvSource, path: &Path) -> Result<SubnetEnv, FlannelError> {
+    let text = source.read(path).map_err(|source| {
+        let path = path.to_owned();
+        if source.kind() == ErrorKind::NotFound {
+            FlannelError::SubnetEnvMissing { path, source }
         } else {
-            format!("{}: {e}", path.display())
-        };
-        FlannelError::Config(format!(
-            "failed to load flannel 'subnet.env' file: {e}. Check the flannel pod log for this node."
-        ))
+            FlannelError::SubnetEnvUnreadable { path, source }
+        }
+    })?;
+    parse(&text).map_err(|reason| FlannelError::SubnetEnvInvalid {
+        path: path.to_owned(),
+        reason,
     })
 }
 

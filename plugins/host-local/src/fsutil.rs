@@ -1,20 +1,10 @@
-//! File helpers shared by the lease store and the owner index.
+//! File helpers shared by the lease store and the owner index (creating a private file and
+//! removing one that may be gone are `cni_common::fsutil`'s).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, ErrorKind, Seek, SeekFrom, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-
-/// Creates or truncates `path` (mode 0600 when created) and writes `bytes`.
-pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?
-        .write_all(bytes)
-}
 
 /// Rewrites `path` in place (mode 0600 when created): the new bytes over the old ones, then
 /// the length cut to fit. Truncating to zero first would free the file's block and allocate
@@ -37,15 +27,9 @@ pub fn rewrite(f: &mut File, bytes: &[u8]) -> io::Result<()> {
     f.set_len(bytes.len() as u64)
 }
 
-pub fn remove_if_exists(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use super::*;

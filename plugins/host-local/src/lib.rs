@@ -12,7 +12,7 @@ pub mod store;
 
 use std::collections::HashSet;
 
-use cni_common::{CniError, CniResult, Invocation, Plugin};
+use cni_common::{CniResult, Invocation, TypedPlugin};
 
 use crate::allocator::{Owner, allocate};
 use crate::config::IpamConfig;
@@ -29,7 +29,13 @@ fn owner(inv: &Invocation) -> Owner<'_> {
     }
 }
 
-impl HostLocal {
+impl TypedPlugin for HostLocal {
+    type Error = HostLocalError;
+
+    fn name(&self) -> &'static str {
+        "host-local"
+    }
+
     fn add(&self, inv: &Invocation) -> Result<CniResult, HostLocalError> {
         let cfg = IpamConfig::load(&inv.config, &inv.env.args)?;
         // Everything that can fail without touching state comes first.
@@ -137,31 +143,5 @@ impl HostLocal {
             }
         }
         Ok(())
-    }
-}
-
-impl Plugin for HostLocal {
-    fn name(&self) -> &'static str {
-        "host-local"
-    }
-
-    fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
-        Ok(HostLocal::add(self, inv)?)
-    }
-
-    fn del(&self, inv: &Invocation) -> Result<(), CniError> {
-        Ok(HostLocal::del(self, inv)?)
-    }
-
-    fn check(&self, inv: &Invocation) -> Result<(), CniError> {
-        Ok(HostLocal::check(self, inv)?)
-    }
-
-    fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
-        Ok(HostLocal::gc(self, inv)?)
-    }
-
-    fn status(&self, inv: &Invocation) -> Result<(), CniError> {
-        Ok(HostLocal::status(self, inv)?)
     }
 }

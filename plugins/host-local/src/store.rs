@@ -12,9 +12,9 @@
 //! and the index is rebuilt from one full scan. Leases Go released meanwhile are harmless: a
 //! lease is always re-read before it is trusted or removed.
 //!
-//! Leases are written to a temporary file, synced and hard-linked into place, so a lease is
-//! never seen empty or half-written; an empty lease found under the lock (a crash of the Go
-//! plugin mid-write) is garbage and is reclaimed.
+//! Leases are written to a temporary file (not synced, as Go's are not) and hard-linked into
+//! place, so a lease is never seen empty or half-written; an empty lease found under the lock
+//! (a crash of the Go plugin mid-write) is garbage and is reclaimed.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
@@ -22,11 +22,12 @@ use std::net::IpAddr;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use cni_common::fsutil::{remove_if_exists, write_private};
 use cni_common::validate;
 
 use crate::allocator::{Leases, Owner};
 use crate::error::HostLocalError;
-use crate::fsutil::{overwrite_file, remove_if_exists, write_file};
+use crate::fsutil::overwrite_file;
 use crate::index::{Entry, LEGACY, OwnerIndex};
 
 const LOCK: &str = "lock";
@@ -331,7 +332,7 @@ impl Leases for DiskStore {
         // Linked into place only once written, so no reader ever sees it empty or half
         // written. Not synced (nor is the Go plugin's): a sync only matters after a power
         // loss, which no container survives, and an empty lease left by one is reclaimed.
-        write_file(&tmp, lease_bytes(owner).as_bytes())
+        write_private(&tmp, lease_bytes(owner).as_bytes())
             .map_err(|e| self.err("cannot write lease", &tmp, e))?;
         let mut linked = fs::hard_link(&tmp, &path);
         if matches!(&linked, Err(e) if e.kind() == ErrorKind::AlreadyExists)
