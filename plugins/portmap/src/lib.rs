@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::PathBuf;
 
-use cni_common::{CniError, CniResult, Invocation, Plugin};
+use cni_common::skel::TypedPlugin;
+use cni_common::{CniResult, Invocation};
 use cni_nft::Tag;
 use cni_nft::{Firewall, Nftables};
 use ipnetwork::IpNetwork;
@@ -226,25 +227,27 @@ fn gc(inv: &Invocation, fw: &dyn Firewall) -> Result<(), PortmapError> {
     Ok(())
 }
 
-impl Plugin for Portmap {
+impl TypedPlugin for Portmap {
+    type Error = PortmapError;
+
     fn name(&self) -> &'static str {
         "portmap"
     }
 
-    fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
-        Ok(add(inv, &Nftables, &KernelHost)?)
+    fn add(&self, inv: &Invocation) -> Result<CniResult, PortmapError> {
+        add(inv, &Nftables, &KernelHost)
     }
 
-    fn del(&self, inv: &Invocation) -> Result<(), CniError> {
-        Ok(del(inv, &Nftables, &KernelHost)?)
+    fn del(&self, inv: &Invocation) -> Result<(), PortmapError> {
+        del(inv, &Nftables, &KernelHost)
     }
 
-    fn check(&self, inv: &Invocation) -> Result<(), CniError> {
-        Ok(check(inv, &Nftables)?)
+    fn check(&self, inv: &Invocation) -> Result<(), PortmapError> {
+        check(inv, &Nftables)
     }
 
-    fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
-        Ok(gc(inv, &Nftables)?)
+    fn gc(&self, inv: &Invocation) -> Result<(), PortmapError> {
+        gc(inv, &Nftables)
     }
 }
 
