@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use cni_common::env::Environment;
-use cni_common::{Command, Invocation, NetConf};
+use cni_common::{CniError, Command, Invocation, NetConf};
 use cni_nft::{FakeFirewall, Teardown};
 
 use super::*;
