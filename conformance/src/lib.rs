@@ -8,13 +8,10 @@
 // The rig is test code: a failure to set up a namespace should abort the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-pub mod cache;
 pub mod chain;
 pub mod containerd;
 pub mod cri;
 pub mod flannel;
-pub mod host_exec;
-pub mod netconf;
 pub mod netns;
 pub mod node;
 pub mod normalize;

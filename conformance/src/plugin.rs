@@ -35,6 +35,26 @@ pub struct Outcome {
     pub stderr: String,
 }
 
+impl From<Outcome> for cni_runtime::Output {
+    fn from(o: Outcome) -> Self {
+        cni_runtime::Output {
+            exit_code: o.exit_code,
+            stdout: o.stdout,
+            stderr: o.stderr,
+        }
+    }
+}
+
+impl From<cni_runtime::Output> for Outcome {
+    fn from(o: cni_runtime::Output) -> Self {
+        Outcome {
+            exit_code: o.exit_code,
+            stdout: o.stdout,
+            stderr: o.stderr,
+        }
+    }
+}
+
 impl Outcome {
     pub fn success(&self) -> bool {
         self.exit_code == 0

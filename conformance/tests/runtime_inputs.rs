@@ -10,11 +10,12 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use conformance::chain::{Attachment, Exec};
+use cni_common::Command;
+use conformance::chain::{Attachment, Exec, ExecError, Output};
 use conformance::flannel::{SUBNET_ENV, write_subnet_env};
 use conformance::node::GO_PLUGIN_DIR;
 use conformance::traffic::{tcp_get, tcp_server};
-use conformance::{Chain, Node, Outcome};
+use conformance::{Chain, Node};
 use serde_json::{Value, json};
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/runtime-inputs");
@@ -50,17 +51,19 @@ impl Exec for WithArgs<'_> {
     fn exec(
         &self,
         plugin: &str,
-        command: &str,
+        command: Command,
         att: Option<&Attachment>,
         stdin: &Value,
-    ) -> Outcome {
-        self.node
+    ) -> Result<Output, ExecError> {
+        Ok(self
+            .node
             .plugin(plugin)
-            .command(command)
+            .command(command.as_str())
             .config(stdin)
             .attachment(att)
             .env("CNI_ARGS", &self.args)
             .run()
+            .into())
     }
 }
 

@@ -16,10 +16,9 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use conformance::chain::{Attachment, Chain, ChainError};
-use conformance::host_exec::HostExec;
+use cni_runtime::{Attachment, Chain, HostExec, NetworkConfigList};
 use nix::sys::resource::{UsageWho, getrusage};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 const USAGE: &str =
     "usage: bench-parallel <cni-path> <conflist> <work-dir> <id-prefix> <pods> <first-host-port>";
@@ -35,16 +34,15 @@ fn pods(args: &[String]) -> Result<(HostExec, Vec<Pod>), String> {
     };
     let text = std::fs::read_to_string(conflist).map_err(|e| format!("{conflist}: {e}"))?;
     let list: Value = serde_json::from_str(&text).map_err(|e| format!("{conflist}: {e}"))?;
-    if !list["plugins"].is_array() {
-        return Err(format!("{conflist}: no plugins array"));
-    }
+    let list = NetworkConfigList::from_value(list).map_err(|e| format!("{conflist}: {e}"))?;
     let count: u16 = count.parse().map_err(|_| USAGE.to_owned())?;
     let port: u16 = port.parse().map_err(|_| USAGE.to_owned())?;
     let pods = (0..count)
         .map(|i| Pod {
-            chain: Chain::new(list.clone()).with_capability_args(json!({
-                "portMappings": [{"hostPort": port.saturating_add(i), "containerPort": 80, "protocol": "tcp"}]
-            })),
+            chain: Chain::new(list.clone()).with_capability_args(Map::from_iter([(
+                "portMappings".to_owned(),
+                json!([{"hostPort": port.saturating_add(i), "containerPort": 80, "protocol": "tcp"}]),
+            )])),
             att: Attachment::new(
                 &format!("{prefix}-{i}"),
                 &format!("{work}/{prefix}-{i}.netns"),
@@ -97,15 +95,16 @@ fn addresses(result: &Value) -> impl Iterator<Item = &str> {
 }
 
 /// Prints each failed call of `phase` and returns how many there were.
-fn failures<T>(phase: &str, pods: &[Pod], outcomes: &[Option<Result<T, ChainError>>]) -> usize {
+fn failures<T>(
+    phase: &str,
+    pods: &[Pod],
+    outcomes: &[Option<Result<T, cni_runtime::Error>>],
+) -> usize {
     let mut failed = 0;
     for (pod, outcome) in pods.iter().zip(outcomes) {
         match outcome {
             Some(Ok(_)) => continue,
-            Some(Err(e)) => eprintln!(
-                "{phase} {}: {}: {}",
-                pod.att.container_id, e.plugin, e.outcome.stdout
-            ),
+            Some(Err(e)) => eprintln!("{phase} {}: {e}", pod.att.container_id),
             None => eprintln!("{phase} {}: the thread died", pod.att.container_id),
         }
         failed += 1;
