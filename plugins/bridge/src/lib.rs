@@ -6,6 +6,8 @@ mod add;
 mod check;
 pub mod config;
 pub mod error;
+#[cfg(test)]
+mod fake;
 pub mod firewall;
 pub mod gateway;
 mod link;
@@ -13,6 +15,8 @@ pub mod node;
 mod status;
 pub mod sysctl;
 mod teardown;
+#[cfg(test)]
+mod tests;
 
 use cni_common::{CniError, CniResult, Invocation, Plugin};
 
