@@ -26,35 +26,48 @@ pub const NETNS: &str = "/var/run/netns/pod";
 /// A link of a fake namespace, with what the kernel would know about it.
 #[derive(Debug, Clone)]
 pub struct FakeLink {
+    /// What [`Links`] reports.
     pub link: Link,
     /// The other end of a veth: (namespace, index).
     pub peer: Option<(RawFd, u32)>,
+    /// The port's hairpin flag.
     pub hairpin: bool,
+    /// The port's isolation flag.
     pub isolated: bool,
+    /// The port's VLANs (access first).
     pub vlans: Vec<u16>,
+    /// The MTU it was created with.
     pub mtu: Option<u32>,
 }
 
 /// An address of a fake namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeAddr {
+    /// The link it is on.
     pub index: u32,
+    /// The address and prefix.
     pub net: IpNetwork,
+    /// DAD still runs.
     pub tentative: bool,
+    /// DAD found it in use.
     pub dad_failed: bool,
 }
 
 /// One fake namespace.
 #[derive(Debug, Clone, Default)]
 pub struct FakeNs {
+    /// Its links.
     pub links: Vec<FakeLink>,
+    /// Its addresses.
     pub addrs: Vec<FakeAddr>,
     /// (link, destination, gateway)
     pub routes: Vec<(u32, IpNetwork, Option<IpAddr>)>,
+    /// The sysctls written, by key.
     pub sysctls: BTreeMap<String, String>,
 }
 
 impl FakeNs {
+    /// The link called `name`.
     pub fn named(&self, name: &str) -> Option<&FakeLink> {
         self.links
             .iter()
@@ -101,6 +114,7 @@ impl Default for FakeNode {
 }
 
 impl FakeNode {
+    /// An empty host namespace and an empty container namespace at [`NETNS`].
     pub fn new() -> FakeNode {
         let mut namespaces = BTreeMap::new();
         namespaces.insert(HOST, FakeNs::default());
