@@ -95,6 +95,18 @@ fn fnv64(parts: &[&str]) -> u64 {
     hash
 }
 
+impl<'a> Tag<'a> {
+    /// The attachment a plugin invocation is about: `network` (the config's `name`), the
+    /// container ID and the interface name of `inv`.
+    pub fn of(network: &'a str, inv: &'a cni_common::Invocation) -> Tag<'a> {
+        Tag {
+            network,
+            container_id: inv.container_id(),
+            ifname: inv.ifname(),
+        }
+    }
+}
+
 impl Tag<'_> {
     /// The attachment's chain name, `<prefix>-<16 hex digits>`.
     pub fn chain(&self, prefix: &str) -> String {
@@ -129,6 +141,57 @@ pub fn parse_comment(comment: &str) -> Option<(&str, &str, &str)> {
     let (network, rest) = rest.split_once(", id: ")?;
     let (id, ifname) = rest.rsplit_once(", if: ")?;
     Some((network, id, ifname))
+}
+
+/// An attachment of one network whose rules are listed but that the runtime no longer
+/// knows (GC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleAttachment {
+    /// The container ID its rules name.
+    pub container_id: String,
+    /// The interface name its rules name.
+    pub ifname: String,
+    /// The chains holding its rules, sorted and without repeats.
+    pub chains: Vec<(Family, String)>,
+}
+
+/// The attachments of `network` that `listed` rules belong to and that are not in `valid`
+/// (`cni.dev/valid-attachments`), sorted by container ID and interface: GC's "valid set →
+/// listing → comments → sort/dedup" step. Rules whose comment was truncated (or is not ours)
+/// are never stale.
+pub fn stale_attachments(
+    listed: &[Listed],
+    network: &str,
+    valid: &[cni_common::config::Attachment],
+) -> Vec<StaleAttachment> {
+    use std::collections::{BTreeMap, BTreeSet, HashSet};
+    let valid: HashSet<(&str, &str)> = valid
+        .iter()
+        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+        .collect();
+    let mut stale: BTreeMap<(&str, &str), BTreeSet<(Family, &str)>> = BTreeMap::new();
+    for rule in listed {
+        if let Some((net, id, ifname)) = parse_comment(&rule.comment)
+            && net == network
+            && !valid.contains(&(id, ifname))
+        {
+            stale
+                .entry((id, ifname))
+                .or_default()
+                .insert((rule.family, rule.chain.as_str()));
+        }
+    }
+    stale
+        .into_iter()
+        .map(|((id, ifname), chains)| StaleAttachment {
+            container_id: id.to_owned(),
+            ifname: ifname.to_owned(),
+            chains: chains
+                .into_iter()
+                .map(|(family, chain)| (family, chain.to_owned()))
+                .collect(),
+        })
+        .collect()
 }
 
 /// Where a base chain hooks in.
@@ -394,6 +457,53 @@ mod tests {
             parse_comment(&t.comment()),
             None,
             "a truncated tag must never match"
+        );
+    }
+
+    #[test]
+    fn stale_attachments_of_one_network() {
+        let rule = |family, network: &str, id: &str| {
+            let t = Tag {
+                network,
+                container_id: id,
+                ifname: "eth0",
+            };
+            Listed {
+                family,
+                chain: t.chain("cni"),
+                comment: t.comment(),
+                values: Vec::new(),
+            }
+        };
+        let listed = [
+            rule(Family::Inet, "n", "b"),
+            rule(Family::Inet, "n", "b"),
+            rule(Family::Bridge, "n", "b"),
+            rule(Family::Inet, "n", "a"),
+            rule(Family::Inet, "n", "keep"),
+            rule(Family::Inet, "other", "c"),
+            Listed {
+                family: Family::Inet,
+                chain: "x".into(),
+                comment: "not ours".into(),
+                values: Vec::new(),
+            },
+        ];
+        let valid = [cni_common::config::Attachment {
+            container_id: "keep".into(),
+            ifname: "eth0".into(),
+        }];
+        let stale = stale_attachments(&listed, "n", &valid);
+        let ids: Vec<&str> = stale.iter().map(|s| s.container_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        let b = &stale[1];
+        assert_eq!(b.ifname, "eth0");
+        assert_eq!(
+            b.chains,
+            [
+                (Family::Inet, listed[0].chain.clone()),
+                (Family::Bridge, listed[0].chain.clone())
+            ]
         );
     }
 }

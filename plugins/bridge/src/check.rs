@@ -1,25 +1,21 @@
 //! CHECK: the attachment is still as ADD left it, per prevResult.
 
-use std::net::IpAddr;
-
-use cni_common::{CniResult, Command, Invocation, delegate};
+use cni_common::{CniResult, Command, Invocation};
+use cni_nft::{Family, Firewall, Tag};
 use ipnetwork::IpNetwork;
-use node_kernel::link::InfoKind;
-use node_kernel::{Context, Netns, RouteSocket as Netlink};
 
-use cni_nft::Family;
-
-use crate::add::tag;
 use crate::config::{BridgeConf, format_mac};
 use crate::error::BridgeError;
 use crate::firewall;
-use crate::link;
+use crate::node::{Deps, Ipam, LinkKind, Links, Node};
 
 fn fail(msg: impl Into<String>) -> BridgeError {
     BridgeError::Check(msg.into())
 }
 
-pub fn check(inv: &Invocation) -> Result<(), BridgeError> {
+/// CHECK: the container interface, the bridge and its port, the addresses and routes of
+/// prevResult, and our firewall rules are all still there.
+pub fn check<N: Node, I: Ipam>(deps: &Deps<'_, N, I>, inv: &Invocation) -> Result<(), BridgeError> {
     let conf = BridgeConf::load(&inv.config, &inv.env.args)?;
     let prev = inv
         .config
@@ -27,12 +23,12 @@ pub fn check(inv: &Invocation) -> Result<(), BridgeError> {
         .ok_or_else(|| fail("Required prevResult missing"))?;
     // IPAM is checked only when there is one: an L2-only network has nothing to ask.
     if let Some(ipam) = &conf.ipam_type {
-        delegate::exec(ipam, Command::Check, &inv.env, inv.config.raw())?;
+        deps.ipam.exec(ipam, Command::Check, inv)?;
     }
     let netns = inv.required_netns()?;
-    let ns = Netns::open(netns)?;
-    let host = Netlink::current()?;
-    let cont = Netlink::in_netns(&ns)?;
+    let ns = deps.node.open(netns)?;
+    let host = deps.node.host_links()?;
+    let cont = deps.node.links_in(&ns)?;
 
     let ifname = inv.ifname();
     let rec = prev
@@ -51,28 +47,28 @@ pub fn check(inv: &Invocation) -> Result<(), BridgeError> {
             netns.display()
         )));
     }
-    let cif = link::by_name(&cont, ifname)?.ok_or_else(|| {
+    let cif = cont.by_name(ifname)?.ok_or_else(|| {
         fail(format!(
             "CNI created interface in container {ifname} not found"
         ))
     })?;
-    if link::kind(&cif) != Some(&InfoKind::Veth) {
+    if cif.kind != LinkKind::Veth {
         return Err(fail(format!("{ifname} in the container is not a veth")));
     }
-    if !rec.mac.is_empty() && !rec.mac.eq_ignore_ascii_case(&format_mac(&link::mac(&cif))) {
+    if !rec.mac.is_empty() && !rec.mac.eq_ignore_ascii_case(&format_mac(&cif.mac)) {
         return Err(fail(format!("{ifname} MAC changed from {}", rec.mac)));
     }
 
-    let bridge = link::by_name(&host, &conf.bridge)?.ok_or_else(|| {
+    let bridge = host.by_name(&conf.bridge)?.ok_or_else(|| {
         fail(format!(
             "CNI created bridge {} in host namespace was not found",
             conf.bridge
         ))
     })?;
-    if link::kind(&bridge) != Some(&InfoKind::Bridge) {
+    if bridge.kind != LinkKind::Bridge {
         return Err(fail(format!("{} is not a bridge", conf.bridge)));
     }
-    if link::is_promisc(&bridge) != conf.promisc {
+    if bridge.promisc != conf.promisc {
         return Err(fail(format!(
             "promiscuous mode of {} is not {}",
             conf.bridge, conf.promisc
@@ -81,7 +77,7 @@ pub fn check(inv: &Invocation) -> Result<(), BridgeError> {
     let recorded = |name: &str| prev.interfaces.iter().find(|i| i.name == name);
     // The bridge's MAC is pinned only when it is the gateway; otherwise it follows its ports.
     if let Some(rec) = recorded(&conf.bridge).filter(|r| conf.is_gateway && !r.mac.is_empty()) {
-        let mac = format_mac(&link::mac(&bridge));
+        let mac = format_mac(&bridge.mac);
         if !rec.mac.eq_ignore_ascii_case(&mac) {
             return Err(fail(format!(
                 "bridge {} has MAC {mac}, not {}",
@@ -96,9 +92,8 @@ pub fn check(inv: &Invocation) -> Result<(), BridgeError> {
         .iter()
         .filter(|i| i.sandbox.is_empty() && i.name != conf.bridge)
         .any(|i| {
-            matches!(link::by_name(&host, &i.name),
-                Ok(Some(l)) if link::kind(&l) == Some(&InfoKind::Veth)
-                    && link::controller(&l) == Some(bridge.header.index))
+            matches!(host.by_name(&i.name),
+                Ok(Some(l)) if l.kind == LinkKind::Veth && l.controller == Some(bridge.index))
         });
     if !veth_ok {
         return Err(fail(format!(
@@ -107,22 +102,19 @@ pub fn check(inv: &Invocation) -> Result<(), BridgeError> {
         )));
     }
 
-    check_addresses_and_routes(&cont, cif.header.index, &prev)?;
+    check_addresses_and_routes(&cont, cif.index, &prev)?;
     if conf.ip_masq || conf.mac_spoof_check {
-        check_firewall(&conf, inv, &prev)?;
+        check_firewall(deps.firewall, &conf, inv, &prev)?;
     }
     Ok(())
 }
 
 fn check_addresses_and_routes(
-    cont: &Netlink,
+    cont: &impl Links,
     index: u32,
     prev: &CniResult,
 ) -> Result<(), BridgeError> {
-    let present: Vec<IpNetwork> = link::addresses(cont, index)?
-        .into_iter()
-        .map(|(a, _)| a)
-        .collect();
+    let present: Vec<IpNetwork> = cont.addresses(index)?.into_iter().map(|a| a.net).collect();
     for ip in &prev.ips {
         if !present.contains(&ip.address) {
             return Err(fail(format!(
@@ -131,8 +123,8 @@ fn check_addresses_and_routes(
             )));
         }
     }
-    let mut routes = route_table(cont, true)?;
-    routes.extend(route_table(cont, false)?);
+    let mut routes = cont.routes(true)?;
+    routes.extend(cont.routes(false)?);
     for r in &prev.routes {
         let found = routes.iter().any(|(dst, gw)| {
             dst.network() == r.dst.network()
@@ -150,25 +142,15 @@ fn check_addresses_and_routes(
     Ok(())
 }
 
-fn route_table(cont: &Netlink, v4: bool) -> Result<Vec<(IpNetwork, Option<IpAddr>)>, BridgeError> {
-    let msgs = cont.routes(v4).context("failed to list routes")?;
-    Ok(msgs
-        .iter()
-        .filter_map(|m| {
-            node_kernel::route::destination(m).map(|d| (d, node_kernel::route::gateway(m)))
-        })
-        .collect())
-}
-
 /// Our chain for this attachment holds a masquerade rule per address (and the spoof rule).
 fn check_firewall(
+    fw: &dyn Firewall,
     conf: &BridgeConf,
     inv: &Invocation,
     prev: &CniResult,
 ) -> Result<(), BridgeError> {
-    let t = tag(conf, inv);
-    let chain = firewall::masq_chain(&t).name;
-    let rules: Vec<_> = firewall::list()?
+    let chain = firewall::masq_chain(&Tag::of(&conf.network, inv)).name;
+    let rules: Vec<_> = firewall::list(fw)?
         .into_iter()
         .filter(|r| r.chain == chain)
         .collect();

@@ -4,7 +4,9 @@
 
 use std::net::IpAddr;
 
-use cni_nft::{Action, BaseChain, Batch, Dir, Family, Hook, Match, NftError, Op, Rule, Tag};
+use cni_nft::{
+    Action, BaseChain, Batch, Dir, Family, Firewall, Hook, Match, NftError, Op, Rule, Tag,
+};
 use ipnetwork::IpNetwork;
 
 pub const MASQ_TABLE: &str = "cni_rs_masquerade";
@@ -112,14 +114,14 @@ pub fn del_batch(tag: &Tag<'_>, masquerade: bool, spoof_check: bool) -> Batch {
 }
 
 /// Every rule in our two tables.
-pub fn list() -> Result<Vec<cni_nft::Listed>, NftError> {
-    let mut rules = cni_nft::list(Family::Inet, MASQ_TABLE)?;
-    rules.extend(cni_nft::list(Family::Bridge, SPOOF_TABLE)?);
+pub fn list(fw: &dyn Firewall) -> Result<Vec<cni_nft::Listed>, NftError> {
+    let mut rules = fw.list(Family::Inet, MASQ_TABLE)?;
+    rules.extend(fw.list(Family::Bridge, SPOOF_TABLE)?);
     Ok(rules)
 }
 
 /// Deletes whole chains of ours (GC), in one transaction.
-pub fn delete_chains(chains: &[(Family, String)]) -> Result<(), NftError> {
+pub fn delete_chains(fw: &dyn Firewall, chains: &[(Family, String)]) -> Result<(), NftError> {
     let mut batch = Batch::new();
     for (family, name) in chains {
         let (table, hook) = if *family == Family::Bridge {
@@ -135,7 +137,7 @@ pub fn delete_chains(chains: &[(Family, String)]) -> Result<(), NftError> {
         }
         .remove(&mut batch);
     }
-    cni_nft::apply(&batch, "failed to delete stale firewall chains")
+    fw.apply(&batch, "failed to delete stale firewall chains")
 }
 
 #[cfg(test)]

@@ -6,13 +6,23 @@ mod add;
 mod check;
 pub mod config;
 pub mod error;
+#[cfg(test)]
+mod fake;
 pub mod firewall;
 pub mod gateway;
 mod link;
+pub mod node;
+mod status;
+pub mod sysctl;
 mod teardown;
+#[cfg(test)]
+mod tests;
 
 use cni_common::{CniError, CniResult, Invocation, Plugin};
 
+use crate::node::Deps;
+
+/// The plugin, on the node's kernel, nf_tables and IPAM binaries.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bridge;
 
@@ -22,22 +32,22 @@ impl Plugin for Bridge {
     }
 
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
-        Ok(add::add(inv)?)
+        Ok(add::add(&Deps::kernel(), inv)?)
     }
 
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
-        Ok(teardown::del(inv)?)
+        Ok(teardown::del(&Deps::kernel(), inv)?)
     }
 
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
-        Ok(check::check(inv)?)
+        Ok(check::check(&Deps::kernel(), inv)?)
     }
 
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
-        Ok(teardown::status(inv)?)
+        Ok(status::status(&Deps::kernel(), inv)?)
     }
 
     fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
-        Ok(teardown::gc(inv)?)
+        Ok(teardown::gc(&Deps::kernel(), inv)?)
     }
 }

@@ -1,157 +1,161 @@
-//! The kernel requests the plugin makes, each with what it was doing when it fails: thin
-//! wrappers over `node_kernel`'s typed requests.
+//! The kernel requests the plugin makes, each with what it was doing when it fails: the
+//! [`Links`] of a namespace as thin wrappers over `node_kernel`'s typed requests on its
+//! rtnetlink socket.
 
+use std::io;
+use std::net::IpAddr;
 use std::os::fd::RawFd;
 
 use cni_common::result::Route;
 use ipnetwork::IpNetwork;
-use node_kernel::addr::{self, AddressMessage};
-use node_kernel::link::{self as klink, BridgeVlanInfoFlags, LinkFlags, LinkId, LinkMessage};
+use node_kernel::addr;
+use node_kernel::link::{self as klink, BridgeVlanInfoFlags, LinkFlags, LinkId};
 use node_kernel::route::{self, RouteAttribute, RouteScope};
 use node_kernel::{Context, KernelError, RouteSocket};
 
-pub use node_kernel::link::{controller, is_promisc, is_up, kind, mac, name, port_state};
+use crate::node::{Address, Link, Links};
 
 type Nl<T> = Result<T, KernelError>;
 
-/// The link called `name`, or `None` when there is none.
-pub fn by_name(nl: &RouteSocket, name: &str) -> Nl<Option<LinkMessage>> {
-    nl.link(LinkId::Name(name))
-        .context(format!("failed to look up {name}"))
-}
-
-pub fn by_index(nl: &RouteSocket, index: u32) -> Nl<Option<LinkMessage>> {
-    nl.link(LinkId::Index(index))
-        .context(format!("failed to look up link {index}"))
-}
-
-/// Creates a bridge, down, so that its sysctls can be set before the kernel configures
-/// IPv6 on it; "already exists" is the caller's business (concurrent first ADDs).
-pub fn add_bridge(nl: &RouteSocket, name: &str, mtu: Option<u32>, vlan_filtering: bool) -> Nl<()> {
-    nl.create_link(&klink::bridge(name, mtu, vlan_filtering))
-        .context(format!("failed to create bridge \"{name}\""))
-}
-
-pub fn set_up(nl: &RouteSocket, index: u32, up: bool) -> Nl<()> {
-    nl.set_link_flag(index, LinkFlags::Up, up).context(format!(
-        "failed to set link {index} {}",
-        if up { "up" } else { "down" }
-    ))
-}
-
-pub fn set_promisc(nl: &RouteSocket, index: u32) -> Nl<()> {
-    nl.set_link_flag(index, LinkFlags::Promisc, true)
-        .context("failed to set promiscuous mode")
-}
-
-pub fn set_mac(nl: &RouteSocket, index: u32, mac: Vec<u8>) -> Nl<()> {
-    nl.set_link(&klink::with_mac(index, mac))
-        .context("could not set bridge's mac")
-}
-
-/// Creates the veth pair from the container's namespace: `ifname` stays there, `peer` is
-/// created directly in the namespace `host_ns` refers to.
-pub fn add_veth(
-    nl: &RouteSocket,
-    ifname: &str,
-    peer: &str,
-    mtu: Option<u32>,
-    mac: Option<[u8; 6]>,
-    host_ns: RawFd,
-) -> std::io::Result<()> {
-    nl.create_link(&klink::veth(ifname, peer, host_ns, mtu, mac))
-}
-
-pub fn del_link(nl: &RouteSocket, index: u32) -> Nl<()> {
-    nl.delete_link(index)
-        .context(format!("failed to delete link {index}"))
-}
-
-/// Enslaves the port to the bridge and sets its bridge-port flags.
-pub fn attach_port(
-    nl: &RouteSocket,
-    port: u32,
-    bridge: u32,
-    hairpin: bool,
-    isolated: bool,
-) -> Nl<()> {
-    nl.set_link(&klink::controller_of(port, bridge))
-        .context(format!("failed to connect link {port} to bridge {bridge}"))?;
-    nl.modify_link(&klink::bridge_port_flags(port, hairpin, isolated))
-        .context("failed to set bridge port flags")
-}
-
-/// The port's VLANs: unless `preserve_default`, the default VLAN 1 goes first; `access`
-/// becomes the untagged PVID; `trunk` VLANs are tagged; a trunk without an access VLAN keeps
-/// VLAN 1 as untagged PVID (the reference's layout).
-pub fn set_port_vlans(
-    nl: &RouteSocket,
-    port: u32,
-    access: u16,
-    trunk: &[u16],
-    preserve_default: bool,
-) -> Nl<()> {
-    let untagged_pvid = BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged;
-    if !preserve_default {
-        // VLAN 1 may be absent already (a bridge created without default PVID): either way
-        // it is not on the port afterwards, which is all this step wants.
-        let _ = nl.delete_port_vlan(port, 1);
+impl Links for RouteSocket {
+    fn by_name(&self, name: &str) -> Nl<Option<Link>> {
+        self.link(LinkId::Name(name))
+            .map(|l| l.as_ref().map(Link::from_message))
+            .context(format!("failed to look up {name}"))
     }
-    let mut entries: Vec<(u16, BridgeVlanInfoFlags)> = Vec::new();
-    if access != 0 {
-        entries.push((access, untagged_pvid));
-    } else if !trunk.is_empty() {
-        entries.push((1, untagged_pvid));
+
+    fn by_index(&self, index: u32) -> Nl<Option<Link>> {
+        self.link(LinkId::Index(index))
+            .map(|l| l.as_ref().map(Link::from_message))
+            .context(format!("failed to look up link {index}"))
     }
-    entries.extend(trunk.iter().map(|v| (*v, BridgeVlanInfoFlags::empty())));
-    for (vid, vflags) in entries {
-        nl.add_port_vlan(port, vid, vflags)
-            .context(format!("failed to add VLAN {vid} to port {port}"))?;
+
+    /// Created down, so that its sysctls can be set before the kernel configures IPv6 on it.
+    fn add_bridge(&self, name: &str, mtu: Option<u32>, vlan_filtering: bool) -> Nl<()> {
+        self.create_link(&klink::bridge(name, mtu, vlan_filtering))
+            .context(format!("failed to create bridge \"{name}\""))
     }
-    Ok(())
-}
 
-/// The addresses on a link, with the messages to delete them by.
-pub fn addresses(nl: &RouteSocket, index: u32) -> Nl<Vec<(IpNetwork, AddressMessage)>> {
-    nl.addresses(index).context("failed to list addresses")
-}
+    fn add_veth(
+        &self,
+        ifname: &str,
+        peer: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+        peer_ns: RawFd,
+    ) -> io::Result<()> {
+        self.create_link(&klink::veth(ifname, peer, peer_ns, mtu, mac))
+    }
 
-/// Adds an address; IPv6 addresses skip duplicate address detection unless `dad`.
-pub fn add_address(nl: &RouteSocket, index: u32, net: IpNetwork, dad: bool) -> Nl<()> {
-    nl.add_address(&addr::address(index, net, dad))
-        .context(format!("failed to add IP addr {net}"))
-}
+    fn del_link(&self, index: u32) -> Nl<()> {
+        self.delete_link(index)
+            .context(format!("failed to delete link {index}"))
+    }
 
-pub fn del_address(nl: &RouteSocket, msg: &AddressMessage) -> Nl<()> {
-    nl.delete_address(msg).context("failed to delete address")
-}
+    fn set_up(&self, index: u32) -> Nl<()> {
+        self.set_link_flag(index, LinkFlags::Up, true)
+            .context(format!("failed to set link {index} up"))
+    }
 
-/// Adds a route through `index`, via `gw` when given.
-pub fn add_route(nl: &RouteSocket, index: u32, r: &Route, gw: Option<std::net::IpAddr>) -> Nl<()> {
-    let what = || format!("failed to add route {} via {gw:?}", r.dst);
-    let mut m = route::via_link(route::main_table(r.dst.network(), r.dst.prefix()), index);
-    if let Some(gw) = gw {
-        if addr::family(gw) != m.header.address_family {
-            return Err(KernelError::Request {
-                what: what(),
-                source: std::io::Error::other("gateway and destination differ in family"),
-            });
+    fn set_promisc(&self, index: u32) -> Nl<()> {
+        self.set_link_flag(index, LinkFlags::Promisc, true)
+            .context("failed to set promiscuous mode")
+    }
+
+    fn set_mac(&self, index: u32, mac: Vec<u8>) -> Nl<()> {
+        self.set_link(&klink::with_mac(index, mac))
+            .context("could not set bridge's mac")
+    }
+
+    fn attach_port(&self, port: u32, bridge: u32, hairpin: bool, isolated: bool) -> Nl<()> {
+        self.set_link(&klink::controller_of(port, bridge))
+            .context(format!("failed to connect link {port} to bridge {bridge}"))?;
+        self.modify_link(&klink::bridge_port_flags(port, hairpin, isolated))
+            .context("failed to set bridge port flags")
+    }
+
+    /// Unless `preserve_default`, the default VLAN 1 goes first; `access` becomes the
+    /// untagged PVID; `trunk` VLANs are tagged; a trunk without an access VLAN keeps VLAN 1
+    /// as untagged PVID (the reference's layout).
+    fn set_port_vlans(
+        &self,
+        port: u32,
+        access: u16,
+        trunk: &[u16],
+        preserve_default: bool,
+    ) -> Nl<()> {
+        let untagged_pvid = BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged;
+        if !preserve_default {
+            // VLAN 1 may be absent already (a bridge created without default PVID): either
+            // way it is not on the port afterwards, which is all this step wants.
+            let _ = self.delete_port_vlan(port, 1);
         }
-        m = route::via_gateway(m, gw);
-    } else {
-        m.header.scope = RouteScope::Link;
-    }
-    if let Some(p) = r.priority {
-        m.attributes.push(RouteAttribute::Priority(p));
-    }
-    if let Some(t) = r.table {
-        match u8::try_from(t) {
-            Ok(small) => m.header.table = small,
-            Err(_) => m.attributes.push(RouteAttribute::Table(t)),
+        let mut entries: Vec<(u16, BridgeVlanInfoFlags)> = Vec::new();
+        if access != 0 {
+            entries.push((access, untagged_pvid));
+        } else if !trunk.is_empty() {
+            entries.push((1, untagged_pvid));
         }
+        entries.extend(trunk.iter().map(|v| (*v, BridgeVlanInfoFlags::empty())));
+        for (vid, vflags) in entries {
+            self.add_port_vlan(port, vid, vflags)
+                .context(format!("failed to add VLAN {vid} to port {port}"))?;
+        }
+        Ok(())
     }
-    if let Some(s) = r.scope.and_then(|s| u8::try_from(s).ok()) {
-        m.header.scope = RouteScope::from(s);
+
+    fn addresses(&self, index: u32) -> Nl<Vec<Address>> {
+        let listed = RouteSocket::addresses(self, index).context("failed to list addresses")?;
+        Ok(listed
+            .into_iter()
+            .map(|(net, msg)| Address::from_message(net, msg))
+            .collect())
     }
-    nl.add_route(&m).context(what())
+
+    fn add_address(&self, index: u32, net: IpNetwork, dad: bool) -> Nl<()> {
+        RouteSocket::add_address(self, &addr::address(index, net, dad))
+            .context(format!("failed to add IP addr {net}"))
+    }
+
+    fn del_address(&self, address: &Address) -> Nl<()> {
+        self.delete_address(&address.message)
+            .context("failed to delete address")
+    }
+
+    fn add_route(&self, index: u32, r: &Route, gw: Option<IpAddr>) -> Nl<()> {
+        let what = || format!("failed to add route {} via {gw:?}", r.dst);
+        let mut m = route::via_link(route::main_table(r.dst.network(), r.dst.prefix()), index);
+        if let Some(gw) = gw {
+            if addr::family(gw) != m.header.address_family {
+                return Err(KernelError::Request {
+                    what: what(),
+                    source: io::Error::other("gateway and destination differ in family"),
+                });
+            }
+            m = route::via_gateway(m, gw);
+        } else {
+            m.header.scope = RouteScope::Link;
+        }
+        if let Some(p) = r.priority {
+            m.attributes.push(RouteAttribute::Priority(p));
+        }
+        if let Some(t) = r.table {
+            match u8::try_from(t) {
+                Ok(small) => m.header.table = small,
+                Err(_) => m.attributes.push(RouteAttribute::Table(t)),
+            }
+        }
+        if let Some(s) = r.scope.and_then(|s| u8::try_from(s).ok()) {
+            m.header.scope = RouteScope::from(s);
+        }
+        RouteSocket::add_route(self, &m).context(what())
+    }
+
+    fn routes(&self, v4: bool) -> Nl<Vec<(IpNetwork, Option<IpAddr>)>> {
+        let msgs = RouteSocket::routes(self, v4).context("failed to list routes")?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| route::destination(m).map(|d| (d, route::gateway(m))))
+            .collect())
+    }
 }

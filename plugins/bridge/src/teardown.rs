@@ -1,15 +1,12 @@
-//! DEL, GC and STATUS: best-effort cleanup that needs neither the netns nor prevResult.
+//! DEL and GC: best-effort cleanup that needs neither the netns nor prevResult.
 
-use std::collections::HashSet;
+use cni_common::{Command, Invocation};
+use cni_nft::{Tag, Teardown};
 
-use cni_common::{Command, Invocation, delegate};
-use node_kernel::{Netns, RouteSocket as Netlink};
-
-use crate::add::tag;
 use crate::config::BridgeConf;
 use crate::error::BridgeError;
 use crate::firewall;
-use crate::link;
+use crate::node::{Deps, Ipam, Links, Node};
 
 /// Removes the container interface (if the namespace is still there), our firewall chains
 /// (found by name, so also after a partial ADD or without the netns, unlike Go #810) and the
@@ -17,20 +14,31 @@ use crate::link;
 ///
 /// The interface goes in a thread of its own while the firewall and IPAM steps run: deleting
 /// a veth waits out an RCU grace period in the kernel (most of a DEL), and the other two steps
-/// do not depend on it. All three are attempted; the first error in that order is reported.
-pub fn del(inv: &Invocation) -> Result<(), BridgeError> {
+/// do not depend on it. All three are attempted; every failure is reported (in that order,
+/// the code being the first's).
+pub fn del<N: Node, I: Ipam>(deps: &Deps<'_, N, I>, inv: &Invocation) -> Result<(), BridgeError> {
     let conf = BridgeConf::load_for_del(&inv.config, &inv.env.args);
+    let node = deps.node;
     std::thread::scope(|s| {
-        let interface = s.spawn(|| del_interface(inv));
+        let interface = s.spawn(|| del_interface(node, inv));
         let firewall = if conf.ip_masq || conf.mac_spoof_check {
-            let batch = firewall::del_batch(&tag(&conf, inv), conf.ip_masq, conf.mac_spoof_check);
-            cni_nft::apply_teardown(&batch, "bridge").map_err(BridgeError::from)
+            let tag = Tag::of(&conf.network, inv);
+            let batch = firewall::del_batch(&tag, conf.ip_masq, conf.mac_spoof_check);
+            match deps.firewall.teardown(&batch) {
+                Ok(Teardown::Done) => Ok(()),
+                Ok(Teardown::NoNftables(detail)) => {
+                    eprintln!("bridge: {detail}: no firewall rules to remove");
+                    Ok(())
+                }
+                Err(e) => Err(BridgeError::from(e)),
+            }
         } else {
             Ok(())
         };
         let ipam = match &conf.ipam_type {
-            Some(ipam) => delegate::exec(ipam, Command::Del, &inv.env, inv.config.raw())
-                .map(drop)
+            Some(ipam) => deps
+                .ipam
+                .exec(ipam, Command::Del, inv)
                 .map_err(BridgeError::from),
             None => Ok(()),
         };
@@ -41,20 +49,20 @@ pub fn del(inv: &Invocation) -> Result<(), BridgeError> {
                 "",
             )))
         });
-        interface.and(firewall).and(ipam)
+        BridgeError::all([interface, firewall, ipam])
     })
 }
 
-fn del_interface(inv: &Invocation) -> Result<(), BridgeError> {
+fn del_interface<N: Node>(node: &N, inv: &Invocation) -> Result<(), BridgeError> {
     let Some(path) = inv.netns() else {
         return Ok(());
     };
-    match Netns::open(path) {
+    match node.open(path) {
         Ok(ns) => {
-            let cont = Netlink::in_netns(&ns)?;
-            if let Some(l) = link::by_name(&cont, inv.ifname())? {
+            let cont = node.links_in(&ns)?;
+            if let Some(l) = cont.by_name(inv.ifname())? {
                 // Deleting one end of the veth removes the host end with it.
-                link::del_link(&cont, l.header.index)?;
+                cont.del_link(l.index)?;
             }
             Ok(())
         }
@@ -65,37 +73,21 @@ fn del_interface(inv: &Invocation) -> Result<(), BridgeError> {
 
 /// Removes our firewall chains of this network whose attachment is not in
 /// `cni.dev/valid-attachments`, then forwards GC to IPAM.
-pub fn gc(inv: &Invocation) -> Result<(), BridgeError> {
+pub fn gc<N: Node, I: Ipam>(deps: &Deps<'_, N, I>, inv: &Invocation) -> Result<(), BridgeError> {
     let conf = BridgeConf::load(&inv.config, &inv.env.args)?;
     let valid = inv.config.valid_attachments()?.unwrap_or_default();
-    let valid: HashSet<(&str, &str)> = valid
-        .iter()
-        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
-        .collect();
-    let mut stale: Vec<_> = firewall::list()?
+    let listed = firewall::list(deps.firewall)?;
+    let mut stale: Vec<_> = cni_nft::stale_attachments(&listed, &conf.network, &valid)
         .into_iter()
-        .filter(|r| {
-            cni_nft::parse_comment(&r.comment).is_some_and(|(net, id, ifname)| {
-                net == conf.network && !valid.contains(&(id, ifname))
-            })
-        })
-        .map(|r| (r.family, r.chain))
+        .flat_map(|a| a.chains)
         .collect();
-    stale.sort_by(|a, b| a.1.cmp(&b.1));
-    stale.dedup();
+    // By chain name (inet before bridge for the same name), as GC always deleted them.
+    stale.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
     if !stale.is_empty() {
-        firewall::delete_chains(&stale)?;
+        firewall::delete_chains(deps.firewall, &stale)?;
     }
     if let Some(ipam) = &conf.ipam_type {
-        delegate::exec(ipam, Command::Gc, &inv.env, inv.config.raw())?;
-    }
-    Ok(())
-}
-
-pub fn status(inv: &Invocation) -> Result<(), BridgeError> {
-    let conf = BridgeConf::load(&inv.config, &inv.env.args)?;
-    if let Some(ipam) = &conf.ipam_type {
-        delegate::exec(ipam, Command::Status, &inv.env, inv.config.raw())?;
+        deps.ipam.exec(ipam, Command::Gc, inv)?;
     }
     Ok(())
 }
