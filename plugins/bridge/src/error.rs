@@ -171,16 +171,21 @@ mod tests {
             "one failure stays itself"
         );
         let e = BridgeError::all([
-            Err(BridgeError::Nft(cni_nft::NftError("nft".into()))),
+            Err(BridgeError::Nft(cni_nft::NftError {
+                what: "nft".into(),
+                command: None,
+                source: std::io::Error::from_raw_os_error(nix::libc::EPERM),
+            })),
             Ok(()),
             Err(BridgeError::Config("ipam".into())),
         ])
         .unwrap_err();
-        assert_eq!(e.to_string(), "nft; ipam");
+        let eperm = std::io::Error::from_raw_os_error(nix::libc::EPERM);
+        assert_eq!(e.to_string(), format!("nft: {eperm}; ipam"));
         let cni = CniError::from(e);
         assert_eq!(
             (cni.code(), cni.to_string()),
-            (code::FIREWALL, "nft; ipam".into())
+            (code::FIREWALL, format!("nft: {eperm}; ipam"))
         );
     }
 }

@@ -6,7 +6,6 @@ pub mod error;
 pub mod host;
 pub mod rules;
 
-use std::collections::HashSet;
 use std::fs;
 use std::path::PathBuf;
 
@@ -24,11 +23,7 @@ use crate::host::{Host, KernelHost};
 pub struct Portmap;
 
 fn tag<'a>(conf: &'a PortmapConf, inv: &'a Invocation) -> Tag<'a> {
-    Tag {
-        network: &conf.network,
-        container_id: inv.container_id(),
-        ifname: inv.ifname(),
-    }
+    Tag::of(&conf.network, inv)
 }
 
 /// The DEL marker of an attachment: its chains' hash.
@@ -197,25 +192,14 @@ fn check(inv: &Invocation, fw: &dyn Firewall) -> Result<(), PortmapError> {
 fn gc(inv: &Invocation, fw: &dyn Firewall) -> Result<(), PortmapError> {
     let conf = PortmapConf::load(&inv.config)?;
     let valid = inv.config.valid_attachments()?.unwrap_or_default();
-    let valid: HashSet<(&str, &str)> = valid
-        .iter()
-        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
-        .collect();
     let listed = fw.list(cni_nft::Family::Inet, rules::TABLE)?;
-    let mut stale: Vec<(String, String)> = listed
-        .iter()
-        .filter_map(|r| cni_nft::parse_comment(&r.comment))
-        .filter(|(net, id, ifname)| *net == conf.network && !valid.contains(&(*id, *ifname)))
-        .map(|(_, id, ifname)| (id.to_owned(), ifname.to_owned()))
-        .collect();
-    stale.sort();
-    stale.dedup();
+    let stale = cni_nft::stale_attachments(&listed, &conf.network, &valid);
     let mut batch = cni_nft::Batch::new();
-    for (id, ifname) in &stale {
+    for s in &stale {
         let t = Tag {
             network: &conf.network,
-            container_id: id,
-            ifname,
+            container_id: &s.container_id,
+            ifname: &s.ifname,
         };
         for chain in rules::chains(&t) {
             chain.remove(&mut batch);
