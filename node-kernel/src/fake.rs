@@ -72,7 +72,8 @@ impl FakeTransport {
     }
 }
 
-fn message(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+/// One netlink message (header and body, padded to four bytes) as the kernel would send it.
+pub(crate) fn message(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
     let len = 16 + payload.len();
     let mut v = Vec::with_capacity(len.div_ceil(4) * 4);
     v.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());

@@ -366,18 +366,7 @@ mod tests {
         assert_eq!(err.and_then(|e| e.raw_os_error()), Some(nix::libc::EEXIST));
     }
 
-    fn message(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
-        let len = 16 + payload.len();
-        let mut v = Vec::new();
-        v.extend_from_slice(&u32::try_from(len).unwrap().to_ne_bytes());
-        v.extend_from_slice(&kind.to_ne_bytes());
-        v.extend_from_slice(&flags.to_ne_bytes());
-        v.extend_from_slice(&seq.to_ne_bytes());
-        v.extend_from_slice(&0u32.to_ne_bytes());
-        v.extend_from_slice(payload);
-        v.resize(len.div_ceil(4) * 4, 0);
-        v
-    }
+    use crate::fake::message;
 
     #[test]
     fn a_dump_reads_every_part_skips_other_requests_and_ends_at_done() {
