@@ -8,6 +8,7 @@
 //! network namespace ([`ensure_private_netns`]).
 
 pub mod exec;
+pub mod floor;
 pub mod parallel;
 pub mod plugins;
 pub mod stats;
