@@ -8,6 +8,7 @@
 // The rig is test code: a failure to set up a namespace should abort the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod bench;
 pub mod chain;
 pub mod containerd;
 pub mod cri;

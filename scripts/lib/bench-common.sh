@@ -1,25 +1,32 @@
-# Shared by the benchmark scripts (sourced, inside the private network namespace they run in):
-# a work directory removed on exit with every namespace pinned in it, and the statistics.
+# Shared by the benchmark scripts, sourced by each right after it starts. Outside the private
+# network namespace it offers `bench_enter`; inside (CNI_BENCH_INNER set) it makes a work
+# directory, removed on exit with every namespace pinned in it, brings up lo, and offers
+# `bench`: the Rust runner (conformance/src/bin/bench.rs, conformance/src/bench/) that makes
+# the pods' namespaces, runs and times the plugins and prints the tables.
 
-work=$(mktemp -d /tmp/cni-rs-bench-XXXXXX)
-bench_cleanup() {
-    jobs -p | xargs -r kill 2>/dev/null || true
-    for f in "$work"/*.netns; do
-        [ -e "$f" ] && { umount "$f" 2>/dev/null || true; rm -f "$f"; }
-    done
-    rm -rf "$work"
+# bench_enter SCRIPT [ARGS...]: runs SCRIPT again inside a new network namespace, telling the
+# runner which namespace is the machine's own (it refuses to run there).
+bench_enter() {
+    local host
+    host=$(stat -L -c %i /proc/self/ns/net)
+    exec unshare --net env CNI_BENCH_INNER=1 CNI_BENCH_HOST_NETNS="$host" "$@"
 }
-trap bench_cleanup EXIT
-ip link set lo up
 
-# A pod's namespace, pinned at $work/<id>.netns.
-new_ns() { touch "$work/$1.netns"; unshare --net="$work/$1.netns" true; }
-del_ns() { umount "$work/$1.netns" 2>/dev/null || true; rm -f "$work/$1.netns"; }
+if [ -n "${CNI_BENCH_INNER:-}" ]; then
+    work=$(mktemp -d /tmp/cni-rs-bench-XXXXXX)
+    bench_cleanup() {
+        # The runner removes what it made; this is for a runner that was killed or aborted.
+        for f in "$work"/*.netns; do
+            [ -e "$f" ] && { umount "$f" 2>/dev/null || true; rm -f "$f"; }
+        done
+        rm -f /run/netns/"$(basename "$work")"-*
+        rm -rf "$work"
+    }
+    trap bench_cleanup EXIT
+    ip link set lo up
+fi
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-p95() { sort -n | awk '{a[NR]=$1} END {i=int(NR*0.95+0.5); if (i<1) i=1; print a[i]}'; }
-# microseconds → milliseconds with two decimals
-ms() { printf '%.2f' "$(bc -l <<<"$1/1000")"; }
-ratio() { printf '%.1fx' "$(bc -l <<<"$1/$2")"; }
-# microseconds between two $EPOCHREALTIME values
-us() { echo $(( (${2/./} - ${1/./}) )); }
+# bench COMMAND [ARGS...]: our builds from target/release, Go's from /usr/lib/cni.
+bench() {
+    "$PWD/target/release/bench" --work "$work" --ours "$PWD/target/release" --go /usr/lib/cni "$@"
+}
