@@ -248,11 +248,23 @@ pub async fn run<S: Store>(
                     match ev {
                         WatchEvent::Delete(key) if key == own_key => own_deleted = true,
                         WatchEvent::Put(kv) if kv.key == own_key => {
-                            own_deleted = false;
-                            if kv.lease != lease.lease_id {
-                                refresh_own(manager, &mut lease, &kv).await;
-                                renew_at =
-                                    LeaseManager::<S>::renew_at(&lease, settings.renew_margin);
+                            // Our key written by someone else: still ours if it names our
+                            // PublicIP, else the subnet is lost (never overwrite a peer).
+                            let theirs = manager
+                                .parse_lease(&kv)
+                                .is_none_or(|l| l.attrs.public_ip != lease.attrs.public_ip);
+                            if theirs {
+                                error!(
+                                    "the node's lease {own_key} was overwritten with another node's value: acquiring another subnet"
+                                );
+                                own_deleted = true;
+                            } else {
+                                own_deleted = false;
+                                if kv.lease != lease.lease_id {
+                                    refresh_own(manager, &mut lease, &kv).await;
+                                    renew_at =
+                                        LeaseManager::<S>::renew_at(&lease, settings.renew_margin);
+                                }
                             }
                         }
                         WatchEvent::Put(kv) => {
@@ -284,6 +296,9 @@ pub async fn run<S: Store>(
                     )
                     .await?;
                     renew_at = LeaseManager::<S>::renew_at(&lease, settings.renew_margin);
+                    // Re-list: the old subnet may be a peer's now, and changes made while
+                    // acquiring were not watched.
+                    revision = None;
                 }
             }
         }
@@ -296,14 +311,6 @@ async fn refresh_own<S: Store>(
     lease: &mut Lease,
     kv: &crate::store::KeyValue,
 ) {
-    if let Some(other) = manager.parse_lease(kv)
-        && other.attrs.public_ip != lease.attrs.public_ip
-    {
-        error!(
-            "the node's lease {} was overwritten with PublicIP {} (ours is {})",
-            lease.subnet, other.attrs.public_ip, lease.attrs.public_ip
-        );
-    }
     lease.lease_id = kv.lease;
     lease.expiration = match manager.store().time_to_live(kv.lease).await {
         Ok(Some(ttl)) => Some(Instant::now() + ttl),
