@@ -12,6 +12,7 @@ pub mod cache;
 pub mod chain;
 pub mod containerd;
 pub mod cri;
+pub mod etcd;
 pub mod flannel;
 pub mod host_exec;
 pub mod netconf;

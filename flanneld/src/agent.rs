@@ -126,7 +126,21 @@ pub async fn run<S: Store>(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     let attrs = backend.lease_attrs();
-    let mut lease = manager.acquire(config, &attrs).await?;
+    // etcd unreachable: retried (Go exits 1 and relies on a restart); anything else is fatal.
+    let mut delay = Duration::from_secs(1);
+    let mut lease = loop {
+        match manager.acquire(config, &attrs).await {
+            Ok(l) => break l,
+            Err(LeaseError::Store(e)) => {
+                error!("acquiring a lease: {e}; retrying in {delay:?}");
+                if pause(delay, &mut shutdown).await {
+                    return Ok(());
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     info!(
         "acquired lease {} ({})",
         lease.subnet,

@@ -2,6 +2,9 @@
 //! flanneld's `pkg/subnet/etcd/registry.go` makes (range, grant + create transaction on
 //! version 0, grant + put, delete, lease time-to-live, prefix watch from a revision).
 
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::rc::Rc;
 use std::time::Duration;
 
 use etcd_client::{
@@ -11,6 +14,7 @@ use etcd_client::{
 
 use crate::log::warning;
 use crate::store::{Granted, KeyValue, Store, StoreError, Watch, WatchBatch, WatchEvent};
+use tonic::Code;
 
 /// How long a single request may take before the agent treats etcd as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,15 +36,24 @@ pub struct EtcdOptions {
     pub password: String,
 }
 
-/// A connected etcd client.
+/// etcd through its endpoints, one client each, failing over in order: a request that
+/// finds its endpoint unreachable is retried on the next one, and the endpoint that answered
+/// is used first from then on. (etcd-client's own balancing over several endpoints keeps
+/// sending some requests to a dead endpoint, each failing: measured in
+/// `conformance/tests/flanneld.rs`, `dead_endpoint_next_to_a_live_one`.)
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    endpoints: Vec<String>,
+    options: ConnectOptions,
+    clients: Rc<RefCell<Vec<Option<Client>>>>,
+    current: Rc<Cell<usize>>,
 }
 
 impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EtcdStore")
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.endpoints)
+            .finish()
     }
 }
 
@@ -112,8 +125,85 @@ impl EtcdStore {
         if !opts.username.is_empty() {
             connect = connect.with_user(opts.username.clone(), opts.password.clone());
         }
-        let client = timed(Client::connect(endpoints, Some(connect))).await?;
-        Ok(EtcdStore { client })
+        if endpoints.is_empty() {
+            return Err(StoreError::Etcd(etcd_client::Error::InvalidArgs(
+                "no --etcd-endpoints".into(),
+            )));
+        }
+        let store = EtcdStore {
+            clients: Rc::new(RefCell::new(vec![None; endpoints.len()])),
+            endpoints,
+            options: connect,
+            current: Rc::new(Cell::new(0)),
+        };
+        Ok(store)
+    }
+
+    /// The client of endpoint `idx`, connected on first use.
+    async fn client(&self, idx: usize) -> Result<Client, StoreError> {
+        let existing = self.clients.borrow().get(idx).cloned().flatten();
+        if let Some(c) = existing {
+            return Ok(c);
+        }
+        let ep = self.endpoints.get(idx).cloned().unwrap_or_default();
+        let c = timed(Client::connect([ep], Some(self.options.clone()))).await?;
+        if let Some(slot) = self.clients.borrow_mut().get_mut(idx) {
+            *slot = Some(c.clone());
+        }
+        Ok(c)
+    }
+
+    /// Runs `op` on the current endpoint, failing over to the others on unreachability.
+    async fn call<T, Fut>(&self, op: impl Fn(Client) -> Fut) -> Result<T, StoreError>
+    where
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let n = self.endpoints.len();
+        let start = self.current.get();
+        let mut last = StoreError::Timeout(REQUEST_TIMEOUT);
+        for i in 0..n {
+            let idx = (start + i) % n;
+            let result = match self.client(idx).await {
+                Ok(c) => timed(op(c)).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(v) => {
+                    if idx != start {
+                        warning!(
+                            "etcd endpoint {} unreachable: using {}",
+                            self.endpoints[start % n],
+                            self.endpoints[idx]
+                        );
+                        self.current.set(idx);
+                    }
+                    return Ok(v);
+                }
+                Err(e) if unreachable(&e) => {
+                    if let Some(slot) = self.clients.borrow_mut().get_mut(idx) {
+                        *slot = None;
+                    }
+                    last = e;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Whether an error means "this endpoint cannot be reached now" (try another).
+fn unreachable(e: &StoreError) -> bool {
+    match e {
+        StoreError::Timeout(_) => true,
+        StoreError::Etcd(etcd_client::Error::TransportError(_)) => true,
+        StoreError::Etcd(etcd_client::Error::GRpcStatus(s)) => {
+            matches!(
+                s.code(),
+                Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
+            ) && !s.message().contains("etcdserver:")
+        }
+        _ => false,
     }
 }
 
@@ -180,14 +270,16 @@ impl Store for EtcdStore {
     type Watch = EtcdWatch;
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let mut c = self.client.clone();
-        let resp = timed(c.get(key, None)).await?;
+        let resp = self
+            .call(|mut c| async move { c.get(key, None).await })
+            .await?;
         resp.kvs().first().map(to_kv).transpose()
     }
 
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError> {
-        let mut c = self.client.clone();
-        let resp = timed(c.get(prefix, Some(GetOptions::new().with_prefix()))).await?;
+        let resp = self
+            .call(|mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await })
+            .await?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
         let mut kvs = Vec::new();
         for kv in resp.kvs() {
@@ -205,25 +297,35 @@ impl Store for EtcdStore {
         value: &[u8],
         ttl: Duration,
     ) -> Result<Option<Granted>, StoreError> {
-        let mut c = self.client.clone();
-        let grant = timed(c.lease_grant(ttl.as_secs() as i64, None)).await?;
-        let txn = Txn::new()
-            .when([Compare::version(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key,
-                value,
-                Some(PutOptions::new().with_lease(grant.id())),
-            )]);
-        let outcome = timed(c.txn(txn)).await;
+        let secs = ttl.as_secs() as i64;
+        let grant = self
+            .call(|mut c| async move { c.lease_grant(secs, None).await })
+            .await?;
+        let id = grant.id();
+        let outcome = self
+            .call(|mut c| async move {
+                let txn = Txn::new()
+                    .when([Compare::version(key, CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(
+                        key,
+                        value,
+                        Some(PutOptions::new().with_lease(id)),
+                    )]);
+                c.txn(txn).await
+            })
+            .await;
         match outcome {
             Ok(resp) if resp.succeeded() => Ok(Some(Granted {
-                id: grant.id(),
+                id,
                 ttl: Duration::from_secs(grant.ttl().max(0) as u64),
             })),
             other => {
                 // Lost the race, or failed: the granted lease must not linger.
-                if let Err(e) = timed(c.lease_revoke(grant.id())).await {
-                    warning!("revoking unused lease {:x}: {e}", grant.id());
+                if let Err(e) = self
+                    .call(|mut c| async move { c.lease_revoke(id).await })
+                    .await
+                {
+                    warning!("revoking unused lease {id:x}: {e}");
                 }
                 other.map(|_| None)
             }
@@ -231,18 +333,25 @@ impl Store for EtcdStore {
     }
 
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Granted, StoreError> {
-        let mut c = self.client.clone();
-        let grant = timed(c.lease_grant(ttl.as_secs() as i64, None)).await?;
-        timed(c.put(key, value, Some(PutOptions::new().with_lease(grant.id())))).await?;
+        let secs = ttl.as_secs() as i64;
+        let grant = self
+            .call(|mut c| async move { c.lease_grant(secs, None).await })
+            .await?;
+        let id = grant.id();
+        self.call(|mut c| async move {
+            c.put(key, value, Some(PutOptions::new().with_lease(id)))
+                .await
+        })
+        .await?;
         Ok(Granted {
-            id: grant.id(),
+            id,
             ttl: Duration::from_secs(grant.ttl().max(0) as u64),
         })
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let mut c = self.client.clone();
-        timed(c.delete(key, None)).await?;
+        self.call(|mut c| async move { c.delete(key, None).await })
+            .await?;
         Ok(())
     }
 
@@ -250,17 +359,21 @@ impl Store for EtcdStore {
         if id == 0 {
             return Ok(None);
         }
-        let mut c = self.client.clone();
-        let resp = timed(c.lease_time_to_live(id, None)).await?;
+        let resp = self
+            .call(|mut c| async move { c.lease_time_to_live(id, None).await })
+            .await?;
         Ok((resp.ttl() > 0).then(|| Duration::from_secs(resp.ttl() as u64)))
     }
 
     async fn watch(&self, prefix: &str, start_revision: i64) -> Result<EtcdWatch, StoreError> {
-        let mut c = self.client.clone();
-        let opts = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(start_revision);
-        let stream = timed(c.watch(prefix, Some(opts))).await?;
+        let stream = self
+            .call(|mut c| async move {
+                let opts = WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(start_revision);
+                c.watch(prefix, Some(opts)).await
+            })
+            .await?;
         Ok(EtcdWatch { stream })
     }
 }
