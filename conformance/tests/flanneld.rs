@@ -422,3 +422,81 @@ fn dead_endpoint_next_to_a_live_one() {
     });
     assert_eq!(a.terminate(), Some(0));
 }
+
+/// flanneld's etcd store itself against the server: a watch from a compacted revision is
+/// reported as compaction (what the agent re-lists on, #2470), puts and deletes arrive (a
+/// delete with only its key), create-if-absent refuses an existing key and grants the TTL.
+#[test]
+fn etcd_store_on_real_etcd() {
+    use flanneld::etcd::{EtcdOptions, EtcdStore};
+    use flanneld::store::{Store, Watch, WatchBatch, WatchEvent};
+    use std::time::Duration;
+
+    if !etcd_or_skip("flanneld::etcd_store_on_real_etcd") {
+        return;
+    }
+    let lan = Lan::new();
+    let etcd = Etcd::start(&lan, None);
+    etcd.ctl_ok(&["put", "/t/a", "1"]);
+    etcd.ctl_ok(&["put", "/t/a", "2"]);
+    let ns = node_kernel::Netns::open(lan.ns().path()).unwrap();
+    ns.run(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let opts = EtcdOptions {
+                endpoints: vec![etcd.endpoint()],
+                ..Default::default()
+            };
+            let store = EtcdStore::connect(&opts).await.unwrap();
+            let (kvs, rev) = store.list("/t/").await.unwrap();
+            assert_eq!((kvs.len(), kvs[0].value.as_slice()), (1, &b"2"[..]));
+            etcd.ctl_ok(&["compaction", &rev.to_string()]);
+            let mut w = store.watch("/t/", 1).await.unwrap();
+            match w.next().await.unwrap() {
+                WatchBatch::Compacted { compact_revision } => assert_eq!(compact_revision, rev),
+                other => panic!("{other:?}"),
+            }
+            let mut w = store.watch("/t/", rev + 1).await.unwrap();
+            etcd.ctl_ok(&["put", "/t/b", "x"]);
+            etcd.ctl_ok(&["del", "/t/a"]);
+            let mut seen = Vec::new();
+            while seen.len() < 2 {
+                match tokio::time::timeout(Duration::from_secs(5), w.next())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                {
+                    WatchBatch::Events { events, .. } => seen.extend(events),
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert!(
+                matches!(&seen[0], WatchEvent::Put(kv) if kv.key == "/t/b" && kv.value == b"x")
+            );
+            assert_eq!(seen[1], WatchEvent::Delete("/t/a".into()));
+            assert!(
+                store
+                    .create("/t/b", b"y", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            let g = store
+                .create("/t/c", b"z", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(g.ttl, Duration::from_secs(60));
+            let left = store.time_to_live(g.id).await.unwrap().unwrap();
+            assert!(left <= Duration::from_secs(60) && left >= Duration::from_secs(55));
+            assert_eq!(store.get("/t/c").await.unwrap().unwrap().lease, g.id);
+        });
+    })
+    .unwrap();
+    // The losing create revoked its lease: only /t/c's remains.
+    let leases = etcd.ctl_ok(&["lease", "list"]);
+    assert!(leases.starts_with("found 1 leases"), "{leases}");
+}
