@@ -74,6 +74,37 @@ if [ "${#runtimes[@]}" -gt 0 ]; then
     fi
 fi
 
+# flanneld: etcd 3.4 for its tests (conformance/tests/flanneld.rs starts its own, inside a
+# private namespace; the packaged etcd.service is kept from starting and disabled, as the
+# runtimes' services above), etcdctl, openssl for the tests' certificates, and protoc with the
+# well-known .proto files for etcd-client's build script.
+etcd_pkgs=()
+[ -x /usr/bin/etcd ] || etcd_pkgs+=(etcd-server)
+[ -x /usr/bin/etcdctl ] || etcd_pkgs+=(etcd-client)
+command -v openssl >/dev/null 2>&1 || etcd_pkgs+=(openssl)
+command -v protoc >/dev/null 2>&1 || etcd_pkgs+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || etcd_pkgs+=(libprotobuf-dev)
+if [ "${#etcd_pkgs[@]}" -gt 0 ]; then
+    echo "setup: installing ${etcd_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    own_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
+    installed=0
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${etcd_pkgs[@]}" >/dev/null && installed=1
+    [ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d
+    [ "$installed" = 1 ] || { echo "setup: installing ${etcd_pkgs[*]} failed" >&2; exit 1; }
+fi
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled etcd.service >/dev/null 2>&1; then
+    now=()
+    [ -d /run/systemd/system ] && now=(--now)
+    systemctl disable "${now[@]}" etcd.service >/dev/null 2>&1 || true
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo not found: install Rust (rustup, stable >= 1.89) first" >&2
     exit 1

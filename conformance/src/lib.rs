@@ -12,6 +12,7 @@ pub mod bench;
 pub mod chain;
 pub mod containerd;
 pub mod cri;
+pub mod etcd;
 pub mod flannel;
 pub mod netns;
 pub mod node;

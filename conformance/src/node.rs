@@ -19,6 +19,9 @@ pub struct Node {
 
 impl Node {
     pub fn new() -> Node {
+        // First: a panic here (no binaries built) must not leave a namespace mounted inside
+        // a temp dir that can then not be removed.
+        let plugins = plugin_dir();
         let dir = tempfile::Builder::new()
             .prefix("cni-rs-test-")
             .tempdir()
@@ -26,11 +29,7 @@ impl Node {
         let host = TestNetns::create(&dir.path().join("host.netns"));
         // A fresh namespace has lo down; the host side of tests expects it up.
         host.sh("ip", &["link", "set", "lo", "up"]);
-        Node {
-            host,
-            dir,
-            plugins: plugin_dir(),
-        }
+        Node { host, dir, plugins }
     }
 
     /// A node whose plugins (and `CNI_PATH`) are those in `dir`, e.g. [`GO_PLUGIN_DIR`] to run

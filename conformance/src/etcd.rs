@@ -1,0 +1,426 @@
+//! Real etcd for the node agent's tests: Debian's `etcd-server` started on a temp data dir
+//! inside a private "LAN" namespace (so its ports are free by construction and nothing
+//! listens in the machine's own namespace), nodes attached to the LAN's bridge by veth pairs,
+//! `etcdctl` run against it, certificates made with openssl, and `flanneld` started inside a
+//! node. Every process is stopped by PID on drop (SIGTERM, then SIGKILL), every namespace
+//! and file goes with its temp dir.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::netns::TestNetns;
+use crate::node::Node;
+use crate::plugin::plugin_dir;
+
+/// The LAN's address (the bridge, where etcd listens).
+pub const LAN_IP: &str = "192.168.50.1";
+
+/// Whether etcd and etcdctl are installed; tests record a skip otherwise (setup.sh installs
+/// them, so CI never skips).
+pub fn available() -> bool {
+    Path::new("/usr/bin/etcd").is_file() && Path::new("/usr/bin/etcdctl").is_file()
+}
+
+/// Stops a child by PID: SIGTERM, up to `grace` to exit, then SIGKILL. Returns its exit code
+/// if it exited by itself after SIGTERM.
+pub fn stop(child: &mut Child, grace: Duration) -> Option<i32> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return status.code();
+    }
+    let pid = Pid::from_raw(child.id() as i32);
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = kill(pid, Signal::SIGKILL);
+    let _ = child.wait();
+    None
+}
+
+/// A LAN: a namespace with bridge `br0` at [`LAN_IP`]/24; nodes join it as `eth0`.
+#[derive(Debug)]
+pub struct Lan {
+    ns: TestNetns,
+    next: u32,
+    dir: tempfile::TempDir,
+}
+
+impl Lan {
+    /// A new, empty LAN.
+    pub fn new() -> Lan {
+        let dir = tempfile::Builder::new()
+            .prefix("cni-rs-lan-")
+            .tempdir()
+            .unwrap();
+        let ns = TestNetns::create(&dir.path().join("lan.netns"));
+        ns.sh("ip", &["link", "set", "lo", "up"]);
+        ns.sh("ip", &["link", "add", "br0", "type", "bridge"]);
+        ns.sh(
+            "ip",
+            &["addr", "add", &format!("{LAN_IP}/24"), "dev", "br0"],
+        );
+        ns.sh("ip", &["link", "set", "br0", "up"]);
+        Lan { ns, next: 0, dir }
+    }
+
+    /// The LAN's namespace (etcd runs here).
+    pub fn ns(&self) -> &TestNetns {
+        &self.ns
+    }
+
+    /// A directory that lives as long as the LAN.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Attaches `node` as `eth0` with address `192.168.50.<host>/24`; returns the address.
+    pub fn attach(&mut self, node: &Node, host: u8) -> String {
+        self.next += 1;
+        let port = format!("lan{}", self.next);
+        let lan = self.ns.path_str();
+        node.host().sh(
+            "ip",
+            &[
+                "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns", &lan,
+            ],
+        );
+        self.ns.sh("ip", &["link", "set", &port, "master", "br0"]);
+        self.ns.sh("ip", &["link", "set", &port, "up"]);
+        let ip = format!("192.168.50.{host}");
+        node.host()
+            .sh("ip", &["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        node.host().sh("ip", &["link", "set", "eth0", "up"]);
+        ip
+    }
+}
+
+impl Default for Lan {
+    fn default() -> Self {
+        Lan::new()
+    }
+}
+
+/// Certificates for mutual TLS, made with openssl: a CA, a server certificate for
+/// [`LAN_IP`], a client certificate.
+#[derive(Debug, Clone)]
+pub struct Certs {
+    /// CA certificate.
+    pub ca: PathBuf,
+    /// Server certificate and key.
+    pub server: (PathBuf, PathBuf),
+    /// Client certificate and key.
+    pub client: (PathBuf, PathBuf),
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Certs {
+    /// Makes the CA and both certificates in `dir`.
+    pub fn make(dir: &Path) -> Certs {
+        fs::create_dir_all(dir).unwrap();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-subj",
+                "/CN=cni-rs test CA",
+            ],
+        );
+        fs::write(
+            dir.join("server.ext"),
+            format!(
+                "subjectAltName=IP:{LAN_IP},IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
+            ),
+        )
+        .unwrap();
+        fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        for (name, cn) in [("server", "etcd"), ("client", "flanneld")] {
+            openssl(
+                dir,
+                &[
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                    "-subj",
+                    &format!("/CN={cn}"),
+                ],
+            );
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-out",
+                    &format!("{name}.pem"),
+                    "-extfile",
+                    &format!("{name}.ext"),
+                ],
+            );
+        }
+        Certs {
+            ca: dir.join("ca.pem"),
+            server: (dir.join("server.pem"), dir.join("server.key")),
+            client: (dir.join("client.pem"), dir.join("client.key")),
+        }
+    }
+}
+
+/// One etcd member in the LAN namespace, listening on [`LAN_IP`]:2379.
+#[derive(Debug)]
+pub struct Etcd {
+    child: Child,
+    dir: PathBuf,
+    tls: Option<Certs>,
+    user: Option<String>,
+    ns: PathBuf,
+}
+
+impl Etcd {
+    /// Starts etcd (with mutual TLS when `tls` is given) and waits until it answers.
+    pub fn start(lan: &Lan, tls: Option<&Certs>) -> Etcd {
+        let dir = lan.dir().join(format!("etcd-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://{LAN_IP}:2379");
+        let peer = format!("http://{LAN_IP}:2380");
+        let log = fs::File::create(dir.join("etcd.log")).unwrap();
+        let mut cmd = lan.ns().command("/usr/bin/etcd");
+        cmd.args(["--name", "n1", "--data-dir"])
+            .arg(dir.join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("n1={peer}"),
+                "--log-outputs",
+                "stderr",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(c) = tls {
+            cmd.arg("--cert-file")
+                .arg(&c.server.0)
+                .arg("--key-file")
+                .arg(&c.server.1);
+            cmd.arg("--trusted-ca-file")
+                .arg(&c.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd.spawn().expect("etcd (apt-get install etcd-server)");
+        let etcd = Etcd {
+            child,
+            dir,
+            tls: tls.cloned(),
+            user: None,
+            ns: lan.ns().path().to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if etcd.ctl(&["endpoint", "health"]).status.success() {
+                return etcd;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not come up: {}",
+                etcd.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The client endpoint.
+    pub fn endpoint(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{LAN_IP}:2379")
+    }
+
+    /// etcd's own log.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
+    }
+
+    /// Runs `etcdctl` (API v3) against this etcd, from the LAN namespace.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        let ns = TestNetns::existing(&self.ns);
+        let mut cmd = ns.command("/usr/bin/etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(self.endpoint());
+        if let Some(c) = &self.tls {
+            cmd.arg("--cacert")
+                .arg(&c.ca)
+                .arg("--cert")
+                .arg(&c.client.0)
+                .arg("--key")
+                .arg(&c.client.1);
+        }
+        if let Some(u) = &self.user {
+            cmd.arg("--user").arg(u);
+        }
+        cmd.args(args)
+            .output()
+            .expect("etcdctl (apt-get install etcd-client)")
+    }
+
+    /// `etcdctl` that must succeed; its stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Enables authentication with user `root` and `password`; later `etcdctl` calls log in.
+    pub fn enable_auth(&mut self, password: &str) {
+        self.ctl_ok(&["user", "add", &format!("root:{password}")]);
+        self.ctl_ok(&["auth", "enable"]);
+        self.user = Some(format!("root:{password}"));
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        stop(&mut self.child, Duration::from_secs(5));
+    }
+}
+
+/// A `flanneld` process inside a node's host namespace, its stderr kept in a file.
+#[derive(Debug)]
+pub struct Agent {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+/// The agent binary (next to the plugins: `CNI_PLUGIN_DIR`, default `target/debug`).
+pub fn flanneld_path() -> PathBuf {
+    let p = plugin_dir().join("flanneld");
+    assert!(
+        p.is_file(),
+        "{} missing: cargo build --workspace --bins",
+        p.display()
+    );
+    p
+}
+
+impl Agent {
+    /// Starts `flanneld args...` in `node` with `env`; its log goes to `<node dir>/<log>`.
+    pub fn start(node: &Node, log: &str, args: &[String], env: &[(&str, &str)]) -> Agent {
+        let log = node.dir().join(log);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = node
+            .host()
+            .command(flanneld_path())
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Agent {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Its stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether it still runs.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGTERM and its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        stop(&mut c, Duration::from_secs(10))
+    }
+
+    /// Waits until `f` holds (checked every 50 ms) or `secs` pass; panics with the log.
+    pub fn wait_for(&mut self, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; flanneld log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            stop(&mut c, Duration::from_secs(5));
+        }
+    }
+}

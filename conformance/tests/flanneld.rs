@@ -1,0 +1,502 @@
+//! flanneld against real etcd (Debian's etcd-server 3.4), inside private namespaces: the
+//! lease in Go's format with its 24 h etcd lease, subnet.env read by our flannel plugin
+//! through kube-flannel's chain, readiness and sd_notify, restarts keeping the subnet, peers'
+//! leases as host-gw routes, two agents on one etcd, mutual TLS, username/password, a dead
+//! endpoint next to a live one.
+
+// Test helpers fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use conformance::etcd::{Agent, Certs, Etcd, LAN_IP, Lan, available};
+use conformance::flannel::conflist;
+use conformance::{Chain, Node, Pod, skip};
+
+const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#;
+const PREFIX: &str = "/coreos.com/network";
+
+fn etcd_or_skip(test: &str) -> bool {
+    if !available() {
+        skip(
+            test,
+            "etcd-server/etcd-client not installed (scripts/setup.sh installs them)",
+        );
+        return false;
+    }
+    true
+}
+
+fn args(node: &Node, endpoints: &str, extra: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        format!("--etcd-endpoints={endpoints}"),
+        format!("--subnet-file={}", node.dir().join("subnet.env").display()),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn subnet_env(node: &Node) -> Option<String> {
+    fs::read_to_string(node.dir().join("subnet.env")).ok()
+}
+
+/// The node's lease key name (`10.5.23.0-24`) from its subnet.env.
+fn own_key(node: &Node) -> String {
+    let env = subnet_env(node).unwrap();
+    let sn = env
+        .lines()
+        .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
+        .unwrap();
+    let (ip, len) = sn.split_once('/').unwrap();
+    let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+    format!("{}-{len}", std::net::Ipv4Addr::from(u32::from(ip) - 1))
+}
+
+/// Starts an agent (its own log file) and waits until it wrote subnet.env this time.
+fn started(node: &Node, etcd: &Etcd, extra: &[&str]) -> Agent {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut a = Agent::start(
+        node,
+        &format!("flanneld-{n}.log"),
+        &args(node, &etcd.endpoint(), extra),
+        &[],
+    );
+    a.wait_for("subnet.env written", 20, || a_log_has_written(node, n));
+    a
+}
+
+fn a_log_has_written(node: &Node, n: usize) -> bool {
+    fs::read_to_string(node.dir().join(format!("flanneld-{n}.log")))
+        .unwrap_or_default()
+        .contains("wrote subnet file")
+}
+
+fn http_code(node: &Node, path: &str) -> String {
+    let out = node.host().run(
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://127.0.0.1:8471{path}"),
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn lease_in_go_format_subnet_env_through_the_chain() {
+    if !etcd_or_skip("flanneld::lease_in_go_format_subnet_env_through_the_chain") {
+        return;
+    }
+    let mut lan = Lan::new();
+    let etcd = Etcd::start(&lan, None);
+    let node = Node::new();
+    let ip = lan.attach(&node, 2);
+    let notify = node.dir().join("notify.sock");
+    let sd = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    sd.set_nonblocking(true).unwrap();
+    let mut agent = Agent::start(
+        &node,
+        "flanneld.log",
+        &args(
+            &node,
+            &etcd.endpoint(),
+            &[
+                "--iface=eth0",
+                "--healthz-ip=127.0.0.1",
+                "--healthz-port=8471",
+            ],
+        ),
+        &[("NOTIFY_SOCKET", notify.to_str().unwrap())],
+    );
+    // No config yet: a clear line, retried every second; alive but not ready.
+    agent.wait_for("the missing-config line", 10, || {
+        agent_log_has(&node, "etcdctl put /coreos.com/network/config")
+    });
+    assert_eq!(http_code(&node, "/healthz"), "200");
+    assert_eq!(http_code(&node, "/readyz"), "503");
+    assert!(subnet_env(&node).is_none());
+
+    etcd.ctl_ok(&["put", &format!("{PREFIX}/config"), CONFIG]);
+    agent.wait_for("subnet.env", 20, || subnet_env(&node).is_some());
+    let key = own_key(&node);
+    let third: u8 = key.split('.').nth(2).unwrap().parse().unwrap();
+    assert_eq!(
+        subnet_env(&node).unwrap(),
+        format!(
+            "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.{third}.1/24\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=false\n"
+        )
+    );
+    let mode = fs::metadata(node.dir().join("subnet.env"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644);
+    assert_eq!(http_code(&node, "/readyz"), "200");
+    let mut buf = [0u8; 64];
+    let n = sd.recv(&mut buf).expect("READY=1 on NOTIFY_SOCKET");
+    assert_eq!(&buf[..n], b"READY=1");
+
+    // etcd holds Go's key and value, on a 24 h lease.
+    let listing = etcd.ctl_ok(&["get", "--prefix", PREFIX]);
+    let value = format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#);
+    assert_eq!(
+        listing,
+        format!("{PREFIX}/config\n{CONFIG}\n{PREFIX}/subnets/{key}\n{value}\n")
+    );
+    let fields = etcd.ctl_ok(&["get", &format!("{PREFIX}/subnets/{key}"), "-w", "fields"]);
+    let lease: i64 = fields
+        .lines()
+        .find_map(|l| l.strip_prefix("\"Lease\" : "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let ttl = etcd.ctl_ok(&["lease", "timetolive", &format!("{lease:x}"), "--keys"]);
+    assert!(
+        ttl.contains("granted with TTL(86400s)")
+            && ttl.contains(&format!("{PREFIX}/subnets/{key}")),
+        "{ttl}"
+    );
+    let _ = fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../target"));
+    let _ = fs::write(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/flanneld-etcdctl.txt"
+        ),
+        format!(
+            "$ etcdctl get --prefix {PREFIX}\n{listing}$ etcdctl lease timetolive {lease:x} --keys\n{ttl}"
+        ),
+    );
+
+    // Our flannel plugin reads it: kube-flannel's chain puts a pod in the leased subnet.
+    let chain = Chain::new(conflist(&node, "1.0.0"));
+    let pod = Pod::add(&node, &chain);
+    assert!(
+        pod.address(true).starts_with(&format!("10.5.{third}.")),
+        "{}",
+        pod.address(true)
+    );
+    let cni0 = node.host().sh("ip", &["-4", "addr", "show", "cni0"]);
+    assert!(
+        cni0.contains(&format!("inet 10.5.{third}.1/24")) && cni0.contains("mtu 1500"),
+        "{cni0}"
+    );
+    pod.del(&node, &chain);
+
+    // SIGTERM: exit 0, nothing torn down.
+    assert_eq!(agent.terminate(), Some(0));
+    assert!(
+        etcd.ctl_ok(&["get", &format!("{PREFIX}/subnets/{key}")])
+            .contains(&value)
+    );
+    assert!(subnet_env(&node).is_some());
+}
+
+fn agent_log_has(node: &Node, text: &str) -> bool {
+    fs::read_to_string(node.dir().join("flanneld.log"))
+        .unwrap_or_default()
+        .contains(text)
+}
+
+#[test]
+fn restart_keeps_the_subnet() {
+    if !etcd_or_skip("flanneld::restart_keeps_the_subnet") {
+        return;
+    }
+    let mut lan = Lan::new();
+    let etcd = Etcd::start(&lan, None);
+    etcd.ctl_ok(&["put", &format!("{PREFIX}/config"), CONFIG]);
+    let node = Node::new();
+    lan.attach(&node, 2);
+    let mut a = started(&node, &etcd, &["--iface=eth0"]);
+    let key = own_key(&node);
+    assert_eq!(a.terminate(), Some(0));
+    // Restart: the lease of the same PublicIP is reused.
+    let mut a = started(&node, &etcd, &["--iface=eth0"]);
+    assert_eq!(own_key(&node), key);
+    assert_eq!(a.terminate(), Some(0));
+    // The key gone (expired while down): the subnet from subnet.env is taken again.
+    etcd.ctl_ok(&["del", &format!("{PREFIX}/subnets/{key}")]);
+    let mut a = started(&node, &etcd, &["--iface=eth0"]);
+    a.wait_for("the lease", 10, || {
+        etcd.ctl_ok(&[
+            "get",
+            "--prefix",
+            "--keys-only",
+            &format!("{PREFIX}/subnets/"),
+        ])
+        .contains(&key)
+    });
+    assert_eq!(own_key(&node), key);
+    assert!(a.log().contains("using the previous subnet"), "{}", a.log());
+    // Deleted while running: acquired again, the agent keeps running (Go exits 0).
+    etcd.ctl_ok(&["del", &format!("{PREFIX}/subnets/{key}")]);
+    a.wait_for("the re-acquired lease", 10, || {
+        etcd.ctl_ok(&[
+            "get",
+            "--prefix",
+            "--keys-only",
+            &format!("{PREFIX}/subnets/"),
+        ])
+        .contains(&key)
+    });
+    assert!(a.running());
+    assert!(a.log().contains("was deleted"), "{}", a.log());
+}
+
+#[test]
+fn peers_become_host_gw_routes_two_agents_one_etcd() {
+    if !etcd_or_skip("flanneld::peers_become_host_gw_routes_two_agents_one_etcd") {
+        return;
+    }
+    let mut lan = Lan::new();
+    let etcd = Etcd::start(&lan, None);
+    etcd.ctl_ok(&["put", &format!("{PREFIX}/config"), CONFIG]);
+    let (a_node, b_node) = (Node::new(), Node::new());
+    let a_ip = lan.attach(&a_node, 2);
+    let b_ip = lan.attach(&b_node, 3);
+    // B finds its interface by the default route.
+    b_node
+        .host()
+        .sh("ip", &["route", "add", "default", "via", LAN_IP]);
+    let mut a = started(&a_node, &etcd, &["--iface=eth0"]);
+    let mut b = started(&b_node, &etcd, &[]);
+    let (ka, kb) = (own_key(&a_node), own_key(&b_node));
+    assert_ne!(ka, kb, "distinct subnets");
+    let route = |node: &Node, key: &str, via: &str| {
+        let dst = key.replace('-', "/");
+        let routes = node.host().sh("ip", &["-4", "route"]);
+        routes.contains(&format!("{dst} via {via} dev eth0"))
+    };
+    a.wait_for("A's route to B", 10, || route(&a_node, &kb, &b_ip));
+    b.wait_for("B's route to A", 10, || route(&b_node, &ka, &a_ip));
+    // Traffic between the two subnets takes those routes.
+    let (fa, fb) = (ka.replace(".0-24", ".1"), kb.replace(".0-24", ".1"));
+    a_node
+        .host()
+        .sh("ip", &["addr", "add", &format!("{fa}/32"), "dev", "lo"]);
+    b_node
+        .host()
+        .sh("ip", &["addr", "add", &format!("{fb}/32"), "dev", "lo"]);
+    a_node.host().sh("ping", &["-c1", "-W2", "-I", &fa, &fb]);
+
+    // A peer lease written and deleted with etcdctl, in Go's format; junk is skipped.
+    let peer = format!("{PREFIX}/subnets/10.5.200.0-24");
+    etcd.ctl_ok(&["put", &format!("{PREFIX}/subnets/junk"), "{}"]);
+    etcd.ctl_ok(&[
+        "put",
+        &format!("{PREFIX}/subnets/10.5.201.0-24"),
+        "not json",
+    ]);
+    etcd.ctl_ok(&[
+        "put",
+        &peer,
+        r#"{"PublicIP":"192.168.50.9","PublicIPv6":null,"BackendType":"host-gw","Extra":true}"#,
+    ]);
+    a.wait_for("the peer's route", 10, || {
+        route(&a_node, "10.5.200.0-24", "192.168.50.9")
+    });
+    etcd.ctl_ok(&["del", &peer]);
+    a.wait_for("the peer's route removed", 10, || {
+        !a_node
+            .host()
+            .sh("ip", &["-4", "route"])
+            .contains("10.5.200.0/24")
+    });
+    assert!(a.running() && b.running());
+    // B stops: its lease stays (zero-downtime restart), so A keeps the route.
+    assert_eq!(b.terminate(), Some(0));
+    assert!(route(&a_node, &kb, &b_ip));
+}
+
+#[test]
+fn mutual_tls() {
+    if !etcd_or_skip("flanneld::mutual_tls") {
+        return;
+    }
+    let mut lan = Lan::new();
+    let certs = Certs::make(&lan.dir().join("pki"));
+    let etcd = Etcd::start(&lan, Some(&certs));
+    etcd.ctl_ok(&["put", &format!("{PREFIX}/config"), CONFIG]);
+    let node = Node::new();
+    lan.attach(&node, 2);
+    let s = |p: &std::path::Path| p.display().to_string();
+    let a = started(
+        &node,
+        &etcd,
+        &[
+            "--iface=eth0",
+            &format!("--etcd-cafile={}", s(&certs.ca)),
+            &format!("--etcd-certfile={}", s(&certs.client.0)),
+            &format!("--etcd-keyfile={}", s(&certs.client.1)),
+        ],
+    );
+    drop(a);
+    let key = own_key(&node);
+    assert!(
+        etcd.ctl_ok(&["get", &format!("{PREFIX}/subnets/{key}")])
+            .contains("192.168.50.2")
+    );
+    // Without the client certificate etcd refuses it: never ready.
+    let other = Node::new();
+    lan.attach(&other, 3);
+    let mut b = Agent::start(
+        &other,
+        "flanneld.log",
+        &args(
+            &other,
+            &etcd.endpoint(),
+            &["--iface=eth0", &format!("--etcd-cafile={}", s(&certs.ca))],
+        ),
+        &[],
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(subnet_env(&other).is_none() && b.running(), "{}", b.log());
+}
+
+#[test]
+fn username_password() {
+    if !etcd_or_skip("flanneld::username_password") {
+        return;
+    }
+    let mut lan = Lan::new();
+    let mut etcd = Etcd::start(&lan, None);
+    etcd.enable_auth("s3cret");
+    etcd.ctl_ok(&["put", &format!("{PREFIX}/config"), CONFIG]);
+    let node = Node::new();
+    lan.attach(&node, 2);
+    // The password from the environment, as a unit's EnvironmentFile gives it.
+    let mut a = Agent::start(
+        &node,
+        "flanneld.log",
+        &args(
+            &node,
+            &etcd.endpoint(),
+            &["--iface=eth0", "--etcd-username=root"],
+        ),
+        &[("FLANNELD_ETCD_PASSWORD", "s3cret")],
+    );
+    a.wait_for("subnet.env", 20, || subnet_env(&node).is_some());
+    let key = own_key(&node);
+    assert!(
+        etcd.ctl_ok(&["get", &format!("{PREFIX}/subnets/{key}")])
+            .contains("192.168.50.2")
+    );
+    assert_eq!(a.terminate(), Some(0));
+}
+
+#[test]
+fn dead_endpoint_next_to_a_live_one() {
+    if !etcd_or_skip("flanneld::dead_endpoint_next_to_a_live_one") {
+        return;
+    }
+    let mut lan = Lan::new();
+    let etcd = Etcd::start(&lan, None);
+    etcd.ctl_ok(&["put", &format!("{PREFIX}/config"), CONFIG]);
+    let node = Node::new();
+    lan.attach(&node, 2);
+    let endpoints = format!("http://{LAN_IP}:2999,{}", etcd.endpoint());
+    let mut a = Agent::start(
+        &node,
+        "flanneld.log",
+        &args(&node, &endpoints, &["-iface", "eth0"]),
+        &[],
+    );
+    a.wait_for("subnet.env", 30, || subnet_env(&node).is_some());
+    // And it keeps working through the live one: a peer's route appears.
+    etcd.ctl_ok(&[
+        "put",
+        &format!("{PREFIX}/subnets/10.5.200.0-24"),
+        r#"{"PublicIP":"192.168.50.9","BackendType":"host-gw"}"#,
+    ]);
+    a.wait_for("the peer's route", 10, || {
+        node.host()
+            .sh("ip", &["-4", "route"])
+            .contains("10.5.200.0/24 via 192.168.50.9")
+    });
+    assert_eq!(a.terminate(), Some(0));
+}
+
+/// flanneld's etcd store itself against the server: a watch from a compacted revision is
+/// reported as compaction (what the agent re-lists on, #2470), puts and deletes arrive (a
+/// delete with only its key), create-if-absent refuses an existing key and grants the TTL.
+#[test]
+fn etcd_store_on_real_etcd() {
+    use flanneld::etcd::{EtcdOptions, EtcdStore};
+    use flanneld::store::{Store, Watch, WatchBatch, WatchEvent};
+    use std::time::Duration;
+
+    if !etcd_or_skip("flanneld::etcd_store_on_real_etcd") {
+        return;
+    }
+    let lan = Lan::new();
+    let etcd = Etcd::start(&lan, None);
+    etcd.ctl_ok(&["put", "/t/a", "1"]);
+    etcd.ctl_ok(&["put", "/t/a", "2"]);
+    let ns = node_kernel::Netns::open(lan.ns().path()).unwrap();
+    ns.run(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let opts = EtcdOptions {
+                endpoints: vec![etcd.endpoint()],
+                ..Default::default()
+            };
+            let store = EtcdStore::connect(&opts).await.unwrap();
+            let (kvs, rev) = store.list("/t/").await.unwrap();
+            assert_eq!((kvs.len(), kvs[0].value.as_slice()), (1, &b"2"[..]));
+            etcd.ctl_ok(&["compaction", &rev.to_string()]);
+            let mut w = store.watch("/t/", 1).await.unwrap();
+            match w.next().await.unwrap() {
+                WatchBatch::Compacted { compact_revision } => assert_eq!(compact_revision, rev),
+                other => panic!("{other:?}"),
+            }
+            let mut w = store.watch("/t/", rev + 1).await.unwrap();
+            etcd.ctl_ok(&["put", "/t/b", "x"]);
+            etcd.ctl_ok(&["del", "/t/a"]);
+            let mut seen = Vec::new();
+            while seen.len() < 2 {
+                match tokio::time::timeout(Duration::from_secs(5), w.next())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                {
+                    WatchBatch::Events { events, .. } => seen.extend(events),
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert!(
+                matches!(&seen[0], WatchEvent::Put(kv) if kv.key == "/t/b" && kv.value == b"x")
+            );
+            assert_eq!(seen[1], WatchEvent::Delete("/t/a".into()));
+            assert!(
+                store
+                    .create("/t/b", b"y", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            let g = store
+                .create("/t/c", b"z", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(g.ttl, Duration::from_secs(60));
+            let left = store.time_to_live(g.id).await.unwrap().unwrap();
+            assert!(left <= Duration::from_secs(60) && left >= Duration::from_secs(55));
+            assert_eq!(store.get("/t/c").await.unwrap().unwrap().lease, g.id);
+        });
+    })
+    .unwrap();
+    // The losing create revoked its lease: only /t/c's remains.
+    let leases = etcd.ctl_ok(&["lease", "list"]);
+    assert!(leases.starts_with("found 1 leases"), "{leases}");
+}

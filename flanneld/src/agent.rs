@@ -1,0 +1,377 @@
+//! The agent's life after start (Go's `main.go` from `RegisterNetwork` on): acquire the lease,
+//! let the backend configure itself, write subnet.env, report ready, then one loop that
+//! renews the lease before it runs out, watches every lease under `subnets/` from the
+//! listing's revision (peers' changes to the backend; the node's own key deleted → acquired
+//! again), recovers from compaction and lost connections by re-listing and diffing, and ends
+//! on SIGTERM/SIGINT leaving everything in place.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep, sleep_until};
+
+use crate::backend::{Backend, BackendError};
+use crate::cache::{Change, LeaseCache};
+use crate::config::NetworkConfig;
+use crate::health::{Readiness, sd_notify};
+use crate::lease::Lease;
+use crate::log::{error, info, warning};
+use crate::manager::{LeaseError, LeaseManager};
+use crate::store::{Store, StoreError, Watch, WatchBatch, WatchEvent};
+use crate::subnet::SubnetKey;
+use crate::subnet_env;
+
+/// Go retries a failed renewal every minute.
+pub const RENEW_RETRY: Duration = Duration::from_secs(60);
+/// Reconnection backoff, 100 ms doubling to 5 s (Go's watch backoff).
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What the loop needs besides the store and the backend.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `--subnet-file`.
+    pub subnet_file: PathBuf,
+    /// `--ip-masq`, written as `FLANNEL_IPMASQ`.
+    pub ip_masq: bool,
+    /// `--subnet-lease-renew-margin`.
+    pub renew_margin: Duration,
+    /// `NOTIFY_SOCKET`.
+    pub notify_socket: Option<String>,
+}
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Acquiring the lease failed.
+    #[error("failed to acquire lease: {0}")]
+    Lease(#[from] LeaseError),
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// subnet.env could not be written.
+    #[error("failed to write subnet file {path}: {source}")]
+    SubnetFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Waits until SIGTERM/SIGINT were received (the sender sent `true`).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|s| *s).await.is_err() {
+        // The sender is gone: nobody can ask us to stop any more.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Sleeps `d` unless asked to stop first; true when asked to stop.
+async fn pause(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = stopped(shutdown) => true,
+        _ = sleep(d) => false,
+    }
+}
+
+/// Reads the network config, retrying every second as Go does (with a line naming the key
+/// and how to create it); `None` when asked to stop first.
+pub async fn wait_for_config<S: Store>(
+    manager: &LeaseManager<S>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<NetworkConfig> {
+    loop {
+        match manager.network_config().await {
+            Ok(c) => return Some(c),
+            Err(e) => error!("couldn't fetch network config: {e}; retrying in 1 s"),
+        }
+        if pause(Duration::from_secs(1), shutdown).await {
+            return None;
+        }
+    }
+}
+
+fn write_subnet_file(
+    settings: &Settings,
+    config: &NetworkConfig,
+    sn: &SubnetKey,
+    mtu: u32,
+) -> Result<(), AgentError> {
+    let text = subnet_env::render(config, settings.ip_masq, sn, mtu);
+    subnet_env::write_atomic(&settings.subnet_file, text.as_bytes()).map_err(|source| {
+        AgentError::SubnetFile {
+            path: settings.subnet_file.clone(),
+            source,
+        }
+    })?;
+    info!("wrote subnet file {}", settings.subnet_file.display());
+    Ok(())
+}
+
+enum Wake {
+    Stop,
+    Renew,
+    Watch(Result<WatchBatch, StoreError>),
+}
+
+/// The agent with its config and backend: runs until asked to stop (`Ok`) or a fatal error.
+pub async fn run<S: Store>(
+    manager: &mut LeaseManager<S>,
+    config: &NetworkConfig,
+    backend: &mut dyn Backend,
+    settings: &Settings,
+    ready: &Readiness,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let attrs = backend.lease_attrs();
+    // etcd unreachable: retried (Go exits 1 and relies on a restart); anything else is fatal.
+    let mut delay = Duration::from_secs(1);
+    let mut lease = loop {
+        match manager.acquire(config, &attrs).await {
+            Ok(l) => break l,
+            Err(LeaseError::Store(e)) => {
+                error!("acquiring a lease: {e}; retrying in {delay:?}");
+                if pause(delay, &mut shutdown).await {
+                    return Ok(());
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    info!(
+        "acquired lease {} ({})",
+        lease.subnet,
+        manager.lease_key(&lease.subnet)
+    );
+    backend.lease_acquired(&lease)?;
+    write_subnet_file(settings, config, &lease.subnet, backend.mtu())?;
+    ready.set();
+    match sd_notify(settings.notify_socket.as_deref(), "READY=1") {
+        Ok(true) => info!("notified systemd: READY=1"),
+        Ok(false) => {}
+        Err(e) => warning!("sd_notify: {e}"),
+    }
+
+    let prefix = manager.subnets_prefix();
+    let mut cache = LeaseCache::new(lease.subnet.v4);
+    let mut renew_at = LeaseManager::<S>::renew_at(&lease, settings.renew_margin);
+    let mut backoff = BACKOFF_MIN;
+    let mut revision: Option<i64> = None; // None: list (again) before watching
+    let mut watcher: Option<S::Watch> = None;
+    loop {
+        if revision.is_none() {
+            watcher = None;
+            match manager.leases().await {
+                Ok((leases, rev)) => {
+                    if !leases.iter().any(|l| l.subnet == lease.subnet) {
+                        warning!("the node's lease {} is no longer in etcd", lease.subnet);
+                        lease = reacquire(
+                            manager,
+                            config,
+                            backend,
+                            settings,
+                            &mut cache,
+                            &lease,
+                            &mut shutdown,
+                        )
+                        .await?;
+                        renew_at = LeaseManager::<S>::renew_at(&lease, settings.renew_margin);
+                        continue;
+                    }
+                    let events = cache.reset(leases);
+                    backend.handle(&events);
+                    revision = Some(rev);
+                }
+                Err(e) => {
+                    warning!("listing leases: {e}; retrying in {backoff:?}");
+                    if pause(backoff, &mut shutdown).await {
+                        return Ok(());
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            }
+        }
+        if watcher.is_none() {
+            let from = revision.unwrap_or(0) + 1;
+            match manager.store().watch(&prefix, from).await {
+                Ok(w) => watcher = Some(w),
+                Err(e) => {
+                    warning!("watching {prefix}: {e}; retrying in {backoff:?}");
+                    revision = None;
+                    if pause(backoff, &mut shutdown).await {
+                        return Ok(());
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            }
+        }
+        let Some(w) = watcher.as_mut() else { continue };
+        let wake = tokio::select! {
+            _ = stopped(&mut shutdown) => Wake::Stop,
+            _ = sleep_until(renew_at) => Wake::Renew,
+            r = w.next() => Wake::Watch(r),
+        };
+        match wake {
+            Wake::Stop => {
+                info!("shutting down: the lease, subnet.env and routes stay in place");
+                return Ok(());
+            }
+            Wake::Renew => match manager.renew(&lease).await {
+                Ok(l) => {
+                    lease = l;
+                    renew_at = LeaseManager::<S>::renew_at(&lease, settings.renew_margin);
+                    info!("renewed lease {}", lease.subnet);
+                }
+                Err(e) => {
+                    error!(
+                        "renewing lease {}: {e}; retrying in {RENEW_RETRY:?}",
+                        lease.subnet
+                    );
+                    renew_at = Instant::now() + RENEW_RETRY;
+                }
+            },
+            Wake::Watch(Ok(WatchBatch::Compacted { compact_revision })) => {
+                warning!(
+                    "watch start revision was compacted (oldest kept {compact_revision}): re-listing leases"
+                );
+                revision = None;
+            }
+            Wake::Watch(Err(e)) => {
+                warning!("watch of {prefix} failed: {e}; re-listing in {backoff:?}");
+                revision = None;
+                if pause(backoff, &mut shutdown).await {
+                    return Ok(());
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            Wake::Watch(Ok(WatchBatch::Events {
+                revision: rev,
+                events,
+            })) => {
+                backoff = BACKOFF_MIN;
+                revision = Some(rev);
+                let own_key = manager.lease_key(&lease.subnet);
+                let mut changes = Vec::new();
+                let mut own_deleted = false;
+                for ev in events {
+                    match ev {
+                        WatchEvent::Delete(key) if key == own_key => own_deleted = true,
+                        WatchEvent::Put(kv) if kv.key == own_key => {
+                            // Our key written by someone else: still ours if it names our
+                            // PublicIP, else the subnet is lost (never overwrite a peer).
+                            let theirs = manager
+                                .parse_lease(&kv)
+                                .is_none_or(|l| l.attrs.public_ip != lease.attrs.public_ip);
+                            if theirs {
+                                error!(
+                                    "the node's lease {own_key} was overwritten with another node's value: acquiring another subnet"
+                                );
+                                own_deleted = true;
+                            } else {
+                                own_deleted = false;
+                                if kv.lease != lease.lease_id {
+                                    refresh_own(manager, &mut lease, &kv).await;
+                                    renew_at =
+                                        LeaseManager::<S>::renew_at(&lease, settings.renew_margin);
+                                }
+                            }
+                        }
+                        WatchEvent::Put(kv) => {
+                            changes.extend(manager.parse_lease(&kv).map(Change::Put))
+                        }
+                        WatchEvent::Delete(key) => {
+                            match key.strip_prefix(&prefix).and_then(SubnetKey::parse) {
+                                Some(sn) => changes.push(Change::Delete(sn.v4)),
+                                None => warning!("skipping deletion of {key}: not a subnet key"),
+                            }
+                        }
+                    }
+                }
+                let events = cache.update(changes);
+                backend.handle(&events);
+                if own_deleted {
+                    warning!(
+                        "the node's lease {own_key} was deleted (by an admin, or it expired after failed renewals): \
+                         acquiring one again (Go flanneld exits 0 here, and is not restarted under Restart=on-failure)"
+                    );
+                    lease = reacquire(
+                        manager,
+                        config,
+                        backend,
+                        settings,
+                        &mut cache,
+                        &lease,
+                        &mut shutdown,
+                    )
+                    .await?;
+                    renew_at = LeaseManager::<S>::renew_at(&lease, settings.renew_margin);
+                    // Re-list: the old subnet may be a peer's now, and changes made while
+                    // acquiring were not watched.
+                    revision = None;
+                }
+            }
+        }
+    }
+}
+
+/// Someone else wrote our key (an admin's `etcdctl put`): take its lease's expiry.
+async fn refresh_own<S: Store>(
+    manager: &LeaseManager<S>,
+    lease: &mut Lease,
+    kv: &crate::store::KeyValue,
+) {
+    lease.lease_id = kv.lease;
+    lease.expiration = match manager.store().time_to_live(kv.lease).await {
+        Ok(Some(ttl)) => Some(Instant::now() + ttl),
+        Ok(None) => Some(Instant::now()),
+        Err(e) => {
+            warning!("reading the TTL of lease {:x}: {e}", kv.lease);
+            lease.expiration
+        }
+    };
+}
+
+/// Acquires the node's lease again, preferring the subnet it had; retried until it works or
+/// the agent is stopped. A different subnet rewrites subnet.env (pods keep their old
+/// addresses until recreated: logged).
+async fn reacquire<S: Store>(
+    manager: &mut LeaseManager<S>,
+    config: &NetworkConfig,
+    backend: &mut dyn Backend,
+    settings: &Settings,
+    cache: &mut LeaseCache,
+    old: &Lease,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Lease, AgentError> {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        manager.prefer(&old.subnet);
+        match manager.acquire(config, &old.attrs).await {
+            Ok(new) => {
+                info!("re-acquired lease {}", new.subnet);
+                if new.subnet != old.subnet {
+                    warning!(
+                        "the node's subnet changed from {} to {}: pods started before keep addresses of the old subnet until recreated",
+                        old.subnet,
+                        new.subnet
+                    );
+                    let events = cache.set_own(new.subnet.v4);
+                    backend.handle(&events);
+                    write_subnet_file(settings, config, &new.subnet, backend.mtu())?;
+                }
+                backend.lease_acquired(&new)?;
+                return Ok(new);
+            }
+            Err(e) => error!("re-acquiring the node's lease: {e}; retrying in {delay:?}"),
+        }
+        if pause(delay, shutdown).await {
+            return Ok(old.clone());
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,235 @@
+//! The host-gw backend (`pkg/backend/hostgw`): each peer's subnet routed via the peer's
+//! PublicIP out of the external interface, `<peer subnet> via <peer PublicIP> dev <iface>`;
+//! the route removed when the peer's lease goes. No device, no BackendData; the MTU is the
+//! interface's.
+
+use std::io;
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use node_kernel::route::{main_table, via_gateway, via_link};
+use node_kernel::{Context, KernelError, RouteSocket};
+
+use super::{Backend, BackendError};
+use crate::cache::LeaseEvent;
+use crate::iface::ExternalInterface;
+use crate::lease::{Lease, LeaseAttrs};
+use crate::log::{error, info, warning};
+
+/// The backend's `BackendType`.
+pub const TYPE: &str = "host-gw";
+
+/// The route changes host-gw makes.
+pub trait RouteTable {
+    /// Adds `dst via gw dev oif`, replacing a route to the same destination.
+    fn replace(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<()>;
+    /// Deletes that route (gone already is no error).
+    fn delete(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<()>;
+}
+
+/// The kernel's main routing table of the agent's namespace.
+#[derive(Debug)]
+pub struct KernelRoutes(RouteSocket);
+
+impl KernelRoutes {
+    /// A netlink socket in the current namespace.
+    pub fn current() -> Result<KernelRoutes, KernelError> {
+        RouteSocket::current().map(KernelRoutes)
+    }
+}
+
+fn message(dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> node_kernel::route::RouteMessage {
+    via_gateway(
+        via_link(main_table(dst.ip().into(), dst.prefix()), oif),
+        gw.into(),
+    )
+}
+
+impl RouteTable for KernelRoutes {
+    fn replace(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<()> {
+        self.0.replace_route(&message(dst, gw, oif))
+    }
+
+    fn delete(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<()> {
+        self.0.delete_route(&message(dst, gw, oif))
+    }
+}
+
+/// host-gw on one external interface.
+#[derive(Debug)]
+pub struct HostGw<R> {
+    ext: ExternalInterface,
+    routes: R,
+}
+
+impl<R: RouteTable> HostGw<R> {
+    /// Refuses a PublicIP that is not the interface's address (Go: "probably behind NAT").
+    pub fn new(ext: ExternalInterface, routes: R) -> Result<HostGw<R>, BackendError> {
+        if ext.public_ip != ext.iface_addr {
+            return Err(BackendError::Nat {
+                public_ip: ext.public_ip,
+                iface: ext.name,
+                iface_addr: ext.iface_addr,
+            });
+        }
+        Ok(HostGw { ext, routes })
+    }
+
+    /// The route table (tests read the fake's record).
+    pub fn routes(&self) -> &R {
+        &self.routes
+    }
+}
+
+impl<R: RouteTable> Backend for HostGw<R> {
+    fn backend_type(&self) -> &'static str {
+        TYPE
+    }
+
+    fn lease_attrs(&self) -> LeaseAttrs {
+        LeaseAttrs {
+            public_ip: self.ext.public_ip,
+            public_ipv6: None,
+            backend_type: TYPE.to_owned(),
+            backend_data: None,
+            backend_v6_data: None,
+        }
+    }
+
+    fn mtu(&self) -> u32 {
+        self.ext.mtu
+    }
+
+    fn lease_acquired(&mut self, _lease: &Lease) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn handle(&mut self, events: &[LeaseEvent]) {
+        for ev in events {
+            let (lease, add) = match ev {
+                LeaseEvent::Added(l) => (l, true),
+                LeaseEvent::Removed(l) => (l, false),
+            };
+            if lease.attrs.backend_type != TYPE {
+                warning!(
+                    "ignoring lease {} of backend type {:?} (this node runs {TYPE})",
+                    lease.subnet,
+                    lease.attrs.backend_type
+                );
+                continue;
+            }
+            let (dst, gw, oif) = (lease.subnet.v4, lease.attrs.public_ip, self.ext.index);
+            let what = format!("{dst} via {gw} dev {}", self.ext.name);
+            let result = if add {
+                self.routes.replace(dst, gw, oif)
+            } else {
+                self.routes.delete(dst, gw, oif)
+            };
+            match result.context(format!(
+                "{} route {what}",
+                if add { "adding" } else { "deleting" }
+            )) {
+                Ok(()) => info!("{} route {what}", if add { "added" } else { "deleted" }),
+                Err(e) => error!("{e}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use crate::subnet::SubnetKey;
+
+    /// Records route changes; fails on a chosen destination.
+    #[derive(Debug, Default)]
+    pub struct FakeRoutes {
+        /// `replace 10.5.2.0/24 via 192.168.1.3 dev 7` / `delete ...`.
+        pub log: Vec<String>,
+        /// A destination whose change fails.
+        pub fail: Option<Ipv4Network>,
+    }
+
+    impl RouteTable for FakeRoutes {
+        fn replace(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<()> {
+            if self.fail == Some(dst) {
+                return Err(io::Error::other("network unreachable"));
+            }
+            self.log.push(format!("replace {dst} via {gw} dev {oif}"));
+            Ok(())
+        }
+        fn delete(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<()> {
+            self.log.push(format!("delete {dst} via {gw} dev {oif}"));
+            Ok(())
+        }
+    }
+
+    pub fn ext(public: [u8; 4], addr: [u8; 4]) -> ExternalInterface {
+        ExternalInterface {
+            name: "eth0".into(),
+            index: 7,
+            iface_addr: addr.into(),
+            public_ip: public.into(),
+            mtu: 1500,
+        }
+    }
+
+    fn lease(key: &str, value: &str) -> Lease {
+        Lease {
+            subnet: SubnetKey::parse(key).unwrap(),
+            attrs: LeaseAttrs::from_json(value.as_bytes()).unwrap(),
+            lease_id: 0,
+            expiration: None,
+        }
+    }
+
+    #[test]
+    fn routes_per_peer_lease() {
+        let mut hg = HostGw::new(
+            ext([192, 168, 1, 2], [192, 168, 1, 2]),
+            FakeRoutes::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            hg.lease_attrs().to_json(),
+            r#"{"PublicIP":"192.168.1.2","PublicIPv6":null,"BackendType":"host-gw"}"#
+        );
+        assert_eq!(hg.mtu(), 1500);
+        hg.routes.fail = Some("10.5.9.0/24".parse().unwrap());
+        hg.handle(&[
+            LeaseEvent::Added(lease(
+                "10.5.2.0-24",
+                r#"{"PublicIP":"192.168.1.3","BackendType":"host-gw"}"#,
+            )),
+            LeaseEvent::Added(lease(
+                "10.5.9.0-24",
+                r#"{"PublicIP":"192.168.1.9","BackendType":"host-gw"}"#,
+            )),
+            LeaseEvent::Added(lease(
+                "10.5.3.0-24",
+                r#"{"PublicIP":"192.168.1.4","BackendType":"vxlan"}"#,
+            )),
+            LeaseEvent::Removed(lease(
+                "10.5.2.0-24",
+                r#"{"PublicIP":"192.168.1.3","BackendType":"host-gw"}"#,
+            )),
+        ]);
+        assert_eq!(
+            hg.routes.log,
+            [
+                "replace 10.5.2.0/24 via 192.168.1.3 dev 7",
+                "delete 10.5.2.0/24 via 192.168.1.3 dev 7"
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_nat() {
+        let e = HostGw::new(
+            ext([203, 0, 113, 5], [192, 168, 1, 2]),
+            FakeRoutes::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("behind NAT"), "{e}");
+    }
+}

@@ -1,0 +1,209 @@
+//! The other nodes' leases as the agent last saw them (Go's `LeaseWatcher`): watch changes and
+//! re-listings become Added/Removed events for the backend. A delete carries only the key, so
+//! the removed lease's attributes (the peer's PublicIP, MAC...) come from here.
+
+use std::collections::BTreeMap;
+
+use ipnetwork::Ipv4Network;
+
+use crate::lease::Lease;
+use crate::log::info;
+
+/// What the backend is told.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaseEvent {
+    /// A peer's lease appeared or changed.
+    Added(Lease),
+    /// A peer's lease is gone (deleted or expired); the lease as last seen.
+    Removed(Lease),
+}
+
+/// One change from the watch, already parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A lease was written.
+    Put(Lease),
+    /// The lease of this IPv4 subnet was deleted.
+    Delete(Ipv4Network),
+}
+
+/// The cache of every lease but our own, keyed by IPv4 subnet (as Go's `sameSubnet` does for
+/// etcd).
+#[derive(Debug, Default)]
+pub struct LeaseCache {
+    own: Option<Ipv4Network>,
+    peers: BTreeMap<(u32, u8), Lease>,
+}
+
+fn id(n: Ipv4Network) -> (u32, u8) {
+    (u32::from(n.ip()), n.prefix())
+}
+
+impl LeaseCache {
+    /// An empty cache ignoring the node's own subnet.
+    pub fn new(own: Ipv4Network) -> LeaseCache {
+        LeaseCache {
+            own: Some(own),
+            peers: BTreeMap::new(),
+        }
+    }
+
+    /// Changes the node's own subnet (after a re-acquire); a cached peer lease of it is dropped.
+    pub fn set_own(&mut self, own: Ipv4Network) -> Vec<LeaseEvent> {
+        self.own = Some(own);
+        self.peers
+            .remove(&id(own))
+            .map(LeaseEvent::Removed)
+            .into_iter()
+            .collect()
+    }
+
+    /// The cached peers.
+    pub fn peers(&self) -> impl Iterator<Item = &Lease> {
+        self.peers.values()
+    }
+
+    /// Applies watch changes. A put of an unchanged lease (a peer's renewal) is no event; a
+    /// delete of an unknown lease is logged and dropped.
+    pub fn update(&mut self, changes: Vec<Change>) -> Vec<LeaseEvent> {
+        let mut out = Vec::new();
+        for change in changes {
+            match change {
+                Change::Put(lease) => {
+                    if Some(lease.subnet.v4) == self.own {
+                        continue;
+                    }
+                    let k = id(lease.subnet.v4);
+                    let same = self
+                        .peers
+                        .get(&k)
+                        .is_some_and(|old| old.attrs == lease.attrs && old.subnet == lease.subnet);
+                    self.peers.insert(k, lease.clone());
+                    if !same {
+                        out.push(LeaseEvent::Added(lease));
+                    }
+                }
+                Change::Delete(sn) => {
+                    if Some(sn) == self.own {
+                        continue;
+                    }
+                    match self.peers.remove(&id(sn)) {
+                        Some(old) => out.push(LeaseEvent::Removed(old)),
+                        None => info!("deleted lease {sn} was not known: nothing to remove"),
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Replaces the cache with a fresh listing (start, reconnection, compaction): Added for
+    /// new or changed leases, Removed for vanished ones.
+    pub fn reset(&mut self, snapshot: Vec<Lease>) -> Vec<LeaseEvent> {
+        let mut fresh = BTreeMap::new();
+        let mut out = Vec::new();
+        for lease in snapshot {
+            if Some(lease.subnet.v4) == self.own {
+                continue;
+            }
+            let k = id(lease.subnet.v4);
+            let same = self
+                .peers
+                .get(&k)
+                .is_some_and(|old| old.attrs == lease.attrs && old.subnet == lease.subnet);
+            if !same {
+                out.push(LeaseEvent::Added(lease.clone()));
+            }
+            fresh.insert(k, lease);
+        }
+        for (k, old) in std::mem::take(&mut self.peers) {
+            if !fresh.contains_key(&k) {
+                out.push(LeaseEvent::Removed(old));
+            }
+        }
+        self.peers = fresh;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::LeaseAttrs;
+    use crate::subnet::SubnetKey;
+
+    fn lease(key: &str, ip: &str) -> Lease {
+        Lease {
+            subnet: SubnetKey::parse(key).unwrap(),
+            attrs: LeaseAttrs::from_json(
+                format!(r#"{{"PublicIP":"{ip}","BackendType":"host-gw"}}"#).as_bytes(),
+            )
+            .unwrap(),
+            lease_id: 1,
+            expiration: None,
+        }
+    }
+
+    fn net(s: &str) -> Ipv4Network {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn delete_carries_cached_attrs_and_own_is_ignored() {
+        let mut c = LeaseCache::new(net("10.5.1.0/24"));
+        let ev = c.update(vec![
+            Change::Put(lease("10.5.1.0-24", "10.0.0.1")),
+            Change::Put(lease("10.5.2.0-24", "10.0.0.2")),
+        ]);
+        assert_eq!(
+            ev,
+            vec![LeaseEvent::Added(lease("10.5.2.0-24", "10.0.0.2"))]
+        );
+        // A renewal (same value) is no event; a changed PublicIP is.
+        assert!(
+            c.update(vec![Change::Put(lease("10.5.2.0-24", "10.0.0.2"))])
+                .is_empty()
+        );
+        assert_eq!(
+            c.update(vec![Change::Put(lease("10.5.2.0-24", "10.0.0.3"))])
+                .len(),
+            1
+        );
+        let ev = c.update(vec![
+            Change::Delete(net("10.5.2.0/24")),
+            Change::Delete(net("10.5.9.0/24")),
+            Change::Delete(net("10.5.1.0/24")),
+        ]);
+        assert_eq!(
+            ev,
+            vec![LeaseEvent::Removed(lease("10.5.2.0-24", "10.0.0.3"))]
+        );
+    }
+
+    #[test]
+    fn reset_diffs_against_the_cache() {
+        let mut c = LeaseCache::new(net("10.5.1.0/24"));
+        c.reset(vec![
+            lease("10.5.2.0-24", "10.0.0.2"),
+            lease("10.5.3.0-24", "10.0.0.3"),
+        ]);
+        let ev = c.reset(vec![
+            lease("10.5.1.0-24", "10.0.0.1"),
+            lease("10.5.3.0-24", "10.0.0.3"),
+            lease("10.5.4.0-24", "10.0.0.4"),
+        ]);
+        assert_eq!(
+            ev,
+            vec![
+                LeaseEvent::Added(lease("10.5.4.0-24", "10.0.0.4")),
+                LeaseEvent::Removed(lease("10.5.2.0-24", "10.0.0.2"))
+            ]
+        );
+        assert_eq!(c.peers().count(), 2);
+        let ev = c.set_own(net("10.5.3.0/24"));
+        assert_eq!(
+            ev,
+            vec![LeaseEvent::Removed(lease("10.5.3.0-24", "10.0.0.3"))]
+        );
+    }
+}

@@ -1,0 +1,475 @@
+//! Go flanneld's command line (`main.go` `init()`): the same flag names and defaults, Go's
+//! `flag` syntax (`-x`, `--x`, `-x=v`, `-x v`; booleans only as `-x` or `-x=v`), then the
+//! `FLANNELD_*` environment for every flag not given on the command line (coreos
+//! `flagutil.SetFlagsFromEnv`: upper case, `-` and `.` as `_`; a bad value is logged and
+//! ignored).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use crate::log::{error, warning};
+
+/// Go's default endpoints.
+pub const DEFAULT_ENDPOINTS: &str = "http://127.0.0.1:4001,http://127.0.0.1:2379";
+/// Go's default subnet file.
+pub const DEFAULT_SUBNET_FILE: &str = "/run/flannel/subnet.env";
+
+/// The options the agent runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// `--etcd-endpoints`, split on commas.
+    pub etcd_endpoints: Vec<String>,
+    /// `--etcd-prefix`.
+    pub etcd_prefix: String,
+    /// `--etcd-keyfile`.
+    pub etcd_keyfile: String,
+    /// `--etcd-certfile`.
+    pub etcd_certfile: String,
+    /// `--etcd-cafile`.
+    pub etcd_cafile: String,
+    /// `--etcd-username`.
+    pub etcd_username: String,
+    /// `--etcd-password`.
+    pub etcd_password: String,
+    /// `--iface` (repeatable).
+    pub iface: Vec<String>,
+    /// `--iface-regex` (repeatable).
+    pub iface_regex: Vec<String>,
+    /// `--public-ip`.
+    pub public_ip: Option<Ipv4Addr>,
+    /// `--subnet-file`.
+    pub subnet_file: String,
+    /// `--subnet-lease-renew-margin`, minutes (1..1439).
+    pub renew_margin_minutes: u32,
+    /// `--ip-masq` (written to subnet.env; the rules come with the next issue).
+    pub ip_masq: bool,
+    /// `--healthz-ip`.
+    pub healthz_ip: String,
+    /// `--healthz-port` (0: off).
+    pub healthz_port: u16,
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Run the agent.
+    Run(Box<Options>),
+    /// `--version`.
+    Version,
+    /// `-h`/`--help`.
+    Help,
+}
+
+/// A command line Go's `flag` package would refuse too (exit 2), or a value flanneld refuses
+/// (exit 1).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FlagError {
+    /// Unknown flag.
+    #[error("flag provided but not defined: -{0}")]
+    Unknown(String),
+    /// A non-boolean flag at the end of the line.
+    #[error("flag needs an argument: -{0}")]
+    NeedsArgument(String),
+    /// A value of the wrong type.
+    #[error("invalid value {value:?} for flag -{flag}: {reason}")]
+    Invalid {
+        /// The flag.
+        flag: String,
+        /// The value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// A flag this etcd-only agent cannot honour.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Str,
+    List,
+    Int,
+    Bool,
+}
+
+/// Every flag Go flanneld defines (and klog's), with its kind. Flags of features this agent
+/// does not have are accepted so that existing units run; the ones that change behaviour are
+/// checked in [`parse`].
+const FLAGS: &[(&str, Kind)] = &[
+    ("etcd-endpoints", Kind::Str),
+    ("etcd-prefix", Kind::Str),
+    ("etcd-keyfile", Kind::Str),
+    ("etcd-certfile", Kind::Str),
+    ("etcd-cafile", Kind::Str),
+    ("etcd-username", Kind::Str),
+    ("etcd-password", Kind::Str),
+    ("help", Kind::Bool),
+    ("h", Kind::Bool),
+    ("version", Kind::Bool),
+    ("kube-subnet-mgr", Kind::Bool),
+    ("kube-api-url", Kind::Str),
+    ("kube-annotation-prefix", Kind::Str),
+    ("kubeconfig-file", Kind::Str),
+    ("iface", Kind::List),
+    ("iface-regex", Kind::List),
+    ("iface-can-reach", Kind::Str),
+    ("subnet-file", Kind::Str),
+    ("public-ip", Kind::Str),
+    ("public-ipv6", Kind::Str),
+    ("subnet-lease-renew-margin", Kind::Int),
+    ("healthz-ip", Kind::Str),
+    ("healthz-port", Kind::Int),
+    ("iptables-resync", Kind::Int),
+    ("iptables-forward-rules", Kind::Bool),
+    ("net-config-path", Kind::Str),
+    ("set-node-network-unavailable", Kind::Bool),
+    ("ip-masq", Kind::Bool),
+    ("ip-masq-fully-random-disable", Kind::Bool),
+    ("ip-blackhole-route", Kind::Bool),
+    ("use-multi-cluster-cidr", Kind::Bool),
+    // klog's flags: accepted, logging always goes to stderr.
+    ("v", Kind::Int),
+    ("vmodule", Kind::Str),
+    ("log_backtrace_at", Kind::Str),
+    ("log_dir", Kind::Str),
+    ("log_file", Kind::Str),
+    ("log_file_max_size", Kind::Int),
+    ("logtostderr", Kind::Bool),
+    ("alsologtostderr", Kind::Bool),
+    ("stderrthreshold", Kind::Str),
+    ("skip_headers", Kind::Bool),
+    ("skip_log_headers", Kind::Bool),
+    ("add_dir_header", Kind::Bool),
+    ("one_output", Kind::Bool),
+];
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Go's `strconv.ParseInt(v, 0, 64)` (decimal, `0x`, `0o`/leading `0`, `0b`, optional sign,
+/// `_` separators after a prefix are rare enough to refuse).
+fn parse_int(v: &str) -> Option<i64> {
+    let (neg, digits) = match v.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, v.strip_prefix('+').unwrap_or(v)),
+    };
+    let n = if let Some(h) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        i64::from_str_radix(h, 16).ok()?
+    } else if let Some(b) = digits
+        .strip_prefix("0b")
+        .or_else(|| digits.strip_prefix("0B"))
+    {
+        i64::from_str_radix(b, 2).ok()?
+    } else if let Some(o) = digits
+        .strip_prefix("0o")
+        .or_else(|| digits.strip_prefix("0O"))
+    {
+        i64::from_str_radix(o, 8).ok()?
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        i64::from_str_radix(&digits[1..], 8).ok()?
+    } else {
+        digits.parse().ok()?
+    };
+    Some(if neg { -n } else { n })
+}
+
+fn check(name: &str, kind: Kind, value: &str) -> Result<(), FlagError> {
+    let bad = |reason: &str| FlagError::Invalid {
+        flag: name.into(),
+        value: value.into(),
+        reason: reason.into(),
+    };
+    match kind {
+        Kind::Bool if parse_bool(value).is_none() => Err(bad("parse error")),
+        Kind::Int if parse_int(value).is_none() => Err(bad("parse error")),
+        _ => Ok(()),
+    }
+}
+
+/// Parses the arguments (without the program name) and the environment.
+pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Command, FlagError> {
+    let mut set: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        if arg == "--" {
+            break;
+        }
+        let Some(body) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
+            break; // Go stops at the first non-flag argument.
+        };
+        if body.is_empty() || body.starts_with('-') || body.starts_with('=') {
+            return Err(FlagError::Invalid {
+                flag: body.into(),
+                value: arg.clone(),
+                reason: "bad flag syntax".into(),
+            });
+        }
+        let (name, inline) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_owned())),
+            None => (body, None),
+        };
+        let Some(&(canon, kind)) = FLAGS.iter().find(|(n, _)| *n == name) else {
+            return Err(FlagError::Unknown(name.into()));
+        };
+        let value = match (inline, kind) {
+            (Some(v), _) => v,
+            (None, Kind::Bool) => "true".to_owned(),
+            (None, _) => {
+                let v = args
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| FlagError::NeedsArgument(name.into()))?;
+                i += 1;
+                v
+            }
+        };
+        check(canon, kind, &value)?;
+        let slot = set.entry(canon).or_default();
+        if kind == Kind::List {
+            slot.push(value);
+        } else {
+            *slot = vec![value];
+        }
+    }
+    // The environment fills what the command line left unset.
+    for &(name, kind) in FLAGS {
+        if set.contains_key(name) {
+            continue;
+        }
+        let var = format!("FLANNELD_{}", name.to_uppercase().replace(['-', '.'], "_"));
+        if let Some(v) = env(&var) {
+            match check(name, kind, &v) {
+                Ok(()) => {
+                    set.insert(name, vec![v]);
+                }
+                Err(e) => error!("{var}: {e} (ignored)"),
+            }
+        }
+    }
+    let last = |n: &str| set.get(n).and_then(|v| v.last()).cloned();
+    let flag = |n: &str| last(n).and_then(|v| parse_bool(&v)).unwrap_or(false);
+    let int = |n: &str, d: i64| last(n).and_then(|v| parse_int(&v)).unwrap_or(d);
+    let string = |n: &str, d: &str| last(n).unwrap_or_else(|| d.to_owned());
+    if flag("help") || flag("h") {
+        return Ok(Command::Help);
+    }
+    if flag("version") {
+        return Ok(Command::Version);
+    }
+    if flag("kube-subnet-mgr") {
+        return Err(FlagError::Unsupported(
+            "--kube-subnet-mgr: this flanneld leases subnets from etcd only".into(),
+        ));
+    }
+    if last("iface-can-reach").is_some_and(|v| !v.is_empty()) {
+        return Err(FlagError::Unsupported(
+            "--iface-can-reach is not supported yet: use --iface or --iface-regex".into(),
+        ));
+    }
+    if last("public-ipv6").is_some_and(|v| !v.is_empty()) {
+        warning!("--public-ipv6 is ignored: the host-gw backend routes IPv4 only");
+    }
+    let margin = int("subnet-lease-renew-margin", 60);
+    if !(1..=1439).contains(&margin) {
+        return Err(FlagError::Invalid {
+            flag: "subnet-lease-renew-margin".into(),
+            value: margin.to_string(),
+            reason: "out of the acceptable range 1..1439 (minutes)".into(),
+        });
+    }
+    let public_ip = match last("public-ip").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => Some(v.parse::<Ipv4Addr>().map_err(|_| FlagError::Invalid {
+            flag: "public-ip".into(),
+            value: v.clone(),
+            reason: "not an IPv4 address".into(),
+        })?),
+    };
+    let port = int("healthz-port", 0);
+    let healthz_port = u16::try_from(port).map_err(|_| FlagError::Invalid {
+        flag: "healthz-port".into(),
+        value: port.to_string(),
+        reason: "not a port".into(),
+    })?;
+    let list = |n: &str| -> Vec<String> {
+        set.get(n)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| !v.is_empty())
+            .collect()
+    };
+    Ok(Command::Run(Box::new(Options {
+        etcd_endpoints: string("etcd-endpoints", DEFAULT_ENDPOINTS)
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        etcd_prefix: string("etcd-prefix", crate::manager::DEFAULT_PREFIX),
+        etcd_keyfile: string("etcd-keyfile", ""),
+        etcd_certfile: string("etcd-certfile", ""),
+        etcd_cafile: string("etcd-cafile", ""),
+        etcd_username: string("etcd-username", ""),
+        etcd_password: string("etcd-password", ""),
+        iface: list("iface"),
+        iface_regex: list("iface-regex"),
+        public_ip,
+        subnet_file: string("subnet-file", DEFAULT_SUBNET_FILE),
+        renew_margin_minutes: margin as u32,
+        ip_masq: flag("ip-masq"),
+        healthz_ip: string("healthz-ip", "0.0.0.0"),
+        healthz_port,
+    })))
+}
+
+/// The usage text (`-h`).
+pub fn usage() -> String {
+    let mut s = String::from("Usage of flanneld:\n");
+    for (name, kind) in FLAGS {
+        let t = match kind {
+            Kind::Str | Kind::List => " string",
+            Kind::Int => " int",
+            Kind::Bool => "",
+        };
+        s += &format!("  -{name}{t}\n");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn run(v: &[&str], env: &[(&str, &str)]) -> Result<Options, FlagError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match parse(&args(v), &|k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })? {
+            Command::Run(o) => Ok(*o),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_gos() {
+        let o = run(&[], &[]).unwrap();
+        assert_eq!(
+            o.etcd_endpoints,
+            ["http://127.0.0.1:4001", "http://127.0.0.1:2379"]
+        );
+        assert_eq!(o.etcd_prefix, "/coreos.com/network");
+        assert_eq!(o.subnet_file, "/run/flannel/subnet.env");
+        assert_eq!(o.renew_margin_minutes, 60);
+        assert_eq!(
+            (o.ip_masq, o.healthz_ip.as_str(), o.healthz_port),
+            (false, "0.0.0.0", 0)
+        );
+    }
+
+    /// The unit ansible-role-flanneld renders from its `flannel_settings`.
+    #[test]
+    fn ansible_role_unit_runs_unchanged() {
+        let o = run(
+            &[
+                "--etcd-cafile=/var/lib/kubernetes/ca-etcd.pem",
+                "--etcd-certfile=/var/lib/kubernetes/cert-etcd.pem",
+                "--etcd-keyfile=/var/lib/kubernetes/cert-etcd-key.pem",
+                "--etcd-prefix=/kubernetes-cluster/network",
+                "--etcd-endpoints=https://10.8.0.101:2379,https://10.8.0.102:2379",
+                "--iface=tap0",
+                "--public-ip=10.8.0.111",
+                "--log_dir=/var/log/flannel",
+                "--subnet-file=/run/flannel/subnet.env",
+                "--ip-masq=true",
+                "--healthz-ip=0.0.0.0",
+                "--healthz-port=0",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(o.etcd_endpoints.len(), 2);
+        assert_eq!(o.etcd_prefix, "/kubernetes-cluster/network");
+        assert_eq!(o.iface, ["tap0"]);
+        assert_eq!(o.public_ip, Some(Ipv4Addr::new(10, 8, 0, 111)));
+        assert!(o.ip_masq);
+        assert_eq!(o.etcd_keyfile, "/var/lib/kubernetes/cert-etcd-key.pem");
+    }
+
+    #[test]
+    fn go_flag_syntax() {
+        let o = run(
+            &[
+                "-iface",
+                "eth0",
+                "--iface=10.0.0.2",
+                "-ip-masq",
+                "-healthz-port",
+                "0x1f90",
+                "-subnet-lease-renew-margin=1",
+                "rest",
+                "-bogus",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(o.iface, ["eth0", "10.0.0.2"]);
+        assert!(o.ip_masq);
+        assert_eq!(o.healthz_port, 8080);
+        assert_eq!(o.renew_margin_minutes, 1);
+        assert!(!run(&["--ip-masq=false"], &[]).unwrap().ip_masq);
+        assert_eq!(
+            run(&["--bogus"], &[]).unwrap_err(),
+            FlagError::Unknown("bogus".into())
+        );
+        assert_eq!(
+            run(&["--iface"], &[]).unwrap_err(),
+            FlagError::NeedsArgument("iface".into())
+        );
+        assert!(run(&["--ip-masq=yes"], &[]).is_err());
+        assert!(run(&["--subnet-lease-renew-margin=1440"], &[]).is_err());
+        assert!(run(&["--subnet-lease-renew-margin=0"], &[]).is_err());
+        assert!(run(&["--public-ip=fc00::1"], &[]).is_err());
+        assert!(run(&["--kube-subnet-mgr"], &[]).is_err());
+        assert_eq!(
+            parse(&args(&["--version"]), &|_| None).unwrap(),
+            Command::Version
+        );
+        assert_eq!(parse(&args(&["-h"]), &|_| None).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn environment_fallbacks() {
+        let env = [
+            ("FLANNELD_ETCD_ENDPOINTS", "http://10.0.0.1:2379"),
+            ("FLANNELD_IFACE", "eth1"),
+            ("FLANNELD_IP_MASQ", "true"),
+            ("FLANNELD_ETCD_PREFIX", "/env/net"),
+            ("FLANNELD_HEALTHZ_PORT", "nonsense"),
+        ];
+        let o = run(&["--etcd-prefix=/cli/net"], &env).unwrap();
+        assert_eq!(o.etcd_endpoints, ["http://10.0.0.1:2379"]);
+        assert_eq!(o.iface, ["eth1"]);
+        assert!(o.ip_masq);
+        assert_eq!(o.etcd_prefix, "/cli/net", "the command line wins");
+        assert_eq!(o.healthz_port, 0, "a bad value is ignored");
+    }
+}

@@ -1,0 +1,130 @@
+//! `/healthz` (200 while the agent runs) and `/readyz` (200 once subnet.env is written, 503
+//! before) on `--healthz-ip:--healthz-port`, as Go flanneld serves them, and systemd's
+//! `sd_notify(READY=1)`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::log::warning;
+
+/// Whether subnet.env has been written.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks the agent ready.
+    pub fn set(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether it is.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The status line and body for a request line's path.
+pub fn respond(path: &str, ready: bool) -> (&'static str, &'static str) {
+    match path.split('?').next().unwrap_or("") {
+        "/healthz" => ("200 OK", "flanneld is running\n"),
+        "/readyz" if ready => ("200 OK", "ok\n"),
+        "/readyz" => ("503 Service Unavailable", "subnet.env not written yet\n"),
+        _ => ("404 Not Found", "404 page not found\n"),
+    }
+}
+
+async fn serve_one(mut conn: TcpStream, ready: Readiness) {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    // Read the request head (bounded), answer from its first line, close.
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let path = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("");
+    let (status, body) = respond(path, ready.get());
+    let reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = conn.write_all(reply.as_bytes()).await;
+    let _ = conn.shutdown().await;
+}
+
+/// Binds the health server (errors are the caller's: Go exits when it cannot listen).
+pub async fn bind(ip: &str, port: u16) -> std::io::Result<TcpListener> {
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_owned()
+    };
+    TcpListener::bind(format!("{host}:{port}")).await
+}
+
+/// Serves requests until the task is dropped.
+pub async fn serve(listener: TcpListener, ready: Readiness) {
+    loop {
+        match listener.accept().await {
+            Ok((conn, _)) => {
+                tokio::spawn(serve_one(conn, ready.clone()));
+            }
+            Err(e) => {
+                warning!("healthz accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Sends `state` to systemd when `NOTIFY_SOCKET` is set (a path, or `@name` for an abstract
+/// socket); false when not under systemd.
+pub fn sd_notify(notify_socket: Option<&str>, state: &str) -> std::io::Result<bool> {
+    use std::os::unix::net::UnixDatagram;
+    let Some(path) = notify_socket.filter(|p| !p.is_empty()) else {
+        return Ok(false);
+    };
+    let sock = UnixDatagram::unbound()?;
+    if let Some(name) = path.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+        sock.send_to_addr(state.as_bytes(), &addr)?;
+    } else {
+        sock.send_to(state.as_bytes(), path)?;
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(respond("/healthz", false).0, "200 OK");
+        assert_eq!(respond("/readyz", false).0, "503 Service Unavailable");
+        assert_eq!(respond("/readyz?verbose", true).0, "200 OK");
+        assert_eq!(respond("/", true).0, "404 Not Found");
+    }
+
+    #[test]
+    fn notify_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let rx = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        assert!(sd_notify(Some(path.to_str().unwrap()), "READY=1").unwrap());
+        let mut buf = [0u8; 32];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+        assert!(!sd_notify(None, "READY=1").unwrap());
+    }
+}

@@ -1,0 +1,243 @@
+//! The external interface (Go's `LookupExtIface`, `pkg/ipmatch`): `--iface` (a name or an
+//! address, repeatable, first usable wins), else `--iface-regex` (matched against every
+//! interface's addresses, then names), else the default route's interface; its first IPv4
+//! address, the PublicIP (`--public-ip` or that address), and its MTU.
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::IpNetwork;
+use node_kernel::{Context, KernelError, RouteSocket};
+
+/// The interface the node's traffic to peers leaves by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalInterface {
+    /// Its name.
+    pub name: String,
+    /// Its index.
+    pub index: u32,
+    /// Its IPv4 address used (the `--iface` address, or its first).
+    pub iface_addr: Ipv4Addr,
+    /// The address published in the lease.
+    pub public_ip: Ipv4Addr,
+    /// Its MTU.
+    pub mtu: u32,
+}
+
+/// A link as the selection sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkAddrs {
+    /// Name.
+    pub name: String,
+    /// Index.
+    pub index: u32,
+    /// MTU (0 when unknown).
+    pub mtu: u32,
+    /// IPv4 addresses, in the kernel's order.
+    pub v4: Vec<Ipv4Addr>,
+}
+
+/// Why no interface could be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IfaceError {
+    /// Nothing matched.
+    #[error("failed to find any valid interface to use: {0}")]
+    NotFound(String),
+    /// A `--iface-regex` that does not compile.
+    #[error("invalid --iface-regex {pattern:?}: {source}")]
+    Regex {
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        source: regex_lite::Error,
+    },
+    /// The kernel could not be asked.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+/// Picks the interface and its address (pure: the links, addresses and default route are
+/// given).
+pub fn choose(
+    links: &[LinkAddrs],
+    ifaces: &[String],
+    regexes: &[String],
+    default_oif: Option<u32>,
+) -> Result<(LinkAddrs, Ipv4Addr), IfaceError> {
+    let first = |l: &LinkAddrs| l.v4.first().map(|a| (l.clone(), *a));
+    if !ifaces.is_empty() {
+        for want in ifaces {
+            let found = match want.parse::<Ipv4Addr>() {
+                Ok(ip) => links
+                    .iter()
+                    .find(|l| l.v4.contains(&ip))
+                    .map(|l| (l.clone(), ip)),
+                Err(_) => links.iter().find(|l| &l.name == want).and_then(first),
+            };
+            match found {
+                Some(f) => return Ok(f),
+                None => crate::log::error!(
+                    "could not use --iface {want}: no such interface or no IPv4 address on it"
+                ),
+            }
+        }
+        return Err(IfaceError::NotFound(format!(
+            "none of --iface {}",
+            ifaces.join(", ")
+        )));
+    }
+    if !regexes.is_empty() {
+        for pattern in regexes {
+            let re = regex_lite::Regex::new(pattern).map_err(|source| IfaceError::Regex {
+                pattern: pattern.clone(),
+                source,
+            })?;
+            for l in links {
+                if let Some(ip) = l.v4.iter().find(|ip| re.is_match(&ip.to_string())) {
+                    return Ok((l.clone(), *ip));
+                }
+            }
+            if let Some(f) = links
+                .iter()
+                .filter(|l| re.is_match(&l.name))
+                .find_map(first)
+            {
+                return Ok(f);
+            }
+        }
+        return Err(IfaceError::NotFound(format!(
+            "no interface or address matches --iface-regex {}",
+            regexes.join(", ")
+        )));
+    }
+    let oif =
+        default_oif.ok_or_else(|| IfaceError::NotFound("no default route (use --iface)".into()))?;
+    links
+        .iter()
+        .find(|l| l.index == oif)
+        .and_then(first)
+        .ok_or_else(|| {
+            IfaceError::NotFound(format!(
+                "the default route's interface (index {oif}) has no IPv4 address"
+            ))
+        })
+}
+
+/// Reads the links, their IPv4 addresses and the default route of the current namespace.
+pub fn gather() -> Result<(Vec<LinkAddrs>, Option<u32>), IfaceError> {
+    let sock = RouteSocket::current()?;
+    let mut out = Vec::new();
+    for msg in sock.links().context("listing links")? {
+        let index = msg.header.index;
+        let v4 = sock
+            .addresses(index)
+            .context(format!("listing the addresses of link {index}"))?
+            .into_iter()
+            .filter_map(|(net, _)| match net {
+                IpNetwork::V4(n) => Some(n.ip()),
+                IpNetwork::V6(_) => None,
+            })
+            .collect();
+        out.push(LinkAddrs {
+            name: node_kernel::link::name(&msg).unwrap_or_default().to_owned(),
+            index,
+            mtu: node_kernel::link::mtu(&msg).unwrap_or(0),
+            v4,
+        });
+    }
+    let default = sock
+        .routes(true)
+        .context("listing routes")?
+        .iter()
+        .filter(|r| r.header.table == node_kernel::route_packet::route::RouteHeader::RT_TABLE_MAIN)
+        .find(|r| node_kernel::route::destination(r).is_some_and(|d| d.prefix() == 0))
+        .and_then(node_kernel::route::output_link);
+    Ok((out, default))
+}
+
+/// The external interface for the flags given.
+pub fn lookup(
+    ifaces: &[String],
+    regexes: &[String],
+    public_ip: Option<Ipv4Addr>,
+) -> Result<ExternalInterface, IfaceError> {
+    let (links, default) = gather()?;
+    let (link, addr) = choose(&links, ifaces, regexes, default)?;
+    if link.mtu == 0 {
+        return Err(IfaceError::NotFound(format!(
+            "interface {} has MTU 0",
+            link.name
+        )));
+    }
+    Ok(ExternalInterface {
+        name: link.name,
+        index: link.index,
+        iface_addr: addr,
+        public_ip: public_ip.unwrap_or(addr),
+        mtu: link.mtu,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn links() -> Vec<LinkAddrs> {
+        let l = |name: &str, index, v4: &[[u8; 4]]| LinkAddrs {
+            name: name.into(),
+            index,
+            mtu: 1500,
+            v4: v4.iter().map(|a| Ipv4Addr::from(*a)).collect(),
+        };
+        vec![
+            l("lo", 1, &[[127, 0, 0, 1]]),
+            l("eth0", 2, &[[192, 168, 1, 2], [192, 168, 1, 20]]),
+            l("wg0", 3, &[[10, 9, 0, 2]]),
+            l("dummy", 4, &[]),
+        ]
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn by_name_ip_regex_default() {
+        let ls = links();
+        let (l, a) = choose(&ls, &s(&["wg0"]), &[], Some(2)).unwrap();
+        assert_eq!((l.name.as_str(), a), ("wg0", Ipv4Addr::new(10, 9, 0, 2)));
+        let (l, a) = choose(&ls, &s(&["192.168.1.20"]), &[], None).unwrap();
+        assert_eq!(
+            (l.name.as_str(), a),
+            ("eth0", Ipv4Addr::new(192, 168, 1, 20))
+        );
+        // The first usable of several.
+        let (l, _) = choose(&ls, &s(&["nope", "dummy", "eth0"]), &[], None).unwrap();
+        assert_eq!(l.name, "eth0");
+        let (l, a) = choose(&ls, &[], &s(&[r"^10\.9\."]), None).unwrap();
+        assert_eq!((l.name.as_str(), a), ("wg0", Ipv4Addr::new(10, 9, 0, 2)));
+        let (l, _) = choose(&ls, &[], &s(&["^eth"]), None).unwrap();
+        assert_eq!(l.name, "eth0");
+        let (l, a) = choose(&ls, &[], &[], Some(2)).unwrap();
+        assert_eq!(
+            (l.name.as_str(), a),
+            ("eth0", Ipv4Addr::new(192, 168, 1, 2))
+        );
+    }
+
+    #[test]
+    fn nothing_usable() {
+        let ls = links();
+        assert!(choose(&ls, &s(&["nope", "dummy"]), &[], Some(2)).is_err());
+        assert!(choose(&ls, &[], &s(&["^zz"]), None).is_err());
+        assert!(matches!(
+            choose(&ls, &[], &s(&["("]), None),
+            Err(IfaceError::Regex { .. })
+        ));
+        assert!(
+            choose(&ls, &[], &[], None)
+                .unwrap_err()
+                .to_string()
+                .contains("no default route")
+        );
+    }
+}

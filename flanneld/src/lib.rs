@@ -1,0 +1,210 @@
+//! flanneld, the flannel node agent, etcd edition: leases the node's pod subnet from etcd in
+//! Go flanneld's data model (the same keys, values and lease TTLs, so Go and Rust agents
+//! share one etcd), writes `/run/flannel/subnet.env` for the flannel CNI plugin, and hands
+//! the other nodes' leases to a backend (`host-gw` here; vxlan next).
+//!
+//! `main.rs` only calls [`main_with`]; everything is in this library and testable without
+//! exec: the agent core ([`manager`], [`cache`], [`agent`]) runs against the [`store::Store`]
+//! trait, with an in-memory fake in unit tests and real etcd ([`etcd`]) in `conformance/`.
+
+pub mod agent;
+pub mod backend;
+pub mod cache;
+pub mod config;
+pub mod etcd;
+pub mod flags;
+pub mod health;
+pub mod iface;
+pub mod lease;
+pub(crate) mod log;
+pub mod manager;
+pub mod store;
+pub mod subnet;
+pub mod subnet_env;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::etcd::{EtcdOptions, EtcdStore};
+use crate::flags::{Command, FlagError, Options};
+use crate::health::Readiness;
+use crate::log::{error, info, warning};
+use crate::manager::LeaseManager;
+
+/// The version `--version` prints.
+pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"), " (cni-rs flanneld, etcd)");
+
+/// Why the process exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The async runtime or a signal handler could not be set up.
+    #[error("runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// `--healthz-port` could not be bound.
+    #[error("healthz server on {addr}: {source}")]
+    Healthz {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No usable external interface.
+    #[error(transparent)]
+    Iface(#[from] iface::IfaceError),
+    /// The backend could not start.
+    #[error(transparent)]
+    Backend(#[from] backend::BackendError),
+    /// The agent failed.
+    #[error(transparent)]
+    Agent(#[from] agent::AgentError),
+}
+
+/// The whole program: parses `args` (without the program name) and the environment, runs
+/// the agent, returns the exit code (0 after SIGTERM/SIGINT, 1 on failure, 2 for a command
+/// line Go's flag package refuses).
+pub fn main_with(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> i32 {
+    let opts = match flags::parse(args, env) {
+        Ok(Command::Run(o)) => o,
+        Ok(Command::Version) => {
+            eprintln!("{VERSION}");
+            return 0;
+        }
+        Ok(Command::Help) => {
+            eprint!("{}", flags::usage());
+            return 0;
+        }
+        Err(e @ (FlagError::Unsupported(_) | FlagError::Invalid { .. })) if !matches!(&e, FlagError::Invalid { reason, .. } if reason == "parse error" || reason == "bad flag syntax") =>
+        {
+            error!("{e}");
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("{e}\n{}", flags::usage());
+            return 2;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            error!("{}", Error::Runtime(e));
+            return 1;
+        }
+    };
+    match runtime.block_on(run(&opts, env("NOTIFY_SOCKET"))) {
+        Ok(()) => 0,
+        Err(e) => {
+            error!("{e}");
+            1
+        }
+    }
+}
+
+/// Connects to etcd, retrying every second (with a log line) until it works or the agent
+/// is stopped.
+async fn connect(opts: &EtcdOptions, shutdown: &mut watch::Receiver<bool>) -> Option<EtcdStore> {
+    loop {
+        match EtcdStore::connect(opts).await {
+            Ok(s) => return Some(s),
+            Err(e) => error!(
+                "connecting to etcd {}: {e}; retrying in 1 s",
+                opts.endpoints.join(",")
+            ),
+        }
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return None,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// The agent on real etcd and the kernel, with the given options.
+pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Error> {
+    info!("flanneld {VERSION} starting");
+    let (stop_tx, mut shutdown) = watch::channel(false);
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
+        tokio::spawn(async move {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            info!("received {name}: stopping");
+            let _ = stop_tx.send(true);
+        });
+    }
+    let ready = Readiness::default();
+    if opts.healthz_port != 0 {
+        let addr = format!("{}:{}", opts.healthz_ip, opts.healthz_port);
+        let listener = health::bind(&opts.healthz_ip, opts.healthz_port)
+            .await
+            .map_err(|source| Error::Healthz {
+                addr: addr.clone(),
+                source,
+            })?;
+        info!("serving /healthz and /readyz on {addr}");
+        tokio::spawn(health::serve(listener, ready.clone()));
+    }
+    let subnet_file = PathBuf::from(&opts.subnet_file);
+    let previous = subnet_env::previous(&subnet_file);
+    let etcd = EtcdOptions {
+        endpoints: opts.etcd_endpoints.clone(),
+        ca_file: opts.etcd_cafile.clone(),
+        cert_file: opts.etcd_certfile.clone(),
+        key_file: opts.etcd_keyfile.clone(),
+        username: opts.etcd_username.clone(),
+        password: opts.etcd_password.clone(),
+    };
+    let Some(store) = connect(&etcd, &mut shutdown).await else {
+        return Ok(());
+    };
+    let mut manager = LeaseManager::new(store, &opts.etcd_prefix, previous);
+    let Some(config) = agent::wait_for_config(&manager, &mut shutdown).await else {
+        return Ok(());
+    };
+    info!(
+        "network config: {} backend {}",
+        config
+            .v4
+            .as_ref()
+            .map(|r| r.network.to_string())
+            .unwrap_or_default(),
+        config.backend_type
+    );
+    let ext = iface::lookup(&opts.iface, &opts.iface_regex, opts.public_ip)?;
+    info!(
+        "using interface {} (index {}), address {}, PublicIP {}, MTU {}",
+        ext.name, ext.index, ext.iface_addr, ext.public_ip, ext.mtu
+    );
+    let mut backend = backend::create(&config, &ext)?;
+    if opts.ip_masq {
+        warning!(
+            "--ip-masq: FLANNEL_IPMASQ=true is written, but this flanneld does not install masquerade rules yet"
+        );
+    }
+    let settings = agent::Settings {
+        subnet_file,
+        ip_masq: opts.ip_masq,
+        renew_margin: Duration::from_secs(u64::from(opts.renew_margin_minutes) * 60),
+        notify_socket,
+    };
+    agent::run(
+        &mut manager,
+        &config,
+        backend.as_mut(),
+        &settings,
+        &ready,
+        shutdown,
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,444 @@
+//! The lease manager: the network config, acquiring the node's subnet, renewing it, listing
+//! the other nodes' leases (`pkg/subnet/etcd/local_manager.go` and `registry.go`), over any
+//! [`Store`].
+
+use std::time::Duration;
+
+use ipnetwork::{Ipv4Network, Ipv6Network};
+use tokio::time::Instant;
+
+use crate::config::{ConfigError, NetworkConfig};
+use crate::lease::{Lease, LeaseAttrs};
+use crate::log::{info, warning};
+use crate::store::{KeyValue, Store, StoreError};
+use crate::subnet::{self, Pick, SubnetKey};
+
+/// Go's `subnetTTL`: every lease is a 24 h etcd lease.
+pub const SUBNET_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Go's `raceRetries`.
+pub const RACE_RETRIES: usize = 10;
+/// The default etcd prefix.
+pub const DEFAULT_PREFIX: &str = "/coreos.com/network";
+
+/// Why the lease manager failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// etcd failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The config key is missing.
+    #[error(
+        "{key} not found: create the network config, e.g. etcdctl put {key} '{{\"Network\":\"10.5.0.0/16\",\"Backend\":{{\"Type\":\"host-gw\"}}}}' (with ETCDCTL_API=3)"
+    )]
+    NoConfig {
+        /// The key.
+        key: String,
+    },
+    /// The config is invalid.
+    #[error("network config {key}: {source}")]
+    BadConfig {
+        /// The key.
+        key: String,
+        /// Why.
+        source: ConfigError,
+    },
+    /// No free subnet in SubnetMin..SubnetMax.
+    #[error("out of subnets: every subnet of {range} is leased")]
+    OutOfSubnets {
+        /// The range.
+        range: String,
+    },
+    /// Every create lost a race ([`RACE_RETRIES`] times).
+    #[error("failed to acquire a subnet lease: lost the race to other nodes {0} times")]
+    RaceLost(usize),
+}
+
+/// The lease manager for one network (`--etcd-prefix`).
+#[derive(Debug)]
+pub struct LeaseManager<S> {
+    store: S,
+    prefix: String,
+    previous: (Option<Ipv4Network>, Option<Ipv6Network>),
+    pick: Pick,
+}
+
+impl<S: Store> LeaseManager<S> {
+    /// A manager for `prefix`; `previous` are the subnets the last subnet.env named.
+    pub fn new(
+        store: S,
+        prefix: &str,
+        previous: (Option<Ipv4Network>, Option<Ipv6Network>),
+    ) -> Self {
+        LeaseManager {
+            store,
+            prefix: prefix.trim_end_matches('/').to_owned(),
+            previous,
+            pick: Pick::seeded(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// `<prefix>/config`.
+    pub fn config_key(&self) -> String {
+        format!("{}/config", self.prefix)
+    }
+
+    /// `<prefix>/subnets/` (what the watch covers).
+    pub fn subnets_prefix(&self) -> String {
+        format!("{}/subnets/", self.prefix)
+    }
+
+    /// `<prefix>/subnets/<key>`.
+    pub fn lease_key(&self, sn: &SubnetKey) -> String {
+        format!("{}{}", self.subnets_prefix(), sn)
+    }
+
+    /// Replaces the subnet preferred after the node's own lease is gone (the one it held).
+    pub fn prefer(&mut self, sn: &SubnetKey) {
+        self.previous = (Some(sn.v4), sn.v6);
+    }
+
+    /// The network config, once.
+    pub async fn network_config(&self) -> Result<NetworkConfig, LeaseError> {
+        let key = self.config_key();
+        let kv = self
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| LeaseError::NoConfig { key: key.clone() })?;
+        NetworkConfig::parse(&kv.value).map_err(|source| LeaseError::BadConfig { key, source })
+    }
+
+    /// A stored key/value as a lease; `None` (with a log line) when the key or value is not
+    /// one flannel could have written.
+    pub fn parse_lease(&self, kv: &KeyValue) -> Option<Lease> {
+        let name = kv.key.strip_prefix(&self.subnets_prefix())?;
+        let Some(subnet) = SubnetKey::parse(name) else {
+            warning!("skipping {}: not a subnet key", kv.key);
+            return None;
+        };
+        match LeaseAttrs::from_json(&kv.value) {
+            Ok(attrs) => Some(Lease {
+                subnet,
+                attrs,
+                lease_id: kv.lease,
+                expiration: None,
+            }),
+            Err(e) => {
+                warning!("skipping {}: {e}", kv.key);
+                None
+            }
+        }
+    }
+
+    /// Every parseable lease and the listing's revision.
+    pub async fn leases(&self) -> Result<(Vec<Lease>, i64), LeaseError> {
+        let (kvs, rev) = self.store.list(&self.subnets_prefix()).await?;
+        Ok((
+            kvs.iter().filter_map(|kv| self.parse_lease(kv)).collect(),
+            rev,
+        ))
+    }
+
+    fn granted(subnet: SubnetKey, attrs: &LeaseAttrs, g: crate::store::Granted) -> Lease {
+        Lease {
+            subnet,
+            attrs: attrs.clone(),
+            lease_id: g.id,
+            expiration: Some(Instant::now() + g.ttl),
+        }
+    }
+
+    /// Acquires the node's subnet lease as Go does: the lease of the same PublicIP if it fits
+    /// the config (updated with our attributes and a new 24 h lease; one that does not fit is
+    /// deleted), else the previous subnet.env's subnet if free and fitting, else a random one
+    /// of the first 100 free. The create is a transaction on "key absent"; a lost race is
+    /// retried up to [`RACE_RETRIES`] times (Go exits 1 on the first).
+    pub async fn acquire(
+        &mut self,
+        config: &NetworkConfig,
+        attrs: &LeaseAttrs,
+    ) -> Result<Lease, LeaseError> {
+        let value = attrs.to_json();
+        for attempt in 1..=RACE_RETRIES {
+            let (leases, _) = self.leases().await?;
+            if let Some(mine) = leases.iter().find(|l| {
+                l.attrs.public_ip == attrs.public_ip
+                    && (attrs.public_ipv6.is_none() || l.attrs.public_ipv6 == attrs.public_ipv6)
+            }) {
+                let key = self.lease_key(&mine.subnet);
+                if mine.subnet.fits(config) {
+                    info!(
+                        "found lease {} for PublicIP {}: reusing it",
+                        mine.subnet, attrs.public_ip
+                    );
+                    let g = self.store.put(&key, value.as_bytes(), SUBNET_TTL).await?;
+                    return Ok(Self::granted(mine.subnet, attrs, g));
+                }
+                info!(
+                    "lease {} of PublicIP {} does not fit the config: deleting it",
+                    mine.subnet, attrs.public_ip
+                );
+                self.store.delete(&key).await?;
+            }
+            let taken: Vec<SubnetKey> = leases
+                .iter()
+                .filter(|l| l.attrs.public_ip != attrs.public_ip)
+                .map(|l| l.subnet)
+                .collect();
+            let previous = match self.previous {
+                (Some(v4), v6) => {
+                    let sn = SubnetKey {
+                        v4,
+                        v6: if config.v6.is_some() { v6 } else { None },
+                    };
+                    (sn.fits(config) && !subnet::is_taken(&sn, &taken)).then_some(sn)
+                }
+                _ => None,
+            };
+            let sn = match previous {
+                Some(sn) => {
+                    info!("using the previous subnet {sn} (from the subnet file)");
+                    sn
+                }
+                None => {
+                    let pick = &mut self.pick;
+                    subnet::allocate(config, &taken, |n| pick.below(n)).ok_or_else(|| {
+                        LeaseError::OutOfSubnets {
+                            range: config
+                                .v4
+                                .as_ref()
+                                .map(|r| {
+                                    format!("{}..{} /{}", r.subnet_min, r.subnet_max, r.subnet_len)
+                                })
+                                .unwrap_or_default(),
+                        }
+                    })?
+                }
+            };
+            let key = self.lease_key(&sn);
+            match self
+                .store
+                .create(&key, value.as_bytes(), SUBNET_TTL)
+                .await?
+            {
+                Some(g) => {
+                    info!("allocated lease {sn} ({key})");
+                    return Ok(Self::granted(sn, attrs, g));
+                }
+                None => {
+                    warning!(
+                        "lost the race for {key} (attempt {attempt} of {RACE_RETRIES}): trying again"
+                    );
+                    if previous == Some(sn) {
+                        self.previous = (None, None);
+                    }
+                }
+            }
+        }
+        Err(LeaseError::RaceLost(RACE_RETRIES))
+    }
+
+    /// Renews the node's lease: the same value under a fresh 24 h etcd lease (Go's
+    /// `RenewLease`).
+    pub async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        let key = self.lease_key(&lease.subnet);
+        let g = self
+            .store
+            .put(&key, lease.attrs.to_json().as_bytes(), SUBNET_TTL)
+            .await?;
+        Ok(Self::granted(lease.subnet, &lease.attrs, g))
+    }
+
+    /// When the lease is renewed: `margin` before it expires (now if that has passed).
+    pub fn renew_at(lease: &Lease, margin: Duration) -> Instant {
+        let now = Instant::now();
+        lease
+            .expiration
+            .and_then(|e| e.checked_sub(margin))
+            .map_or(now, |t| t.max(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::store::mem::MemStore;
+
+    const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#;
+
+    fn attrs(last: u8) -> LeaseAttrs {
+        LeaseAttrs {
+            public_ip: Ipv4Addr::new(192, 168, 1, last),
+            public_ipv6: None,
+            backend_type: "host-gw".into(),
+            backend_data: None,
+            backend_v6_data: None,
+        }
+    }
+
+    fn setup() -> (MemStore, LeaseManager<MemStore>, NetworkConfig) {
+        let store = MemStore::default();
+        store.put_raw("/coreos.com/network/config", CONFIG);
+        let m = LeaseManager::new(store.clone(), DEFAULT_PREFIX, (None, None));
+        (store, m, NetworkConfig::parse(CONFIG.as_bytes()).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn config_missing_and_bad() {
+        let store = MemStore::default();
+        let m = LeaseManager::new(store.clone(), "/my/net/", (None, None));
+        let e = m.network_config().await.unwrap_err().to_string();
+        assert!(
+            e.contains("/my/net/config not found") && e.contains("etcdctl put /my/net/config"),
+            "{e}"
+        );
+        store.put_raw("/my/net/config", r#"{"Network":"10.0.0.0/30"}"#);
+        let e = m.network_config().await.unwrap_err().to_string();
+        assert!(e.contains("Minimum useful network prefix is /28"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acquire_new_then_reuse_by_public_ip() {
+        let (store, mut m, c) = setup();
+        let l = m.acquire(&c, &attrs(2)).await.unwrap();
+        assert!(l.subnet.fits(&c));
+        let key = m.lease_key(&l.subnet);
+        assert_eq!(
+            store.value(&key).unwrap(),
+            r#"{"PublicIP":"192.168.1.2","PublicIPv6":null,"BackendType":"host-gw"}"#
+        );
+        assert_eq!(
+            store.time_to_live(l.lease_id).await.unwrap(),
+            Some(SUBNET_TTL)
+        );
+        // Same PublicIP again (a restart): the same subnet, a new etcd lease.
+        let again = m.acquire(&c, &attrs(2)).await.unwrap();
+        assert_eq!(again.subnet, l.subnet);
+        assert_ne!(again.lease_id, l.lease_id);
+        assert_eq!(store.keys("/coreos.com/network/subnets/").len(), 1);
+        // Another node gets another subnet.
+        let other = m.acquire(&c, &attrs(3)).await.unwrap();
+        assert_ne!(other.subnet, l.subnet);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unfit_lease_of_same_ip_is_replaced() {
+        let (store, mut m, c) = setup();
+        store.put_raw(
+            "/coreos.com/network/subnets/10.5.0.0-24",
+            r#"{"PublicIP":"192.168.1.2"}"#,
+        );
+        let l = m.acquire(&c, &attrs(2)).await.unwrap();
+        assert_ne!(l.subnet.to_string(), "10.5.0.0-24");
+        assert_eq!(
+            store.keys("/coreos.com/network/subnets/"),
+            vec![m.lease_key(&l.subnet)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn previous_subnet_from_subnet_env_if_free() {
+        let (store, _, c) = setup();
+        let prev = "10.5.77.0/24".parse().unwrap();
+        let mut m = LeaseManager::new(store.clone(), DEFAULT_PREFIX, (Some(prev), None));
+        assert_eq!(
+            m.acquire(&c, &attrs(2)).await.unwrap().subnet.to_string(),
+            "10.5.77.0-24"
+        );
+        // Taken by someone else: another one.
+        let mut m = LeaseManager::new(store.clone(), DEFAULT_PREFIX, (Some(prev), None));
+        assert_ne!(
+            m.acquire(&c, &attrs(3)).await.unwrap().subnet.to_string(),
+            "10.5.77.0-24"
+        );
+        // Outside the range: ignored.
+        let mut m = LeaseManager::new(
+            store,
+            DEFAULT_PREFIX,
+            (Some("10.9.1.0/24".parse().unwrap()), None),
+        );
+        assert!(m.acquire(&c, &attrs(4)).await.unwrap().subnet.fits(&c));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lost_race_is_retried() {
+        let (store, _, c) = setup();
+        let prev = "10.5.77.0/24".parse().unwrap();
+        let mut m = LeaseManager::new(store.clone(), DEFAULT_PREFIX, (Some(prev), None));
+        store.race(
+            "/coreos.com/network/subnets/10.5.77.0-24",
+            r#"{"PublicIP":"192.168.1.9","PublicIPv6":null,"BackendType":"host-gw"}"#,
+        );
+        let l = m.acquire(&c, &attrs(2)).await.unwrap();
+        assert_ne!(l.subnet.to_string(), "10.5.77.0-24");
+        assert_eq!(store.creates(), 2);
+        assert!(
+            store
+                .value("/coreos.com/network/subnets/10.5.77.0-24")
+                .unwrap()
+                .contains("192.168.1.9")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn out_of_subnets_is_a_clear_error() {
+        let store = MemStore::default();
+        let cfg = r#"{"Network":"10.5.0.0/28","Backend":{"Type":"host-gw"}}"#;
+        store.put_raw("/coreos.com/network/config", cfg);
+        let c = NetworkConfig::parse(cfg.as_bytes()).unwrap();
+        let mut m = LeaseManager::new(store, DEFAULT_PREFIX, (None, None));
+        for i in 0..3 {
+            m.acquire(&c, &attrs(10 + i)).await.unwrap();
+        }
+        let e = m.acquire(&c, &attrs(20)).await.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "out of subnets: every subnet of 10.5.0.4..10.5.0.12 /30 is leased"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renew_timing() {
+        let (store, mut m, c) = setup();
+        let l = m.acquire(&c, &attrs(2)).await.unwrap();
+        let margin = Duration::from_secs(3600);
+        let at = LeaseManager::<MemStore>::renew_at(&l, margin);
+        assert_eq!(at - Instant::now(), Duration::from_secs(23 * 3600));
+        tokio::time::advance(Duration::from_secs(23 * 3600 + 1)).await;
+        assert_eq!(
+            LeaseManager::<MemStore>::renew_at(&l, margin),
+            Instant::now()
+        );
+        let r = m.renew(&l).await.unwrap();
+        assert_eq!(r.subnet, l.subnet);
+        assert_eq!(
+            store.time_to_live(r.lease_id).await.unwrap(),
+            Some(SUBNET_TTL)
+        );
+        // The old lease runs out an hour later; the key stays (it is on the new one).
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        store.expire();
+        assert!(store.value(&m.lease_key(&l.subnet)).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bad_leases_skipped() {
+        let (store, m, _) = setup();
+        store.put_raw("/coreos.com/network/subnets/garbage", "{}");
+        store.put_raw("/coreos.com/network/subnets/10.5.3.0-24", "not json");
+        store.put_raw(
+            "/coreos.com/network/subnets/10.5.4.0-24",
+            r#"{"PublicIP":"10.0.0.4","Extra":1}"#,
+        );
+        let (leases, _) = m.leases().await.unwrap();
+        assert_eq!(leases.len(), 1);
+        assert_eq!(leases[0].subnet.to_string(), "10.5.4.0-24");
+    }
+}

@@ -1,0 +1,151 @@
+//! `subnet.env` as Go flanneld writes it (`WriteSubnetFile` in `pkg/subnet/subnet.go`) and
+//! reads it back at start (`-subnet-file`'s previous `FLANNEL_SUBNET`/`FLANNEL_IPV6_SUBNET`).
+
+use std::fs;
+use std::io::Write;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use ipnetwork::{Ipv4Network, Ipv6Network};
+
+use crate::config::NetworkConfig;
+use crate::subnet::SubnetKey;
+
+/// The file's text: `FLANNEL_NETWORK`/`FLANNEL_SUBNET` when IPv4 is on, the IPv6 pair when
+/// IPv6 is on, then `FLANNEL_MTU` and `FLANNEL_IPMASQ` (Go's `%t`); the subnets with their
+/// first address (`.1`), every line `\n`-terminated.
+pub fn render(config: &NetworkConfig, ip_masq: bool, subnet: &SubnetKey, mtu: u32) -> String {
+    let mut s = String::new();
+    if let Some(v4) = &config.v4 {
+        let first = Ipv4Addr::from(u32::from(subnet.v4.ip()).wrapping_add(1));
+        s += &format!(
+            "FLANNEL_NETWORK={}\nFLANNEL_SUBNET={first}/{}\n",
+            v4.network,
+            subnet.v4.prefix()
+        );
+    }
+    if let (Some(v6), Some(sn6)) = (&config.v6, subnet.v6) {
+        let first = Ipv6Addr::from(u128::from(sn6.ip()).wrapping_add(1));
+        s += &format!(
+            "FLANNEL_IPV6_NETWORK={}\nFLANNEL_IPV6_SUBNET={first}/{}\n",
+            v6.network,
+            sn6.prefix()
+        );
+    }
+    s += &format!("FLANNEL_MTU={mtu}\nFLANNEL_IPMASQ={ip_masq}\n");
+    s
+}
+
+/// Writes `bytes` at `path` atomically: the parent directory created (0755), a temporary file
+/// in it written, made 0644 whatever the umask, synced, renamed over `path`, and the
+/// directory synced, so a reader sees the old file or the new one, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::DirBuilder::new().recursive(true).create(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(0o644))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The subnets a previous run wrote (`FLANNEL_SUBNET`, `FLANNEL_IPV6_SUBNET`), masked, read
+/// as godotenv reads them (optional quotes, `export `); a missing or unreadable file, or a
+/// value listing several subnets, gives `None` for that family.
+pub fn previous(path: &Path) -> (Option<Ipv4Network>, Option<Ipv6Network>) {
+    let Ok(text) = fs::read_to_string(path) else {
+        return (None, None);
+    };
+    let (mut v4, mut v6) = (None, None);
+    for line in text.lines() {
+        let line = line.trim();
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
+        if v.contains(',') {
+            continue;
+        }
+        match k.trim() {
+            "FLANNEL_SUBNET" => {
+                v4 = v
+                    .parse::<Ipv4Network>()
+                    .ok()
+                    .and_then(|n| Ipv4Network::new(n.network(), n.prefix()).ok())
+            }
+            "FLANNEL_IPV6_SUBNET" => {
+                v6 = v
+                    .parse::<Ipv6Network>()
+                    .ok()
+                    .and_then(|n| Ipv6Network::new(n.network(), n.prefix()).ok())
+            }
+            _ => {}
+        }
+    }
+    (v4, v6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_as_go_writes_them() {
+        let c = NetworkConfig::parse(br#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#)
+            .unwrap();
+        let sn = SubnetKey::parse("10.5.72.0-24").unwrap();
+        assert_eq!(
+            render(&c, false, &sn, 1450),
+            "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.72.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
+        );
+        let c = NetworkConfig::parse(
+            br#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"2001:cafe:42::/56"}"#,
+        )
+        .unwrap();
+        let sn = SubnetKey::parse("10.5.72.0-24&2001:cafe:42::-64").unwrap();
+        assert_eq!(
+            render(&c, true, &sn, 1500),
+            "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.72.1/24\nFLANNEL_IPV6_NETWORK=2001:cafe:42::/56\n\
+             FLANNEL_IPV6_SUBNET=2001:cafe:42::1/64\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=true\n"
+        );
+    }
+
+    #[test]
+    fn atomic_write_0644_and_previous_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/flannel/subnet.env");
+        write_atomic(&path, b"FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.72.1/24\nFLANNEL_IPV6_SUBNET=fc00:0:0:5::1/64\n").unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+        assert_eq!(
+            fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+        let (v4, v6) = previous(&path);
+        assert_eq!(v4.unwrap().to_string(), "10.5.72.0/24");
+        assert_eq!(v6.unwrap().to_string(), "fc00:0:0:5::/64");
+        fs::write(&path, "FLANNEL_SUBNET=\"10.5.9.1/24\"\n").unwrap();
+        assert_eq!(previous(&path).0.unwrap().to_string(), "10.5.9.0/24");
+        fs::write(&path, "FLANNEL_SUBNET=10.5.9.1/24,10.6.9.1/24\n").unwrap();
+        assert_eq!(previous(&path), (None, None));
+        assert_eq!(previous(&dir.path().join("none")), (None, None));
+    }
+}

@@ -1,0 +1,287 @@
+//! The agent loop against the in-memory store, on tokio's paused clock: lease, subnet.env,
+//! readiness, peers' changes to the backend, the node's own key deleted, compaction, renewal,
+//! shutdown.
+
+use std::cell::RefCell;
+use std::net::Ipv4Addr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::LocalSet;
+
+use crate::agent::{self, Settings};
+use crate::backend::{Backend, BackendError};
+use crate::cache::LeaseEvent;
+use crate::config::NetworkConfig;
+use crate::health::Readiness;
+use crate::lease::{Lease, LeaseAttrs};
+use crate::manager::{DEFAULT_PREFIX, LeaseManager};
+use crate::store::mem::MemStore;
+
+const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#;
+const SUBNETS: &str = "/coreos.com/network/subnets/";
+
+#[derive(Debug, Clone, Default)]
+struct FakeBackend(Rc<RefCell<Vec<String>>>);
+
+impl Backend for FakeBackend {
+    fn backend_type(&self) -> &'static str {
+        "host-gw"
+    }
+    fn lease_attrs(&self) -> LeaseAttrs {
+        LeaseAttrs {
+            public_ip: Ipv4Addr::new(192, 168, 1, 2),
+            public_ipv6: None,
+            backend_type: "host-gw".into(),
+            backend_data: None,
+            backend_v6_data: None,
+        }
+    }
+    fn mtu(&self) -> u32 {
+        1500
+    }
+    fn lease_acquired(&mut self, lease: &Lease) -> Result<(), BackendError> {
+        self.0.borrow_mut().push(format!("own {}", lease.subnet));
+        Ok(())
+    }
+    fn handle(&mut self, events: &[LeaseEvent]) {
+        for e in events {
+            self.0.borrow_mut().push(match e {
+                LeaseEvent::Added(l) => format!("add {} {}", l.subnet, l.attrs.public_ip),
+                LeaseEvent::Removed(l) => format!("del {} {}", l.subnet, l.attrs.public_ip),
+            });
+        }
+    }
+}
+
+struct Rig {
+    log: Rc<RefCell<Vec<String>>>,
+    ready: Readiness,
+    stop: watch::Sender<bool>,
+    dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
+}
+
+impl Rig {
+    fn subnet_env(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("subnet.env")).unwrap_or_default()
+    }
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.log.borrow_mut())
+    }
+    fn own_key(&self) -> String {
+        let env = self.subnet_env();
+        let sn = env
+            .lines()
+            .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
+            .unwrap()
+            .to_owned();
+        let (ip, len) = sn.split_once('/').unwrap();
+        let ip: Ipv4Addr = ip.parse().unwrap();
+        format!("{SUBNETS}{}-{len}", Ipv4Addr::from(u32::from(ip) - 1))
+    }
+}
+
+fn peer(ip: &str) -> String {
+    format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#)
+}
+
+/// Lets the agent run until it waits again (virtual time: no real delay).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+fn start(store: MemStore, margin: Duration) -> Rig {
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let backend = FakeBackend(log.clone());
+    let ready = Readiness::default();
+    let (stop, rx) = watch::channel(false);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        subnet_file: dir.path().join("subnet.env"),
+        ip_masq: false,
+        renew_margin: margin,
+        notify_socket: None,
+    };
+    let (s, r) = (store.clone(), ready.clone());
+    let task = tokio::task::spawn_local(async move {
+        let mut m = LeaseManager::new(s, DEFAULT_PREFIX, (None, None));
+        let mut rx2 = rx.clone();
+        let config = agent::wait_for_config(&m, &mut rx2).await.unwrap();
+        let mut backend = backend;
+        agent::run(&mut m, &config, &mut backend, &settings, &r, rx).await
+    });
+    Rig {
+        log,
+        ready,
+        stop,
+        dir,
+        task,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn lease_subnet_env_peers_and_shutdown() {
+    LocalSet::new()
+        .run_until(async {
+            let store = MemStore::default();
+            store.put_raw(&format!("{SUBNETS}10.5.9.0-24"), &peer("192.168.1.9"));
+            let rig = start(store.clone(), Duration::from_secs(3600));
+            settle().await;
+            assert!(!rig.ready.get(), "no config yet: not ready");
+            assert_eq!(rig.subnet_env(), "");
+            // The config arrives; the agent retries every second.
+            store.put_raw("/coreos.com/network/config", CONFIG);
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            assert!(rig.ready.get());
+            let env = rig.subnet_env();
+            assert!(
+                env.starts_with("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5."),
+                "{env}"
+            );
+            assert!(
+                env.ends_with(".1/24\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=false\n"),
+                "{env}"
+            );
+            let own = rig.own_key();
+            assert_eq!(store.value(&own).unwrap(), peer("192.168.1.2"));
+            let log = rig.take();
+            assert_eq!(log.len(), 2, "{log:?}");
+            assert!(
+                log[0].starts_with("own 10.5.") && log[1] == "add 10.5.9.0-24 192.168.1.9",
+                "{log:?}"
+            );
+
+            // A peer comes, renews (same value: nothing), goes: the removal carries its IP.
+            store.put_raw(&format!("{SUBNETS}10.5.7.0-24"), &peer("192.168.1.7"));
+            store.put_raw(&format!("{SUBNETS}10.5.7.0-24"), &peer("192.168.1.7"));
+            store.put_raw(&format!("{SUBNETS}bogus"), &peer("192.168.1.8"));
+            store.put_raw(&format!("{SUBNETS}10.5.8.0-24"), "{not json");
+            settle().await;
+            store.delete_raw(&format!("{SUBNETS}10.5.7.0-24"));
+            settle().await;
+            assert_eq!(
+                rig.take(),
+                ["add 10.5.7.0-24 192.168.1.7", "del 10.5.7.0-24 192.168.1.7"]
+            );
+
+            rig.stop.send(true).unwrap();
+            settle().await;
+            assert!(rig.task.is_finished());
+            // Nothing is torn down: the lease and subnet.env stay.
+            assert!(store.value(&own).is_some());
+            assert!(!rig.subnet_env().is_empty());
+            rig.task.await.unwrap().unwrap();
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn own_key_deleted_is_reacquired() {
+    LocalSet::new()
+        .run_until(async {
+            let store = MemStore::default();
+            store.put_raw("/coreos.com/network/config", CONFIG);
+            let rig = start(store.clone(), Duration::from_secs(3600));
+            settle().await;
+            let own = rig.own_key();
+            let env = rig.subnet_env();
+            rig.take();
+            store.delete_raw(&own);
+            settle().await;
+            assert_eq!(
+                store.value(&own).unwrap(),
+                peer("192.168.1.2"),
+                "the same subnet again"
+            );
+            assert_eq!(rig.subnet_env(), env);
+            assert_eq!(rig.take().len(), 1, "backend told of the re-acquired lease");
+            assert!(!rig.task.is_finished(), "still running (Go exits 0 here)");
+
+            // Taken by another node in between: another subnet, subnet.env rewritten.
+            store.fail_once("create");
+            let sn = own.strip_prefix(SUBNETS).unwrap().to_owned();
+            store.delete_raw(&own);
+            store.put_raw(&own, &peer("192.168.1.66"));
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let new_own = rig.own_key();
+            assert_ne!(new_own, own);
+            assert_eq!(store.value(&new_own).unwrap(), peer("192.168.1.2"));
+            let log = rig.take();
+            assert!(log.contains(&format!("add {sn} 192.168.1.66")), "{log:?}");
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn compaction_relists_and_diffs_without_spinning() {
+    LocalSet::new()
+        .run_until(async {
+            let store = MemStore::default();
+            store.put_raw("/coreos.com/network/config", CONFIG);
+            store.put_raw(&format!("{SUBNETS}10.5.9.0-24"), &peer("192.168.1.9"));
+            // The watch errors once: re-list, no event twice.
+            store.fail_once("watch");
+            let rig = start(store.clone(), Duration::from_secs(3600));
+            settle().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let log = rig.take();
+            assert_eq!(
+                log.iter().filter(|l| l.starts_with("add")).count(),
+                1,
+                "{log:?}"
+            );
+
+            // Changes the watch never sees: compacted away before it reads them.
+            let stop_watch = store.clone();
+            stop_watch.fail_once("watch");
+            store.delete_raw(&format!("{SUBNETS}10.5.9.0-24"));
+            store.put_raw(&format!("{SUBNETS}10.5.4.0-24"), &peer("192.168.1.4"));
+            store.compact();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut log = rig.take();
+            log.sort();
+            assert_eq!(
+                log,
+                ["add 10.5.4.0-24 192.168.1.4", "del 10.5.9.0-24 192.168.1.9"]
+            );
+            assert!(!rig.task.is_finished());
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn renewed_before_expiry() {
+    LocalSet::new()
+        .run_until(async {
+            let store = MemStore::default();
+            store.put_raw("/coreos.com/network/config", CONFIG);
+            let rig = start(store.clone(), Duration::from_secs(3600));
+            settle().await;
+            let own = rig.own_key();
+            // 23 h later the lease is renewed (a fresh 24 h lease); 48 h later it is still there.
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_secs(23 * 3600 + 60)).await;
+                store.expire();
+                assert!(store.value(&own).is_some());
+            }
+            // A renewal that fails is retried a minute later.
+            store.fail_once("put");
+            tokio::time::sleep(Duration::from_secs(23 * 3600)).await;
+            store.expire();
+            assert!(store.value(&own).is_some());
+            assert!(rig.ready.get() && !rig.task.is_finished());
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}
+
+#[test]
+fn config_golden_fixture() {
+    // The config the issue's conformance runs use, read as Go reads it.
+    let c = NetworkConfig::parse(CONFIG.as_bytes()).unwrap();
+    assert_eq!(c.backend_type, "host-gw");
+}
