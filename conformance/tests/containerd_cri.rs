@@ -332,3 +332,42 @@ fn cri_rig_leaves_nothing_behind_on_failure() {
         .collect();
     assert!(left.is_empty(), "processes left: {left:?}");
 }
+
+/// The README's claim, measured: containerd 1.6 (libcni 1.1.2) cannot read a cniVersion 1.1.0
+/// result, so with kube-flannel's conflist at 1.1.0 every RunPodSandbox fails on the runtime
+/// side (GC and STATUS need containerd 2.x). containerd then DELs what the ADD made: nothing of
+/// the pod may stay.
+#[test]
+fn cri_containerd_1_6_refuses_a_1_1_0_result_and_cleans_up() {
+    let test = "cri_containerd_1_6_refuses_a_1_1_0_result_and_cleans_up";
+    if let Some(why) = containerd::missing_tools() {
+        skip(test, &why);
+        return;
+    }
+    let node = Node::new();
+    write_subnet_env(&node, SUBNET_ENV);
+    let cd = Containerd::start(
+        &node,
+        &Options {
+            plugin_dir: plugin_dir(),
+            conflist: conflist(&node, "1.1.0"),
+            log_calls: false,
+        },
+    );
+    let err = cd
+        .try_run_pod("a", &[(8080, 80)])
+        .expect_err("containerd 1.6 took a 1.1.0 result");
+    assert!(
+        err.message()
+            .contains("unsupported CNI result version \"1.1.0\""),
+        "{}",
+        err.message()
+    );
+    assert!(leases(&node).is_empty(), "leases left: {:?}", leases(&node));
+    assert!(
+        names_in(&node, "flannel").is_empty(),
+        "saved flannel configs left"
+    );
+    let links = node.host().sh("ip", &["-o", "link"]);
+    assert!(!links.contains("veth"), "veth left: {links}");
+}
