@@ -18,36 +18,40 @@ mod teardown;
 #[cfg(test)]
 mod tests;
 
-use cni_common::{CniError, CniResult, Invocation, Plugin};
+use cni_common::skel::TypedPlugin;
+use cni_common::{CniResult, Invocation};
 
+use crate::error::BridgeError;
 use crate::node::Deps;
 
 /// The plugin, on the node's kernel, nf_tables and IPAM binaries.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bridge;
 
-impl Plugin for Bridge {
+impl TypedPlugin for Bridge {
+    type Error = BridgeError;
+
     fn name(&self) -> &'static str {
         "bridge"
     }
 
-    fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
-        Ok(add::add(&Deps::kernel(), inv)?)
+    fn add(&self, inv: &Invocation) -> Result<CniResult, BridgeError> {
+        add::add(&Deps::kernel(), inv)
     }
 
-    fn del(&self, inv: &Invocation) -> Result<(), CniError> {
-        Ok(teardown::del(&Deps::kernel(), inv)?)
+    fn del(&self, inv: &Invocation) -> Result<(), BridgeError> {
+        teardown::del(&Deps::kernel(), inv)
     }
 
-    fn check(&self, inv: &Invocation) -> Result<(), CniError> {
-        Ok(check::check(&Deps::kernel(), inv)?)
+    fn check(&self, inv: &Invocation) -> Result<(), BridgeError> {
+        check::check(&Deps::kernel(), inv)
     }
 
-    fn status(&self, inv: &Invocation) -> Result<(), CniError> {
-        Ok(status::status(&Deps::kernel(), inv)?)
+    fn status(&self, inv: &Invocation) -> Result<(), BridgeError> {
+        status::status(&Deps::kernel(), inv)
     }
 
-    fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
-        Ok(teardown::gc(&Deps::kernel(), inv)?)
+    fn gc(&self, inv: &Invocation) -> Result<(), BridgeError> {
+        teardown::gc(&Deps::kernel(), inv)
     }
 }
