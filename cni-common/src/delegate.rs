@@ -54,7 +54,7 @@ pub fn exec(
     stdin: &[u8],
 ) -> Result<Vec<u8>, CniError> {
     let path = find(name, &env.path)?;
-    let output = run_with_retry(&path, command, env, stdin).map_err(|e| {
+    let output = spawn(&path, command, env, stdin).map_err(|e| {
         CniError::plugin(
             code::DELEGATE,
             format!("failed to run plugin {}: {e}", path.display()),
@@ -78,15 +78,13 @@ pub fn add(
     CniResult::decode_bytes(&out, version).map_err(|e| e.context(&format!("plugin {name}")))
 }
 
-fn run_with_retry(
-    path: &Path,
-    command: Command,
-    env: &Environment,
-    stdin: &[u8],
-) -> io::Result<std::process::Output> {
+/// Spawns `cmd`, retrying while the kernel says "text file busy" (its binary is being
+/// replaced by an installer, or another thread of this process holds it open for writing at
+/// the moment of a fork), as libcni does.
+pub fn spawn_when_not_busy(cmd: &mut Process) -> io::Result<std::process::Child> {
     let mut backoff = TEXT_BUSY_BACKOFF_MS.iter();
     loop {
-        match spawn(path, command, env, stdin) {
+        match cmd.spawn() {
             Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) => match backoff.next() {
                 Some(ms) => sleep(Duration::from_millis(*ms)),
                 None => return Err(e),
@@ -103,8 +101,8 @@ fn spawn(
     stdin: &[u8],
 ) -> io::Result<std::process::Output> {
     let joined_path = std::env::join_paths(&env.path).map_err(io::Error::other)?;
-    let mut child = Process::new(path)
-        .env("CNI_COMMAND", command.as_str())
+    let mut cmd = Process::new(path);
+    cmd.env("CNI_COMMAND", command.as_str())
         .env("CNI_CONTAINERID", &env.container_id)
         .env(
             "CNI_NETNS",
@@ -115,8 +113,8 @@ fn spawn(
         .env("CNI_PATH", joined_path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
+        .stderr(Stdio::inherit());
+    let mut child = spawn_when_not_busy(&mut cmd)?;
     if let Some(mut input) = child.stdin.take() {
         // A delegate that exits without reading stdin closes the pipe; its exit status and
         // output still tell what happened, so a broken pipe here is not the error to report.

@@ -60,7 +60,7 @@ impl Exec for HostExec {
             path: binary.clone(),
             source,
         };
-        let mut child = cmd.spawn().map_err(spawn_error)?;
+        let mut child = cni_common::delegate::spawn_when_not_busy(&mut cmd).map_err(spawn_error)?;
         if let Some(mut input) = child.stdin.take() {
             // A plugin may exit without reading stdin; its exit status tells what happened.
             match input.write_all(stdin.to_string().as_bytes()) {
