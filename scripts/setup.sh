@@ -37,72 +37,54 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# install_services PKG...: installs packages whose services the tests must not have running:
+# a policy-rc.d keeps them from starting during the install, and they are disabled after it
+# (a reboot does not start them either). The tests start their own instances inside
+# namespaces they create.
+install_services() {
+    echo "setup: installing $*"
+    export DEBIAN_FRONTEND=noninteractive
+    local own_policy= installed=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null && installed=1
+    [ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d
+    [ "$installed" = 1 ] || { echo "setup: installing $* failed" >&2; exit 1; }
+}
+
 # The runtimes the conformance tests drive unchanged: containerd 1.6 and ctr
 # (tests/containerd_cri.rs, tests/ctr.rs), podman 4 with its CNI backend (tests/podman.rs),
 # runc (crun refuses hosts with cgroup v1 and v2 side by side), busybox-static (the local
 # images are built from it: there is no registry) and iptables (the Go portmap of the control
-# runs writes its rules with it). Their packages enable and start services (containerd.service,
-# podman.socket and friends); the tests start their own runtimes inside namespaces they
-# create, so a policy-rc.d keeps the services from starting during the install and they are
-# disabled afterwards (a reboot does not start them either).
-runtimes=()
-command -v containerd >/dev/null 2>&1 || runtimes+=(containerd)
-command -v podman >/dev/null 2>&1 || runtimes+=(podman)
-command -v runc >/dev/null 2>&1 || runtimes+=(runc)
-command -v iptables >/dev/null 2>&1 || runtimes+=(iptables)
-dpkg -s busybox-static >/dev/null 2>&1 || runtimes+=(busybox-static)
-if [ "${#runtimes[@]}" -gt 0 ]; then
-    echo "setup: installing ${runtimes[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    own_policy=
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        own_policy=1
-    fi
-    installed=0
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${runtimes[@]}" >/dev/null && installed=1
-    [ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d
-    [ "$installed" = 1 ] || { echo "setup: installing ${runtimes[*]} failed" >&2; exit 1; }
-    if command -v systemctl >/dev/null 2>&1; then
-        units=(containerd.service podman.socket podman.service podman-restart.service
-               podman-auto-update.service podman-auto-update.timer)
-        now=()
-        [ -d /run/systemd/system ] && now=(--now)
-        systemctl disable "${now[@]}" "${units[@]}" >/dev/null 2>&1 || true
-    fi
-fi
-
-# flanneld: etcd 3.4 for its tests (conformance/tests/flanneld.rs starts its own, inside a
-# private namespace; the packaged etcd.service is kept from starting and disabled, as the
-# runtimes' services above), etcdctl, openssl for the tests' certificates, and protoc with the
-# well-known .proto files for etcd-client's build script.
-etcd_pkgs=()
-[ -x /usr/bin/etcd ] || etcd_pkgs+=(etcd-server)
-[ -x /usr/bin/etcdctl ] || etcd_pkgs+=(etcd-client)
-command -v openssl >/dev/null 2>&1 || etcd_pkgs+=(openssl)
-command -v protoc >/dev/null 2>&1 || etcd_pkgs+=(protobuf-compiler)
-[ -f /usr/include/google/protobuf/descriptor.proto ] || etcd_pkgs+=(libprotobuf-dev)
-if [ "${#etcd_pkgs[@]}" -gt 0 ]; then
-    echo "setup: installing ${etcd_pkgs[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    own_policy=
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        own_policy=1
-    fi
-    installed=0
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${etcd_pkgs[@]}" >/dev/null && installed=1
-    [ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d
-    [ "$installed" = 1 ] || { echo "setup: installing ${etcd_pkgs[*]} failed" >&2; exit 1; }
-fi
-if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled etcd.service >/dev/null 2>&1; then
+# runs writes its rules with it).
+# flanneld's tests: etcd 3.4 (conformance/tests/flanneld.rs starts its own), etcdctl, openssl
+# for the tests' certificates, and protoc with the well-known .proto files for etcd-client's
+# build script.
+services=()
+command -v containerd >/dev/null 2>&1 || services+=(containerd)
+command -v podman >/dev/null 2>&1 || services+=(podman)
+command -v runc >/dev/null 2>&1 || services+=(runc)
+command -v iptables >/dev/null 2>&1 || services+=(iptables)
+dpkg -s busybox-static >/dev/null 2>&1 || services+=(busybox-static)
+[ -x /usr/bin/etcd ] || services+=(etcd-server)
+[ -x /usr/bin/etcdctl ] || services+=(etcd-client)
+command -v openssl >/dev/null 2>&1 || services+=(openssl)
+command -v protoc >/dev/null 2>&1 || services+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || services+=(libprotobuf-dev)
+[ "${#services[@]}" -gt 0 ] && install_services "${services[@]}"
+if command -v systemctl >/dev/null 2>&1; then
     now=()
     [ -d /run/systemd/system ] && now=(--now)
-    systemctl disable "${now[@]}" etcd.service >/dev/null 2>&1 || true
+    for unit in containerd.service podman.socket podman.service podman-restart.service \
+                podman-auto-update.service podman-auto-update.timer etcd.service; do
+        if systemctl is-enabled "$unit" >/dev/null 2>&1; then
+            systemctl disable "${now[@]}" "$unit" >/dev/null 2>&1 || true
+        fi
+    done
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
