@@ -39,6 +39,9 @@ const NAT_FLAGS: u16 = 7;
 const NAT_DNAT: u32 = 1;
 const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 1 << 1;
 const NF_DROP: u32 = 0;
+const NF_ACCEPT: u32 = 1;
+const MASQ_FLAGS: u16 = 1;
+const NF_NAT_RANGE_PROTO_RANDOM_FULLY: u32 = 1 << 4;
 /// libnftnl's user data type for a rule comment (NFTNL_UDATA_RULE_COMMENT).
 const UDATA_RULE_COMMENT: u8 = 0;
 
@@ -114,6 +117,8 @@ impl Program {
                 let ethertype = if v4 { ETH_P_IP } else { ETH_P_IPV6 };
                 self.cmp(Op::Eq, ethertype.to_be_bytes().to_vec());
             }
+            // The table's family is the protocol: nft adds no check.
+            Family::Ip | Family::Ip6 => {}
         }
         self.family = Some(v4);
     }
@@ -166,6 +171,11 @@ impl Program {
             Match::Mark { op, value } => {
                 self.meta(MetaKey::Mark);
                 self.cmp(*op, value.to_ne_bytes().to_vec());
+            }
+            Match::MarkBits { bits } => {
+                self.meta(MetaKey::Mark);
+                self.mask(bits.to_ne_bytes().to_vec());
+                self.cmp(Op::Eq, bits.to_ne_bytes().to_vec());
             }
             Match::LocalDestination => {
                 self.other(
@@ -227,11 +237,23 @@ impl Program {
                         "masq".to_owned(),
                     )]));
             }
-            Action::Drop => self.immediate(
-                Register::Verdict,
-                DataAttribute::Verdict(vec![VerdictAttribute::Code(Verdict::Other(NF_DROP))]),
-            ),
+            Action::MasqueradeFullyRandom => {
+                self.other(
+                    "masq",
+                    vec![be32(MASQ_FLAGS, NF_NAT_RANGE_PROTO_RANDOM_FULLY)],
+                );
+            }
+            Action::Drop => self.verdict(Verdict::Other(NF_DROP)),
+            Action::Accept => self.verdict(Verdict::Other(NF_ACCEPT)),
+            Action::Return => self.verdict(Verdict::Return),
         }
+    }
+
+    fn verdict(&mut self, verdict: Verdict) {
+        self.immediate(
+            Register::Verdict,
+            DataAttribute::Verdict(vec![VerdictAttribute::Code(verdict)]),
+        );
     }
 
     fn immediate(&mut self, reg: Register, data: DataAttribute) {

@@ -28,6 +28,8 @@ fn proto_family(f: Family) -> NetfilterProtoFamily {
     match f {
         Family::Inet => NetfilterProtoFamily::Inet,
         Family::Bridge => NetfilterProtoFamily::Bridge,
+        Family::Ip => NetfilterProtoFamily::IPv4,
+        Family::Ip6 => NetfilterProtoFamily::IPv6,
     }
 }
 
@@ -69,6 +71,7 @@ fn message(c: &Command) -> (NftOp, u16, NetfilterMessage) {
                 HookPoint::Prerouting => InetHookNumber::PreRouting,
                 HookPoint::Output => InetHookNumber::LocalOut,
                 HookPoint::Postrouting => InetHookNumber::PostRouting,
+                HookPoint::Forward => InetHookNumber::Forward,
             };
             let mut attributes = chain_id(chain);
             attributes.extend([

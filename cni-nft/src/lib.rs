@@ -64,6 +64,11 @@ impl From<NftError> for CniError {
 pub enum Family {
     Inet,
     Bridge,
+    /// `ip`: IPv4 only (flanneld's `flannel-ipv4` table); address matches need no family
+    /// check.
+    Ip,
+    /// `ip6`: IPv6 only (flanneld's `flannel-ipv6` table).
+    Ip6,
 }
 
 impl Family {
@@ -71,6 +76,8 @@ impl Family {
         match self {
             Family::Inet => "inet",
             Family::Bridge => "bridge",
+            Family::Ip => "ip",
+            Family::Ip6 => "ip6",
         }
     }
 }
@@ -207,6 +214,8 @@ pub enum HookPoint {
     Prerouting,
     Output,
     Postrouting,
+    /// Forwarded packets (filter chains).
+    Forward,
 }
 
 impl HookPoint {
@@ -215,6 +224,7 @@ impl HookPoint {
             HookPoint::Prerouting => "prerouting",
             HookPoint::Output => "output",
             HookPoint::Postrouting => "postrouting",
+            HookPoint::Forward => "forward",
         }
     }
 }
@@ -240,6 +250,13 @@ impl Hook {
         nat: false,
         point: HookPoint::Prerouting,
         priority: -300,
+    };
+    /// A filter chain on forwarded packets at priority `filter` (0), like flanneld's
+    /// `forward` chain.
+    pub const FILTER_FORWARD: Hook = Hook {
+        nat: false,
+        point: HookPoint::Forward,
+        priority: 0,
     };
 
     fn chain_type(self) -> &'static str {

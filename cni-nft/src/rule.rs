@@ -61,6 +61,9 @@ pub enum Match {
     Ifname { dir: Dir, op: Op, name: String },
     /// `meta mark 0x4000`
     Mark { op: Op, value: u32 },
+    /// `meta mark & 0x00004000 == 0x00004000`: every bit of `bits` set in the mark, whatever
+    /// the other bits (iptables' `-m mark --mark 0x4000/0x4000`, kube-proxy's masquerade mark).
+    MarkBits { bits: u32 },
     /// `fib daddr type local`: addressed to this node.
     LocalDestination,
     /// `ct status dnat`: the connection was DNATed.
@@ -78,7 +81,13 @@ pub enum Action {
         port: u16,
     },
     Masquerade,
+    /// `masquerade fully-random`: source ports fully randomized (`--random-fully`).
+    MasqueradeFullyRandom,
     Drop,
+    /// `accept`
+    Accept,
+    /// `return`: back to the calling chain (in a base chain: its policy).
+    Return,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +153,9 @@ impl fmt::Display for Match {
                 write!(f, "{key} {}\"{name}\"", op(*o))
             }
             Match::Mark { op: o, value } => write!(f, "meta mark {}0x{value:08x}", op(*o)),
+            Match::MarkBits { bits } => {
+                write!(f, "meta mark & 0x{bits:08x} == 0x{bits:08x}")
+            }
             Match::LocalDestination => f.write_str("fib daddr type local"),
             Match::Dnated => f.write_str("ct status dnat"),
             Match::EtherSource { op: o, mac } => {
@@ -172,7 +184,10 @@ impl fmt::Display for Action {
                 port,
             } => write!(f, "dnat ip6 to [{a}]:{port}"),
             Action::Masquerade => f.write_str("masquerade"),
+            Action::MasqueradeFullyRandom => f.write_str("masquerade fully-random"),
             Action::Drop => f.write_str("drop"),
+            Action::Accept => f.write_str("accept"),
+            Action::Return => f.write_str("return"),
         }
     }
 }
@@ -236,6 +251,15 @@ mod tests {
              iifname \"eth0\" meta mark != 0x00004000 fib daddr type local ct status dnat \
              ether saddr != 02:00:00:00:00:ab dnat ip6 to [fd00::5]:80"
         );
+        assert_eq!(
+            Rule::new(vec![Match::MarkBits { bits: 0x4000 }], Action::Return).to_string(),
+            "meta mark & 0x00004000 == 0x00004000 return"
+        );
+        assert_eq!(
+            Action::MasqueradeFullyRandom.to_string(),
+            "masquerade fully-random"
+        );
+        assert_eq!(Action::Accept.to_string(), "accept");
         let to = "10.1.0.5".parse().unwrap();
         assert_eq!(
             Action::Dnat { to, port: 8 }.to_string(),

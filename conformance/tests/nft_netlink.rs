@@ -149,6 +149,65 @@ fn every_rule() -> Batch {
         Action::Drop,
     )];
     chain(Family::Bridge, "spoof", Hook::BRIDGE_PREROUTING).replace(&mut batch, &comment, spoof);
+    // flanneld's vocabulary: `ip`/`ip6` tables (no family check), the kube-proxy mark bit,
+    // return, accept, masquerade fully-random, a forward filter chain.
+    let flannel = |v4: bool| {
+        let (network, pod, multicast) = if v4 {
+            ("10.5.0.0/16", "10.5.7.0/24", "224.0.0.0/4")
+        } else {
+            ("fc00:5::/48", "fc00:5:0:7::/64", "ff00::/8")
+        };
+        vec![
+            Rule::new(vec![Match::MarkBits { bits: 0x4000 }], Action::Return),
+            Rule::new(
+                vec![
+                    addr(Dir::Source, Op::Eq, pod),
+                    addr(Dir::Destination, Op::Eq, network),
+                ],
+                Action::Return,
+            ),
+            Rule::new(
+                vec![
+                    addr(Dir::Source, Op::Neq, network),
+                    addr(Dir::Destination, Op::Eq, pod),
+                ],
+                Action::Return,
+            ),
+            Rule::new(
+                vec![
+                    addr(Dir::Source, Op::Eq, network),
+                    addr(Dir::Destination, Op::Neq, multicast),
+                ],
+                Action::MasqueradeFullyRandom,
+            ),
+            Rule::new(
+                vec![
+                    addr(Dir::Source, Op::Neq, network),
+                    addr(Dir::Destination, Op::Eq, network),
+                ],
+                Action::Masquerade,
+            ),
+        ]
+    };
+    for (family, v4) in [(Family::Ip, true), (Family::Ip6, false)] {
+        chain(family, "postrtg", Hook::NAT_POSTROUTING).replace(
+            &mut batch,
+            "flanneld masq",
+            flannel(v4),
+        );
+        let network = if v4 { "10.5.0.0/16" } else { "fc00:5::/48" };
+        chain(family, "forward", Hook::FILTER_FORWARD).replace(
+            &mut batch,
+            "flanneld forward",
+            vec![
+                Rule::new(vec![addr(Dir::Source, Op::Eq, network)], Action::Accept),
+                Rule::new(
+                    vec![addr(Dir::Destination, Op::Eq, network)],
+                    Action::Accept,
+                ),
+            ],
+        );
+    }
     batch
 }
 
@@ -215,6 +274,13 @@ fn rules_written_over_netlink_are_the_rules_nft_writes_for_the_same_text() {
     let bridge = in_ns(&ours, || cni_nft::list(Family::Bridge, TABLE)).unwrap();
     assert_eq!(bridge.len(), 1);
     assert_eq!(bridge[0].chain, "spoof");
+    let ip = in_ns(&ours, || cni_nft::list(Family::Ip, TABLE)).unwrap();
+    assert_eq!(ip.len(), 7);
+    assert!(ip.iter().all(|r| r.comment.starts_with("flanneld ")));
+    assert!(
+        written.contains("[ masq flags 0x10 ]") && written.contains("[ immediate reg 0 return ]"),
+        "{written}"
+    );
 
     // Writing the same transaction again replaces, never duplicates (as with nft; the
     // listing shows rule handles, so both sides write twice).
