@@ -6,6 +6,7 @@ use std::os::fd::RawFd;
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::AddressFamily;
+pub use netlink_packet_route::link::InfoVxlan;
 use netlink_packet_route::link::{
     AfSpecBridge, BridgeVlanInfo, InfoBridge, InfoBridgePort, InfoData, InfoPortData, InfoPortKind,
     InfoVeth, LinkAttribute, LinkInfo,
@@ -86,6 +87,71 @@ pub fn veth(
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
     ]));
+    m
+}
+
+/// The settings of a new VXLAN device (`ip link add NAME type vxlan id VNI dev LINK local
+/// LOCAL [dstport PORT] [gbp] nolearning`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanSpec {
+    /// The device name.
+    pub name: String,
+    /// The VXLAN network identifier.
+    pub vni: u32,
+    /// The underlay link the tunnel's packets leave by.
+    pub link: u32,
+    /// The local tunnel endpoint address.
+    pub local: std::net::IpAddr,
+    /// The UDP destination port; 0 leaves the attribute out (the kernel's default, 8472).
+    pub port: u16,
+    /// Group-based policy extension.
+    pub gbp: bool,
+    /// Source-address learning.
+    pub learning: bool,
+    /// The device MTU.
+    pub mtu: u32,
+    /// The device's hardware address, chosen by the caller.
+    pub mac: [u8; 6],
+}
+
+/// A new VXLAN device with the attributes Go's netlink sends for flannel (TTL/TOS 0, no
+/// proxy, RSC, L2/L3 miss), down.
+pub fn vxlan(spec: &VxlanSpec) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(spec.name.clone()));
+    m.attributes.push(LinkAttribute::Mtu(spec.mtu));
+    m.attributes.push(LinkAttribute::Address(spec.mac.to_vec()));
+    let mut data = vec![InfoVxlan::Id(spec.vni), InfoVxlan::Link(spec.link)];
+    data.push(match spec.local {
+        std::net::IpAddr::V4(a) => InfoVxlan::Local(a),
+        std::net::IpAddr::V6(a) => InfoVxlan::Local6(a),
+    });
+    data.extend([
+        InfoVxlan::Ttl(0),
+        InfoVxlan::Tos(0),
+        InfoVxlan::Learning(spec.learning),
+        InfoVxlan::Proxy(false),
+        InfoVxlan::Rsc(false),
+        InfoVxlan::L2Miss(false),
+        InfoVxlan::L3Miss(false),
+    ]);
+    if spec.port != 0 {
+        data.push(InfoVxlan::Port(spec.port));
+    }
+    if spec.gbp {
+        data.push(InfoVxlan::Gbp);
+    }
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Vxlan),
+        LinkInfo::Data(InfoData::Vxlan(data)),
+    ]));
+    m
+}
+
+/// A new MTU for the link.
+pub fn with_mtu(index: u32, mtu: u32) -> LinkMessage {
+    let mut m = with_index(index);
+    m.attributes.push(LinkAttribute::Mtu(mtu));
     m
 }
 
@@ -250,6 +316,16 @@ pub fn kind(msg: &LinkMessage) -> Option<&InfoKind> {
         LinkInfo::Kind(k) => Some(k),
         _ => None,
     })
+}
+
+/// A VXLAN device's attributes (empty for other kinds).
+pub fn vxlan_info(msg: &LinkMessage) -> &[InfoVxlan] {
+    infos(msg)
+        .find_map(|i| match i {
+            LinkInfo::Data(InfoData::Vxlan(v)) => Some(v.as_slice()),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 /// A bridge port's STP state.

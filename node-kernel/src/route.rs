@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::route::{RouteAddress, RouteHeader, RouteProtocol, RouteType};
-pub use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteScope};
+pub use netlink_packet_route::route::{RouteAttribute, RouteFlags, RouteMessage, RouteScope};
 
 use crate::addr::family;
 use crate::kinds::{DEL_ROUTE, GET_ROUTE, NEW_ROUTE};
@@ -40,6 +40,31 @@ pub fn via_gateway(mut route: RouteMessage, gateway: IpAddr) -> RouteMessage {
         .attributes
         .push(RouteAttribute::Gateway(RouteAddress::from(gateway)));
     route
+}
+
+/// Marks the gateway as on the link even without a route to it (`onlink`), as an overlay's
+/// per-peer route through its device needs.
+pub fn onlink(mut route: RouteMessage) -> RouteMessage {
+    route.header.flags |= RouteFlags::Onlink;
+    route
+}
+
+/// Whether the route carries the `onlink` flag.
+pub fn is_onlink(m: &RouteMessage) -> bool {
+    m.header.flags.contains(RouteFlags::Onlink)
+}
+
+/// Whether the route is in the main table.
+pub fn in_main_table(m: &RouteMessage) -> bool {
+    let table = m
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(m.header.table));
+    table == u32::from(RouteHeader::RT_TABLE_MAIN)
 }
 
 fn ip(a: &RouteAddress) -> Option<IpAddr> {
