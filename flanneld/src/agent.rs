@@ -39,7 +39,12 @@ pub struct Settings {
     pub renew_margin: Duration,
     /// `NOTIFY_SOCKET`.
     pub notify_socket: Option<String>,
+    /// How often the backend compares the kernel with the peers and repairs it.
+    pub reconcile_every: Duration,
 }
+
+/// The default of [`Settings::reconcile_every`].
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +118,7 @@ fn write_subnet_file(
 enum Wake {
     Stop,
     Renew,
+    Reconcile,
     Watch(Result<WatchBatch, StoreError>),
 }
 
@@ -161,6 +167,7 @@ pub async fn run<S: Store>(
     let mut backoff = BACKOFF_MIN;
     let mut revision: Option<i64> = None; // None: list (again) before watching
     let mut watcher: Option<S::Watch> = None;
+    let mut reconcile_at = Instant::now() + settings.reconcile_every;
     loop {
         if revision.is_none() {
             watcher = None;
@@ -214,9 +221,19 @@ pub async fn run<S: Store>(
         let wake = tokio::select! {
             _ = stopped(&mut shutdown) => Wake::Stop,
             _ = sleep_until(renew_at) => Wake::Renew,
+            _ = sleep_until(reconcile_at) => Wake::Reconcile,
             r = w.next() => Wake::Watch(r),
         };
         match wake {
+            Wake::Reconcile => {
+                let before = backend.repairs().total();
+                backend.reconcile();
+                let after = backend.repairs();
+                if after.total() != before {
+                    info!("reconcile repaired the kernel state (totals so far: {after:?})");
+                }
+                reconcile_at = Instant::now() + settings.reconcile_every;
+            }
             Wake::Stop => {
                 info!("shutting down: the lease, subnet.env and routes stay in place");
                 return Ok(());

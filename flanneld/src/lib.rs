@@ -1,7 +1,8 @@
 //! flanneld, the flannel node agent, etcd edition: leases the node's pod subnet from etcd in
 //! Go flanneld's data model (the same keys, values and lease TTLs, so Go and Rust agents
 //! share one etcd), writes `/run/flannel/subnet.env` for the flannel CNI plugin, and hands
-//! the other nodes' leases to a backend (`host-gw` here; vxlan next).
+//! the other nodes' leases to a backend (`vxlan` or `host-gw`), with `--ip-masq`'s nftables
+//! rules, and reconciles the kernel with the leases every few seconds.
 //!
 //! `main.rs` only calls [`main_with`]; everything is in this library and testable without
 //! exec: the agent core ([`manager`], [`cache`], [`agent`]) runs against the [`store::Store`]
@@ -33,7 +34,7 @@ use tokio::sync::watch;
 use crate::etcd::{EtcdOptions, EtcdStore};
 use crate::flags::{Command, FlagError, Options};
 use crate::health::Readiness;
-use crate::log::{error, info, warning};
+use crate::log::{error, info};
 use crate::manager::LeaseManager;
 
 /// The version `--version` prints.
@@ -187,15 +188,23 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
     );
     let mut backend = backend::create(&config, &ext)?;
     if opts.ip_masq {
-        warning!(
-            "--ip-masq: FLANNEL_IPMASQ=true is written, but this flanneld does not install masquerade rules yet"
-        );
+        if !config.enable_nftables {
+            info!(
+                "--ip-masq: rules go to nftables tables flannel-ipv4/flannel-ipv6 (Go uses iptables unless EnableNFTables)"
+            );
+        }
+        backend = Box::new(backend::masq::Masqueraded::new(
+            backend,
+            cni_nft::Nftables,
+            config.clone(),
+        ));
     }
     let settings = agent::Settings {
         subnet_file,
         ip_masq: opts.ip_masq,
         renew_margin: Duration::from_secs(u64::from(opts.renew_margin_minutes) * 60),
         notify_socket,
+        reconcile_every: agent::RECONCILE_EVERY,
     };
     agent::run(
         &mut manager,

@@ -103,6 +103,7 @@ fn start(store: MemStore, margin: Duration) -> Rig {
         ip_masq: false,
         renew_margin: margin,
         notify_socket: None,
+        reconcile_every: Duration::from_secs(3600),
     };
     let (s, r) = (store.clone(), ready.clone());
     let task = tokio::task::spawn_local(async move {

@@ -1,9 +1,12 @@
 //! Backends: what a node does with its own lease and its peers' leases (Go's
 //! `pkg/backend`). Each sits behind [`Backend`]; [`create`] picks one by the config's
-//! `Backend.Type`. `host-gw` is here; `vxlan` (device, neighbours, FDB) comes next and slots
-//! into [`create`] the same way.
+//! `Backend.Type`: `vxlan` (device, neighbours, FDB entries, onlink routes) or `host-gw`
+//! (routes via the peers' addresses). [`masq::Masqueraded`] wraps either with `--ip-masq`'s
+//! nftables rules.
 
 pub mod hostgw;
+pub mod masq;
+pub mod vxlan;
 
 use crate::cache::LeaseEvent;
 use crate::config::NetworkConfig;
@@ -14,8 +17,23 @@ use crate::lease::{Lease, LeaseAttrs};
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// The config names a backend this agent does not have (yet).
-    #[error("backend type {0:?} is not supported by this flanneld (supported: host-gw)")]
+    #[error("backend type {0:?} is not supported by this flanneld (supported: vxlan, host-gw)")]
     Unsupported(String),
+    /// The `Backend` object has a value Go would refuse, or asks for what is not done here.
+    #[error("{0}")]
+    Config(String),
+    /// A kernel step of the backend failed (what was being done, and the errno).
+    #[error("{what}: {source}")]
+    Step {
+        /// What was being done, e.g. `creating vxlan device flannel.1`.
+        what: String,
+        /// The kernel's answer.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The masquerade/forward rules could not be written.
+    #[error(transparent)]
+    Firewall(#[from] cni_nft::NftError),
     /// host-gw needs the PublicIP to be the interface's own address.
     #[error(
         "the host-gw backend needs PublicIP {public_ip} to be an address of interface {iface} ({iface_addr}): is the node behind NAT?"
@@ -45,6 +63,91 @@ pub trait Backend {
     fn lease_acquired(&mut self, lease: &Lease) -> Result<(), BackendError>;
     /// Peers' leases changed. Failures are logged per lease, never fatal (as in Go).
     fn handle(&mut self, events: &[LeaseEvent]);
+    /// Compares the kernel with the peers the backend was told of and repairs what differs
+    /// (called every few seconds); failures are logged and retried next time.
+    fn reconcile(&mut self) {}
+    /// What [`Backend::reconcile`] repaired so far, by kind.
+    fn repairs(&self) -> Repairs {
+        Repairs::default()
+    }
+}
+
+impl Backend for Box<dyn Backend> {
+    fn backend_type(&self) -> &'static str {
+        self.as_ref().backend_type()
+    }
+    fn lease_attrs(&self) -> LeaseAttrs {
+        self.as_ref().lease_attrs()
+    }
+    fn mtu(&self) -> u32 {
+        self.as_ref().mtu()
+    }
+    fn lease_acquired(&mut self, lease: &Lease) -> Result<(), BackendError> {
+        self.as_mut().lease_acquired(lease)
+    }
+    fn handle(&mut self, events: &[LeaseEvent]) {
+        self.as_mut().handle(events)
+    }
+    fn reconcile(&mut self) {
+        self.as_mut().reconcile()
+    }
+    fn repairs(&self) -> Repairs {
+        self.as_ref().repairs()
+    }
+}
+
+/// Repairs made by reconciling, counted by kind (exported as metrics later).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Repairs {
+    /// The device recreated (deleted, or changed into something incompatible), or brought
+    /// back up, or its MTU restored.
+    pub device: u64,
+    /// The device's `<subnet>.0/32` address restored.
+    pub address: u64,
+    /// A peer's neighbour entry restored.
+    pub neighbour: u64,
+    /// A peer's FDB entry restored.
+    pub fdb: u64,
+    /// A peer's route restored.
+    pub route: u64,
+    /// A neighbour entry of no current peer removed.
+    pub stale_neighbour: u64,
+    /// An FDB entry of no current peer removed.
+    pub stale_fdb: u64,
+    /// A route of no current peer removed.
+    pub stale_route: u64,
+    /// The masquerade/forward rules rewritten because they differed from what was written.
+    pub rules: u64,
+}
+
+impl Repairs {
+    /// The sum of two counters (a backend's and its masquerade rules').
+    pub fn plus(self, o: Repairs) -> Repairs {
+        Repairs {
+            device: self.device + o.device,
+            address: self.address + o.address,
+            neighbour: self.neighbour + o.neighbour,
+            fdb: self.fdb + o.fdb,
+            route: self.route + o.route,
+            stale_neighbour: self.stale_neighbour + o.stale_neighbour,
+            stale_fdb: self.stale_fdb + o.stale_fdb,
+            stale_route: self.stale_route + o.stale_route,
+            rules: self.rules + o.rules,
+        }
+    }
+
+    /// Every repair of any kind.
+    pub fn total(&self) -> u64 {
+        self.device
+            + self.address
+            + self.neighbour
+            + self.fdb
+            + self.route
+            + self.stale_neighbour
+            + self.stale_fdb
+            + self.stale_route
+            + self.rules
+    }
 }
 
 /// The backend the config asks for, on the external interface.
@@ -57,7 +160,15 @@ pub fn create(
             let routes = hostgw::KernelRoutes::current()?;
             Ok(Box::new(hostgw::HostGw::new(ext.clone(), routes)?))
         }
-        // The next issue adds "vxlan" here (device, ARP/FDB entries, onlink routes).
+        vxlan::TYPE => {
+            let kernel = vxlan::KernelVxlan::current()?;
+            Ok(Box::new(vxlan::Vxlan::new(
+                kernel,
+                ext.clone(),
+                config,
+                vxlan::random_mac(),
+            )?))
+        }
         other => Err(BackendError::Unsupported(other.to_owned())),
     }
 }

@@ -1,0 +1,377 @@
+//! `--ip-masq`: flanneld's masquerade and forward rules (Go's `pkg/trafficmngr/nftables`),
+//! written as ONE nf_tables netlink transaction through cni-nft (no `nft` process):
+//!
+//! ```text
+//! table ip flannel-ipv4 {
+//!   chain postrtg { type nat hook postrouting priority srcnat; policy accept;
+//!     meta mark & 0x00004000 == 0x00004000 return      # kube-proxy's masquerade mark
+//!     ip saddr <pod subnet> ip daddr <Network> return   # pod → cluster
+//!     ip saddr <Network> ip daddr <pod subnet> return   # cluster → pod
+//!     ip saddr != <Network> ip daddr <pod subnet> return  # outside → pod: keep the source
+//!     ip saddr <Network> ip daddr != 224.0.0.0/4 masquerade fully-random  # pod → outside
+//!     ip saddr != <Network> ip daddr <Network> masquerade fully-random }  # host → pods
+//!   chain forward { type filter hook forward priority filter; policy accept;
+//!     ip saddr <Network> accept
+//!     ip daddr <Network> accept } }
+//! ```
+//!
+//! and the same in `ip6 flannel-ipv6` for a dual-stack lease. Each chain is created if
+//! needed and flushed in the same transaction, so a new subnet replaces the old rules whole.
+//! [`Masqueraded`] wraps a backend with these rules and checks them on every reconcile.
+
+use std::net::IpAddr;
+
+use cni_nft::{Action, BaseChain, Batch, Dir, Family, Firewall, Hook, Listed, Match, Op, Rule};
+use ipnetwork::IpNetwork;
+
+use super::{Backend, BackendError, Repairs};
+use crate::cache::LeaseEvent;
+use crate::config::NetworkConfig;
+use crate::lease::{Lease, LeaseAttrs};
+use crate::log::{error, info, warning};
+use crate::subnet::SubnetKey;
+
+/// The IPv4 table.
+pub const TABLE_V4: &str = "flannel-ipv4";
+/// The IPv6 table.
+pub const TABLE_V6: &str = "flannel-ipv6";
+/// kube-proxy's masquerade mark bit: traffic it marked is left to kube-proxy.
+pub const KUBE_PROXY_MARK: u32 = 0x4000;
+/// The comment on every masquerade rule (iptables mode's).
+pub const MASQ_COMMENT: &str = "flanneld masq";
+/// The comment on every forward rule.
+pub const FORWARD_COMMENT: &str = "flanneld forward";
+
+fn chain(family: Family, name: &str, hook: Hook) -> BaseChain {
+    BaseChain {
+        family,
+        table: if family == Family::Ip6 {
+            TABLE_V6
+        } else {
+            TABLE_V4
+        },
+        name: name.to_owned(),
+        hook,
+    }
+}
+
+fn addr(dir: Dir, op: Op, net: IpNetwork) -> Match {
+    Match::Addr { dir, op, net }
+}
+
+/// The postrouting rules for one family: `network` the cluster network, `pod` the node's
+/// subnet.
+pub fn masq_rules(network: IpNetwork, pod: IpNetwork, fully_random: bool) -> Vec<Rule> {
+    use Dir::{Destination as D, Source as S};
+    let multicast: IpNetwork = match network {
+        IpNetwork::V4(_) => IpNetwork::new(IpAddr::V4([224, 0, 0, 0].into()), 4),
+        IpNetwork::V6(_) => IpNetwork::new(IpAddr::V6([0xff00, 0, 0, 0, 0, 0, 0, 0].into()), 8),
+    }
+    .unwrap_or(network);
+    let masq = if fully_random {
+        Action::MasqueradeFullyRandom
+    } else {
+        Action::Masquerade
+    };
+    vec![
+        Rule::new(
+            vec![Match::MarkBits {
+                bits: KUBE_PROXY_MARK,
+            }],
+            Action::Return,
+        ),
+        Rule::new(
+            vec![addr(S, Op::Eq, pod), addr(D, Op::Eq, network)],
+            Action::Return,
+        ),
+        Rule::new(
+            vec![addr(S, Op::Eq, network), addr(D, Op::Eq, pod)],
+            Action::Return,
+        ),
+        Rule::new(
+            vec![addr(S, Op::Neq, network), addr(D, Op::Eq, pod)],
+            Action::Return,
+        ),
+        Rule::new(
+            vec![addr(S, Op::Eq, network), addr(D, Op::Neq, multicast)],
+            masq.clone(),
+        ),
+        Rule::new(
+            vec![addr(S, Op::Neq, network), addr(D, Op::Eq, network)],
+            masq,
+        ),
+    ]
+}
+
+/// The forward rules for one family.
+pub fn forward_rules(network: IpNetwork) -> Vec<Rule> {
+    vec![
+        Rule::new(vec![addr(Dir::Source, Op::Eq, network)], Action::Accept),
+        Rule::new(
+            vec![addr(Dir::Destination, Op::Eq, network)],
+            Action::Accept,
+        ),
+    ]
+}
+
+/// The whole transaction for the node's lease: both chains of every family the network
+/// and the lease have.
+pub fn batch(config: &NetworkConfig, lease: &SubnetKey, fully_random: bool) -> Batch {
+    let mut b = Batch::new();
+    let mut families = Vec::new();
+    if let Some(v4) = &config.v4 {
+        families.push((
+            Family::Ip,
+            IpNetwork::V4(v4.network),
+            IpNetwork::V4(lease.v4),
+        ));
+    }
+    if let (Some(v6), Some(sn)) = (&config.v6, lease.v6) {
+        families.push((Family::Ip6, IpNetwork::V6(v6.network), IpNetwork::V6(sn)));
+    }
+    for (family, network, pod) in families {
+        chain(family, "postrtg", Hook::NAT_POSTROUTING).replace(
+            &mut b,
+            MASQ_COMMENT,
+            masq_rules(network, pod, fully_random),
+        );
+        chain(family, "forward", Hook::FILTER_FORWARD).replace(
+            &mut b,
+            FORWARD_COMMENT,
+            forward_rules(network),
+        );
+    }
+    b
+}
+
+/// A backend with `--ip-masq`'s rules: written when the lease is acquired (again: a new
+/// subnet rewrites them), checked on every reconcile against what the kernel listed right
+/// after writing them, and rewritten when they differ.
+#[derive(Debug)]
+pub struct Masqueraded<B, F> {
+    inner: B,
+    fw: F,
+    config: NetworkConfig,
+    written: Option<(Batch, Vec<Listed>)>,
+    rules_repaired: u64,
+}
+
+impl<B: Backend, F: Firewall> Masqueraded<B, F> {
+    /// `inner` with the rules of `config`'s networks written through `fw`.
+    pub fn new(inner: B, fw: F, config: NetworkConfig) -> Masqueraded<B, F> {
+        Masqueraded {
+            inner,
+            fw,
+            config,
+            written: None,
+            rules_repaired: 0,
+        }
+    }
+
+    /// The firewall (tests change the fake's rules through it).
+    pub fn firewall(&self) -> &F {
+        &self.fw
+    }
+
+    /// The wrapped backend.
+    pub fn inner(&mut self) -> &mut B {
+        &mut self.inner
+    }
+
+    fn listing(&self) -> Result<Vec<Listed>, cni_nft::NftError> {
+        let mut all = self.fw.list(Family::Ip, TABLE_V4)?;
+        if self.config.v6.is_some() {
+            all.extend(self.fw.list(Family::Ip6, TABLE_V6)?);
+        }
+        Ok(all)
+    }
+
+    fn write(&mut self, b: Batch) -> Result<(), BackendError> {
+        self.fw.apply(&b, "writing flanneld's masquerade rules")?;
+        let listed = self.listing()?;
+        self.written = Some((b, listed));
+        Ok(())
+    }
+}
+
+impl<B: Backend, F: Firewall> Backend for Masqueraded<B, F> {
+    fn backend_type(&self) -> &'static str {
+        self.inner.backend_type()
+    }
+
+    fn lease_attrs(&self) -> LeaseAttrs {
+        self.inner.lease_attrs()
+    }
+
+    fn mtu(&self) -> u32 {
+        self.inner.mtu()
+    }
+
+    fn lease_acquired(&mut self, lease: &Lease) -> Result<(), BackendError> {
+        self.inner.lease_acquired(lease)?;
+        let b = batch(&self.config, &lease.subnet, true);
+        self.write(b)?;
+        info!(
+            "wrote masquerade and forward rules for {} (nftables tables {TABLE_V4}{})",
+            lease.subnet,
+            if self.config.v6.is_some() {
+                ", flannel-ipv6"
+            } else {
+                ""
+            }
+        );
+        Ok(())
+    }
+
+    fn handle(&mut self, events: &[LeaseEvent]) {
+        self.inner.handle(events);
+    }
+
+    fn reconcile(&mut self) {
+        self.inner.reconcile();
+        let Some((b, want)) = &self.written else {
+            return;
+        };
+        let listed = match self.listing() {
+            Ok(l) => l,
+            Err(e) => {
+                error!("reconcile: listing the masquerade rules: {e}");
+                return;
+            }
+        };
+        if &listed == want {
+            return;
+        }
+        warning!(
+            "reconcile: the masquerade/forward rules differ from those written: rewriting them"
+        );
+        let b = b.clone();
+        match self.write(b) {
+            Ok(()) => self.rules_repaired += 1,
+            Err(e) => error!("reconcile: {e}"),
+        }
+    }
+
+    fn repairs(&self) -> Repairs {
+        self.inner.repairs().plus(Repairs {
+            rules: self.rules_repaired,
+            ..Repairs::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::hostgw::tests::FakeRoutes;
+    use crate::backend::hostgw::{HostGw, tests::ext};
+    use cni_nft::FakeFirewall;
+
+    fn config(s: &str) -> NetworkConfig {
+        NetworkConfig::parse(s.as_bytes()).unwrap()
+    }
+
+    fn lease(key: &str) -> Lease {
+        Lease {
+            subnet: SubnetKey::parse(key).unwrap(),
+            attrs: LeaseAttrs::from_json(br#"{"PublicIP":"192.168.1.2"}"#).unwrap(),
+            lease_id: 0,
+            expiration: None,
+        }
+    }
+
+    const GOLDEN_V4: &str = "\
+add table ip flannel-ipv4
+add chain ip flannel-ipv4 postrtg { type nat hook postrouting priority 100; policy accept; }
+flush chain ip flannel-ipv4 postrtg
+add rule ip flannel-ipv4 postrtg meta mark & 0x00004000 == 0x00004000 return comment \"flanneld masq\"
+add rule ip flannel-ipv4 postrtg ip saddr 10.5.7.0/24 ip daddr 10.5.0.0/16 return comment \"flanneld masq\"
+add rule ip flannel-ipv4 postrtg ip saddr 10.5.0.0/16 ip daddr 10.5.7.0/24 return comment \"flanneld masq\"
+add rule ip flannel-ipv4 postrtg ip saddr != 10.5.0.0/16 ip daddr 10.5.7.0/24 return comment \"flanneld masq\"
+add rule ip flannel-ipv4 postrtg ip saddr 10.5.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random comment \"flanneld masq\"
+add rule ip flannel-ipv4 postrtg ip saddr != 10.5.0.0/16 ip daddr 10.5.0.0/16 masquerade fully-random comment \"flanneld masq\"
+add table ip flannel-ipv4
+add chain ip flannel-ipv4 forward { type filter hook forward priority 0; policy accept; }
+flush chain ip flannel-ipv4 forward
+add rule ip flannel-ipv4 forward ip saddr 10.5.0.0/16 accept comment \"flanneld forward\"
+add rule ip flannel-ipv4 forward ip daddr 10.5.0.0/16 accept comment \"flanneld forward\"
+";
+
+    #[test]
+    fn golden_nft_text_for_ipv4() {
+        let c = config(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
+        let b = batch(&c, &SubnetKey::parse("10.5.7.0-24").unwrap(), true);
+        assert_eq!(b.to_string(), GOLDEN_V4);
+    }
+
+    #[test]
+    fn dual_stack_adds_the_ip6_table_and_plain_masquerade_is_possible() {
+        let c = config(
+            r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00:5::/48","Backend":{"Type":"host-gw"}}"#,
+        );
+        let text = batch(
+            &c,
+            &SubnetKey::parse("10.5.7.0-24&fc00:5:0:7::-64").unwrap(),
+            false,
+        )
+        .to_string();
+        assert!(text.contains("add rule ip6 flannel-ipv6 postrtg ip6 saddr fc00:5::/48 ip6 daddr != ff00::/8 masquerade comment"), "{text}");
+        assert!(
+            text.contains("add rule ip6 flannel-ipv6 forward ip6 daddr fc00:5::/48 accept"),
+            "{text}"
+        );
+        assert!(!text.contains("fully-random"));
+    }
+
+    #[test]
+    fn written_on_lease_replaced_on_a_new_subnet_restored_when_changed() {
+        let c = config(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#);
+        let hg = HostGw::new(
+            ext([192, 168, 1, 2], [192, 168, 1, 2]),
+            FakeRoutes::default(),
+        )
+        .unwrap();
+        let mut m = Masqueraded::new(hg, FakeFirewall::new(), c);
+        m.lease_acquired(&lease("10.5.7.0-24")).unwrap();
+        assert_eq!(m.firewall().applied(), [GOLDEN_V4]);
+        assert_eq!(m.firewall().rules_in("postrtg"), 6);
+        assert_eq!(m.firewall().rules_in("forward"), 2);
+        m.reconcile();
+        assert_eq!(
+            m.firewall().applied().len(),
+            1,
+            "unchanged: nothing written"
+        );
+
+        // A new subnet: the same chains flushed and refilled in one transaction.
+        m.lease_acquired(&lease("10.5.9.0-24")).unwrap();
+        assert_eq!(m.firewall().rules_in("postrtg"), 6);
+        assert!(
+            m.firewall().applied()[1].contains("ip saddr 10.5.9.0/24 ip daddr 10.5.0.0/16 return")
+        );
+        assert!(!m.firewall().applied()[1].contains("10.5.7.0"));
+
+        // The chain deleted by hand: the next reconcile writes it again and counts it.
+        let mut gone = Batch::new();
+        chain(Family::Ip, "postrtg", Hook::NAT_POSTROUTING).remove(&mut gone);
+        m.firewall().apply(&gone, "test").unwrap();
+        assert_eq!(m.firewall().rules_in("postrtg"), 0);
+        m.reconcile();
+        assert_eq!(m.firewall().rules_in("postrtg"), 6);
+        assert_eq!(m.repairs().rules, 1);
+    }
+
+    #[test]
+    fn a_refused_transaction_is_an_error_of_the_lease() {
+        let c = config(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#);
+        let hg = HostGw::new(
+            ext([192, 168, 1, 2], [192, 168, 1, 2]),
+            FakeRoutes::default(),
+        )
+        .unwrap();
+        let mut m = Masqueraded::new(hg, FakeFirewall::new(), c);
+        m.firewall().fail_next("EPERM");
+        let e = m.lease_acquired(&lease("10.5.7.0-24")).unwrap_err();
+        assert!(e.to_string().contains("masquerade"), "{e}");
+    }
+}

@@ -1,0 +1,317 @@
+//! The kernel side of the vxlan backend behind one small trait ([`VxlanKernel`]): the device,
+//! its address, neighbour and FDB entries, routes. [`KernelVxlan`] speaks netlink in the
+//! agent's namespace; the unit tests use an in-memory kernel (`fake.rs`).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnetwork::{IpNetwork, Ipv4Network};
+use node_kernel::link::{InfoKind, InfoVxlan, LinkFlags, LinkId, VxlanSpec};
+use node_kernel::route_packet::AddressFamily;
+use node_kernel::{KernelError, RouteSocket, link, neigh, route};
+
+/// The VXLAN attributes that decide whether an existing device can be reused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanAttrs {
+    /// The VNI.
+    pub vni: u32,
+    /// The underlay link, if the device has one.
+    pub link: Option<u32>,
+    /// The local tunnel address, if set.
+    pub local: Option<Ipv4Addr>,
+    /// The UDP destination port (the kernel reports 8472 when none was asked for).
+    pub port: u16,
+    /// Group-based policy.
+    pub gbp: bool,
+    /// L2 miss notifications.
+    pub l2miss: bool,
+}
+
+/// A link as the backend sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Its index.
+    pub index: u32,
+    /// Its hardware address.
+    pub mac: [u8; 6],
+    /// Its MTU.
+    pub mtu: u32,
+    /// Administratively up.
+    pub up: bool,
+    /// Its VXLAN attributes; `None` for a link of another kind.
+    pub vxlan: Option<VxlanAttrs>,
+}
+
+/// A permanent neighbour entry: `ip lladdr mac`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Neighbour {
+    /// The peer's gateway address (`<peer subnet>.0`).
+    pub ip: Ipv4Addr,
+    /// The peer's VTEP MAC.
+    pub mac: [u8; 6],
+}
+
+/// A permanent FDB entry: `mac dst remote`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Fdb {
+    /// The peer's VTEP MAC.
+    pub mac: [u8; 6],
+    /// The peer's PublicIP.
+    pub dst: Ipv4Addr,
+}
+
+/// A main-table IPv4 route with a gateway: a peer's route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PeerRoute {
+    /// The peer's subnet.
+    pub dst: Ipv4Network,
+    /// `<peer subnet>.0` (through the device), or the peer's PublicIP (direct routing).
+    pub gw: Ipv4Addr,
+    /// The device (vxlan routes); `None` lets the kernel pick (direct routes).
+    pub oif: Option<u32>,
+    /// The `onlink` flag (vxlan routes).
+    pub onlink: bool,
+}
+
+/// What the vxlan backend asks of the kernel.
+pub trait VxlanKernel {
+    /// The link called `name`, if any.
+    fn device(&mut self, name: &str) -> io::Result<Option<Device>>;
+    /// Creates a VXLAN device (down).
+    fn create_device(&mut self, spec: &VxlanSpec) -> io::Result<()>;
+    /// Deletes a link (gone already is no error).
+    fn delete_device(&mut self, index: u32) -> io::Result<()>;
+    /// Sets a link's MTU.
+    fn set_mtu(&mut self, index: u32, mtu: u32) -> io::Result<()>;
+    /// Brings a link up.
+    fn set_up(&mut self, index: u32) -> io::Result<()>;
+    /// `net.ipv6.conf.<name>.accept_ra = 0`.
+    fn disable_accept_ra(&mut self, name: &str) -> io::Result<()>;
+    /// The link's IPv4 addresses.
+    fn addresses(&mut self, index: u32) -> io::Result<Vec<Ipv4Network>>;
+    /// Adds an address to the link.
+    fn add_address(&mut self, index: u32, addr: Ipv4Network) -> io::Result<()>;
+    /// Removes an address from the link.
+    fn delete_address(&mut self, index: u32, addr: Ipv4Network) -> io::Result<()>;
+    /// The link's permanent IPv4 neighbour entries.
+    fn neighbours(&mut self, index: u32) -> io::Result<Vec<Neighbour>>;
+    /// Adds or replaces a permanent neighbour entry.
+    fn replace_neighbour(&mut self, index: u32, n: Neighbour) -> io::Result<()>;
+    /// Deletes a neighbour entry (gone already is no error).
+    fn delete_neighbour(&mut self, index: u32, n: Neighbour) -> io::Result<()>;
+    /// The link's FDB entries that have a remote address.
+    fn fdb(&mut self, index: u32) -> io::Result<Vec<Fdb>>;
+    /// Adds or replaces a permanent FDB entry.
+    fn replace_fdb(&mut self, index: u32, e: Fdb) -> io::Result<()>;
+    /// Deletes an FDB entry (gone already is no error).
+    fn delete_fdb(&mut self, index: u32, e: Fdb) -> io::Result<()>;
+    /// The main table's IPv4 routes with a gateway.
+    fn routes(&mut self) -> io::Result<Vec<PeerRoute>>;
+    /// Adds a route or replaces the one to the same destination.
+    fn replace_route(&mut self, r: &PeerRoute) -> io::Result<()>;
+    /// Deletes a route (gone already is no error).
+    fn delete_route(&mut self, r: &PeerRoute) -> io::Result<()>;
+    /// Whether `ip` is reached without a gateway (DirectRouting's test, Go's `RouteGet`).
+    fn on_link(&mut self, ip: Ipv4Addr) -> io::Result<bool>;
+}
+
+/// [`VxlanKernel`] over netlink in the namespace the socket was made in (sysctls: the
+/// calling thread's).
+#[derive(Debug)]
+pub struct KernelVxlan(RouteSocket);
+
+impl KernelVxlan {
+    /// A netlink socket in the current namespace.
+    pub fn current() -> Result<KernelVxlan, KernelError> {
+        RouteSocket::current().map(KernelVxlan)
+    }
+}
+
+fn mac6(v: &[u8]) -> Option<[u8; 6]> {
+    v.try_into().ok()
+}
+
+fn device_of(m: &link::LinkMessage) -> Device {
+    let vxlan = (link::kind(m) == Some(&InfoKind::Vxlan)).then(|| {
+        let mut a = VxlanAttrs {
+            vni: 0,
+            link: None,
+            local: None,
+            port: 0,
+            gbp: false,
+            l2miss: false,
+        };
+        for i in link::vxlan_info(m) {
+            match i {
+                InfoVxlan::Id(v) => a.vni = *v,
+                InfoVxlan::Link(l) if *l != 0 => a.link = Some(*l),
+                InfoVxlan::Local(ip) => a.local = Some(*ip),
+                InfoVxlan::Port(p) => a.port = *p,
+                InfoVxlan::Gbp => a.gbp = true,
+                InfoVxlan::L2Miss(b) => a.l2miss = *b,
+                _ => {}
+            }
+        }
+        a
+    });
+    Device {
+        index: m.header.index,
+        mac: mac6(&link::mac(m)).unwrap_or_default(),
+        mtu: link::mtu(m).unwrap_or_default(),
+        up: link::is_up(m),
+        vxlan,
+    }
+}
+
+fn route_message(r: &PeerRoute) -> route::RouteMessage {
+    let mut m = route::main_table(IpAddr::V4(r.dst.network()), r.dst.prefix());
+    if let Some(oif) = r.oif {
+        m = route::via_link(m, oif);
+    }
+    m = route::via_gateway(m, IpAddr::V4(r.gw));
+    if r.onlink {
+        m = route::onlink(m);
+    }
+    m
+}
+
+impl VxlanKernel for KernelVxlan {
+    fn device(&mut self, name: &str) -> io::Result<Option<Device>> {
+        Ok(self.0.link(LinkId::Name(name))?.map(|m| device_of(&m)))
+    }
+
+    fn create_device(&mut self, spec: &VxlanSpec) -> io::Result<()> {
+        self.0.create_link(&link::vxlan(spec))
+    }
+
+    fn delete_device(&mut self, index: u32) -> io::Result<()> {
+        self.0.delete_link(index)
+    }
+
+    fn set_mtu(&mut self, index: u32, mtu: u32) -> io::Result<()> {
+        self.0.set_link(&link::with_mtu(index, mtu))
+    }
+
+    fn set_up(&mut self, index: u32) -> io::Result<()> {
+        self.0.set_link_flag(index, LinkFlags::Up, true)
+    }
+
+    fn disable_accept_ra(&mut self, name: &str) -> io::Result<()> {
+        node_kernel::write_sysctl(&format!("net/ipv6/conf/{name}/accept_ra"), "0")
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    fn addresses(&mut self, index: u32) -> io::Result<Vec<Ipv4Network>> {
+        Ok(self
+            .0
+            .addresses(index)?
+            .into_iter()
+            .filter_map(|(a, _)| match a {
+                IpNetwork::V4(v4) => Some(v4),
+                IpNetwork::V6(_) => None,
+            })
+            .collect())
+    }
+
+    fn add_address(&mut self, index: u32, addr: Ipv4Network) -> io::Result<()> {
+        self.0
+            .add_address(&node_kernel::addr::address(index, addr.into(), false))
+    }
+
+    fn delete_address(&mut self, index: u32, addr: Ipv4Network) -> io::Result<()> {
+        for (a, m) in self.0.addresses(index)? {
+            if a == IpNetwork::V4(addr) {
+                return self.0.delete_address(&m);
+            }
+        }
+        Ok(())
+    }
+
+    fn neighbours(&mut self, index: u32) -> io::Result<Vec<Neighbour>> {
+        Ok(self
+            .0
+            .neighbours(AddressFamily::Inet, index)?
+            .iter()
+            .filter(|m| m.header.state == neigh::NeighbourState::Permanent)
+            .filter_map(|m| match neigh::destination(m)? {
+                IpAddr::V4(ip) => Some(Neighbour {
+                    ip,
+                    mac: mac6(neigh::mac(m)?)?,
+                }),
+                IpAddr::V6(_) => None,
+            })
+            .collect())
+    }
+
+    fn replace_neighbour(&mut self, index: u32, n: Neighbour) -> io::Result<()> {
+        self.0
+            .replace_neighbour(&neigh::permanent(index, IpAddr::V4(n.ip), n.mac))
+    }
+
+    fn delete_neighbour(&mut self, index: u32, n: Neighbour) -> io::Result<()> {
+        self.0
+            .delete_neighbour(&neigh::permanent(index, IpAddr::V4(n.ip), n.mac))
+    }
+
+    fn fdb(&mut self, index: u32) -> io::Result<Vec<Fdb>> {
+        Ok(self
+            .0
+            .neighbours(AddressFamily::Bridge, index)?
+            .iter()
+            .filter_map(|m| match neigh::destination(m)? {
+                IpAddr::V4(dst) => Some(Fdb {
+                    mac: mac6(neigh::mac(m)?)?,
+                    dst,
+                }),
+                IpAddr::V6(_) => None,
+            })
+            .collect())
+    }
+
+    fn replace_fdb(&mut self, index: u32, e: Fdb) -> io::Result<()> {
+        self.0
+            .replace_neighbour(&neigh::fdb(index, e.mac, IpAddr::V4(e.dst)))
+    }
+
+    fn delete_fdb(&mut self, index: u32, e: Fdb) -> io::Result<()> {
+        self.0
+            .delete_neighbour(&neigh::fdb(index, e.mac, IpAddr::V4(e.dst)))
+    }
+
+    fn routes(&mut self) -> io::Result<Vec<PeerRoute>> {
+        Ok(self
+            .0
+            .routes(true)?
+            .iter()
+            .filter(|m| route::in_main_table(m))
+            .filter_map(|m| {
+                let (Some(IpNetwork::V4(dst)), Some(IpAddr::V4(gw))) =
+                    (route::destination(m), route::gateway(m))
+                else {
+                    return None;
+                };
+                Some(PeerRoute {
+                    dst,
+                    gw,
+                    oif: route::output_link(m),
+                    onlink: route::is_onlink(m),
+                })
+            })
+            .collect())
+    }
+
+    fn replace_route(&mut self, r: &PeerRoute) -> io::Result<()> {
+        self.0.replace_route(&route_message(r))
+    }
+
+    fn delete_route(&mut self, r: &PeerRoute) -> io::Result<()> {
+        self.0.delete_route(&route_message(r))
+    }
+
+    fn on_link(&mut self, ip: Ipv4Addr) -> io::Result<bool> {
+        Ok(self
+            .0
+            .route_to(IpAddr::V4(ip))?
+            .is_some_and(|m| route::gateway(&m).is_none()))
+    }
+}
