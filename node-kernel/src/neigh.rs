@@ -43,11 +43,19 @@ pub fn fdb(index: u32, mac: [u8; 6], remote: IpAddr) -> NeighbourMessage {
     m
 }
 
-/// The entry's IP address (a neighbour's) or remote (an FDB entry's).
+/// The entry's IP address (a neighbour's) or remote (an FDB entry's: the message family is
+/// `AF_BRIDGE` there, so the address is told by its length).
 pub fn destination(m: &NeighbourMessage) -> Option<IpAddr> {
     m.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => Some(IpAddr::V4(*v)),
         NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => Some(IpAddr::V6(*v)),
+        NeighbourAttribute::Destination(NeighbourAddress::Other(v)) => {
+            if let Ok(b) = <[u8; 4]>::try_from(v.as_slice()) {
+                Some(IpAddr::from(b))
+            } else {
+                <[u8; 16]>::try_from(v.as_slice()).ok().map(IpAddr::from)
+            }
+        }
         _ => None,
     })
 }

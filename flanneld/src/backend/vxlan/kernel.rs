@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnetwork::{IpNetwork, Ipv4Network};
 use node_kernel::link::{InfoKind, InfoVxlan, LinkFlags, LinkId, VxlanSpec};
 use node_kernel::route_packet::AddressFamily;
+use node_kernel::route_packet::route::RouteProtocol;
 use node_kernel::{KernelError, RouteSocket, link, neigh, route};
 
 /// The VXLAN attributes that decide whether an existing device can be reused.
@@ -305,7 +306,10 @@ impl VxlanKernel for KernelVxlan {
     }
 
     fn delete_route(&mut self, r: &PeerRoute) -> io::Result<()> {
-        self.0.delete_route(&route_message(r))
+        // Any protocol: a stale route may have been added by hand (`proto boot`).
+        let mut m = route_message(r);
+        m.header.protocol = RouteProtocol::Unspec;
+        self.0.delete_route(&m)
     }
 
     fn on_link(&mut self, ip: Ipv4Addr) -> io::Result<bool> {
