@@ -500,3 +500,114 @@ fn etcd_store_on_real_etcd() {
     let leases = etcd.ctl_ok(&["lease", "list"]);
     assert!(leases.starts_with("found 1 leases"), "{leases}");
 }
+
+#[test]
+fn vxlan_two_agents_one_etcd_with_ip_masq_and_reconcile() {
+    if !etcd_or_skip("flanneld::vxlan_two_agents_one_etcd_with_ip_masq_and_reconcile") {
+        return;
+    }
+    let mut lan = Lan::new();
+    let etcd = Etcd::start(&lan, None);
+    etcd.ctl_ok(&[
+        "put",
+        &format!("{PREFIX}/config"),
+        r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#,
+    ]);
+    let (a_node, b_node) = (Node::new(), Node::new());
+    let _a_ip = lan.attach(&a_node, 2);
+    let b_ip = lan.attach(&b_node, 3);
+    let mut a = started(&a_node, &etcd, &["--iface=eth0", "--ip-masq"]);
+    let mut b = started(&b_node, &etcd, &["--iface=eth0"]);
+    let (ka, kb) = (own_key(&a_node), own_key(&b_node));
+    assert!(subnet_env(&a_node).unwrap().contains("FLANNEL_MTU=1450\n"));
+
+    // A's lease publishes its device's MAC, in Go's format.
+    let link_a = a_node.host().sh("ip", &["-d", "link", "show", "flannel.1"]);
+    let mac_a = link_a
+        .split("link/ether ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let value = etcd.ctl_ok(&[
+        "get",
+        "--print-value-only",
+        &format!("{PREFIX}/subnets/{ka}"),
+    ]);
+    assert_eq!(
+        value.trim(),
+        format!(
+            r#"{{"PublicIP":"192.168.50.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac_a}"}}}}"#
+        )
+    );
+
+    let b_gw = kb.replace("-24", "");
+    let route = |node: &Node, key: &str| {
+        let dst = key.replace('-', "/");
+        let gw = key.replace("-24", "");
+        node.host()
+            .sh("ip", &["-4", "route"])
+            .contains(&format!("{dst} via {gw} dev flannel.1 proto static onlink"))
+    };
+    a.wait_for("A's route to B", 10, || route(&a_node, &kb));
+    b.wait_for("B's route to A", 10, || route(&b_node, &ka));
+    a_node.host().sh("ping", &["-c1", "-W2", &b_gw]);
+    assert!(
+        a_node
+            .host()
+            .sh("bridge", &["fdb", "show", "dev", "flannel.1"])
+            .contains(&format!("dst {b_ip} self permanent"))
+    );
+
+    // --ip-masq: A has the rules, B (without it) none.
+    let ruleset = a_node.host().sh("nft", &["list", "ruleset"]);
+    assert!(ruleset.contains("table ip flannel-ipv4"), "{ruleset}");
+    assert!(
+        ruleset.contains(&format!(
+            "ip saddr {} ip daddr 10.5.0.0/16 return",
+            ka.replace('-', "/")
+        )),
+        "{ruleset}"
+    );
+    assert_eq!(b_node.host().sh("nft", &["list", "ruleset"]), "");
+
+    // The device deleted by hand on A: the agent recreates it, with its MAC and B's entries.
+    a_node.host().sh("ip", &["link", "del", "flannel.1"]);
+    a.wait_for("flannel.1 recreated with the route to B", 15, || {
+        route(&a_node, &kb)
+    });
+    assert!(
+        a_node
+            .host()
+            .sh("ip", &["link", "show", "flannel.1"])
+            .contains(&mac_a)
+    );
+    a_node.host().sh("ping", &["-c1", "-W2", &b_gw]);
+    assert!(
+        a.log().contains("reconcile: device flannel.1 missing"),
+        "{}",
+        a.log()
+    );
+
+    // A peer lease in Go's exact format, written with etcdctl, then deleted.
+    let peer = format!("{PREFIX}/subnets/10.5.200.0-24");
+    etcd.ctl_ok(&[
+        "put",
+        &peer,
+        r#"{"PublicIP":"192.168.50.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#,
+    ]);
+    a.wait_for("the Go peer's neighbour", 10, || {
+        a_node
+            .host()
+            .sh("ip", &["neigh", "show", "dev", "flannel.1"])
+            .contains("10.5.200.0 lladdr c6:d2:32:6f:8f:44 PERMANENT")
+    });
+    assert!(route(&a_node, "10.5.200.0-24"));
+    etcd.ctl_ok(&["del", &peer]);
+    a.wait_for("the Go peer's route removed", 10, || {
+        !route(&a_node, "10.5.200.0-24")
+    });
+    assert!(a.running() && b.running());
+}
