@@ -285,6 +285,11 @@ fn peers_become_host_gw_routes_two_agents_one_etcd() {
         .host()
         .sh("ip", &["addr", "add", &format!("{fb}/32"), "dev", "lo"]);
     a_node.host().sh("ping", &["-c1", "-W2", "-I", &fa, &fb]);
+    // Deleted by hand: the agent's reconcile puts it back (Go: every 10 s).
+    a_node
+        .host()
+        .sh("ip", &["route", "del", &kb.replace('-', "/")]);
+    a.wait_for("A's route to B restored", 15, || route(&a_node, &kb, &b_ip));
 
     // A peer lease written and deleted with etcdctl, in Go's format; junk is skipped.
     let peer = format!("{PREFIX}/subnets/10.5.200.0-24");

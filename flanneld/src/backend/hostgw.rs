@@ -25,6 +25,8 @@ pub trait RouteTable {
     fn replace(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<()>;
     /// Deletes that route (gone already is no error).
     fn delete(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<()>;
+    /// Whether that route is in the main table (reconcile's check).
+    fn exists(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<bool>;
 }
 
 /// The kernel's main routing table of the agent's namespace.
@@ -53,6 +55,16 @@ impl RouteTable for KernelRoutes {
     fn delete(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<()> {
         self.0.delete_route(&message(dst, gw, oif))
     }
+
+    fn exists(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<bool> {
+        use node_kernel::route::{destination, gateway, in_main_table, output_link};
+        Ok(self.0.routes(true)?.iter().any(|m| {
+            in_main_table(m)
+                && destination(m) == Some(dst.into())
+                && gateway(m) == Some(gw.into())
+                && output_link(m) == Some(oif)
+        }))
+    }
 }
 
 /// host-gw on one external interface.
@@ -60,6 +72,9 @@ impl RouteTable for KernelRoutes {
 pub struct HostGw<R> {
     ext: ExternalInterface,
     routes: R,
+    /// The peers' routes wanted: destination → gateway.
+    wanted: std::collections::BTreeMap<(u32, u8), (Ipv4Network, Ipv4Addr)>,
+    restored: u64,
 }
 
 impl<R: RouteTable> HostGw<R> {
@@ -72,7 +87,12 @@ impl<R: RouteTable> HostGw<R> {
                 iface_addr: ext.iface_addr,
             });
         }
-        Ok(HostGw { ext, routes })
+        Ok(HostGw {
+            ext,
+            routes,
+            wanted: Default::default(),
+            restored: 0,
+        })
     }
 
     /// The route table (tests read the fake's record).
@@ -119,6 +139,12 @@ impl<R: RouteTable> Backend for HostGw<R> {
                 continue;
             }
             let (dst, gw, oif) = (lease.subnet.v4, lease.attrs.public_ip, self.ext.index);
+            let k = (u32::from(dst.network()), dst.prefix());
+            if add {
+                self.wanted.insert(k, (dst, gw));
+            } else {
+                self.wanted.remove(&k);
+            }
             let what = format!("{dst} via {gw} dev {}", self.ext.name);
             let result = if add {
                 self.routes.replace(dst, gw, oif)
@@ -132,6 +158,35 @@ impl<R: RouteTable> Backend for HostGw<R> {
                 Ok(()) => info!("{} route {what}", if add { "added" } else { "deleted" }),
                 Err(e) => error!("{e}"),
             }
+        }
+    }
+
+    /// Re-adds any peer route that disappeared (Go does this every 10 s).
+    fn reconcile(&mut self) {
+        let oif = self.ext.index;
+        let wanted: Vec<(Ipv4Network, Ipv4Addr)> = self.wanted.values().copied().collect();
+        for (dst, gw) in wanted {
+            match self.routes.exists(dst, gw, oif) {
+                Ok(true) => {}
+                Ok(false) => match self.routes.replace(dst, gw, oif) {
+                    Ok(()) => {
+                        warning!(
+                            "reconcile: restored route {dst} via {gw} dev {}",
+                            self.ext.name
+                        );
+                        self.restored += 1;
+                    }
+                    Err(e) => error!("reconcile: route {dst} via {gw}: {e}"),
+                },
+                Err(e) => error!("reconcile: listing routes: {e}"),
+            }
+        }
+    }
+
+    fn repairs(&self) -> super::Repairs {
+        super::Repairs {
+            route: self.restored,
+            ..super::Repairs::default()
         }
     }
 }
@@ -148,6 +203,8 @@ pub mod tests {
         pub log: Vec<String>,
         /// A destination whose change fails.
         pub fail: Option<Ipv4Network>,
+        /// Destinations deleted "by hand" (until replaced again).
+        pub gone: Vec<Ipv4Network>,
     }
 
     impl RouteTable for FakeRoutes {
@@ -155,12 +212,19 @@ pub mod tests {
             if self.fail == Some(dst) {
                 return Err(io::Error::other("network unreachable"));
             }
+            self.gone.retain(|g| *g != dst);
             self.log.push(format!("replace {dst} via {gw} dev {oif}"));
             Ok(())
         }
         fn delete(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<()> {
             self.log.push(format!("delete {dst} via {gw} dev {oif}"));
             Ok(())
+        }
+        fn exists(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<bool> {
+            let add = format!("replace {dst} via {gw} dev {oif}");
+            let del = format!("delete {dst} via {gw} dev {oif}");
+            let last = self.log.iter().rev().find(|l| **l == add || **l == del);
+            Ok(last == Some(&add) && !self.gone.contains(&dst))
         }
     }
 
@@ -221,6 +285,29 @@ pub mod tests {
                 "delete 10.5.2.0/24 via 192.168.1.3 dev 7"
             ]
         );
+    }
+
+    #[test]
+    fn reconcile_re_adds_a_route_deleted_by_hand() {
+        let mut hg = HostGw::new(
+            ext([192, 168, 1, 2], [192, 168, 1, 2]),
+            FakeRoutes::default(),
+        )
+        .unwrap();
+        let peer = lease(
+            "10.5.2.0-24",
+            r#"{"PublicIP":"192.168.1.3","BackendType":"host-gw"}"#,
+        );
+        hg.handle(&[LeaseEvent::Added(peer.clone())]);
+        hg.reconcile();
+        assert_eq!(hg.routes.log.len(), 1, "present: nothing to do");
+        hg.routes.gone.push("10.5.2.0/24".parse().unwrap());
+        hg.reconcile();
+        assert_eq!(hg.routes.log.len(), 2);
+        assert_eq!(hg.repairs().route, 1);
+        hg.handle(&[LeaseEvent::Removed(peer)]);
+        hg.reconcile();
+        assert_eq!(hg.routes.log.len(), 3, "a removed peer is not re-added");
     }
 
     #[test]
