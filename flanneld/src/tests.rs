@@ -155,16 +155,20 @@ async fn lease_subnet_env_peers_and_shutdown() {
             );
 
             // A peer comes, renews (same value: nothing), goes: the removal carries its IP.
-            store.put_raw(&format!("{SUBNETS}10.5.7.0-24"), &peer("192.168.1.7"));
-            store.put_raw(&format!("{SUBNETS}10.5.7.0-24"), &peer("192.168.1.7"));
+            // Its subnet is past the first 100 free ones, so it can never be the agent's own.
+            store.put_raw(&format!("{SUBNETS}10.5.250.0-24"), &peer("192.168.1.7"));
+            store.put_raw(&format!("{SUBNETS}10.5.250.0-24"), &peer("192.168.1.7"));
             store.put_raw(&format!("{SUBNETS}bogus"), &peer("192.168.1.8"));
-            store.put_raw(&format!("{SUBNETS}10.5.8.0-24"), "{not json");
+            store.put_raw(&format!("{SUBNETS}10.5.251.0-24"), "{not json");
             settle().await;
-            store.delete_raw(&format!("{SUBNETS}10.5.7.0-24"));
+            store.delete_raw(&format!("{SUBNETS}10.5.250.0-24"));
             settle().await;
             assert_eq!(
                 rig.take(),
-                ["add 10.5.7.0-24 192.168.1.7", "del 10.5.7.0-24 192.168.1.7"]
+                [
+                    "add 10.5.250.0-24 192.168.1.7",
+                    "del 10.5.250.0-24 192.168.1.7"
+                ]
             );
 
             rig.stop.send(true).unwrap();
@@ -239,14 +243,18 @@ async fn compaction_relists_and_diffs_without_spinning() {
             let stop_watch = store.clone();
             stop_watch.fail_once("watch");
             store.delete_raw(&format!("{SUBNETS}10.5.9.0-24"));
-            store.put_raw(&format!("{SUBNETS}10.5.4.0-24"), &peer("192.168.1.4"));
+            // Past the first 100 free subnets: never the agent's own.
+            store.put_raw(&format!("{SUBNETS}10.5.240.0-24"), &peer("192.168.1.4"));
             store.compact();
             tokio::time::sleep(Duration::from_secs(1)).await;
             let mut log = rig.take();
             log.sort();
             assert_eq!(
                 log,
-                ["add 10.5.4.0-24 192.168.1.4", "del 10.5.9.0-24 192.168.1.9"]
+                [
+                    "add 10.5.240.0-24 192.168.1.4",
+                    "del 10.5.9.0-24 192.168.1.9"
+                ]
             );
             assert!(!rig.task.is_finished());
             rig.stop.send(true).unwrap();
