@@ -490,9 +490,20 @@ impl<'n> Containerd<'n> {
     /// RunPodSandbox with `ports` (host port, container port; TCP) mapped; panics with the
     /// error and containerd's log if it fails.
     pub fn run_pod(&self, name: &str, ports: &[(u16, u16)]) -> Sandbox {
-        let id = self.try_run_pod(name, ports).unwrap_or_else(|e| {
-            panic!("RunPodSandbox {name}: {}\n{}", e.message(), self.log_tail())
-        });
+        // kubelet retries a sandbox whose runtime (runc) failed to start it; containerd has
+        // torn the pod's network down again by then (its DEL), so a retry starts clean. A
+        // CNI failure is never retried: that is what the tests are about.
+        let mut attempt = 0;
+        let id = loop {
+            match self.try_run_pod(name, ports) {
+                Err(e) if e.message().contains("OCI runtime create failed") && attempt < 2 => {
+                    eprintln!("RunPodSandbox {name}: runc failed, retrying: {}", e.message());
+                    attempt += 1;
+                }
+                Err(e) => panic!("RunPodSandbox {name}: {}\n{}", e.message(), self.log_tail()),
+                Ok(id) => break id,
+            }
+        };
         self.sandbox(&id)
     }
 
