@@ -37,11 +37,16 @@ pub const VXLAN_DEV: &str = "flannel.100";
 pub const INTERNET_IP: &str = "192.168.50.254";
 /// The hostPort the first pod of the first node maps to its port 80.
 pub const HOST_PORT: u16 = 8080;
-/// The subnet the Go node holds (the config's SubnetMax: no Rust node picks it among the
-/// first 100 free ones).
-pub const GO_SUBNET: &str = "10.99.0.0/20";
-/// The Go node's VTEP MAC (locally administered unicast, as Go's `pkg/mac` makes them).
-pub const GO_VTEP_MAC: &str = "0a:47:6f:00:00:01";
+/// The subnet Go node `k` (1, 2, ...) holds: `10.99.0.0/20` (the config's SubnetMax), then
+/// downwards; our agents pick among the first 100 free ones from SubnetMin, never these.
+pub fn go_subnet(k: usize) -> String {
+    format!("10.{}.0.0/20", 100 - k)
+}
+
+/// Go node `k`'s VTEP MAC (locally administered unicast, as Go's `pkg/mac` makes them).
+pub fn go_vtep_mac(k: usize) -> String {
+    format!("0a:47:6f:00:00:{k:02x}")
+}
 
 /// The backend the network config asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,7 +241,7 @@ impl Cluster {
 
     /// A node on the LAN: ours are `node<n>` at 192.168.50.1<n>, Go nodes `go-node<n>` at
     /// 192.168.50.2<n>.
-    fn new_member(&mut self, go: bool) -> (Node, String, String) {
+    fn new_member(&mut self, go: bool) -> (Node, String, String, usize) {
         let n = self.members.iter().filter(|m| m.go == go).count() + 1;
         let node = Node::new();
         let host = u8::try_from(if go { 20 + n } else { 10 + n }).unwrap();
@@ -246,13 +251,13 @@ impl Cluster {
         } else {
             format!("node{n}")
         };
-        (node, ip, name)
+        (node, ip, name, n)
     }
 
     /// A new node running our flanneld; returns its index once it wrote subnet.env, or why
     /// flanneld refused the backend.
     pub fn join(&mut self) -> Result<usize, Unsupported> {
-        let (node, ip, name) = self.new_member(false);
+        let (node, ip, name, _) = self.new_member(false);
         fs::create_dir_all(node.dir().join("log")).unwrap();
         let args = self.agent_args(&node, &ip);
         let mut agent = Agent::start(&node, "flanneld.log", &args, &[]);
@@ -301,9 +306,10 @@ impl Cluster {
     /// lease, its kernel side and subnet.env made by hand as Go flanneld makes them; its
     /// peers are programmed by hand too ([`Cluster::sync_go_nodes`]).
     pub fn join_go_node(&mut self) -> usize {
-        let (node, ip, name) = self.new_member(true);
+        let (node, ip, name, k) = self.new_member(true);
+        let (subnet, mac) = (go_subnet(k), go_vtep_mac(k));
         let host = node.host();
-        let value = self.go_lease_value(&ip);
+        let value = self.go_lease_value(&ip, &mac);
         if self.backend == Backend::Vxlan {
             // Go's newVXLANDevice + configure: MAC chosen before creation, no learning, MTU
             // minus 50, the subnet's .0/32 on the device, up.
@@ -314,7 +320,7 @@ impl Cluster {
                     "add",
                     VXLAN_DEV,
                     "address",
-                    GO_VTEP_MAC,
+                    &mac,
                     "type",
                     "vxlan",
                     "id",
@@ -334,7 +340,7 @@ impl Cluster {
                 &[
                     "addr",
                     "add",
-                    &format!("{}/32", base(GO_SUBNET)),
+                    &format!("{}/32", base(&subnet)),
                     "dev",
                     VXLAN_DEV,
                 ],
@@ -346,13 +352,14 @@ impl Cluster {
             "put",
             "--lease",
             &id,
-            &format!("{PREFIX}/subnets/{}", GO_SUBNET.replace('/', "-")),
+            &format!("{PREFIX}/subnets/{}", subnet.replace('/', "-")),
             &value,
         ]);
         fs::write(
             node.dir().join("subnet.env"),
             format!(
-                "FLANNEL_NETWORK=10.0.0.0/8\nFLANNEL_SUBNET=10.99.0.1/20\nFLANNEL_MTU={}\nFLANNEL_IPMASQ=true\n",
+                "FLANNEL_NETWORK=10.0.0.0/8\nFLANNEL_SUBNET={}/20\nFLANNEL_MTU={}\nFLANNEL_IPMASQ=true\n",
+                Ipv4Addr::from(u32::from(base(&subnet).parse::<Ipv4Addr>().unwrap()) + 1),
                 self.backend.mtu()
             ),
         )
@@ -361,8 +368,8 @@ impl Cluster {
         self.members.push(Member {
             name,
             ip,
-            subnet: GO_SUBNET.to_owned(),
-            vtep_mac: (self.backend == Backend::Vxlan).then(|| GO_VTEP_MAC.to_owned()),
+            subnet,
+            vtep_mac: (self.backend == Backend::Vxlan).then_some(mac),
             go: true,
             pods: Vec::new(),
             agent: None,
@@ -374,14 +381,14 @@ impl Cluster {
         self.members.len() - 1
     }
 
-    /// The Go node's lease value, byte for byte as Go flanneld writes it.
-    pub fn go_lease_value(&self, ip: &str) -> String {
+    /// A Go node's lease value, byte for byte as Go flanneld writes it.
+    pub fn go_lease_value(&self, ip: &str, vtep_mac: &str) -> String {
         match self.backend {
             Backend::HostGw => {
                 format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#)
             }
             Backend::Vxlan => format!(
-                r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":{VNI},"VtepMAC":"{GO_VTEP_MAC}"}}}}"#
+                r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":{VNI},"VtepMAC":"{vtep_mac}"}}}}"#
             ),
         }
     }

@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use conformance::cluster::{
-    Backend, Cluster, HOST_PORT, INTERNET_IP, Unsupported, VXLAN_DEV, machine_state,
+    Backend, Cluster, HOST_PORT, INTERNET_IP, Unsupported, VXLAN_DEV, go_vtep_mac, machine_state,
 };
 use conformance::etcd::available;
 use conformance::skip;
@@ -184,8 +184,17 @@ fn whole_system(backend: Backend) {
 
     // A Go node: lease by etcdctl in Go's exact format, kernel side by hand.
     let go = c.join_go_node();
-    let go_value = c.go_lease_value(&c.members[go].ip);
-    assert!(c.etcd_listing().contains(&go_value));
+    let go_value = c
+        .leases()
+        .into_iter()
+        .find(|l| l.subnet == c.members[go].subnet)
+        .unwrap()
+        .value;
+    assert_eq!(
+        go_value,
+        c.go_lease_value(&c.members[go].ip, &go_vtep_mac(1)),
+        "as put"
+    );
     let t = c.converge(10).unwrap_or_else(|e| panic!("Go node: {e}"));
     let go_pod = c.add_pod(go, None);
     let matrix = c.ping_matrix(Some(&[(go, go_pod)]));
@@ -262,4 +271,47 @@ fn whole_system_host_gw() {
 #[test]
 fn whole_system_vxlan() {
     whole_system(Backend::Vxlan);
+}
+
+/// The rig's own vxlan side, runnable before flanneld has vxlan: two Go-format nodes set up
+/// by hand (device, neighbour, FDB entry and onlink route from each other's lease) reach each
+/// other's pods, and `Cluster::programmed`/`forgotten`, which the vxlan variant applies to
+/// our agents, see exactly those entries come and go.
+#[test]
+fn rig_vxlan_by_hand() {
+    if !available() {
+        skip(
+            "overlay::rig_vxlan_by_hand",
+            "etcd-server/etcd-client not installed (scripts/setup.sh installs them)",
+        );
+        return;
+    }
+    let before = machine_state();
+    let mut c = Cluster::start(Backend::Vxlan);
+    let (a, b) = (c.join_go_node(), c.join_go_node());
+    let leases = c.leases();
+    let lease = |m: usize| {
+        leases
+            .iter()
+            .find(|l| l.subnet == c.members[m].subnet)
+            .unwrap()
+            .clone()
+    };
+    let (la, lb) = (lease(a), lease(b));
+    assert_eq!(lb.vtep_mac.as_deref(), Some(go_vtep_mac(2).as_str()));
+    assert!(c.programmed(a, &lb) && c.programmed(b, &la));
+    assert!(
+        !c.programmed(a, &la),
+        "a node's own lease is not programmed"
+    );
+    c.add_pod(a, None);
+    c.add_pod(b, None);
+    let matrix = c.ping_matrix(None);
+    assert_eq!((matrix.ok(), matrix.pairs.len()), (2, 2), "{matrix}");
+    c.remove(b);
+    assert!(c.forgotten(a, &lb.subnet, lb.vtep_mac.as_deref()));
+    assert!(!c.forgotten(b, &la.subnet, la.vtep_mac.as_deref()));
+    c.delete_pods().unwrap();
+    c.shut_down().unwrap();
+    assert_eq!(machine_state(), before);
 }

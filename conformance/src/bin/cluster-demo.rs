@@ -11,6 +11,8 @@
 
 // A demo: a failed step aborts it loudly (and unwinding removes everything).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Installing a signal handler is the one unsafe call (see `main`).
+#![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -18,7 +20,7 @@ use std::time::Instant;
 use conformance::cluster::{
     Backend, Cluster, HOST_PORT, INTERNET_IP, PREFIX, Unsupported, VXLAN_DEV,
 };
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use serde_json::json;
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -33,26 +35,42 @@ fn indent(s: &str) {
     }
 }
 
-/// Stops the demo (unwinding drops the cluster) when Ctrl-C or SIGTERM came.
+/// Stops the demo when Ctrl-C or SIGTERM came: unwinding drops the cluster, which stops
+/// every process and removes every namespace and temp dir.
 fn step(s: &str) {
     if STOP.load(Ordering::Relaxed) {
-        panic!("interrupted: removing everything");
+        eprintln!("\ninterrupted: removing everything");
+        std::panic::resume_unwind(Box::new("interrupted"));
     }
     say(s);
 }
 
+extern "C" fn on_signal(_: nix::libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
 fn main() {
-    let mut signals = SigSet::empty();
+    // A handler, not a blocked mask: children inherit a mask (and flanneld would then never
+    // see its SIGTERM), while handlers are reset by exec.
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        signals.add(s);
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(s, &action) }.unwrap();
     }
-    // Blocked here and in every thread; a thread waits for them and raises the flag.
-    signals.thread_block().unwrap();
-    std::thread::spawn(move || {
-        if signals.wait().is_ok() {
-            STOP.store(true, Ordering::Relaxed);
+    // Ctrl-C reaches the whole process group: a child killed mid-step fails that step, which
+    // is no error worth a backtrace.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if STOP.load(Ordering::Relaxed) {
+            eprintln!("\ninterrupted: removing everything");
+        } else {
+            default_hook(info);
         }
-    });
+    }));
 
     let args: Vec<String> = std::env::args().skip(1).collect();
     let asked = match args.as_slice() {
