@@ -283,6 +283,11 @@ impl Etcd {
         }
     }
 
+    /// Its process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The client endpoint.
     pub fn endpoint(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
@@ -383,6 +388,11 @@ impl Agent {
             child: Some(child),
             log,
         }
+    }
+
+    /// Its process ID while it has not been stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Its stderr so far.

@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod chain;
+pub mod cluster;
 pub mod containerd;
 pub mod cri;
 pub mod etcd;

@@ -58,6 +58,37 @@ pub fn tcp_server(ns: &TestNetns, port: u16, reply: &str) -> Server {
     }
 }
 
+/// Listens on `[::]:port` inside `ns` and answers every TCP connection with the address it
+/// came from (IPv4 without the `::ffff:` prefix): an "internet" host showing whether traffic
+/// reached it masqueraded.
+pub fn tcp_peer_server(ns: &TestNetns, port: u16) -> Server {
+    let listener = inside(ns, || TcpListener::bind(("::", port))).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let handle = std::thread::spawn(move || {
+        while !flag.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut conn, from)) => {
+                    let ip = match from.ip() {
+                        std::net::IpAddr::V6(v6) => v6
+                            .to_ipv4_mapped()
+                            .map_or(v6.to_string(), |v4| v4.to_string()),
+                        v4 => v4.to_string(),
+                    };
+                    let _ = conn.set_nonblocking(false);
+                    let _ = conn.write_all(ip.as_bytes());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    });
+    Server {
+        stop,
+        handle: Some(handle),
+    }
+}
+
 /// Answers every datagram on `[::]:port` inside `ns` with `reply`.
 pub fn udp_server(ns: &TestNetns, port: u16, reply: &str) -> Server {
     let socket = inside(ns, || UdpSocket::bind(("::", port))).unwrap();
