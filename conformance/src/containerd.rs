@@ -497,7 +497,10 @@ impl<'n> Containerd<'n> {
         let id = loop {
             match self.try_run_pod(name, ports) {
                 Err(e) if e.message().contains("OCI runtime create failed") && attempt < 2 => {
-                    eprintln!("RunPodSandbox {name}: runc failed, retrying: {}", e.message());
+                    eprintln!(
+                        "RunPodSandbox {name}: runc failed, retrying: {}",
+                        e.message()
+                    );
                     attempt += 1;
                 }
                 Err(e) => panic!("RunPodSandbox {name}: {}\n{}", e.message(), self.log_tail()),
