@@ -125,19 +125,7 @@ impl<R: RouteTable> Backend for HostGw<R> {
     }
 
     fn handle(&mut self, events: &[LeaseEvent]) {
-        for ev in events {
-            let (lease, add) = match ev {
-                LeaseEvent::Added(l) => (l, true),
-                LeaseEvent::Removed(l) => (l, false),
-            };
-            if lease.attrs.backend_type != TYPE {
-                warning!(
-                    "ignoring lease {} of backend type {:?} (this node runs {TYPE})",
-                    lease.subnet,
-                    lease.attrs.backend_type
-                );
-                continue;
-            }
+        for (lease, add) in super::events_of_type(events, TYPE) {
             let (dst, gw, oif) = (lease.subnet.v4, lease.attrs.public_ip, self.ext.index);
             let k = (u32::from(dst.network()), dst.prefix());
             if add {

@@ -172,3 +172,26 @@ pub fn create(
         other => Err(BackendError::Unsupported(other.to_owned())),
     }
 }
+
+/// The events of leases of backend type `ty`, as (lease, added); a lease of another type is
+/// skipped with a warning, as Go flanneld skips it.
+pub(crate) fn events_of_type<'a>(
+    events: &'a [LeaseEvent],
+    ty: &'a str,
+) -> impl Iterator<Item = (&'a Lease, bool)> + 'a {
+    events.iter().filter_map(move |ev| {
+        let (lease, add) = match ev {
+            LeaseEvent::Added(l) => (l, true),
+            LeaseEvent::Removed(l) => (l, false),
+        };
+        if lease.attrs.backend_type == ty {
+            return Some((lease, add));
+        }
+        crate::log::warning!(
+            "ignoring lease {} of backend type {:?} (this node runs {ty})",
+            lease.subnet,
+            lease.attrs.backend_type
+        );
+        None
+    })
+}

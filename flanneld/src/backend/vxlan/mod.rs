@@ -788,19 +788,7 @@ impl<K: VxlanKernel> Backend for Vxlan<K> {
     }
 
     fn handle(&mut self, events: &[LeaseEvent]) {
-        for ev in events {
-            let (lease, add) = match ev {
-                LeaseEvent::Added(l) => (l, true),
-                LeaseEvent::Removed(l) => (l, false),
-            };
-            if lease.attrs.backend_type != TYPE {
-                warning!(
-                    "ignoring lease {} of backend type {:?} (this node runs {TYPE})",
-                    lease.subnet,
-                    lease.attrs.backend_type
-                );
-                continue;
-            }
+        for (lease, add) in crate::backend::events_of_type(events, TYPE) {
             if add {
                 self.added(lease);
             } else {
