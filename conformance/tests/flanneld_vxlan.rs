@@ -175,11 +175,18 @@ fn reconcile_restores_entries_deleted_by_hand_removes_stale_ones_and_recreates_t
             )),
         ])
     });
+    // Sorted: the kernel lists entries in the order they were added, and the order peers
+    // are restored in is not part of the contract.
+    let sorted = |text: String| {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
     let snapshot = |ns: &TestNetns| {
         (
-            ns.sh("ip", &["neigh", "show", "dev", "flannel.100"]),
-            ns.sh("bridge", &["fdb", "show", "dev", "flannel.100"]),
-            ns.sh("ip", &["route"]),
+            sorted(ns.sh("ip", &["neigh", "show", "dev", "flannel.100"])),
+            sorted(ns.sh("bridge", &["fdb", "show", "dev", "flannel.100"])),
+            sorted(ns.sh("ip", &["route"])),
         )
     };
     let before = snapshot(a);
