@@ -9,7 +9,7 @@
 # Ctrl-C. The steps are conformance/src/bin/cluster-demo.rs over conformance::cluster, the
 # same code the CI test (conformance/tests/overlay.rs) checks.
 #
-#   scripts/demo.sh                    # vxlan (host-gw while flanneld has no vxlan yet)
+#   scripts/demo.sh                    # vxlan
 #   scripts/demo.sh --backend host-gw  # or vxlan
 #   scripts/demo.sh --single-node      # one node, subnet.env by hand, three pods (no flanneld)
 set -euo pipefail
