@@ -177,6 +177,10 @@ impl<R: RouteTable> Backend for HostGw<R> {
             ..super::Repairs::default()
         }
     }
+
+    fn watched_links(&self) -> Vec<String> {
+        vec![self.ext.name.clone()]
+    }
 }
 
 #[cfg(test)]
