@@ -186,6 +186,9 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
         "using interface {} (index {}), address {}, PublicIP {}, MTU {}",
         ext.name, ext.index, ext.iface_addr, ext.public_ip, ext.mtu
     );
+    if let Some(a6) = ext.iface_addr6 {
+        info!("interface {} has the global IPv6 address {a6}", ext.name);
+    }
     let mut backend = backend::create(&config, &ext)?;
     if opts.ip_masq {
         if !config.enable_nftables {

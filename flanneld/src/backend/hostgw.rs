@@ -226,6 +226,7 @@ pub mod tests {
             index: 7,
             iface_addr: addr.into(),
             public_ip: public.into(),
+            iface_addr6: None,
             mtu: 1500,
         }
     }
