@@ -616,3 +616,64 @@ fn vxlan_two_agents_one_etcd_with_ip_masq_and_reconcile() {
     });
     assert!(a.running() && b.running());
 }
+
+#[test]
+fn a_deleted_vxlan_device_is_recreated_with_its_peers_on_the_link_notification() {
+    if !etcd_or_skip(
+        "flanneld::a_deleted_vxlan_device_is_recreated_with_its_peers_on_the_link_notification",
+    ) {
+        return;
+    }
+    use std::time::{Duration, Instant};
+    let mut lan = Lan::new();
+    let etcd = Etcd::start(&lan, None);
+    etcd.ctl_ok(&[
+        "put",
+        &format!("{PREFIX}/config"),
+        r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":100}}"#,
+    ]);
+    let (a_node, b_node) = (Node::new(), Node::new());
+    let _a_ip = lan.attach(&a_node, 2);
+    let _b_ip = lan.attach(&b_node, 3);
+    let mut a = started(&a_node, &etcd, &["--iface=eth0"]);
+    let mut b = started(&b_node, &etcd, &["--iface=eth0"]);
+    let kb = own_key(&b_node);
+    let b_gw = kb.replace("-24", "");
+    let route_to_b = || {
+        a_node.host().sh("ip", &["-4", "route"]).contains(&format!(
+            "{} via {b_gw} dev flannel.100 proto static onlink",
+            kb.replace('-', "/")
+        ))
+    };
+    a.wait_for("A's route to B", 10, route_to_b);
+    b.wait_for("B's route to A", 10, || {
+        b_node
+            .host()
+            .sh("ip", &["-4", "route"])
+            .contains("dev flannel.100")
+    });
+
+    // Deleted by hand, twice (the second time right after a repair, so never just before a
+    // 5 s tick): each time back with B's route well within a second.
+    for round in 0..2 {
+        let deleted = Instant::now();
+        a_node.host().sh("ip", &["link", "del", "flannel.100"]);
+        a.wait_for("flannel.100 recreated with the route to B", 1, route_to_b);
+        let took = deleted.elapsed();
+        eprintln!("round {round}: flannel.100 with B's route back after {took:?}");
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
+    a_node.host().sh("ping", &["-c1", "-W2", &b_gw]);
+    let log = a.log();
+    assert!(
+        log.lines().any(|l| l.contains("link notifications (")
+            && l.contains("flannel.100 (index ")
+            && l.contains(") deleted")),
+        "{log}"
+    );
+    assert!(
+        log.contains("reconcile: device flannel.100 missing"),
+        "{log}"
+    );
+    assert!(a.running() && b.running());
+}

@@ -3,12 +3,14 @@
 //! renews the lease before it runs out, watches every lease under `subnets/` from the
 //! listing's revision (peers' changes to the backend; the node's own key deleted → acquired
 //! again), recovers from compaction and lost connections by re-listing and diffing, and ends
-//! on SIGTERM/SIGINT leaving everything in place.
+//! on SIGTERM/SIGINT leaving everything in place. The backend reconciles every few seconds,
+//! and promptly (a burst debounced) when the kernel notifies a change of one of its links.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use node_kernel::LinkChange;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::backend::{Backend, BackendError};
@@ -45,6 +47,82 @@ pub struct Settings {
 
 /// The default of [`Settings::reconcile_every`].
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+
+/// Link notifications as the agent receives them (a thread reading the kernel's forwards
+/// them: see `crate::run`).
+pub type LinkEvents = mpsc::UnboundedReceiver<LinkChange>;
+
+/// A burst of link notifications is one reconcile: due [`LINK_QUIET`] after the last one,
+/// never later than [`LINK_LONGEST`] after the first.
+pub const LINK_QUIET: Duration = Duration::from_millis(100);
+/// See [`LINK_QUIET`].
+pub const LINK_LONGEST: Duration = Duration::from_millis(500);
+
+/// The debounce of link notifications (see [`LINK_QUIET`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Debounce {
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Debounce {
+    /// A notification arrived at `now`; true when it starts a burst.
+    pub fn event(&mut self, now: Instant) -> bool {
+        let starts = self.first.is_none();
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+        starts
+    }
+
+    /// When the reconcile is due; `None` without a pending notification.
+    pub fn due(&self) -> Option<Instant> {
+        Some((self.last? + LINK_QUIET).min(self.first? + LINK_LONGEST))
+    }
+
+    /// The reconcile ran: nothing is pending.
+    pub fn fired(&mut self) {
+        *self = Debounce::default();
+    }
+}
+
+/// Whether a notification calls for a reconcile: it names one of `watched`, or
+/// notifications were lost.
+pub fn concerns(change: &LinkChange, watched: &[String]) -> bool {
+    match change {
+        LinkChange::Lost => true,
+        _ => change
+            .name()
+            .is_some_and(|n| watched.iter().any(|w| w == n)),
+    }
+}
+
+fn describe(change: &LinkChange) -> String {
+    match change {
+        LinkChange::Changed { name, index } => {
+            format!("{} (index {index}) changed", name.as_deref().unwrap_or("?"))
+        }
+        LinkChange::Deleted { name, index } => {
+            format!("{} (index {index}) deleted", name.as_deref().unwrap_or("?"))
+        }
+        LinkChange::Lost => "some lost".to_owned(),
+    }
+}
+
+/// The next link notification; pending forever without a subscription.
+async fn next_link(links: &mut Option<LinkEvents>) -> Option<LinkChange> {
+    match links {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at`; forever when `None`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(t) => sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +197,7 @@ enum Wake {
     Stop,
     Renew,
     Reconcile,
+    Link(Option<LinkChange>),
     Watch(Result<WatchBatch, StoreError>),
 }
 
@@ -129,7 +208,21 @@ pub async fn run<S: Store>(
     backend: &mut dyn Backend,
     settings: &Settings,
     ready: &Readiness,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    run_with_links(manager, config, backend, settings, ready, shutdown, None).await
+}
+
+/// [`run`], also reconciling promptly on the link notifications of `links` that concern
+/// [`Backend::watched_links`].
+pub async fn run_with_links<S: Store>(
+    manager: &mut LeaseManager<S>,
+    config: &NetworkConfig,
+    backend: &mut dyn Backend,
+    settings: &Settings,
+    ready: &Readiness,
     mut shutdown: watch::Receiver<bool>,
+    mut links: Option<LinkEvents>,
 ) -> Result<(), AgentError> {
     let attrs = backend.lease_attrs();
     // etcd unreachable: retried (Go exits 1 and relies on a restart); anything else is fatal.
@@ -168,6 +261,9 @@ pub async fn run<S: Store>(
     let mut revision: Option<i64> = None; // None: list (again) before watching
     let mut watcher: Option<S::Watch> = None;
     let mut reconcile_at = Instant::now() + settings.reconcile_every;
+    let mut debounce = Debounce::default();
+    // What the pending burst of link notifications said, for the log.
+    let mut burst: Vec<String> = Vec::new();
     loop {
         if revision.is_none() {
             watcher = None;
@@ -222,10 +318,33 @@ pub async fn run<S: Store>(
             _ = stopped(&mut shutdown) => Wake::Stop,
             _ = sleep_until(renew_at) => Wake::Renew,
             _ = sleep_until(reconcile_at) => Wake::Reconcile,
+            _ = sleep_until_some(debounce.due()) => Wake::Reconcile,
+            l = next_link(&mut links) => Wake::Link(l),
             r = w.next() => Wake::Watch(r),
         };
         match wake {
+            Wake::Link(None) => {
+                warning!(
+                    "link notifications ended: reconciling every {:?} only",
+                    settings.reconcile_every
+                );
+                links = None;
+            }
+            Wake::Link(Some(change)) => {
+                if concerns(&change, &backend.watched_links()) {
+                    debounce.event(Instant::now());
+                    let what = describe(&change);
+                    if !burst.contains(&what) {
+                        burst.push(what);
+                    }
+                }
+            }
             Wake::Reconcile => {
+                debounce.fired();
+                if !burst.is_empty() {
+                    info!("link notifications ({}): reconciling", burst.join(", "));
+                    burst.clear();
+                }
                 let before = backend.repairs().total();
                 backend.reconcile();
                 let after = backend.repairs();

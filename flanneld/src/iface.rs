@@ -1,9 +1,10 @@
 //! The external interface (Go's `LookupExtIface`, `pkg/ipmatch`): `--iface` (a name or an
 //! address, repeatable, first usable wins), else `--iface-regex` (matched against every
 //! interface's addresses, then names), else the default route's interface; its first IPv4
-//! address, the PublicIP (`--public-ip` or that address), and its MTU.
+//! address, the PublicIP (`--public-ip` or that address), its first global IPv6 address (for
+//! a dual-stack backend: Go's `GetInterfaceIP6Addr`), and its MTU.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::IpNetwork;
 use node_kernel::{Context, KernelError, RouteSocket};
@@ -19,6 +20,9 @@ pub struct ExternalInterface {
     pub iface_addr: Ipv4Addr,
     /// The address published in the lease.
     pub public_ip: Ipv4Addr,
+    /// Its first global IPv6 address, if any (what a dual-stack backend uses and publishes
+    /// as `PublicIPv6`).
+    pub iface_addr6: Option<Ipv6Addr>,
     /// Its MTU.
     pub mtu: u32,
 }
@@ -34,6 +38,14 @@ pub struct LinkAddrs {
     pub mtu: u32,
     /// IPv4 addresses, in the kernel's order.
     pub v4: Vec<Ipv4Addr>,
+    /// Global IPv6 addresses (see [`is_global_v6`]), in the kernel's order.
+    pub v6: Vec<Ipv6Addr>,
+}
+
+/// An IPv6 address a peer can reach the node at: not link-local (`fe80::/10`), loopback,
+/// multicast or unspecified.
+pub fn is_global_v6(ip: &Ipv6Addr) -> bool {
+    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || ip.is_unicast_link_local())
 }
 
 /// Why no interface could be used.
@@ -128,20 +140,23 @@ pub fn gather() -> Result<(Vec<LinkAddrs>, Option<u32>), IfaceError> {
     let mut out = Vec::new();
     for msg in sock.links().context("listing links")? {
         let index = msg.header.index;
-        let v4 = sock
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for (net, _) in sock
             .addresses(index)
             .context(format!("listing the addresses of link {index}"))?
-            .into_iter()
-            .filter_map(|(net, _)| match net {
-                IpNetwork::V4(n) => Some(n.ip()),
-                IpNetwork::V6(_) => None,
-            })
-            .collect();
+        {
+            match net {
+                IpNetwork::V4(n) => v4.push(n.ip()),
+                IpNetwork::V6(n) if is_global_v6(&n.ip()) => v6.push(n.ip()),
+                IpNetwork::V6(_) => {}
+            }
+        }
         out.push(LinkAddrs {
             name: node_kernel::link::name(&msg).unwrap_or_default().to_owned(),
             index,
             mtu: node_kernel::link::mtu(&msg).unwrap_or(0),
             v4,
+            v6,
         });
     }
     let default = sock
@@ -173,6 +188,7 @@ pub fn lookup(
         index: link.index,
         iface_addr: addr,
         public_ip: public_ip.unwrap_or(addr),
+        iface_addr6: link.v6.first().copied(),
         mtu: link.mtu,
     })
 }
@@ -187,6 +203,7 @@ mod tests {
             index,
             mtu: 1500,
             v4: v4.iter().map(|a| Ipv4Addr::from(*a)).collect(),
+            v6: Vec::new(),
         };
         vec![
             l("lo", 1, &[[127, 0, 0, 1]]),
@@ -239,5 +256,18 @@ mod tests {
                 .to_string()
                 .contains("no default route")
         );
+    }
+
+    #[test]
+    fn only_global_ipv6_addresses_are_usable() {
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        assert!(is_global_v6(&v6("2001:db8::2")));
+        assert!(
+            is_global_v6(&v6("fd00:50::2")),
+            "unique local is routable between nodes"
+        );
+        for no in ["fe80::1", "::1", "::", "ff02::1"] {
+            assert!(!is_global_v6(&v6(no)), "{no}");
+        }
     }
 }

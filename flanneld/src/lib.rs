@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use crate::etcd::{EtcdOptions, EtcdStore};
 use crate::flags::{Command, FlagError, Options};
 use crate::health::Readiness;
-use crate::log::{error, info};
+use crate::log::{error, info, warning};
 use crate::manager::LeaseManager;
 
 /// The version `--version` prints.
@@ -186,6 +186,9 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
         "using interface {} (index {}), address {}, PublicIP {}, MTU {}",
         ext.name, ext.index, ext.iface_addr, ext.public_ip, ext.mtu
     );
+    if let Some(a6) = ext.iface_addr6 {
+        info!("interface {} has the global IPv6 address {a6}", ext.name);
+    }
     let mut backend = backend::create(&config, &ext)?;
     if opts.ip_masq {
         if !config.enable_nftables {
@@ -206,14 +209,63 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
         notify_socket,
         reconcile_every: agent::RECONCILE_EVERY,
     };
-    agent::run(
+    let links = if backend.watched_links().is_empty() {
+        None
+    } else {
+        subscribe_links()
+    };
+    agent::run_with_links(
         &mut manager,
         &config,
         backend.as_mut(),
         &settings,
         &ready,
         shutdown,
+        links,
     )
     .await?;
     Ok(())
+}
+
+/// The namespace's link notifications, read by a thread of their own (the socket's reads
+/// block) and forwarded to the agent; `None` (ticks only) when the kernel refuses.
+fn subscribe_links() -> Option<agent::LinkEvents> {
+    let events = match node_kernel::RouteSocket::subscribe_links() {
+        Ok(e) => e,
+        Err(e) => {
+            warning!(
+                "subscribing to link notifications: {e}; reconciling every {:?} only",
+                agent::RECONCILE_EVERY
+            );
+            return None;
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let reader = move || {
+        loop {
+            match events.next() {
+                Ok(changes) => {
+                    for c in changes {
+                        if tx.send(c).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    error!("reading link notifications: {e}");
+                    return;
+                }
+            }
+        }
+    };
+    match std::thread::Builder::new()
+        .name("link-events".into())
+        .spawn(reader)
+    {
+        Ok(_) => Some(rx),
+        Err(e) => {
+            warning!("starting the link notification thread: {e}");
+            None
+        }
+    }
 }

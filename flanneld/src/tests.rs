@@ -294,3 +294,157 @@ fn config_golden_fixture() {
     let c = NetworkConfig::parse(CONFIG.as_bytes()).unwrap();
     assert_eq!(c.backend_type, "host-gw");
 }
+
+#[test]
+fn a_burst_of_link_notifications_is_one_reconcile_due_after_the_quiet_time_or_the_longest() {
+    use agent::{Debounce, LINK_LONGEST, LINK_QUIET};
+    let t0 = tokio::time::Instant::now();
+    let mut d = Debounce::default();
+    assert_eq!(d.due(), None);
+    assert!(d.event(t0), "the first notification starts a burst");
+    assert_eq!(d.due(), Some(t0 + LINK_QUIET));
+    let t1 = t0 + Duration::from_millis(60);
+    assert!(!d.event(t1));
+    assert_eq!(d.due(), Some(t1 + LINK_QUIET));
+    // Notifications every 60 ms forever: still reconciled LINK_LONGEST after the first.
+    let late = t0 + Duration::from_millis(480);
+    d.event(late);
+    assert_eq!(d.due(), Some(t0 + LINK_LONGEST));
+    d.fired();
+    assert_eq!(d.due(), None);
+    assert!(d.event(late), "after a reconcile a new burst starts");
+}
+
+#[test]
+fn only_notifications_of_watched_links_or_lost_ones_call_for_a_reconcile() {
+    use node_kernel::LinkChange;
+    let watched = ["flannel.100".to_owned(), "eth0".to_owned()];
+    let del = |n: &str| LinkChange::Deleted {
+        index: 9,
+        name: Some(n.into()),
+    };
+    assert!(agent::concerns(&del("flannel.100"), &watched));
+    assert!(agent::concerns(
+        &LinkChange::Changed {
+            index: 2,
+            name: Some("eth0".into())
+        },
+        &watched
+    ));
+    assert!(!agent::concerns(&del("veth1234"), &watched));
+    assert!(!agent::concerns(
+        &LinkChange::Changed {
+            index: 3,
+            name: None
+        },
+        &watched
+    ));
+    assert!(agent::concerns(&LinkChange::Lost, &watched));
+}
+
+/// A backend that records when it reconciles and watches `flannel.100`.
+struct Watching(Rc<RefCell<Vec<tokio::time::Instant>>>);
+
+impl Backend for Watching {
+    fn backend_type(&self) -> &'static str {
+        "host-gw"
+    }
+    fn lease_attrs(&self) -> LeaseAttrs {
+        FakeBackend::default().lease_attrs()
+    }
+    fn mtu(&self) -> u32 {
+        1500
+    }
+    fn lease_acquired(&mut self, _: &Lease) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn handle(&mut self, _: &[LeaseEvent]) {}
+    fn reconcile(&mut self) {
+        self.0.borrow_mut().push(tokio::time::Instant::now());
+    }
+    fn watched_links(&self) -> Vec<String> {
+        vec!["flannel.100".into()]
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn link_notifications_of_a_watched_link_reconcile_promptly_a_burst_once() {
+    use node_kernel::LinkChange;
+    LocalSet::new()
+        .run_until(async {
+            let store = MemStore::default();
+            store.put_raw("/coreos.com/network/config", CONFIG);
+            let reconciles = Rc::new(RefCell::new(Vec::new()));
+            let (tx, links) = tokio::sync::mpsc::unbounded_channel();
+            let (stop, rx) = watch::channel(false);
+            let dir = tempfile::tempdir().unwrap();
+            let settings = Settings {
+                subnet_file: dir.path().join("subnet.env"),
+                ip_masq: false,
+                renew_margin: Duration::from_secs(3600),
+                notify_socket: None,
+                reconcile_every: Duration::from_secs(5),
+            };
+            let mut backend = Watching(reconciles.clone());
+            let task = tokio::task::spawn_local(async move {
+                let mut m = LeaseManager::new(store, DEFAULT_PREFIX, (None, None));
+                let config = agent::wait_for_config(&m, &mut rx.clone()).await.unwrap();
+                let ready = Readiness::default();
+                agent::run_with_links(
+                    &mut m,
+                    &config,
+                    &mut backend,
+                    &settings,
+                    &ready,
+                    rx,
+                    Some(links),
+                )
+                .await
+            });
+            settle().await;
+            let t0 = tokio::time::Instant::now();
+            // Another link: nothing.
+            tx.send(LinkChange::Deleted {
+                index: 5,
+                name: Some("veth1".into()),
+            })
+            .unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert!(reconciles.borrow().is_empty());
+            // A burst about the device (deleted, then recreated by someone): one reconcile,
+            // LINK_QUIET after the last notification, long before the 5 s tick.
+            let burst = tokio::time::Instant::now();
+            for (i, deleted) in [true, false, false].into_iter().enumerate() {
+                let name = Some("flannel.100".to_owned());
+                tx.send(if deleted {
+                    LinkChange::Deleted { index: 7, name }
+                } else {
+                    LinkChange::Changed { index: 8, name }
+                })
+                .unwrap();
+                if i < 2 {
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let got: Vec<Duration> = reconciles.borrow().iter().map(|t| *t - burst).collect();
+            assert_eq!(
+                got,
+                [Duration::from_millis(60) + agent::LINK_QUIET],
+                "one reconcile after the burst"
+            );
+            // The tick still comes 5 s after the last reconcile.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            assert_eq!(reconciles.borrow().len(), 2);
+            assert!(reconciles.borrow()[1] - t0 > Duration::from_secs(5));
+            // Lost notifications: a reconcile too. The sender gone: ticks only, no error.
+            tx.send(LinkChange::Lost).unwrap();
+            drop(tx);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(reconciles.borrow().len(), 3);
+            stop.send(true).unwrap();
+            settle().await;
+            assert!(task.await.unwrap().is_ok());
+        })
+        .await;
+}

@@ -1,7 +1,7 @@
 //! The node's kernel interface, shared by the CNI plugins and the node agent: netlink sockets
 //! typed by family and bound to a network namespace ([`socket`]), one typed request per kernel
-//! operation ([`link`], [`addr`], [`route`], [`neigh`], [`nft`], [`conntrack`]), namespaces and
-//! sysctls ([`netns`]).
+//! operation ([`link`], [`addr`], [`route`], [`neigh`], [`nft`], [`conntrack`]), link
+//! notifications ([`events`]), namespaces and sysctls ([`netns`]).
 //!
 //! Message types never leave the crate: a caller asks for `create_link`, `route_to` or
 //! `nft_transaction`, not for message 16 with flags 0x600. Below the requests, a
@@ -12,6 +12,7 @@
 pub mod addr;
 pub mod conntrack;
 pub mod error;
+pub mod events;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 mod kinds;
@@ -27,6 +28,7 @@ pub mod transport;
 mod tests;
 
 pub use error::{Context, KernelError};
+pub use events::{LinkChange, LinkEvents};
 pub use netns::{Netns, NetnsError, read_sysctl, write_sysctl};
 pub use socket::{Netfilter, NetfilterSocket, Route, RouteSocket, Socket};
 

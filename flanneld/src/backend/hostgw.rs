@@ -177,6 +177,10 @@ impl<R: RouteTable> Backend for HostGw<R> {
             ..super::Repairs::default()
         }
     }
+
+    fn watched_links(&self) -> Vec<String> {
+        vec![self.ext.name.clone()]
+    }
 }
 
 #[cfg(test)]
@@ -222,6 +226,7 @@ pub mod tests {
             index: 7,
             iface_addr: addr.into(),
             public_ip: public.into(),
+            iface_addr6: None,
             mtu: 1500,
         }
     }

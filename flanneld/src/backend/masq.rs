@@ -258,6 +258,10 @@ impl<B: Backend, F: Firewall> Backend for Masqueraded<B, F> {
             ..Repairs::default()
         })
     }
+
+    fn watched_links(&self) -> Vec<String> {
+        self.inner.watched_links()
+    }
 }
 
 #[cfg(test)]

@@ -70,6 +70,12 @@ pub trait Backend {
     fn repairs(&self) -> Repairs {
         Repairs::default()
     }
+    /// The links whose change or deletion calls for a prompt [`Backend::reconcile`] (the
+    /// agent reconciles when the kernel notifies a change of one): the backend's device,
+    /// the external interface.
+    fn watched_links(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl Backend for Box<dyn Backend> {
@@ -93,6 +99,9 @@ impl Backend for Box<dyn Backend> {
     }
     fn repairs(&self) -> Repairs {
         self.as_ref().repairs()
+    }
+    fn watched_links(&self) -> Vec<String> {
+        self.as_ref().watched_links()
     }
 }
 

@@ -806,4 +806,8 @@ impl<K: VxlanKernel> Backend for Vxlan<K> {
     fn repairs(&self) -> Repairs {
         self.repairs
     }
+
+    fn watched_links(&self) -> Vec<String> {
+        vec![self.spec.name.clone(), self.ext.name.clone()]
+    }
 }
