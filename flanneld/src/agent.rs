@@ -269,8 +269,17 @@ pub async fn run_with_links<S: Store>(
             watcher = None;
             match manager.leases().await {
                 Ok((leases, rev)) => {
-                    if !leases.iter().any(|l| l.subnet == lease.subnet) {
-                        warning!("the node's lease {} is no longer in etcd", lease.subnet);
+                    // Ours only while it still names this node: another node may hold the
+                    // subnet by now.
+                    let still_ours = leases.iter().any(|l| {
+                        l.subnet == lease.subnet && l.attrs.public_ip == lease.attrs.public_ip
+                    });
+                    if !still_ours {
+                        warning!(
+                            "the node's lease {} was deleted (by an admin, or it expired after failed renewals): \
+                             acquiring one again (Go flanneld exits 0 here, and is not restarted under Restart=on-failure)",
+                            lease.subnet
+                        );
                         lease = reacquire(
                             manager,
                             config,
@@ -431,23 +440,9 @@ pub async fn run_with_links<S: Store>(
                 let events = cache.update(changes);
                 backend.handle(&events);
                 if own_deleted {
-                    warning!(
-                        "the node's lease {own_key} was deleted (by an admin, or it expired after failed renewals): \
-                         acquiring one again (Go flanneld exits 0 here, and is not restarted under Restart=on-failure)"
-                    );
-                    lease = reacquire(
-                        manager,
-                        config,
-                        backend,
-                        settings,
-                        &mut cache,
-                        &lease,
-                        &mut shutdown,
-                    )
-                    .await?;
-                    renew_at = LeaseManager::<S>::renew_at(&lease, settings.renew_margin);
-                    // Re-list: the old subnet may be a peer's now, and changes made while
-                    // acquiring were not watched.
+                    // The re-listing at the top of the loop finds the lease gone and acquires
+                    // one again (the old subnet may be a peer's by then, and changes made
+                    // meanwhile were not watched).
                     revision = None;
                 }
             }

@@ -275,6 +275,17 @@ mod tests {
         NetworkConfig::parse(s.as_bytes()).unwrap()
     }
 
+    /// host-gw on 10.5.0.0/16 with masquerade, over in-memory routes and firewall.
+    fn masqueraded_host_gw() -> Masqueraded<HostGw<FakeRoutes>, FakeFirewall> {
+        let c = config(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#);
+        let hg = HostGw::new(
+            ext([192, 168, 1, 2], [192, 168, 1, 2]),
+            FakeRoutes::default(),
+        )
+        .unwrap();
+        Masqueraded::new(hg, FakeFirewall::new(), c)
+    }
+
     fn lease(key: &str) -> Lease {
         Lease {
             subnet: SubnetKey::parse(key).unwrap(),
@@ -329,13 +340,7 @@ add rule ip flannel-ipv4 forward ip daddr 10.5.0.0/16 accept comment \"flanneld 
 
     #[test]
     fn written_on_lease_replaced_on_a_new_subnet_restored_when_changed() {
-        let c = config(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#);
-        let hg = HostGw::new(
-            ext([192, 168, 1, 2], [192, 168, 1, 2]),
-            FakeRoutes::default(),
-        )
-        .unwrap();
-        let mut m = Masqueraded::new(hg, FakeFirewall::new(), c);
+        let mut m = masqueraded_host_gw();
         m.lease_acquired(&lease("10.5.7.0-24")).unwrap();
         assert_eq!(m.firewall().applied(), [GOLDEN_V4]);
         assert_eq!(m.firewall().rules_in("postrtg"), 6);
@@ -367,13 +372,7 @@ add rule ip flannel-ipv4 forward ip daddr 10.5.0.0/16 accept comment \"flanneld 
 
     #[test]
     fn a_refused_transaction_is_an_error_of_the_lease() {
-        let c = config(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#);
-        let hg = HostGw::new(
-            ext([192, 168, 1, 2], [192, 168, 1, 2]),
-            FakeRoutes::default(),
-        )
-        .unwrap();
-        let mut m = Masqueraded::new(hg, FakeFirewall::new(), c);
+        let mut m = masqueraded_host_gw();
         m.firewall().fail_next("EPERM");
         let e = m.lease_acquired(&lease("10.5.7.0-24")).unwrap_err();
         assert!(e.to_string().contains("masquerade"), "{e}");
