@@ -5,9 +5,9 @@
 //! ignored).
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::log::{error, warning};
+use crate::log::error;
 
 /// Go's default endpoints.
 pub const DEFAULT_ENDPOINTS: &str = "http://127.0.0.1:4001,http://127.0.0.1:2379";
@@ -37,6 +37,8 @@ pub struct Options {
     pub iface_regex: Vec<String>,
     /// `--public-ip`.
     pub public_ip: Option<Ipv4Addr>,
+    /// `--public-ipv6` (a dual-stack vxlan network's `PublicIPv6`).
+    pub public_ipv6: Option<Ipv6Addr>,
     /// `--subnet-file`.
     pub subnet_file: String,
     /// `--subnet-lease-renew-margin`, minutes (1..1439).
@@ -278,9 +280,6 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             "--iface-can-reach is not supported yet: use --iface or --iface-regex".into(),
         ));
     }
-    if last("public-ipv6").is_some_and(|v| !v.is_empty()) {
-        warning!("--public-ipv6 is ignored: the host-gw backend routes IPv4 only");
-    }
     let margin = int("subnet-lease-renew-margin", 60);
     if !(1..=1439).contains(&margin) {
         return Err(FlagError::Invalid {
@@ -295,6 +294,14 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             flag: "public-ip".into(),
             value: v.clone(),
             reason: "not an IPv4 address".into(),
+        })?),
+    };
+    let public_ipv6 = match last("public-ipv6").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => Some(v.parse::<Ipv6Addr>().map_err(|_| FlagError::Invalid {
+            flag: "public-ipv6".into(),
+            value: v.clone(),
+            reason: "not an IPv6 address".into(),
         })?),
     };
     let port = int("healthz-port", 0);
@@ -326,6 +333,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         iface: list("iface"),
         iface_regex: list("iface-regex"),
         public_ip,
+        public_ipv6,
         subnet_file: string("subnet-file", DEFAULT_SUBNET_FILE),
         renew_margin_minutes: margin as u32,
         ip_masq: flag("ip-masq"),
@@ -448,6 +456,11 @@ mod tests {
         assert!(run(&["--subnet-lease-renew-margin=1440"], &[]).is_err());
         assert!(run(&["--subnet-lease-renew-margin=0"], &[]).is_err());
         assert!(run(&["--public-ip=fc00::1"], &[]).is_err());
+        assert!(run(&["--public-ipv6=10.0.0.1"], &[]).is_err());
+        assert_eq!(
+            run(&["--public-ipv6=fd00:5::2"], &[]).unwrap().public_ipv6,
+            Some("fd00:5::2".parse().unwrap())
+        );
         assert!(run(&["--kube-subnet-mgr"], &[]).is_err());
         assert_eq!(
             parse(&args(&["--version"]), &|_| None).unwrap(),

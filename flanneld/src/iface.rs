@@ -20,9 +20,12 @@ pub struct ExternalInterface {
     pub iface_addr: Ipv4Addr,
     /// The address published in the lease.
     pub public_ip: Ipv4Addr,
-    /// Its first global IPv6 address, if any (what a dual-stack backend uses and publishes
-    /// as `PublicIPv6`).
+    /// Its first global IPv6 address, if any (the local address of a dual-stack backend's
+    /// IPv6 device).
     pub iface_addr6: Option<Ipv6Addr>,
+    /// The IPv6 address published as `PublicIPv6` by a dual-stack backend: `--public-ipv6`,
+    /// else [`ExternalInterface::iface_addr6`].
+    pub public_ipv6: Option<Ipv6Addr>,
     /// Its MTU.
     pub mtu: u32,
 }
@@ -174,6 +177,7 @@ pub fn lookup(
     ifaces: &[String],
     regexes: &[String],
     public_ip: Option<Ipv4Addr>,
+    public_ipv6: Option<Ipv6Addr>,
 ) -> Result<ExternalInterface, IfaceError> {
     let (links, default) = gather()?;
     let (link, addr) = choose(&links, ifaces, regexes, default)?;
@@ -189,6 +193,7 @@ pub fn lookup(
         iface_addr: addr,
         public_ip: public_ip.unwrap_or(addr),
         iface_addr6: link.v6.first().copied(),
+        public_ipv6: public_ipv6.or(link.v6.first().copied()),
         mtu: link.mtu,
     })
 }

@@ -181,7 +181,12 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
             .unwrap_or_default(),
         config.backend_type
     );
-    let ext = iface::lookup(&opts.iface, &opts.iface_regex, opts.public_ip)?;
+    let ext = iface::lookup(
+        &opts.iface,
+        &opts.iface_regex,
+        opts.public_ip,
+        opts.public_ipv6,
+    )?;
     info!(
         "using interface {} (index {}), address {}, PublicIP {}, MTU {}",
         ext.name, ext.index, ext.iface_addr, ext.public_ip, ext.mtu

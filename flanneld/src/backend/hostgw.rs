@@ -227,6 +227,7 @@ pub mod tests {
             iface_addr: addr.into(),
             public_ip: public.into(),
             iface_addr6: None,
+            public_ipv6: None,
             mtu: 1500,
         }
     }

@@ -176,6 +176,7 @@ pub fn create(
                 ext.clone(),
                 config,
                 vxlan::random_mac(),
+                vxlan::random_mac(),
             )?))
         }
         other => Err(BackendError::Unsupported(other.to_owned())),

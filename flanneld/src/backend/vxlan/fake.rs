@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use node_kernel::link::VxlanSpec;
 
 use super::kernel::{Device, Fdb, Neighbour, PeerRoute, VxlanAttrs, VxlanKernel};
@@ -17,7 +17,7 @@ pub struct FakeKernel {
     /// Links by name.
     pub links: BTreeMap<String, Device>,
     /// Addresses by link index.
-    pub addrs: BTreeMap<u32, BTreeSet<Ipv4Network>>,
+    pub addrs: BTreeMap<u32, BTreeSet<IpNetwork>>,
     /// Neighbour entries (link index, entry).
     pub neigh: BTreeSet<(u32, Neighbour)>,
     /// FDB entries (link index, entry).
@@ -29,7 +29,7 @@ pub struct FakeKernel {
     /// An operation (a log line's first word, e.g. `fdb`) that fails.
     pub fail: Option<&'static str>,
     /// Addresses answering as on-link (DirectRouting).
-    pub on_link: BTreeSet<Ipv4Addr>,
+    pub on_link: BTreeSet<IpAddr>,
     next_index: u32,
 }
 
@@ -83,10 +83,6 @@ impl VxlanKernel for FakeKernel {
             return Err(io::Error::from_raw_os_error(17));
         }
         self.next_index += 1;
-        let local = match spec.local {
-            std::net::IpAddr::V4(a) => Some(a),
-            std::net::IpAddr::V6(_) => None,
-        };
         self.links.insert(
             spec.name.clone(),
             Device {
@@ -97,7 +93,7 @@ impl VxlanKernel for FakeKernel {
                 vxlan: Some(VxlanAttrs {
                     vni: spec.vni,
                     link: Some(spec.link),
-                    local,
+                    local: Some(spec.local),
                     port: if spec.port == 0 { 8472 } else { spec.port },
                     gbp: spec.gbp,
                     l2miss: false,
@@ -134,7 +130,7 @@ impl VxlanKernel for FakeKernel {
         self.op("accept_ra", format!("accept_ra {name} 0"))
     }
 
-    fn addresses(&mut self, index: u32) -> io::Result<Vec<Ipv4Network>> {
+    fn addresses(&mut self, index: u32) -> io::Result<Vec<IpNetwork>> {
         Ok(self
             .addrs
             .get(&index)
@@ -142,13 +138,13 @@ impl VxlanKernel for FakeKernel {
             .unwrap_or_default())
     }
 
-    fn add_address(&mut self, index: u32, addr: Ipv4Network) -> io::Result<()> {
+    fn add_address(&mut self, index: u32, addr: IpNetwork) -> io::Result<()> {
         self.op("addr", format!("addr add {addr} dev {index}"))?;
         self.addrs.entry(index).or_default().insert(addr);
         Ok(())
     }
 
-    fn delete_address(&mut self, index: u32, addr: Ipv4Network) -> io::Result<()> {
+    fn delete_address(&mut self, index: u32, addr: IpNetwork) -> io::Result<()> {
         self.op("addr", format!("addr del {addr} dev {index}"))?;
         if let Some(s) = self.addrs.get_mut(&index) {
             s.remove(&addr);
@@ -156,11 +152,11 @@ impl VxlanKernel for FakeKernel {
         Ok(())
     }
 
-    fn neighbours(&mut self, index: u32) -> io::Result<Vec<Neighbour>> {
+    fn neighbours(&mut self, index: u32, v6: bool) -> io::Result<Vec<Neighbour>> {
         Ok(self
             .neigh
             .iter()
-            .filter(|(i, _)| *i == index)
+            .filter(|(i, n)| *i == index && n.ip.is_ipv6() == v6)
             .map(|(_, n)| *n)
             .collect())
     }
@@ -206,8 +202,13 @@ impl VxlanKernel for FakeKernel {
         Ok(())
     }
 
-    fn routes(&mut self) -> io::Result<Vec<PeerRoute>> {
-        Ok(self.routes.iter().copied().collect())
+    fn routes(&mut self, v6: bool) -> io::Result<Vec<PeerRoute>> {
+        Ok(self
+            .routes
+            .iter()
+            .filter(|r| r.dst.is_ipv6() == v6)
+            .copied()
+            .collect())
     }
 
     fn replace_route(&mut self, r: &PeerRoute) -> io::Result<()> {
@@ -228,7 +229,7 @@ impl VxlanKernel for FakeKernel {
         Ok(())
     }
 
-    fn on_link(&mut self, ip: Ipv4Addr) -> io::Result<bool> {
+    fn on_link(&mut self, ip: IpAddr) -> io::Result<bool> {
         Ok(self.on_link.contains(&ip))
     }
 }

@@ -1,11 +1,13 @@
 //! The kernel side of the vxlan backend behind one small trait ([`VxlanKernel`]): the device,
-//! its address, neighbour and FDB entries, routes. [`KernelVxlan`] speaks netlink in the
-//! agent's namespace; the unit tests use an in-memory kernel (`fake.rs`).
+//! its address, neighbour and FDB entries, routes, of either family (`flannel.<VNI>` is
+//! IPv4, `flannel-v6.<VNI>` IPv6; the types carry `IpAddr`s and the listings take the
+//! family). [`KernelVxlan`] speaks netlink in the agent's namespace; the unit tests use an
+//! in-memory kernel (`fake.rs`).
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::IpNetwork;
 use node_kernel::link::{InfoKind, InfoVxlan, LinkFlags, LinkId, VxlanSpec};
 use node_kernel::route_packet::AddressFamily;
 use node_kernel::route_packet::route::RouteProtocol;
@@ -18,8 +20,8 @@ pub struct VxlanAttrs {
     pub vni: u32,
     /// The underlay link, if the device has one.
     pub link: Option<u32>,
-    /// The local tunnel address, if set.
-    pub local: Option<Ipv4Addr>,
+    /// The local tunnel address (IPv4 or IPv6), if set.
+    pub local: Option<IpAddr>,
     /// The UDP destination port (the kernel reports 8472 when none was asked for).
     pub port: u16,
     /// Group-based policy.
@@ -46,8 +48,8 @@ pub struct Device {
 /// A permanent neighbour entry: `ip lladdr mac`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Neighbour {
-    /// The peer's gateway address (`<peer subnet>.0`).
-    pub ip: Ipv4Addr,
+    /// The peer's gateway address (`<peer subnet>.0`, or the IPv6 subnet's first address).
+    pub ip: IpAddr,
     /// The peer's VTEP MAC.
     pub mac: [u8; 6],
 }
@@ -57,17 +59,17 @@ pub struct Neighbour {
 pub struct Fdb {
     /// The peer's VTEP MAC.
     pub mac: [u8; 6],
-    /// The peer's PublicIP.
-    pub dst: Ipv4Addr,
+    /// The peer's PublicIP (or PublicIPv6).
+    pub dst: IpAddr,
 }
 
-/// A main-table IPv4 route with a gateway: a peer's route.
+/// A main-table route with a gateway: a peer's route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PeerRoute {
     /// The peer's subnet.
-    pub dst: Ipv4Network,
+    pub dst: IpNetwork,
     /// `<peer subnet>.0` (through the device), or the peer's PublicIP (direct routing).
-    pub gw: Ipv4Addr,
+    pub gw: IpAddr,
     /// The device (vxlan routes); `None` lets the kernel pick (direct routes).
     pub oif: Option<u32>,
     /// The `onlink` flag (vxlan routes).
@@ -88,14 +90,15 @@ pub trait VxlanKernel {
     fn set_up(&mut self, index: u32) -> io::Result<()>;
     /// `net.ipv6.conf.<name>.accept_ra = 0`.
     fn disable_accept_ra(&mut self, name: &str) -> io::Result<()>;
-    /// The link's IPv4 addresses.
-    fn addresses(&mut self, index: u32) -> io::Result<Vec<Ipv4Network>>;
-    /// Adds an address to the link.
-    fn add_address(&mut self, index: u32, addr: Ipv4Network) -> io::Result<()>;
+    /// The link's addresses of both families.
+    fn addresses(&mut self, index: u32) -> io::Result<Vec<IpNetwork>>;
+    /// Adds an address to the link (IPv6 without duplicate address detection: usable at
+    /// once, and no one else has a flannel subnet's address).
+    fn add_address(&mut self, index: u32, addr: IpNetwork) -> io::Result<()>;
     /// Removes an address from the link.
-    fn delete_address(&mut self, index: u32, addr: Ipv4Network) -> io::Result<()>;
-    /// The link's permanent IPv4 neighbour entries.
-    fn neighbours(&mut self, index: u32) -> io::Result<Vec<Neighbour>>;
+    fn delete_address(&mut self, index: u32, addr: IpNetwork) -> io::Result<()>;
+    /// The link's permanent neighbour entries of one family (IPv6 when `v6`).
+    fn neighbours(&mut self, index: u32, v6: bool) -> io::Result<Vec<Neighbour>>;
     /// Adds or replaces a permanent neighbour entry.
     fn replace_neighbour(&mut self, index: u32, n: Neighbour) -> io::Result<()>;
     /// Deletes a neighbour entry (gone already is no error).
@@ -106,14 +109,14 @@ pub trait VxlanKernel {
     fn replace_fdb(&mut self, index: u32, e: Fdb) -> io::Result<()>;
     /// Deletes an FDB entry (gone already is no error).
     fn delete_fdb(&mut self, index: u32, e: Fdb) -> io::Result<()>;
-    /// The main table's IPv4 routes with a gateway.
-    fn routes(&mut self) -> io::Result<Vec<PeerRoute>>;
+    /// The main table's routes of one family (IPv6 when `v6`) with a gateway.
+    fn routes(&mut self, v6: bool) -> io::Result<Vec<PeerRoute>>;
     /// Adds a route or replaces the one to the same destination.
     fn replace_route(&mut self, r: &PeerRoute) -> io::Result<()>;
     /// Deletes a route (gone already is no error).
     fn delete_route(&mut self, r: &PeerRoute) -> io::Result<()>;
     /// Whether `ip` is reached without a gateway (DirectRouting's test, Go's `RouteGet`).
-    fn on_link(&mut self, ip: Ipv4Addr) -> io::Result<bool>;
+    fn on_link(&mut self, ip: IpAddr) -> io::Result<bool>;
 }
 
 /// [`VxlanKernel`] over netlink in the namespace the socket was made in (sysctls: the
@@ -146,7 +149,8 @@ fn device_of(m: &link::LinkMessage) -> Device {
             match i {
                 InfoVxlan::Id(v) => a.vni = *v,
                 InfoVxlan::Link(l) if *l != 0 => a.link = Some(*l),
-                InfoVxlan::Local(ip) => a.local = Some(*ip),
+                InfoVxlan::Local(ip) => a.local = Some(IpAddr::V4(*ip)),
+                InfoVxlan::Local6(ip) => a.local = Some(IpAddr::V6(*ip)),
                 InfoVxlan::Port(p) => a.port = *p,
                 InfoVxlan::Gbp => a.gbp = true,
                 InfoVxlan::L2Miss(b) => a.l2miss = *b,
@@ -165,11 +169,11 @@ fn device_of(m: &link::LinkMessage) -> Device {
 }
 
 fn route_message(r: &PeerRoute) -> route::RouteMessage {
-    let mut m = route::main_table(IpAddr::V4(r.dst.network()), r.dst.prefix());
+    let mut m = route::main_table(r.dst.network(), r.dst.prefix());
     if let Some(oif) = r.oif {
         m = route::via_link(m, oif);
     }
-    m = route::via_gateway(m, IpAddr::V4(r.gw));
+    m = route::via_gateway(m, r.gw);
     if r.onlink {
         m = route::onlink(m);
     }
@@ -202,56 +206,57 @@ impl VxlanKernel for KernelVxlan {
             .map_err(|e| io::Error::other(e.to_string()))
     }
 
-    fn addresses(&mut self, index: u32) -> io::Result<Vec<Ipv4Network>> {
+    fn addresses(&mut self, index: u32) -> io::Result<Vec<IpNetwork>> {
         Ok(self
             .0
             .addresses(index)?
             .into_iter()
-            .filter_map(|(a, _)| match a {
-                IpNetwork::V4(v4) => Some(v4),
-                IpNetwork::V6(_) => None,
-            })
+            .map(|(a, _)| a)
             .collect())
     }
 
-    fn add_address(&mut self, index: u32, addr: Ipv4Network) -> io::Result<()> {
+    fn add_address(&mut self, index: u32, addr: IpNetwork) -> io::Result<()> {
         self.0
-            .add_address(&node_kernel::addr::address(index, addr.into(), false))
+            .add_address(&node_kernel::addr::address(index, addr, false))
     }
 
-    fn delete_address(&mut self, index: u32, addr: Ipv4Network) -> io::Result<()> {
+    fn delete_address(&mut self, index: u32, addr: IpNetwork) -> io::Result<()> {
         for (a, m) in self.0.addresses(index)? {
-            if a == IpNetwork::V4(addr) {
+            if a == addr {
                 return self.0.delete_address(&m);
             }
         }
         Ok(())
     }
 
-    fn neighbours(&mut self, index: u32) -> io::Result<Vec<Neighbour>> {
+    fn neighbours(&mut self, index: u32, v6: bool) -> io::Result<Vec<Neighbour>> {
+        let family = if v6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
         Ok(self
             .0
-            .neighbours(AddressFamily::Inet, index)?
+            .neighbours(family, index)?
             .iter()
             .filter(|m| m.header.state == neigh::NeighbourState::Permanent)
-            .filter_map(|m| match neigh::destination(m)? {
-                IpAddr::V4(ip) => Some(Neighbour {
-                    ip,
+            .filter_map(|m| {
+                Some(Neighbour {
+                    ip: neigh::destination(m).filter(|ip| ip.is_ipv6() == v6)?,
                     mac: mac6(neigh::mac(m)?)?,
-                }),
-                IpAddr::V6(_) => None,
+                })
             })
             .collect())
     }
 
     fn replace_neighbour(&mut self, index: u32, n: Neighbour) -> io::Result<()> {
         self.0
-            .replace_neighbour(&neigh::permanent(index, IpAddr::V4(n.ip), n.mac))
+            .replace_neighbour(&neigh::permanent(index, n.ip, n.mac))
     }
 
     fn delete_neighbour(&mut self, index: u32, n: Neighbour) -> io::Result<()> {
         self.0
-            .delete_neighbour(&neigh::permanent(index, IpAddr::V4(n.ip), n.mac))
+            .delete_neighbour(&neigh::permanent(index, n.ip, n.mac))
     }
 
     fn fdb(&mut self, index: u32) -> io::Result<Vec<Fdb>> {
@@ -259,38 +264,36 @@ impl VxlanKernel for KernelVxlan {
             .0
             .neighbours(AddressFamily::Bridge, index)?
             .iter()
-            .filter_map(|m| match neigh::destination(m)? {
-                IpAddr::V4(dst) => Some(Fdb {
+            .filter_map(|m| {
+                Some(Fdb {
                     mac: mac6(neigh::mac(m)?)?,
-                    dst,
-                }),
-                IpAddr::V6(_) => None,
+                    dst: neigh::destination(m)?,
+                })
             })
             .collect())
     }
 
     fn replace_fdb(&mut self, index: u32, e: Fdb) -> io::Result<()> {
-        self.0
-            .replace_neighbour(&neigh::fdb(index, e.mac, IpAddr::V4(e.dst)))
+        self.0.replace_neighbour(&neigh::fdb(index, e.mac, e.dst))
     }
 
     fn delete_fdb(&mut self, index: u32, e: Fdb) -> io::Result<()> {
-        self.0
-            .delete_neighbour(&neigh::fdb(index, e.mac, IpAddr::V4(e.dst)))
+        self.0.delete_neighbour(&neigh::fdb(index, e.mac, e.dst))
     }
 
-    fn routes(&mut self) -> io::Result<Vec<PeerRoute>> {
+    fn routes(&mut self, v6: bool) -> io::Result<Vec<PeerRoute>> {
         Ok(self
             .0
-            .routes(true)?
+            .routes(!v6)?
             .iter()
             .filter(|m| route::in_main_table(m))
             .filter_map(|m| {
-                let (Some(IpNetwork::V4(dst)), Some(IpAddr::V4(gw))) =
-                    (route::destination(m), route::gateway(m))
-                else {
+                let (Some(dst), Some(gw)) = (route::destination(m), route::gateway(m)) else {
                     return None;
                 };
+                if dst.is_ipv6() != v6 || gw.is_ipv6() != v6 {
+                    return None;
+                }
                 Some(PeerRoute {
                     dst,
                     gw,
@@ -312,10 +315,10 @@ impl VxlanKernel for KernelVxlan {
         self.0.delete_route(&m)
     }
 
-    fn on_link(&mut self, ip: Ipv4Addr) -> io::Result<bool> {
+    fn on_link(&mut self, ip: IpAddr) -> io::Result<bool> {
         Ok(self
             .0
-            .route_to(IpAddr::V4(ip))?
+            .route_to(ip)?
             .is_some_and(|m| route::gateway(&m).is_none()))
     }
 }

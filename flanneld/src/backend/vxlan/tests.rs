@@ -4,6 +4,7 @@ use crate::backend::hostgw::tests::ext;
 use crate::subnet::SubnetKey;
 
 const MAC: [u8; 6] = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x01];
+const MAC6: [u8; 6] = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x06];
 /// A peer lease in Go flanneld's exact format (Documentation/reservations.md's value).
 const GO_PEER: &str = r#"{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#;
 
@@ -36,6 +37,7 @@ fn backend_with(kernel: FakeKernel, backend: &str) -> Vxlan<FakeKernel> {
         ext([192, 168, 64, 2], [192, 168, 64, 2]),
         &config(backend),
         MAC,
+        MAC6,
     )
     .unwrap();
     b.lease_acquired(&lease("10.5.1.0-24", r#"{"PublicIP":"192.168.64.2"}"#))
@@ -48,7 +50,7 @@ fn backend() -> Vxlan<FakeKernel> {
     backend_with(FakeKernel::new(), r#"{"Type":"vxlan"}"#)
 }
 
-fn rt(dst: &str, gw: [u8; 4], oif: Option<u32>) -> PeerRoute {
+fn rt(dst: &str, gw: impl Into<IpAddr>, oif: Option<u32>) -> PeerRoute {
     PeerRoute {
         dst: dst.parse().unwrap(),
         gw: gw.into(),
@@ -112,6 +114,7 @@ fn creates_the_device_and_publishes_its_mac() {
         ext([192, 168, 64, 2], [192, 168, 64, 2]),
         &config(r#"{"Type":"vxlan","VNI":100}"#),
         MAC,
+        MAC6,
     )
     .unwrap();
     assert_eq!(b.mtu(), 1450);
@@ -143,19 +146,10 @@ fn creates_the_device_and_publishes_its_mac() {
         ext([192, 168, 64, 2], [192, 168, 64, 2]),
         &config(r#"{"Type":"vxlan","MTU":9000}"#),
         MAC,
+        MAC6,
     )
     .unwrap();
     assert_eq!(b.mtu(), 8950);
-}
-
-#[test]
-fn ipv6_is_refused_clearly_for_now() {
-    let c = NetworkConfig::parse(
-        br#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}"#,
-    )
-    .unwrap();
-    let e = Vxlan::new(FakeKernel::new(), ext([1, 1, 1, 1], [1, 1, 1, 1]), &c, MAC).unwrap_err();
-    assert!(e.to_string().contains("IPv6"), "{e}");
 }
 
 fn existing(vni: u32, port: u16, mac: [u8; 6]) -> Device {
@@ -180,7 +174,7 @@ fn spec(port: u16) -> VxlanSpec {
         name: "flannel.1".into(),
         vni: 1,
         link: 7,
-        local: std::net::IpAddr::V4([192, 168, 64, 2].into()),
+        local: IpAddr::V4([192, 168, 64, 2].into()),
         port,
         gbp: false,
         learning: false,
@@ -232,6 +226,7 @@ fn a_compatible_device_is_reused_with_its_mac_an_incompatible_one_replaced() {
         ext([192, 168, 64, 2], [192, 168, 64, 2]),
         &config(r#"{"Type":"vxlan"}"#),
         MAC,
+        MAC6,
     )
     .unwrap();
     assert_eq!(
@@ -250,6 +245,7 @@ fn a_compatible_device_is_reused_with_its_mac_an_incompatible_one_replaced() {
         ext([192, 168, 64, 2], [192, 168, 64, 2]),
         &config(r#"{"Type":"vxlan"}"#),
         MAC,
+        MAC6,
     )
     .unwrap();
     assert_eq!(b.mac(), kept);
@@ -261,6 +257,7 @@ fn a_compatible_device_is_reused_with_its_mac_an_incompatible_one_replaced() {
         ext([192, 168, 64, 2], [192, 168, 64, 2]),
         &config(r#"{"Type":"vxlan"}"#),
         MAC,
+        MAC6,
     )
     .unwrap();
     assert_eq!(b.mac(), MAC);
