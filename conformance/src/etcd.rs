@@ -101,6 +101,27 @@ impl Lan {
         node.host().sh("ip", &["link", "set", "eth0", "up"]);
         ip
     }
+
+    /// Attaches `node` as [`Lan::attach`] does and gives `eth0` the IPv6 address
+    /// `fd00:5::<host in hex>/64` too, without duplicate address detection (usable at once, and
+    /// the test picks unique hosts); returns both addresses.
+    pub fn attach_dual_stack(&mut self, node: &Node, host: u8) -> (String, String) {
+        let ip = self.attach(node, host);
+        let ip6 = format!("fd00:5::{host:x}");
+        node.host().sh(
+            "ip",
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{ip6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        );
+        (ip, ip6)
+    }
 }
 
 impl Default for Lan {

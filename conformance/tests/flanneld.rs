@@ -677,3 +677,224 @@ fn a_deleted_vxlan_device_is_recreated_with_its_peers_on_the_link_notification()
     );
     assert!(a.running() && b.running());
 }
+
+/// The node's IPv6 subnet (`fc00:0:0:17::/64`) and its first address (the IPv6 device's),
+/// from subnet.env's `FLANNEL_IPV6_SUBNET` (`fc00:0:0:17::1/64`).
+fn own_v6(node: &Node) -> (String, String) {
+    let env = subnet_env(node).unwrap();
+    let sn = env
+        .lines()
+        .find_map(|l| l.strip_prefix("FLANNEL_IPV6_SUBNET="))
+        .unwrap_or_else(|| panic!("no FLANNEL_IPV6_SUBNET in {env}"));
+    let (ip, len) = sn.split_once('/').unwrap();
+    let ip: std::net::Ipv6Addr = ip.parse().unwrap();
+    let first = std::net::Ipv6Addr::from(u128::from(ip) - 1);
+    (format!("{first}/{len}"), first.to_string())
+}
+
+fn mac_of(node: &Node, dev: &str) -> String {
+    let link = node.host().sh("ip", &["-d", "link", "show", dev]);
+    link.split("link/ether ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn vxlan_dual_stack_three_agents_one_etcd() {
+    if !etcd_or_skip("flanneld::vxlan_dual_stack_three_agents_one_etcd") {
+        return;
+    }
+    const V6: &str = "flannel-v6.7";
+    let mut lan = Lan::new();
+    let etcd = Etcd::start(&lan, None);
+    etcd.ctl_ok(&[
+        "put",
+        &format!("{PREFIX}/config"),
+        r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan","VNI":7}}"#,
+    ]);
+    let nodes = [Node::new(), Node::new(), Node::new()];
+    let lan_ips: Vec<(String, String)> = nodes
+        .iter()
+        .zip(2u8..)
+        .map(|(n, h)| lan.attach_dual_stack(n, h))
+        .collect();
+    let mut agents: Vec<Agent> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let masq: &[&str] = if i == 0 {
+                &["--iface=eth0", "--ip-masq"]
+            } else {
+                &["--iface=eth0"]
+            };
+            started(n, &etcd, masq)
+        })
+        .collect();
+    let v6: Vec<(String, String)> = nodes.iter().map(own_v6).collect();
+    let (a_node, b_node) = (&nodes[0], &nodes[1]);
+    let a = a_node.host();
+
+    // subnet.env: Go's keys and order, the MTU of the IPv4 device.
+    let env = subnet_env(a_node).unwrap();
+    let third: u8 = own_key(a_node).split('.').nth(2).unwrap().parse().unwrap();
+    assert_eq!(
+        env,
+        format!(
+            "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.{third}.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET={}1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+            v6[0].1
+        )
+    );
+
+    // The lease: dual-stack key, Go's value with both devices' MACs.
+    let (mac_a, mac6_a) = (mac_of(a_node, "flannel.7"), mac_of(a_node, V6));
+    assert_ne!(mac_a, mac6_a);
+    let key_a = format!("{}&{}", own_key(a_node), v6[0].0.replace('/', "-"));
+    let value = etcd.ctl_ok(&[
+        "get",
+        "--print-value-only",
+        &format!("{PREFIX}/subnets/{key_a}"),
+    ]);
+    assert_eq!(
+        value.trim(),
+        format!(
+            r#"{{"PublicIP":"192.168.50.2","PublicIPv6":"fd00:5::2","BackendType":"vxlan","BackendData":{{"VNI":7,"VtepMAC":"{mac_a}"}},"BackendV6Data":{{"VNI":7,"VtepMAC":"{mac6_a}"}}}}"#
+        )
+    );
+
+    // The IPv6 device: local = eth0's IPv6 address, learning off, underlay − 70, /128.
+    let link = a.sh("ip", &["-d", "link", "show", V6]);
+    for want in [
+        "mtu 1430",
+        "vxlan id 7",
+        "local fd00:5::2",
+        "dev eth0",
+        "dstport 8472",
+        "nolearning",
+        "UP",
+    ] {
+        assert!(link.contains(want), "{want}: {link}");
+    }
+    let addr = a.sh("ip", &["-6", "addr", "show", V6]);
+    assert!(addr.contains(&format!("inet6 {}/128", v6[0].1)), "{addr}");
+
+    // A's entries for B and C: neighbour, FDB entry, onlink route.
+    let route6 = |node: &Node, (net, gw): &(String, String)| {
+        node.host().sh("ip", &["-6", "route"]).lines().any(|l| {
+            l.starts_with(&format!("{net} via {gw} dev {V6} proto static")) && l.contains("onlink")
+        })
+    };
+    for (i, peer) in v6.iter().enumerate().skip(1) {
+        agents[0].wait_for("A's IPv6 route to a peer", 10, || route6(a_node, peer));
+        agents[i].wait_for("the peer's IPv6 route to A", 10, || {
+            route6(&nodes[i], &v6[0])
+        });
+    }
+    let neigh = a.sh("ip", &["-6", "neigh", "show", "dev", V6]);
+    let fdb = a.sh("bridge", &["fdb", "show", "dev", V6]);
+    for (i, node) in nodes.iter().enumerate().skip(1) {
+        let mac6 = mac_of(node, V6);
+        assert!(
+            neigh.contains(&format!("{} lladdr {mac6} PERMANENT", v6[i].1)),
+            "{neigh}"
+        );
+        assert!(
+            fdb.contains(&format!("{mac6} dst {} self permanent", lan_ips[i].1)),
+            "{fdb}"
+        );
+    }
+
+    // Across the overlay: the peers' IPv6 device addresses and a cni0-like address of each
+    // node's IPv6 subnet (FLANNEL_IPV6_SUBNET), and IPv4 still.
+    for (i, node) in nodes.iter().enumerate() {
+        let h = node.host();
+        // A veth pair: an address on a link with carrier, as on a bridge with pods.
+        h.sh(
+            "ip",
+            &[
+                "link", "add", "cni0", "type", "veth", "peer", "name", "cni0p",
+            ],
+        );
+        h.sh("ip", &["link", "set", "cni0p", "up"]);
+        h.sh(
+            "ip",
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{}1/64", v6[i].1),
+                "dev",
+                "cni0",
+                "nodad",
+            ],
+        );
+        h.sh("ip", &["link", "set", "cni0", "up"]);
+    }
+    let mut pings = String::new();
+    for (i, _) in nodes.iter().enumerate().skip(1) {
+        for dst in [v6[i].1.clone(), format!("{}1", v6[i].1)] {
+            let out = a.run("ping", &["-6", "-c", "2", "-W", "2", &dst]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(out.status.success(), "ping -6 {dst}: {text}");
+            pings.push_str(&format!("$ ping -6 -c 2 {dst}\n{text}"));
+        }
+    }
+    a.sh("ping", &["-c1", "-W2", &own_key(b_node).replace("-24", "")]);
+    eprintln!(
+        "node A ({}, {}; own IPv6 subnet {}):\n$ ip -6 route\n{}$ ip -6 neigh\n{}$ bridge fdb show dev {V6}\n{}{pings}",
+        lan_ips[0].0,
+        lan_ips[0].1,
+        v6[0].0,
+        a.sh("ip", &["-6", "route"]),
+        a.sh("ip", &["-6", "neigh"]),
+        fdb
+    );
+
+    // --ip-masq: the ip6 table too.
+    let ruleset = a.sh("nft", &["list", "ruleset"]);
+    assert!(ruleset.contains("table ip6 flannel-ipv6"), "{ruleset}");
+    assert!(
+        ruleset.contains(&format!("ip6 saddr {} ip6 daddr fc00::/48 return", v6[0].0)),
+        "{ruleset}"
+    );
+
+    // The IPv6 device deleted by hand: back with its MAC and the peers' entries.
+    a.sh("ip", &["link", "del", V6]);
+    agents[0].wait_for("flannel-v6.7 recreated with the route to B", 10, || {
+        route6(a_node, &v6[1])
+    });
+    assert_eq!(mac_of(a_node, V6), mac6_a);
+    a.sh("ping", &["-6", "-c1", "-W2", &v6[1].1]);
+    // A neighbour deleted by hand: restored by reconcile.
+    a.sh("ip", &["-6", "neigh", "del", &v6[2].1, "dev", V6]);
+    agents[0].wait_for("C's IPv6 neighbour restored", 15, || {
+        a.sh("ip", &["-6", "neigh", "show", "dev", V6])
+            .contains(&format!("{} lladdr", v6[2].1))
+    });
+
+    // A dual-stack peer lease in Go's format, then deleted: its IPv6 entries come and go.
+    let peer = format!("{PREFIX}/subnets/10.5.200.0-24&fc00:0:0:c8::-64");
+    etcd.ctl_ok(&[
+        "put",
+        &peer,
+        r#"{"PublicIP":"192.168.50.9","PublicIPv6":"fd00:5::9","BackendType":"vxlan","BackendData":{"VNI":7,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendV6Data":{"VNI":7,"VtepMAC":"c6:d2:32:6f:8f:46"}}"#,
+    ]);
+    let go_peer = ("fc00:0:0:c8::/64".to_owned(), "fc00:0:0:c8::".to_owned());
+    agents[0].wait_for("the Go peer's IPv6 route", 10, || route6(a_node, &go_peer));
+    assert!(
+        a.sh("bridge", &["fdb", "show", "dev", V6])
+            .contains("c6:d2:32:6f:8f:46 dst fd00:5::9 self permanent")
+    );
+    etcd.ctl_ok(&["del", &peer]);
+    agents[0].wait_for("the Go peer's IPv6 route removed", 10, || {
+        !route6(a_node, &go_peer)
+    });
+    assert!(
+        !a.sh("ip", &["-6", "neigh", "show", "dev", V6])
+            .contains("fc00:0:0:c8::")
+    );
+    assert!(agents.iter_mut().all(Agent::running));
+}

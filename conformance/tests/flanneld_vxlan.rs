@@ -63,8 +63,16 @@ fn start(
     own: &str,
 ) -> Vxlan<KernelVxlan> {
     in_ns(ns, || {
-        let ext = iface::lookup(&[iface_name.to_owned()], &[], None).unwrap();
-        let mut b = Vxlan::new(KernelVxlan::current().unwrap(), ext, &config(cfg), mac).unwrap();
+        let ext = iface::lookup(&[iface_name.to_owned()], &[], None, None).unwrap();
+        let mac6 = [0x0e, 6, 0, 0, 0, mac[5]];
+        let mut b = Vxlan::new(
+            KernelVxlan::current().unwrap(),
+            ext,
+            &config(cfg),
+            mac,
+            mac6,
+        )
+        .unwrap();
         let attrs = b.lease_attrs().to_json();
         b.lease_acquired(&lease(own, &attrs)).unwrap();
         b
