@@ -173,11 +173,16 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
         return Ok(());
     };
     info!(
-        "network config: {} backend {}",
+        "network config: {}{} backend {}",
         config
             .v4
             .as_ref()
             .map(|r| r.network.to_string())
+            .unwrap_or_default(),
+        config
+            .v6
+            .as_ref()
+            .map(|r| format!(" and {}", r.network))
             .unwrap_or_default(),
         config.backend_type
     );

@@ -221,3 +221,72 @@ fn an_unscripted_request_fails_instead_of_hanging() {
     assert!(s.link(LinkId::Name("x")).is_err());
     let _ = LinkMessage::default();
 }
+
+/// What the dual-stack vxlan backend sends: an `AF_INET6` neighbour, an FDB entry with an
+/// IPv6 remote (read back from its bytes, where `AF_BRIDGE` leaves the address untyped), an
+/// IPv6 onlink route, a VXLAN device with `IFLA_VXLAN_LOCAL6`.
+#[test]
+fn ipv6_neighbours_fdb_remotes_onlink_routes_and_a_vxlan_local6() {
+    use netlink_packet_core::Parseable;
+    use netlink_packet_route::AddressFamily;
+    use netlink_packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkInfo};
+    use netlink_packet_route::neighbour::NeighbourMessage;
+
+    let mac = [2, 0, 0, 0, 0, 6];
+    let n = crate::neigh::permanent(4, "fc00:0:0:2::".parse().unwrap(), mac);
+    assert_eq!(n.header.family, AddressFamily::Inet6);
+    assert_eq!(
+        crate::neigh::destination(&n),
+        Some("fc00:0:0:2::".parse().unwrap())
+    );
+
+    let f = crate::neigh::fdb(4, mac, "fd00:5::3".parse().unwrap());
+    let wire = bytes(&f);
+    let back = NeighbourMessage::parse(&wire[..]).unwrap();
+    assert_eq!(back.header.family, AddressFamily::Bridge);
+    assert_eq!(
+        crate::neigh::destination(&back),
+        Some("fd00:5::3".parse().unwrap())
+    );
+    assert_eq!(crate::neigh::mac(&back), Some(&mac[..]));
+
+    let r = crate::route::onlink(crate::route::via_gateway(
+        crate::route::via_link(
+            crate::route::main_table("fc00:0:0:2::".parse().unwrap(), 64),
+            9,
+        ),
+        "fc00:0:0:2::".parse().unwrap(),
+    ));
+    assert_eq!(r.header.address_family, AddressFamily::Inet6);
+    assert!(crate::route::is_onlink(&r));
+    assert_eq!(
+        crate::route::destination(&r),
+        Some("fc00:0:0:2::/64".parse().unwrap())
+    );
+    assert_eq!(crate::route::output_link(&r), Some(9));
+
+    let link = crate::link::vxlan(&crate::link::VxlanSpec {
+        name: "flannel-v6.1".into(),
+        vni: 1,
+        link: 2,
+        local: "fd00:5::2".parse().unwrap(),
+        port: 0,
+        gbp: false,
+        learning: false,
+        mtu: 1430,
+        mac,
+    });
+    let data = link
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                LinkInfo::Data(InfoData::Vxlan(d)) => Some(d.clone()),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .unwrap();
+    assert!(data.contains(&InfoVxlan::Local6("fd00:5::2".parse().unwrap())));
+    assert!(!data.iter().any(|d| matches!(d, InfoVxlan::Local(_))));
+}

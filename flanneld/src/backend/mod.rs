@@ -166,6 +166,11 @@ pub fn create(
 ) -> Result<Box<dyn Backend>, BackendError> {
     match config.backend_type.as_str() {
         hostgw::TYPE => {
+            if config.v6.is_some() {
+                crate::log::warning!(
+                    "EnableIPv6: the host-gw backend of this flanneld routes IPv4 only; the IPv6 subnets are leased but not routed (use vxlan for dual-stack)"
+                );
+            }
             let routes = hostgw::KernelRoutes::current()?;
             Ok(Box::new(hostgw::HostGw::new(ext.clone(), routes)?))
         }
