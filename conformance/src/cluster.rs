@@ -264,12 +264,12 @@ impl Cluster {
         let env = node.dir().join("subnet.env");
         let deadline = Instant::now() + Duration::from_secs(30);
         while !env.exists() {
+            // A backend it refuses: logged and retried (the config may be fixed in etcd).
+            if let Some(line) = unsupported_line(&agent.log()) {
+                return Err(Unsupported(line));
+            }
             if !agent.running() {
-                let log = agent.log();
-                return match unsupported_line(&log) {
-                    Some(line) => Err(Unsupported(line)),
-                    None => panic!("flanneld on {name} exited:\n{log}"),
-                };
+                panic!("flanneld on {name} exited:\n{}", agent.log());
             }
             assert!(
                 Instant::now() < deadline,

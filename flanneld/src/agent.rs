@@ -255,7 +255,8 @@ pub async fn run_with_links<S: Store>(
     }
 
     let prefix = manager.subnets_prefix();
-    let mut cache = LeaseCache::new(lease.subnet.v4);
+    let mut cache =
+        LeaseCache::new(lease.subnet.v4).guarded(crate::peer::PeerCheck::new(config, &attrs));
     let mut renew_at = LeaseManager::<S>::renew_at(&lease, settings.renew_margin);
     let mut backoff = BACKOFF_MIN;
     let mut revision: Option<i64> = None; // None: list (again) before watching
@@ -426,13 +427,23 @@ pub async fn run_with_links<S: Store>(
                                 }
                             }
                         }
-                        WatchEvent::Put(kv) => {
-                            changes.extend(manager.parse_lease(&kv).map(Change::Put))
-                        }
+                        WatchEvent::Put(kv) => match manager.parse_lease(&kv) {
+                            Some(l) => changes.push(Change::Put(l)),
+                            // A peer's key now holding junk: what it had goes.
+                            None => changes.extend(
+                                kv.key
+                                    .strip_prefix(&prefix)
+                                    .and_then(SubnetKey::parse)
+                                    .map(|sn| Change::Invalid(sn.v4)),
+                            ),
+                        },
                         WatchEvent::Delete(key) => {
                             match key.strip_prefix(&prefix).and_then(SubnetKey::parse) {
                                 Some(sn) => changes.push(Change::Delete(sn.v4)),
-                                None => warning!("skipping deletion of {key}: not a subnet key"),
+                                None => warning!(
+                                    "skipping deletion of {}: not a subnet key",
+                                    crate::log::shown(&key)
+                                ),
                             }
                         }
                     }

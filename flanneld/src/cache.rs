@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use ipnetwork::Ipv4Network;
 
 use crate::lease::Lease;
-use crate::log::info;
+use crate::log::{info, warning};
+use crate::peer::PeerCheck;
 
 /// What the backend is told.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +26,9 @@ pub enum Change {
     Put(Lease),
     /// The lease of this IPv4 subnet was deleted.
     Delete(Ipv4Network),
+    /// The key of this IPv4 subnet now holds a value that is no lease (already logged): what
+    /// was programmed for it goes, as a re-listing would drop it.
+    Invalid(Ipv4Network),
 }
 
 /// The cache of every lease but our own, keyed by IPv4 subnet (as Go's `sameSubnet` does for
@@ -33,6 +37,7 @@ pub enum Change {
 pub struct LeaseCache {
     own: Option<Ipv4Network>,
     peers: BTreeMap<(u32, u8), Lease>,
+    check: Option<PeerCheck>,
 }
 
 fn id(n: Ipv4Network) -> (u32, u8) {
@@ -45,6 +50,25 @@ impl LeaseCache {
         LeaseCache {
             own: Some(own),
             peers: BTreeMap::new(),
+            check: None,
+        }
+    }
+
+    /// The cache passing on only the leases `check` finds nothing wrong with; a skipped
+    /// lease is logged (naming its key and why) and, if it replaced a good one, that one is
+    /// removed.
+    pub fn guarded(mut self, check: PeerCheck) -> LeaseCache {
+        self.check = Some(check);
+        self
+    }
+
+    fn refused(&self, lease: &Lease) -> bool {
+        match self.check.as_ref().and_then(|c| c.problem(lease)) {
+            Some(why) => {
+                warning!("skipping lease {}: {why}", lease.subnet);
+                true
+            }
+            None => false,
         }
     }
 
@@ -74,6 +98,10 @@ impl LeaseCache {
                         continue;
                     }
                     let k = id(lease.subnet.v4);
+                    if self.refused(&lease) {
+                        out.extend(self.peers.remove(&k).map(LeaseEvent::Removed));
+                        continue;
+                    }
                     let same = self
                         .peers
                         .get(&k)
@@ -92,6 +120,11 @@ impl LeaseCache {
                         None => info!("deleted lease {sn} was not known: nothing to remove"),
                     }
                 }
+                Change::Invalid(sn) => {
+                    if Some(sn) != self.own {
+                        out.extend(self.peers.remove(&id(sn)).map(LeaseEvent::Removed));
+                    }
+                }
             }
         }
         out
@@ -103,7 +136,7 @@ impl LeaseCache {
         let mut fresh = BTreeMap::new();
         let mut out = Vec::new();
         for lease in snapshot {
-            if Some(lease.subnet.v4) == self.own {
+            if Some(lease.subnet.v4) == self.own || self.refused(&lease) {
                 continue;
             }
             let k = id(lease.subnet.v4);
@@ -177,6 +210,36 @@ mod tests {
         assert_eq!(
             ev,
             vec![LeaseEvent::Removed(lease("10.5.2.0-24", "10.0.0.3"))]
+        );
+    }
+
+    #[test]
+    fn a_good_lease_overwritten_with_a_bad_one_is_removed() {
+        let check = PeerCheck::new(
+            &crate::config::NetworkConfig::parse(br#"{"Network":"10.5.0.0/16"}"#).unwrap(),
+            &LeaseAttrs::from_json(br#"{"PublicIP":"10.0.0.1","BackendType":"host-gw"}"#).unwrap(),
+        );
+        let mut c = LeaseCache::new(net("10.5.1.0/24")).guarded(check);
+        let good = lease("10.5.2.0-24", "10.0.0.2");
+        assert_eq!(
+            c.update(vec![Change::Put(good.clone())]),
+            vec![LeaseEvent::Added(good.clone())]
+        );
+        // Overwritten with this node's PublicIP: the route to 10.0.0.2 goes, nothing new.
+        assert_eq!(
+            c.update(vec![Change::Put(lease("10.5.2.0-24", "10.0.0.1"))]),
+            vec![LeaseEvent::Removed(good.clone())]
+        );
+        assert!(c.reset(vec![lease("10.6.0.0-24", "10.0.0.3")]).is_empty());
+        // Overwritten with a value that is no lease at all: the same.
+        c.update(vec![Change::Put(good.clone())]);
+        assert_eq!(
+            c.update(vec![
+                Change::Invalid(net("10.5.2.0/24")),
+                Change::Invalid(net("10.5.1.0/24")),
+                Change::Invalid(net("10.5.7.0/24"))
+            ]),
+            vec![LeaseEvent::Removed(good)]
         );
     }
 

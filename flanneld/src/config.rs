@@ -9,17 +9,23 @@ use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::log::shown;
 use crate::subnet::v6_add;
 
 /// Why a config cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Not JSON, or a field of the wrong type.
-    #[error("invalid JSON: {0}")]
+    #[error("invalid JSON: {}", crate::log::bounded(&.0.to_string()))]
     Json(#[from] serde_json::Error),
-    /// A field that Go would refuse (Go's message).
+    /// A field that Go would refuse (Go's message), or that this agent refuses as dangerous
+    /// or unusable.
     #[error("{0}")]
     Invalid(String),
+    /// The `Backend` object names a backend this agent does not have, or has keys the
+    /// backend refuses (checked with the config, so a bad one is retried like a bad config).
+    #[error(transparent)]
+    Backend(Box<crate::backend::BackendError>),
 }
 
 fn invalid(msg: impl Into<String>) -> ConfigError {
@@ -97,19 +103,33 @@ pub struct NetworkConfig {
     pub backend: Value,
 }
 
+/// Whether a JSON text is an array (serde would decode it into a struct, Go refuses it).
+pub(crate) fn is_array(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .is_some_and(|b| *b == b'[')
+}
+
 fn parse_v4(field: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
     s.parse()
-        .map_err(|_| invalid(format!("{field}: {s:?} is not an IPv4 address")))
+        .map_err(|_| invalid(format!("{field}: {} is not an IPv4 address", shown(s))))
 }
 
 fn parse_v6(field: &str, s: &str) -> Result<Ipv6Addr, ConfigError> {
     s.parse()
-        .map_err(|_| invalid(format!("{field}: {s:?} is not an IPv6 address")))
+        .map_err(|_| invalid(format!("{field}: {} is not an IPv6 address", shown(s))))
 }
 
 impl NetworkConfig {
     /// Decodes and checks the config's bytes.
     pub fn parse(bytes: &[u8]) -> Result<NetworkConfig, ConfigError> {
+        if is_array(bytes) {
+            // serde fills a struct from an array, field by field; Go refuses it.
+            return Err(invalid(
+                "invalid JSON: the config is an array, not an object",
+            ));
+        }
         let raw: Raw = cni_common::gojson::from_slice(bytes)?;
         let backend_type = match &raw.backend {
             None | Some(Value::Null) => "udp".to_owned(),
@@ -162,12 +182,26 @@ fn check_v4(raw: &Raw) -> Result<V4Range, ConfigError> {
             s.parse::<Ipv4Network>()
                 .ok()
                 .filter(|_| s.contains('/'))
-                .ok_or_else(|| invalid(format!("Network: {s:?} is not an IPv4 CIDR")))?,
+                .ok_or_else(|| invalid(format!("Network: {} is not an IPv4 CIDR", shown(s))))?,
         ),
     }
     .ok_or_else(|| invalid("please define a correct Network parameter in the flannel config"))?;
     let network = Ipv4Network::new(network.network(), network.prefix())
         .map_err(|e| invalid(e.to_string()))?;
+    // Go takes any network; one overlapping these would route "this network", loopback or
+    // multicast/broadcast addresses to peers (0.0.0.0/0 would replace the default route).
+    for (reserved, what) in [
+        ("0.0.0.0/8", "\"this network\""),
+        ("127.0.0.0/8", "loopback"),
+        ("224.0.0.0/3", "multicast/reserved/broadcast"),
+    ] {
+        let r: Ipv4Network = reserved.parse().map_err(|_| invalid(reserved))?;
+        if r.contains(network.network()) || network.contains(r.network()) {
+            return Err(invalid(format!(
+                "Network {network} overlaps {reserved} ({what} addresses): refusing to route it"
+            )));
+        }
+    }
     let plen = u32::from(network.prefix());
     let subnet_len = if raw.subnet_len > 0 {
         if raw.subnet_len > 30 {
@@ -229,6 +263,12 @@ fn check_v4(raw: &Raw) -> Result<V4Range, ConfigError> {
             "SubnetMax is not on a SubnetLen boundary: {subnet_max}"
         )));
     }
+    if subnet_min > subnet_max {
+        // Go accepts it and then fails every allocation ("out of subnets").
+        return Err(invalid(format!(
+            "SubnetMin {subnet_min} is above SubnetMax {subnet_max}: no subnet to lease"
+        )));
+    }
     Ok(V4Range {
         network,
         subnet_len: subnet_len as u8,
@@ -244,7 +284,7 @@ fn check_v6(raw: &Raw) -> Result<V6Range, ConfigError> {
             s.parse::<Ipv6Network>()
                 .ok()
                 .filter(|_| s.contains('/'))
-                .ok_or_else(|| invalid(format!("IPv6Network: {s:?} is not an IPv6 CIDR")))?,
+                .ok_or_else(|| invalid(format!("IPv6Network: {} is not an IPv6 CIDR", shown(s))))?,
         ),
     }
     .ok_or_else(|| {
@@ -252,6 +292,15 @@ fn check_v6(raw: &Raw) -> Result<V6Range, ConfigError> {
     })?;
     let network = Ipv6Network::new(network.network(), network.prefix())
         .map_err(|e| invalid(e.to_string()))?;
+    let multicast: Ipv6Network = "ff00::/8".parse().map_err(|_| invalid("ff00::/8"))?;
+    if network.contains(Ipv6Addr::LOCALHOST)
+        || multicast.contains(network.network())
+        || network.contains(multicast.network())
+    {
+        return Err(invalid(format!(
+            "IPv6Network {network} overlaps ::1 (loopback) or ff00::/8 (multicast): refusing to route it"
+        )));
+    }
     let plen = u32::from(network.prefix());
     let subnet_len = if raw.ipv6_subnet_len > 0 {
         if raw.ipv6_subnet_len > 126 {
@@ -306,6 +355,11 @@ fn check_v6(raw: &Raw) -> Result<V6Range, ConfigError> {
     if u128::from(subnet_max) & mask != u128::from(subnet_max) {
         return Err(invalid(format!(
             "IPv6SubnetMax is not on a SubnetLen boundary: {subnet_max}"
+        )));
+    }
+    if subnet_min > subnet_max {
+        return Err(invalid(format!(
+            "IPv6SubnetMin {subnet_min} is above IPv6SubnetMax {subnet_max}: no subnet to lease"
         )));
     }
     Ok(V6Range {
@@ -407,6 +461,55 @@ mod tests {
         assert!(err(r#"{"Network":"nonsense"}"#).contains("not an IPv4 CIDR"));
         assert!(err(r#"{"Network":"10.0.0.0/16","Backend":"vxlan"}"#).contains("Backend"));
         assert!(err("not json").starts_with("invalid JSON"));
+    }
+
+    #[test]
+    fn an_array_is_no_config() {
+        // Before: serde filled the fields in order, so this was a config (Go refuses it).
+        assert!(
+            err(r#" [true, false, "10.5.0.0/16"]"#).contains("an array, not an object"),
+            "{}",
+            err(r#"[true, false, "10.5.0.0/16"]"#)
+        );
+    }
+
+    #[test]
+    fn unusable_or_dangerous_ranges_refused_though_go_takes_them() {
+        // Before: accepted, then every allocation failed ("out of subnets", exit 1).
+        assert_eq!(
+            err(r#"{"Network":"10.0.0.0/16","SubnetMin":"10.0.20.0","SubnetMax":"10.0.10.0"}"#),
+            "SubnetMin 10.0.20.0 is above SubnetMax 10.0.10.0: no subnet to lease"
+        );
+        // Before: accepted; a peer's lease 0.0.0.0-24.. or 127.0.0.0-24 became a route.
+        for n in [
+            "0.0.0.0/0",
+            "0.0.0.0/8",
+            "127.0.0.0/16",
+            "224.0.0.0/4",
+            "240.0.0.0/8",
+        ] {
+            assert!(
+                err(&format!(r#"{{"Network":"{n}"}}"#)).contains("refusing to route it"),
+                "{n}"
+            );
+        }
+        assert!(parse(r#"{"Network":"100.64.0.0/10"}"#).is_ok());
+        for n in ["::/0", "ff00::/16", "::/64"] {
+            let c = format!(r#"{{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"{n}"}}"#);
+            assert!(err(&c).contains("refusing to route it"), "{n}");
+        }
+        assert!(
+            err(r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","IPv6SubnetMin":"fc00:0:0:9::","IPv6SubnetMax":"fc00:0:0:2::"}"#)
+                .contains("above IPv6SubnetMax")
+        );
+        // A huge value is not echoed whole.
+        let huge = format!(r#"{{"Network":"{}"}}"#, "9".repeat(1 << 20));
+        assert!(err(&huge).len() < 300);
+        let huge = format!(
+            r#"{{"Network":"10.5.0.0/16","SubnetLen":"{}"}}"#,
+            "9".repeat(1 << 20)
+        );
+        assert!(err(&huge).len() < 500, "{}", err(&huge).len());
     }
 
     #[test]

@@ -19,8 +19,8 @@ use tonic::Code;
 /// How long a single request may take before the agent treats etcd as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How the agent reaches etcd (flags `--etcd-*`).
-#[derive(Debug, Clone, Default)]
+/// How the agent reaches etcd (flags `--etcd-*`). Its `Debug` leaves the password out.
+#[derive(Clone, Default)]
 pub struct EtcdOptions {
     /// Endpoints, e.g. `https://10.0.0.1:2379`.
     pub endpoints: Vec<String>,
@@ -34,6 +34,26 @@ pub struct EtcdOptions {
     pub username: String,
     /// `--etcd-password`.
     pub password: String,
+}
+
+impl std::fmt::Debug for EtcdOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdOptions")
+            .field("endpoints", &self.endpoints)
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    ""
+                } else {
+                    "(redacted)"
+                },
+            )
+            .finish()
+    }
 }
 
 /// etcd through its endpoints, one client each, failing over in order: a request that
@@ -375,5 +395,25 @@ impl Store for EtcdStore {
             })
             .await?;
         Ok(EtcdWatch { stream })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_leaves_the_password_out() {
+        let o = EtcdOptions {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            username: "root".into(),
+            password: "s3cret".into(),
+            ..Default::default()
+        };
+        let text = format!("{o:?}");
+        assert!(
+            !text.contains("s3cret") && text.contains("(redacted)"),
+            "{text}"
+        );
     }
 }

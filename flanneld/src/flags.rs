@@ -212,9 +212,14 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             break; // Go stops at the first non-flag argument.
         };
         if body.is_empty() || body.starts_with('-') || body.starts_with('=') {
+            // The error is printed: a mistyped `---etcd-password=...` must not print it.
+            let shown = |s: &str| match s.split_once('=') {
+                Some((n, _)) if n.contains("password") => format!("{n}=(redacted)"),
+                _ => s.to_owned(),
+            };
             return Err(FlagError::Invalid {
-                flag: body.into(),
-                value: arg.clone(),
+                flag: shown(body),
+                value: shown(arg),
                 reason: "bad flag syntax".into(),
             });
         }
@@ -484,5 +489,17 @@ mod tests {
         assert!(o.ip_masq);
         assert_eq!(o.etcd_prefix, "/cli/net", "the command line wins");
         assert_eq!(o.healthz_port, 0, "a bad value is ignored");
+    }
+
+    #[test]
+    fn a_mistyped_password_flag_is_not_printed() {
+        // Before: "invalid value \"---etcd-password=s3cret\" for flag --etcd-password=s3cret".
+        let e = parse(&["---etcd-password=s3cret".to_owned()], &|_| None).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            !text.contains("s3cret") && text.contains("bad flag syntax"),
+            "{text}"
+        );
+        assert!(text.contains("---etcd-password=(redacted)"), "{text}");
     }
 }

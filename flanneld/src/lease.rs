@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::log::{bounded, shown};
 use crate::subnet::SubnetKey;
 
 /// The value of `<prefix>/subnets/<key>`. Field order and omissions are Go's: `PublicIP`,
@@ -59,19 +60,22 @@ impl LeaseAttrs {
     /// `null` are accepted; a missing or unparsable `PublicIP` is not (no route can be made
     /// from it).
     pub fn from_json(bytes: &[u8]) -> Result<LeaseAttrs, String> {
-        let raw: RawAttrs =
-            cni_common::gojson::from_slice(bytes).map_err(|e| format!("not a lease value: {e}"))?;
+        if crate::config::is_array(bytes) {
+            return Err("not a lease value: an array, not an object".to_owned());
+        }
+        let raw: RawAttrs = cni_common::gojson::from_slice(bytes)
+            .map_err(|e| format!("not a lease value: {}", bounded(&e.to_string())))?;
         let public_ip = match raw.public_ip.as_deref() {
             Some(s) => s
                 .parse::<Ipv4Addr>()
-                .map_err(|_| format!("PublicIP {s:?} is not an IPv4 address"))?,
+                .map_err(|_| format!("PublicIP {} is not an IPv4 address", shown(s)))?,
             None => return Err("no PublicIP".to_owned()),
         };
         let public_ipv6 = match raw.public_ipv6.as_deref() {
             None | Some("") => None,
             Some(s) => Some(
                 s.parse::<Ipv6Addr>()
-                    .map_err(|_| format!("PublicIPv6 {s:?} is not an IPv6 address"))?,
+                    .map_err(|_| format!("PublicIPv6 {} is not an IPv6 address", shown(s)))?,
             ),
         };
         let data = |v: Option<Value>| v.filter(|v| !v.is_null());
@@ -164,6 +168,8 @@ mod tests {
             br#"{"PublicIP":7}"#,
             br#"{"PublicIP":"10.0.0.1","PublicIPv6":"10.0.0.1"}"#,
             br#"{"PublicIP":"10.0.0.1","BackendType":3}"#,
+            // Before: accepted (serde fills a struct from an array); Go refuses it.
+            br#"["10.0.0.1"]"#,
         ] {
             assert!(
                 LeaseAttrs::from_json(bad).is_err(),

@@ -19,10 +19,13 @@ pub mod iface;
 pub mod lease;
 pub(crate) mod log;
 pub mod manager;
+pub mod peer;
 pub mod store;
 pub mod subnet;
 pub mod subnet_env;
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;
 

@@ -51,10 +51,71 @@ pub fn header(severity: Severity, now: SystemTime) -> String {
     )
 }
 
+/// The most of an outside value (an etcd key, a field of a lease or of the config) a log line
+/// shows: a hostile 1 MiB value must not become a 1 MiB line every re-listing.
+pub const SHOWN_MAX: usize = 128;
+
+/// An outside string as a log line shows it: quoted and escaped as Rust's `{:?}` escapes it
+/// (a newline, NUL or escape sequence in an etcd key cannot forge or garble a line), cut to
+/// [`SHOWN_MAX`] characters with the full length noted.
+pub fn shown(s: &str) -> String {
+    let count = s.chars().count();
+    if count <= SHOWN_MAX {
+        return format!("{s:?}");
+    }
+    let head: String = s.chars().take(SHOWN_MAX).collect();
+    format!("{head:?}... ({} bytes)", s.len())
+}
+
+/// A message built from outside text (a JSON decoder's error quotes the offending string
+/// whole), cut to a few hundred bytes at a character boundary.
+pub fn bounded(msg: &str) -> String {
+    const MAX: usize = 300;
+    if msg.len() <= MAX {
+        return msg.to_owned();
+    }
+    let mut end = MAX;
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &msg[..end], msg.len())
+}
+
 /// Prints one line; errors writing to stderr are ignored (there is nowhere else to report them).
 pub fn line(severity: Severity, args: std::fmt::Arguments<'_>) {
     let text = format!("{} {args}\n", header(severity, SystemTime::now()));
+    #[cfg(test)]
+    capture::record(&text);
     let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+/// The lines logged by the current thread, kept for the tests that assert what the agent
+/// said (the agent's tests run on one thread: tokio's current-thread runtime).
+#[cfg(test)]
+pub mod capture {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static LINES: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+    }
+
+    pub(crate) fn record(line: &str) {
+        LINES.with(|l| {
+            if let Some(v) = l.borrow_mut().as_mut() {
+                v.push(line.to_owned());
+            }
+        });
+    }
+
+    /// Starts keeping this thread's lines (dropping any kept so far).
+    pub fn start() {
+        LINES.with(|l| *l.borrow_mut() = Some(Vec::new()));
+    }
+
+    /// The lines kept since [`start`], and keeps going.
+    pub fn lines() -> Vec<String> {
+        LINES.with(|l| l.borrow().clone().unwrap_or_default())
+    }
 }
 
 /// An informational line.
@@ -85,5 +146,20 @@ mod tests {
         assert!(h.ends_with(" flanneld]"), "{h}");
         assert_eq!(civil(0), (1970, 1, 1));
         assert_eq!(civil(19_782), (2024, 2, 29));
+    }
+
+    #[test]
+    fn outside_text_is_escaped_and_bounded() {
+        assert_eq!(shown("10.5.1.0-24"), "\"10.5.1.0-24\"");
+        assert_eq!(shown("a\nI0101 forged\u{0}"), "\"a\\nI0101 forged\\0\"");
+        let huge = "x".repeat(1 << 20);
+        let s = shown(&huge);
+        assert!(s.len() < 200 && s.ends_with("... (1048576 bytes)"), "{s}");
+        let msg = format!("invalid type: string {:?}", "é".repeat(1 << 19));
+        let b = bounded(&msg);
+        assert!(
+            b.len() < 400 && b.ends_with(&format!("... ({} bytes)", msg.len())),
+            "{b}"
+        );
     }
 }

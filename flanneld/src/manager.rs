@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::config::{ConfigError, NetworkConfig};
 use crate::lease::{Lease, LeaseAttrs};
-use crate::log::{info, warning};
+use crate::log::{info, shown, warning};
 use crate::store::{KeyValue, Store, StoreError};
 use crate::subnet::{self, Pick, SubnetKey};
 
@@ -110,7 +110,13 @@ impl<S: Store> LeaseManager<S> {
             .get(&key)
             .await?
             .ok_or_else(|| LeaseError::NoConfig { key: key.clone() })?;
-        NetworkConfig::parse(&kv.value).map_err(|source| LeaseError::BadConfig { key, source })
+        NetworkConfig::parse(&kv.value)
+            .and_then(|c| {
+                crate::backend::check(&c)
+                    .map(|()| c)
+                    .map_err(|e| ConfigError::Backend(Box::new(e)))
+            })
+            .map_err(|source| LeaseError::BadConfig { key, source })
     }
 
     /// A stored key/value as a lease; `None` (with a log line) when the key or value is not
@@ -118,7 +124,7 @@ impl<S: Store> LeaseManager<S> {
     pub fn parse_lease(&self, kv: &KeyValue) -> Option<Lease> {
         let name = kv.key.strip_prefix(&self.subnets_prefix())?;
         let Some(subnet) = SubnetKey::parse(name) else {
-            warning!("skipping {}: not a subnet key", kv.key);
+            warning!("skipping {}: not a subnet key", shown(&kv.key));
             return None;
         };
         match LeaseAttrs::from_json(&kv.value) {
@@ -129,7 +135,7 @@ impl<S: Store> LeaseManager<S> {
                 expiration: None,
             }),
             Err(e) => {
-                warning!("skipping {}: {e}", kv.key);
+                warning!("skipping {}: {e}", shown(&kv.key));
                 None
             }
         }
@@ -165,7 +171,8 @@ impl<S: Store> LeaseManager<S> {
     ) -> Result<Lease, LeaseError> {
         let value = attrs.to_json();
         for attempt in 1..=RACE_RETRIES {
-            let (leases, _) = self.leases().await?;
+            let (kvs, _) = self.store.list(&self.subnets_prefix()).await?;
+            let leases: Vec<Lease> = kvs.iter().filter_map(|kv| self.parse_lease(kv)).collect();
             if let Some(mine) = leases.iter().find(|l| {
                 l.attrs.public_ip == attrs.public_ip
                     && (attrs.public_ipv6.is_none() || l.attrs.public_ipv6 == attrs.public_ipv6)
@@ -185,10 +192,29 @@ impl<S: Store> LeaseManager<S> {
                 );
                 self.store.delete(&key).await?;
             }
-            let taken: Vec<SubnetKey> = leases
+            // Every subnet key counts as taken, whatever its value: a key holding junk still
+            // exists, and creating it would fail as a lost race. But not one wider than a
+            // quarter of the Network (or outside it): `0.0.0.0-0` would "overlap" every
+            // subnet, and the node would never get one.
+            let plausible = |sn: &SubnetKey| {
+                config.v4.as_ref().is_some_and(|r| {
+                    r.network.contains(sn.v4.network())
+                        && u32::from(sn.v4.prefix()) >= u32::from(r.network.prefix()) + 2
+                })
+            };
+            let ours = |sn: &SubnetKey| {
+                leases
+                    .iter()
+                    .any(|l| l.subnet == *sn && l.attrs.public_ip == attrs.public_ip)
+            };
+            let taken: Vec<SubnetKey> = kvs
                 .iter()
-                .filter(|l| l.attrs.public_ip != attrs.public_ip)
-                .map(|l| l.subnet)
+                .filter_map(|kv| {
+                    kv.key
+                        .strip_prefix(&self.subnets_prefix())
+                        .and_then(SubnetKey::parse)
+                })
+                .filter(|sn| plausible(sn) && !ours(sn))
                 .collect();
             let previous = match self.previous {
                 (Some(v4), v6) => {
@@ -426,6 +452,52 @@ mod tests {
         tokio::time::advance(Duration::from_secs(3600)).await;
         store.expire();
         assert!(store.value(&m.lease_key(&l.subnet)).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_holding_junk_are_taken_not_raced_for() {
+        // A /24 network of /28 subnets: 15 candidates, 14 of them keys holding junk. Before,
+        // junk keys counted as free: nearly every create "lost the race", and after 10 the
+        // agent gave up (exit 1).
+        let store = MemStore::default();
+        let cfg = r#"{"Network":"10.5.0.0/24","SubnetLen":28,"Backend":{"Type":"host-gw"}}"#;
+        store.put_raw("/coreos.com/network/config", cfg);
+        let c = NetworkConfig::parse(cfg.as_bytes()).unwrap();
+        for i in 1..15 {
+            store.put_raw(
+                &format!("/coreos.com/network/subnets/10.5.0.{}-28", i * 16),
+                "junk",
+            );
+        }
+        for n in 1..=5 {
+            let mut m = LeaseManager::new(store.clone(), DEFAULT_PREFIX, (None, None));
+            let l = m.acquire(&c, &attrs(2)).await.unwrap();
+            assert_eq!(l.subnet.to_string(), "10.5.0.240-28");
+            assert_eq!(store.creates(), n, "never a create on an existing key");
+            store.delete_raw("/coreos.com/network/subnets/10.5.0.240-28");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_covering_the_network_does_not_starve_allocation() {
+        // Before: "out of subnets", and the agent exited.
+        let (store, mut m, c) = setup();
+        let peer = r#"{"PublicIP":"192.168.1.9","BackendType":"host-gw"}"#;
+        for k in ["0.0.0.0-0", "10.0.0.0-8", "10.5.0.0-16", "10.5.0.0-17"] {
+            store.put_raw(&format!("/coreos.com/network/subnets/{k}"), peer);
+        }
+        store.put_raw("/coreos.com/network/subnets/10.5.128.0-18", peer);
+        let l = m.acquire(&c, &attrs(2)).await.unwrap();
+        assert!(l.subnet.fits(&c));
+        assert!(l.subnet.v4.ip() < "10.5.128.0".parse::<Ipv4Addr>().unwrap());
+        // A quarter of the Network still counts: that much may be a real (older) lease.
+        let only = m.acquire(&c, &attrs(3)).await.unwrap();
+        assert!(
+            !"10.5.128.0/18"
+                .parse::<Ipv4Network>()
+                .unwrap()
+                .contains(only.subnet.v4.ip())
+        );
     }
 
     #[tokio::test(start_paused = true)]

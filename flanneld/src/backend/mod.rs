@@ -17,7 +17,10 @@ use crate::lease::{Lease, LeaseAttrs};
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// The config names a backend this agent does not have (yet).
-    #[error("backend type {0:?} is not supported by this flanneld (supported: vxlan, host-gw)")]
+    #[error(
+        "backend type {} is not supported by this flanneld (supported: vxlan, host-gw)",
+        crate::log::shown(.0)
+    )]
     Unsupported(String),
     /// The `Backend` object has a value Go would refuse, or asks for what is not done here.
     #[error("{0}")]
@@ -156,6 +159,18 @@ impl Repairs {
             + self.stale_fdb
             + self.stale_route
             + self.rules
+    }
+}
+
+/// Checks the config's `Backend` object without touching the kernel: a type this agent has,
+/// and keys its backend takes (vxlan's VNI, Port, MTU...). The agent checks this with the
+/// rest of the config, so a bad `Backend` is logged and retried every second until fixed
+/// in etcd, as a bad `Network` is (Go exits 1).
+pub fn check(config: &NetworkConfig) -> Result<(), BackendError> {
+    match config.backend_type.as_str() {
+        hostgw::TYPE => Ok(()),
+        vxlan::TYPE => vxlan::VxlanConfig::parse(&config.backend).map(|_| ()),
+        other => Err(BackendError::Unsupported(other.to_owned())),
     }
 }
 

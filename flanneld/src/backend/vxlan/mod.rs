@@ -17,7 +17,7 @@
 mod kernel;
 
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -109,8 +109,8 @@ impl VxlanConfig {
     pub fn parse(backend: &Value) -> Result<VxlanConfig, BackendError> {
         let bad =
             |e: String| BackendError::Config(format!("error decoding VXLAN backend config: {e}"));
-        let raw: RawConfig =
-            cni_common::gojson::from_value(backend).map_err(|e| bad(e.to_string()))?;
+        let raw: RawConfig = cni_common::gojson::from_value(backend)
+            .map_err(|e| bad(crate::log::bounded(&e.to_string())))?;
         let vni = u32::try_from(raw.vni)
             .ok()
             .filter(|v| *v <= MAX_VNI)
@@ -184,6 +184,27 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(out)
 }
 
+/// Refuses a peer's VtepMAC that is not another node's unicast MAC: the all-zero MAC is the
+/// VXLAN FDB's default entry (every unknown destination flooded to that peer), a multicast
+/// or broadcast one cannot be a neighbour's address, and ours would loop. Go takes any.
+fn check_vtep_mac(mac: &[u8; 6], own: &[u8; 6]) -> Result<(), String> {
+    if *mac == [0; 6] {
+        return Err(
+            "VtepMAC 00:00:00:00:00:00 is the all-zero MAC (the FDB's default entry)".into(),
+        );
+    }
+    if mac[0] & 1 == 1 {
+        return Err(format!(
+            "VtepMAC {} is a multicast/broadcast MAC",
+            mac_string(mac)
+        ));
+    }
+    if mac == own {
+        return Err(format!("VtepMAC {} is this node's own", mac_string(mac)));
+    }
+    Ok(())
+}
+
 /// What to do about the device found under our name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceAction {
@@ -227,7 +248,13 @@ pub fn decide(existing: Option<&Device>, want: &VxlanSpec) -> DeviceAction {
 
 /// The decoded `BackendData` (or `BackendV6Data`) of a peer's lease: its VTEP MAC (a VNI
 /// other than ours is warned about and used anyway, as Go does).
-fn vtep_mac(data: Option<&Value>, field: &str, vni: u32, subnet: &str) -> Result<[u8; 6], String> {
+fn vtep_mac(
+    data: Option<&Value>,
+    field: &str,
+    vni: u32,
+    own: &[u8; 6],
+    subnet: &str,
+) -> Result<[u8; 6], String> {
     let data = data.ok_or_else(|| format!("no {field}"))?;
     #[derive(Deserialize, Default)]
     #[serde(default)]
@@ -237,9 +264,15 @@ fn vtep_mac(data: Option<&Value>, field: &str, vni: u32, subnet: &str) -> Result
         #[serde(rename = "VtepMAC")]
         vtep_mac: String,
     }
-    let d: Data = cni_common::gojson::from_value(data).map_err(|e| format!("{field}: {e}"))?;
-    let mac = parse_mac(&d.vtep_mac.to_ascii_lowercase())
-        .ok_or_else(|| format!("{field}: VtepMAC {:?} is not a MAC address", d.vtep_mac))?;
+    let d: Data = cni_common::gojson::from_value(data)
+        .map_err(|e| format!("{field}: {}", crate::log::bounded(&e.to_string())))?;
+    let mac = parse_mac(&d.vtep_mac.to_ascii_lowercase()).ok_or_else(|| {
+        format!(
+            "{field}: VtepMAC {} is not a MAC address",
+            crate::log::shown(&d.vtep_mac)
+        )
+    })?;
+    check_vtep_mac(&mac, own).map_err(|e| format!("{field}: {e}"))?;
     if d.vni != i64::from(vni) {
         warning!(
             "lease {subnet} has VNI {} in {field} (this node: {vni}); programming it anyway, as Go does",
@@ -367,6 +400,7 @@ impl<K: VxlanKernel> Vxlan<K> {
             lease.attrs.backend_data.as_ref(),
             "BackendData",
             self.config.vni,
+            &self.v4.mac(),
             &lease.subnet.to_string(),
         )?;
         let public_ip = IpAddr::V4(lease.attrs.public_ip);
@@ -388,10 +422,12 @@ impl<K: VxlanKernel> Vxlan<K> {
             .attrs
             .public_ipv6
             .ok_or("an IPv6 subnet but no PublicIPv6")?;
+        let own = self.v6.as_ref().map_or([0; 6], Stack::mac);
         let mac = vtep_mac(
             lease.attrs.backend_v6_data.as_ref(),
             "BackendV6Data",
             self.config.vni,
+            &own,
             &lease.subnet.to_string(),
         )?;
         let public_ip = IpAddr::V6(public_ip);
@@ -505,4 +541,35 @@ impl<K: VxlanKernel> Backend for Vxlan<K> {
         links.push(self.ext.name.clone());
         links
     }
+}
+
+/// Whether a peer lease's `BackendData` is one this backend can program (an object with a
+/// `VtepMAC` that passes [`check_vtep_mac`] against `own_mac`); checked before the lease
+/// reaches the backend (`crate::peer`), so a bad one is never handed to it.
+pub fn check_peer_data(data: Option<&Value>, own_mac: Option<&str>) -> Result<(), String> {
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Data {
+        #[serde(rename = "VtepMAC")]
+        vtep_mac: String,
+    }
+    let data = data.ok_or("no BackendData")?;
+    if !data.is_object() {
+        return Err(format!(
+            "BackendData {} is not an object",
+            crate::log::bounded(&data.to_string())
+        ));
+    }
+    let d: Data = cni_common::gojson::from_value(data)
+        .map_err(|e| format!("BackendData: {}", crate::log::bounded(&e.to_string())))?;
+    let mac = parse_mac(&d.vtep_mac.to_ascii_lowercase()).ok_or_else(|| {
+        format!(
+            "VtepMAC {} is not a MAC address",
+            crate::log::shown(&d.vtep_mac)
+        )
+    })?;
+    let own = own_mac
+        .and_then(|m| parse_mac(&m.to_ascii_lowercase()))
+        .unwrap_or([0; 6]);
+    check_vtep_mac(&mac, &own)
 }

@@ -523,3 +523,30 @@ fn a_deleted_device_comes_back_with_its_mac_and_every_peer() {
     assert_eq!(b.kernel().links["flannel.1"].mac, MAC);
     assert_eq!(b.kernel().routes.len(), 2);
 }
+
+#[test]
+fn vtep_macs_that_are_no_peer_are_refused_before_any_entry() {
+    // Before: the all-zero MAC became FDB entry 00:00:00:00:00:00 (the default destination
+    // of every unknown MAC), a multicast one a neighbour's lladdr.
+    let mut b = backend();
+    for (i, mac) in [
+        "00:00:00:00:00:00",
+        "01:00:5e:00:00:01",
+        "ff:ff:ff:ff:ff:ff",
+        &mac_string(&MAC),
+        "zz:00:00:00:00:01",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = format!("10.5.{}.0-24", 20 + i);
+        b.handle(&[LeaseEvent::Added(peer(&key, "192.168.64.9", mac))]);
+    }
+    assert!(b.kernel().log.is_empty(), "{:?}", b.kernel().log);
+    b.handle(&[LeaseEvent::Added(peer(
+        "10.5.30.0-24",
+        "192.168.64.9",
+        "c6:d2:32:6f:8f:44",
+    ))]);
+    assert_eq!(b.kernel().log.len(), 3, "{:?}", b.kernel().log);
+}

@@ -1,0 +1,251 @@
+//! What a peer's lease must be before any backend sees it. Anyone who can write to etcd can
+//! write a lease, and a backend turns a lease into routes, neighbours and FDB entries; so a
+//! lease whose subnet is not one the network config hands out (`0.0.0.0-0` would replace the
+//! default route), or whose PublicIP cannot be a peer (unspecified, loopback, multicast,
+//! this node's own, inside the pod network) is skipped with a line naming it and why. Go
+//! flanneld programs such leases; see `docs/differences.md`.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnetwork::{Ipv4Network, Ipv6Network};
+
+use crate::backend::vxlan;
+use crate::config::NetworkConfig;
+use crate::lease::{Lease, LeaseAttrs};
+
+/// The checks of one agent: its network config and its own lease value.
+#[derive(Debug, Clone)]
+pub struct PeerCheck {
+    network: Option<Ipv4Network>,
+    subnet_len: u8,
+    v6: Option<(Ipv6Network, u8)>,
+    own_ip: Ipv4Addr,
+    backend_type: String,
+    own_mac: Option<String>,
+}
+
+/// Whether an address can be a peer's underlay address.
+fn unicast(ip: IpAddr) -> bool {
+    !(ip.is_unspecified() || ip.is_loopback() || ip.is_multicast())
+        && match ip {
+            IpAddr::V4(a) => !(a.is_broadcast() || a.octets()[0] == 0),
+            IpAddr::V6(_) => true,
+        }
+}
+
+impl PeerCheck {
+    /// The checks for a node with `config` publishing `own` (its PublicIP, BackendType and,
+    /// for vxlan, its VtepMAC).
+    pub fn new(config: &NetworkConfig, own: &LeaseAttrs) -> PeerCheck {
+        let own_mac = own
+            .backend_data
+            .as_ref()
+            .and_then(|d| cni_common::gojson::get(d.as_object()?, "VtepMAC"))
+            .and_then(|m| m.as_str())
+            .map(str::to_owned);
+        PeerCheck {
+            network: config.v4.as_ref().map(|r| r.network),
+            subnet_len: config.v4.as_ref().map_or(0, |r| r.subnet_len),
+            v6: config.v6.as_ref().map(|r| (r.network, r.subnet_len)),
+            own_ip: own.public_ip,
+            backend_type: own.backend_type.clone(),
+            own_mac,
+        }
+    }
+
+    /// Why `lease` must not be programmed; `None` when it may. A lease inside the Network
+    /// but outside SubnetMin..SubnetMax is taken: an admin narrowing the range must not cut
+    /// the nodes that hold older leases.
+    pub fn problem(&self, lease: &Lease) -> Option<String> {
+        let sn = lease.subnet.v4;
+        let network = self.network?;
+        if sn.prefix() != self.subnet_len {
+            return Some(format!(
+                "its subnet {sn} is not of the config's SubnetLen /{}",
+                self.subnet_len
+            ));
+        }
+        if !network.contains(sn.network()) {
+            return Some(format!("its subnet {sn} is outside the Network {network}"));
+        }
+        if let (Some((net6, len6)), Some(sn6)) = (self.v6, lease.subnet.v6)
+            && (sn6.prefix() != len6 || !net6.contains(sn6.network()))
+        {
+            return Some(format!(
+                "its IPv6 subnet {sn6} is not a /{len6} of the IPv6Network {net6}"
+            ));
+        }
+        let ip = lease.attrs.public_ip;
+        if !unicast(ip.into()) {
+            return Some(format!(
+                "PublicIP {ip} is not a unicast address a peer can have"
+            ));
+        }
+        if ip == self.own_ip {
+            return Some(format!(
+                "PublicIP {ip} is this node's own (only this node's lease may name it)"
+            ));
+        }
+        if network.contains(ip) {
+            return Some(format!(
+                "PublicIP {ip} lies inside the flannel Network {network}"
+            ));
+        }
+        if sn.contains(self.own_ip) {
+            return Some(format!(
+                "its subnet {sn} contains this node's PublicIP {}",
+                self.own_ip
+            ));
+        }
+        if let Some(ip6) = lease.attrs.public_ipv6
+            && !unicast(ip6.into())
+        {
+            return Some(format!(
+                "PublicIPv6 {ip6} is not a unicast address a peer can have"
+            ));
+        }
+        if lease.attrs.backend_type != self.backend_type {
+            // Go's backends ignore these too ("ignoring non-vxlan subnet").
+            return Some(format!(
+                "its BackendType {} is not this node's {}",
+                crate::log::shown(&lease.attrs.backend_type),
+                self.backend_type
+            ));
+        }
+        if self.backend_type == vxlan::TYPE {
+            return vxlan::check_peer_data(
+                lease.attrs.backend_data.as_ref(),
+                self.own_mac.as_deref(),
+            )
+            .err();
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::LeaseAttrs;
+    use crate::subnet::SubnetKey;
+
+    fn check(config: &str) -> PeerCheck {
+        let own = LeaseAttrs::from_json(br#"{"PublicIP":"192.168.1.2"}"#).unwrap();
+        PeerCheck::new(&NetworkConfig::parse(config.as_bytes()).unwrap(), &own)
+    }
+
+    fn problem(c: &PeerCheck, key: &str, value: &str) -> Option<String> {
+        c.problem(&Lease {
+            subnet: SubnetKey::parse(key).unwrap(),
+            attrs: LeaseAttrs::from_json(value.as_bytes()).unwrap(),
+            lease_id: 0,
+            expiration: None,
+        })
+    }
+
+    #[test]
+    fn subnets_and_addresses_a_peer_cannot_have() {
+        let c = check(r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.10.0"}"#);
+        let ok = r#"{"PublicIP":"192.168.1.3"}"#;
+        assert_eq!(
+            problem(&c, "10.5.2.0-24", ok),
+            None,
+            "below SubnetMin: taken"
+        );
+        for (key, value, why) in [
+            ("0.0.0.0-0", ok, "not of the config's SubnetLen"),
+            ("10.5.2.0-25", ok, "not of the config's SubnetLen"),
+            ("10.6.2.0-24", ok, "outside the Network"),
+            ("10.5.2.0-24", r#"{"PublicIP":"0.0.0.0"}"#, "not a unicast"),
+            (
+                "10.5.2.0-24",
+                r#"{"PublicIP":"127.0.0.1"}"#,
+                "not a unicast",
+            ),
+            (
+                "10.5.2.0-24",
+                r#"{"PublicIP":"224.0.0.1"}"#,
+                "not a unicast",
+            ),
+            (
+                "10.5.2.0-24",
+                r#"{"PublicIP":"255.255.255.255"}"#,
+                "not a unicast",
+            ),
+            (
+                "10.5.2.0-24",
+                r#"{"PublicIP":"192.168.1.2"}"#,
+                "this node's own",
+            ),
+            (
+                "10.5.2.0-24",
+                r#"{"PublicIP":"10.5.3.1"}"#,
+                "inside the flannel Network",
+            ),
+            (
+                "10.5.2.0-24",
+                r#"{"PublicIP":"192.168.1.3","PublicIPv6":"ff02::1"}"#,
+                "PublicIPv6",
+            ),
+        ] {
+            let got = problem(&c, key, value).unwrap_or_default();
+            assert!(got.contains(why), "{key} {value}: {got}");
+        }
+        let c = check(r#"{"Network":"192.168.0.0/16"}"#);
+        assert!(
+            problem(&c, "192.168.1.0-24", r#"{"PublicIP":"10.0.0.3"}"#)
+                .unwrap()
+                .contains("contains this node's PublicIP")
+        );
+        let c = check(r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48"}"#);
+        assert!(problem(&c, "10.5.2.0-24&fc01::-64", ok).is_some());
+        assert_eq!(problem(&c, "10.5.2.0-24&fc00:0:0:2::-64", ok), None);
+        assert_eq!(problem(&c, "10.5.2.0-24", ok), None, "a v4-only peer");
+        let c = check(r#"{"Network":"10.5.0.0/16"}"#);
+        let vx = r#"{"PublicIP":"192.168.1.3","BackendType":"vxlan"}"#;
+        assert!(
+            problem(&c, "10.5.2.0-24", vx)
+                .unwrap()
+                .contains("BackendType")
+        );
+    }
+
+    #[test]
+    fn vxlan_peers_need_a_unicast_vtep_mac_not_ours() {
+        let own = LeaseAttrs::from_json(
+            br#"{"PublicIP":"192.168.1.2","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:aa:00:00:00:01"}}"#,
+        )
+        .unwrap();
+        let c = PeerCheck::new(
+            &NetworkConfig::parse(br#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#)
+                .unwrap(),
+            &own,
+        );
+        let v = |data: &str| format!(r#"{{"PublicIP":"192.168.1.3","BackendType":"vxlan"{data}}}"#);
+        for (data, why) in [
+            ("", "no BackendData"),
+            (r#","BackendData":[1,"c6:d2:32:6f:8f:44"]"#, "not an object"),
+            (
+                r#","BackendData":{"VtepMAC":"02:AA:00:00:00:01"}"#,
+                "this node's own",
+            ),
+            (
+                r#","BackendData":{"VtepMAC":"00:00:00:00:00:00"}"#,
+                "all-zero",
+            ),
+            (
+                r#","BackendData":{"VtepMAC":"33:33:00:00:00:01"}"#,
+                "multicast",
+            ),
+            (
+                r#","BackendData":{"VtepMAC":7}"#,
+                "BackendData: invalid type",
+            ),
+        ] {
+            let got = problem(&c, "10.5.2.0-24", &v(data)).unwrap_or_default();
+            assert!(got.contains(why), "{data}: {got}");
+        }
+        let go = r#","BackendData":{"VNI":1,"vtepmac":"C6:D2:32:6F:8F:44","X":null}"#;
+        assert_eq!(problem(&c, "10.5.2.0-24", &v(go)), None);
+    }
+}
