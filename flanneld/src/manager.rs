@@ -173,12 +173,16 @@ impl<S: Store> LeaseManager<S> {
         for attempt in 1..=RACE_RETRIES {
             let (kvs, _) = self.store.list(&self.subnets_prefix()).await?;
             let leases: Vec<Lease> = kvs.iter().filter_map(|kv| self.parse_lease(kv)).collect();
-            if let Some(mine) = leases.iter().find(|l| {
-                l.attrs.public_ip == attrs.public_ip
-                    && (attrs.public_ipv6.is_none() || l.attrs.public_ipv6 == attrs.public_ipv6)
-            }) {
+            // A lease of this node's PublicIP is this node's, also when its PublicIPv6
+            // differs (IPv6 just enabled, or the interface's address changed): left in
+            // place, it would name this node under a second key until it expires, and its
+            // expiry would remove the live lease's routes from peers caching by IPv4 subnet.
+            let mut deleted = None;
+            if let Some(mine) = leases.iter().find(|l| l.attrs.public_ip == attrs.public_ip) {
                 let key = self.lease_key(&mine.subnet);
-                if mine.subnet.fits(config) {
+                let same_v6 =
+                    attrs.public_ipv6.is_none() || mine.attrs.public_ipv6 == attrs.public_ipv6;
+                if mine.subnet.fits(config) && same_v6 {
                     info!(
                         "found lease {} for PublicIP {}: reusing it",
                         mine.subnet, attrs.public_ip
@@ -187,10 +191,17 @@ impl<S: Store> LeaseManager<S> {
                     return Ok(Self::granted(mine.subnet, attrs, g));
                 }
                 info!(
-                    "lease {} of PublicIP {} does not fit the config: deleting it",
-                    mine.subnet, attrs.public_ip
+                    "lease {} of PublicIP {} {}: deleting it",
+                    mine.subnet,
+                    attrs.public_ip,
+                    if same_v6 {
+                        "does not fit the config"
+                    } else {
+                        "names another PublicIPv6"
+                    }
                 );
                 self.store.delete(&key).await?;
+                deleted = Some(mine.subnet);
             }
             // Every subnet key counts as taken, whatever its value: a key holding junk still
             // exists, and creating it would fail as a lost race. But not one wider than a
@@ -202,11 +213,8 @@ impl<S: Store> LeaseManager<S> {
                         && u32::from(sn.v4.prefix()) >= u32::from(r.network.prefix()) + 2
                 })
             };
-            let ours = |sn: &SubnetKey| {
-                leases
-                    .iter()
-                    .any(|l| l.subnet == *sn && l.attrs.public_ip == attrs.public_ip)
-            };
+            // The listing predates the delete above.
+            let ours = |sn: &SubnetKey| deleted.as_ref() == Some(sn);
             let taken: Vec<SubnetKey> = kvs
                 .iter()
                 .filter_map(|kv| {
@@ -352,6 +360,34 @@ mod tests {
         // Another node gets another subnet.
         let other = m.acquire(&c, &attrs(3)).await.unwrap();
         assert_ne!(other.subnet, l.subnet);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn enabling_ipv6_replaces_the_nodes_ipv4_only_lease_without_a_second_key() {
+        // Before: the IPv4-only lease of this PublicIP was neither reused nor counted as
+        // taken, so the node could be handed its own IPv4 subnet again under a second key.
+        let dual = r#"{"Network":"10.5.0.0/28","SubnetLen":30,"EnableIPv6":true,
+            "IPv6Network":"fc00::/48","Backend":{"Type":"host-gw"}}"#;
+        let store = MemStore::default();
+        store.put_raw("/coreos.com/network/config", dual);
+        let c = NetworkConfig::parse(dual.as_bytes()).unwrap();
+        let mut attrs6 = attrs(2);
+        attrs6.public_ipv6 = Some("fd00::2".parse().unwrap());
+        // Every IPv4 subnet once, so a second key for the old one would show.
+        for _ in 0..16 {
+            store.put_raw(
+                "/coreos.com/network/subnets/10.5.0.4-30",
+                r#"{"PublicIP":"192.168.1.2","PublicIPv6":null,"BackendType":"host-gw"}"#,
+            );
+            let mut m = LeaseManager::new(store.clone(), DEFAULT_PREFIX, (None, None));
+            let l = m.acquire(&c, &attrs6).await.unwrap();
+            assert!(l.subnet.v6.is_some());
+            assert_eq!(
+                store.keys("/coreos.com/network/subnets/"),
+                vec![m.lease_key(&l.subnet)]
+            );
+            store.delete(&m.lease_key(&l.subnet)).await.unwrap();
+        }
     }
 
     #[tokio::test(start_paused = true)]
