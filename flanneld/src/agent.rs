@@ -26,6 +26,8 @@ use crate::subnet_env;
 
 /// Go retries a failed renewal every minute.
 pub const RENEW_RETRY: Duration = Duration::from_secs(60);
+/// The longest wait between two attempts to acquire a lease while every subnet is leased.
+pub const FULL_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Reconnection backoff, 100 ms doubling to 5 s (Go's watch backoff).
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -237,6 +239,17 @@ pub async fn run_with_links<S: Store>(
                 }
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
+            // Every subnet leased, or every pick lost to other nodes starting at the same
+            // time: a lease may be freed (a node removed, a lease expired), so wait for one
+            // instead of exiting (Go exits 1 and relies on a restart).
+            Err(e @ (LeaseError::OutOfSubnets { .. } | LeaseError::RaceLost(_))) => {
+                let wait = delay.min(FULL_RETRY_MAX);
+                error!("failed to acquire lease: {e}; retrying in {wait:?}");
+                if pause(wait, &mut shutdown).await {
+                    return Ok(());
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
             Err(e) => return Err(e.into()),
         }
     };
@@ -373,11 +386,13 @@ pub async fn run_with_links<S: Store>(
                     info!("renewed lease {}", lease.subnet);
                 }
                 Err(e) => {
+                    // Within the margin (a short test TTL), else the lease runs out first.
+                    let retry = RENEW_RETRY.min(settings.renew_margin / 2);
                     error!(
-                        "renewing lease {}: {e}; retrying in {RENEW_RETRY:?}",
+                        "renewing lease {}: {e}; retrying in {retry:?}",
                         lease.subnet
                     );
-                    renew_at = Instant::now() + RENEW_RETRY;
+                    renew_at = Instant::now() + retry;
                 }
             },
             Wake::Watch(Ok(WatchBatch::Compacted { compact_revision })) => {
