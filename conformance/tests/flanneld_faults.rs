@@ -217,6 +217,12 @@ fn etcd_killed_mid_run_data_path_stays_and_catches_up() {
             || a.log(),
         );
         let attempts = lines_after(&a.log(), killed_at).len();
+        // The data path is still looked after: a route deleted by hand comes back.
+        node.host()
+            .sh("ip", &["route", "del", &present.0.replace('-', "/")]);
+        a.wait_for("the deleted route restored while etcd is down", 15, || {
+            has_route(&node, &present.0, &present.1)
+        });
         assert!(a.running(), "{}", a.log());
         assert_eq!(
             routes(&node),
@@ -280,14 +286,7 @@ fn compacted_history_relists_without_a_hot_loop() {
     lan.ns().sh("sh", &["-c", &script]);
     etcd.ctl_ok(&["del", &format!("{PREFIX}/subnets/10.5.200.0-24")]);
     put_peer(&etcd, "10.5.202.0-24", "192.168.50.11");
-    let status = etcd.ctl_ok(&["endpoint", "status", "-w", "fields"]);
-    let rev: i64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("\"Revision\" : "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let rev = revision(&etcd);
     etcd.ctl_ok(&["compaction", &rev.to_string(), "--physical"]);
     let from = a.log().len();
     let woke = Instant::now();
@@ -317,6 +316,85 @@ fn compacted_history_relists_without_a_hot_loop() {
         lines.join("\n")
     );
     assert!(a.running());
+
+    // etcd alive this time: the frozen agent's watch falls behind (20 MB of writes fill the
+    // stream's buffers, etcd parks it), the history is compacted past it, and the watch
+    // reports the compaction when the agent reads on.
+    a.signal(Signal::SIGSTOP);
+    write_padded(&lan, &etcd, "10.5.203.0-24", 300, 64 * 1024);
+    etcd.ctl_ok(&["del", &format!("{PREFIX}/subnets/10.5.201.0-24")]);
+    put_peer(&etcd, "10.5.204.0-24", "192.168.50.12");
+    let rev = revision(&etcd);
+    etcd.ctl_ok(&["compaction", &rev.to_string(), "--physical"]);
+    let from = a.log().len();
+    let woke = Instant::now();
+    a.signal(Signal::SIGCONT);
+    a.wait_for("the changes made while frozen (live etcd)", 60, || {
+        has_route(&node, "10.5.204.0-24", "192.168.50.12")
+            && !has_route(&node, "10.5.201.0-24", "192.168.50.10")
+    });
+    let caught_up = woke.elapsed();
+    while woke.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lines = lines_after(&a.log(), from);
+    eprintln!(
+        "live etcd: caught up {caught_up:?} after waking; {} log lines in 10 s:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+    assert!(lines.len() <= 25, "{}", lines.join("\n"));
+    assert!(
+        lines.iter().any(|l| l.contains("compacted")),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(a.running());
+}
+
+/// The store's current revision.
+fn revision(etcd: &Etcd) -> i64 {
+    let status = etcd.ctl_ok(&["endpoint", "status", "-w", "fields"]);
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("\"Revision\" : "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `count` puts of peer `key`'s lease padded to `size` bytes (one revision each), through
+/// flanneld's own etcd client from the LAN namespace (etcdctl would take a process each).
+fn write_padded(lan: &Lan, etcd: &Etcd, key: &str, count: usize, size: usize) {
+    use flanneld::etcd::{EtcdOptions, EtcdStore};
+    use flanneld::store::Store;
+    let ns = node_kernel::Netns::open(lan.ns().path()).unwrap();
+    let key = format!("{PREFIX}/subnets/{key}");
+    ns.run(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let opts = EtcdOptions {
+                endpoints: vec![etcd.endpoint()],
+                ..Default::default()
+            };
+            let store = EtcdStore::connect(&opts).await.unwrap();
+            for i in 0..count {
+                let value = format!(
+                    r#"{{"PublicIP":"192.168.50.13","PublicIPv6":null,"BackendType":"host-gw","N":{i},"Pad":"{}"}}"#,
+                    "x".repeat(size)
+                );
+                store
+                    .put(&key, value.as_bytes(), Duration::from_secs(3600))
+                    .await
+                    .unwrap();
+            }
+        });
+    })
+    .unwrap();
 }
 
 /// (d) Three etcd members, the agent's first endpoint SIGKILLed: it fails over, keeps
@@ -339,7 +417,6 @@ fn cluster_member_gone_failover_keeps_renewals_and_watch() {
     let ttl = [("FLANNELD_TEST_LEASE_TTL", "6")];
     let mut a = started(&node, "a.log", &endpoints, &ttl);
     let own = own_key(&node);
-    let mut next_peer = 200;
     for round in 0..iterations() {
         // Round 0 kills the first endpoint; later rounds kill whichever serves the agent.
         let victim = round % 3;
@@ -347,9 +424,8 @@ fn cluster_member_gone_failover_keeps_renewals_and_watch() {
         let from = a.log().len();
         members[victim].kill();
         let gone = Instant::now();
-        let key = format!("10.5.{next_peer}.0-24");
-        let ip = format!("192.168.50.{}", 100 + next_peer % 100);
-        next_peer += 1;
+        let key = format!("10.5.{}.0-24", 200 + round);
+        let ip = format!("192.168.50.{}", 100 + round % 100);
         // etcd may be electing a leader: retried until accepted.
         wait(
             "the new peer lease written",
@@ -362,10 +438,12 @@ fn cluster_member_gone_failover_keeps_renewals_and_watch() {
             },
             || members[survivor].log(),
         );
+        let written = Instant::now();
+        let elected = gone.elapsed();
         a.wait_for("the new peer's route after the failover", 30, || {
             has_route(&node, &key, &ip)
         });
-        let programmed = gone.elapsed();
+        let programmed = written.elapsed();
         wait(
             "two renewals after the failure",
             30,
@@ -394,8 +472,8 @@ fn cluster_member_gone_failover_keeps_renewals_and_watch() {
         assert!(ttl.contains("granted with TTL(6s)"), "{ttl}");
         let log = lines_after(&a.log(), from);
         eprintln!(
-            "round {round}: member m{victim} killed; peer programmed after {programmed:?}; \
-             failover lines: {:?}",
+            "round {round}: member m{victim} killed; the cluster took a write after \
+             {elected:?}, the agent programmed it {programmed:?} later; failover lines: {:?}",
             log.iter()
                 .filter(|l| l.contains("unreachable"))
                 .collect::<Vec<_>>()
@@ -683,14 +761,15 @@ impl Monitor {
             "ip monitor listening",
             10,
             || {
+                // Added and deleted each time: both are notifications once it listens.
                 node.host()
-                    .sh("ip", &["route", "replace", "198.18.0.0/24", "dev", "eth0"]);
+                    .sh("ip", &["route", "add", "198.18.0.0/24", "dev", "eth0"]);
+                node.host().sh("ip", &["route", "del", "198.18.0.0/24"]);
                 std::thread::sleep(Duration::from_millis(50));
                 m.text().contains("198.18.0.0/24")
             },
             || m.text(),
         );
-        node.host().sh("ip", &["route", "del", "198.18.0.0/24"]);
         m
     }
 

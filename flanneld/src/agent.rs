@@ -118,6 +118,14 @@ async fn next_link(links: &mut Option<LinkEvents>) -> Option<LinkChange> {
     }
 }
 
+/// The watch's next batch; pending forever without a watch (listing again is due first).
+async fn next_watch<W: Watch>(watcher: &mut Option<W>) -> Result<WatchBatch, StoreError> {
+    match watcher {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Sleeps until `at`; forever when `None`.
 async fn sleep_until_some(at: Option<Instant>) {
     match at {
@@ -197,6 +205,7 @@ fn write_subnet_file(
 
 enum Wake {
     Stop,
+    Relist,
     Renew,
     Reconcile,
     Link(Option<LinkChange>),
@@ -273,12 +282,16 @@ pub async fn run_with_links<S: Store>(
     let mut backoff = BACKOFF_MIN;
     let mut revision: Option<i64> = None; // None: list (again) before watching
     let mut watcher: Option<S::Watch> = None;
+    // When the next listing is due after a failure; meanwhile the loop keeps reconciling,
+    // renewing and answering signals (etcd down must not freeze the data path's repairs).
+    let mut relist_at: Option<Instant> = None;
     let mut reconcile_at = Instant::now() + settings.reconcile_every;
     let mut debounce = Debounce::default();
     // What the pending burst of link notifications said, for the log.
     let mut burst: Vec<String> = Vec::new();
     loop {
-        if revision.is_none() {
+        if revision.is_none() && relist_at.is_none_or(|t| t <= Instant::now()) {
+            relist_at = None;
             watcher = None;
             match manager.leases().await {
                 Ok((leases, rev)) => {
@@ -312,39 +325,33 @@ pub async fn run_with_links<S: Store>(
                 }
                 Err(e) => {
                     warning!("listing leases: {e}; retrying in {backoff:?}");
-                    if pause(backoff, &mut shutdown).await {
-                        return Ok(());
-                    }
+                    relist_at = Some(Instant::now() + backoff);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
-                    continue;
                 }
             }
         }
-        if watcher.is_none() {
-            let from = revision.unwrap_or(0) + 1;
-            match manager.store().watch(&prefix, from).await {
+        if let (Some(rev), None) = (revision, &watcher) {
+            match manager.store().watch(&prefix, rev + 1).await {
                 Ok(w) => watcher = Some(w),
                 Err(e) => {
                     warning!("watching {prefix}: {e}; retrying in {backoff:?}");
                     revision = None;
-                    if pause(backoff, &mut shutdown).await {
-                        return Ok(());
-                    }
+                    relist_at = Some(Instant::now() + backoff);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
-                    continue;
                 }
             }
         }
-        let Some(w) = watcher.as_mut() else { continue };
         let wake = tokio::select! {
             _ = stopped(&mut shutdown) => Wake::Stop,
             _ = sleep_until(renew_at) => Wake::Renew,
             _ = sleep_until(reconcile_at) => Wake::Reconcile,
             _ = sleep_until_some(debounce.due()) => Wake::Reconcile,
             l = next_link(&mut links) => Wake::Link(l),
-            r = w.next() => Wake::Watch(r),
+            _ = sleep_until_some(relist_at) => Wake::Relist,
+            r = next_watch(&mut watcher) => Wake::Watch(r),
         };
         match wake {
+            Wake::Relist => {}
             Wake::Link(None) => {
                 warning!(
                     "link notifications ended: reconciling every {:?} only",
@@ -404,9 +411,8 @@ pub async fn run_with_links<S: Store>(
             Wake::Watch(Err(e)) => {
                 warning!("watch of {prefix} failed: {e}; re-listing in {backoff:?}");
                 revision = None;
-                if pause(backoff, &mut shutdown).await {
-                    return Ok(());
-                }
+                watcher = None;
+                relist_at = Some(Instant::now() + backoff);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
             Wake::Watch(Ok(WatchBatch::Events {
