@@ -230,28 +230,100 @@ impl Certs {
     }
 }
 
-/// One etcd member in the LAN namespace, listening on [`LAN_IP`]:2379.
+/// One etcd member in the LAN namespace, listening on [`LAN_IP`] (port 2379 for a single
+/// member, see [`Etcd::cluster`] for several).
 #[derive(Debug)]
 pub struct Etcd {
-    child: Child,
+    child: Option<Child>,
     dir: PathBuf,
     tls: Option<Certs>,
     user: Option<String>,
     ns: PathBuf,
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    initial_cluster: String,
 }
 
 impl Etcd {
     /// Starts etcd (with mutual TLS when `tls` is given) and waits until it answers.
     pub fn start(lan: &Lan, tls: Option<&Certs>) -> Etcd {
-        let dir = lan.dir().join(format!("etcd-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let client = format!("{scheme}://{LAN_IP}:2379");
         let peer = format!("http://{LAN_IP}:2380");
-        let log = fs::File::create(dir.join("etcd.log")).unwrap();
-        let mut cmd = lan.ns().command("/usr/bin/etcd");
-        cmd.args(["--name", "n1", "--data-dir"])
-            .arg(dir.join("data"))
+        let etcd = Etcd::spawn(lan, tls, "n1", 2379, 2380, format!("n1={peer}"));
+        etcd.wait_healthy();
+        etcd
+    }
+
+    /// Starts an etcd cluster of `n` members (plain HTTP) on [`LAN_IP`], member `i` (named
+    /// `m<i>`) on client port `2379 + 10 i` and peer port `2380 + 10 i`, and waits until every
+    /// member answers.
+    pub fn cluster(lan: &Lan, n: u16) -> Vec<Etcd> {
+        let initial = (0..n)
+            .map(|i| format!("m{i}=http://{LAN_IP}:{}", 2380 + 10 * i))
+            .collect::<Vec<_>>()
+            .join(",");
+        let members: Vec<Etcd> = (0..n)
+            .map(|i| {
+                Etcd::spawn(
+                    lan,
+                    None,
+                    &format!("m{i}"),
+                    2379 + 10 * i,
+                    2380 + 10 * i,
+                    initial.clone(),
+                )
+            })
+            .collect();
+        for m in &members {
+            m.wait_healthy();
+        }
+        members
+    }
+
+    fn spawn(
+        lan: &Lan,
+        tls: Option<&Certs>,
+        name: &str,
+        client_port: u16,
+        peer_port: u16,
+        initial_cluster: String,
+    ) -> Etcd {
+        let dir = lan
+            .dir()
+            .join(format!("etcd-{}-{name}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut etcd = Etcd {
+            child: None,
+            dir,
+            tls: tls.cloned(),
+            user: None,
+            ns: lan.ns().path().to_owned(),
+            name: name.to_owned(),
+            client_port,
+            peer_port,
+            initial_cluster,
+        };
+        etcd.child = Some(
+            etcd.command()
+                .spawn()
+                .expect("etcd (apt-get install etcd-server)"),
+        );
+        etcd
+    }
+
+    /// The etcd command line of this member (its data dir kept across restarts).
+    fn command(&self) -> Command {
+        let client = self.endpoint();
+        let peer = format!("http://{LAN_IP}:{}", self.peer_port);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("etcd.log"))
+            .unwrap();
+        let ns = TestNetns::existing(&self.ns);
+        let mut cmd = ns.command("/usr/bin/etcd");
+        cmd.args(["--name", &self.name, "--data-dir"])
+            .arg(self.dir.join("data"))
             .args([
                 "--listen-client-urls",
                 &client,
@@ -266,14 +338,14 @@ impl Etcd {
             ])
             .args([
                 "--initial-cluster",
-                &format!("n1={peer}"),
+                &self.initial_cluster,
                 "--log-outputs",
                 "stderr",
             ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        if let Some(c) = tls {
+        if let Some(c) = &self.tls {
             cmd.arg("--cert-file")
                 .arg(&c.server.0)
                 .arg("--key-file")
@@ -282,37 +354,54 @@ impl Etcd {
                 .arg(&c.ca)
                 .arg("--client-cert-auth");
         }
-        let child = cmd.spawn().expect("etcd (apt-get install etcd-server)");
-        let etcd = Etcd {
-            child,
-            dir,
-            tls: tls.cloned(),
-            user: None,
-            ns: lan.ns().path().to_owned(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        cmd
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if etcd.ctl(&["endpoint", "health"]).status.success() {
-                return etcd;
+            if self.ctl(&["endpoint", "health"]).status.success() {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
-                "etcd did not come up: {}",
-                etcd.log()
+                "etcd {} did not come up: {}",
+                self.name,
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    /// Its process ID.
+    /// SIGKILL, waited for: the member is gone at once, its data dir stays.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the member again on the same data dir (after [`Etcd::kill`]) and waits until
+    /// it answers.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Some(
+            self.command()
+                .spawn()
+                .expect("etcd (apt-get install etcd-server)"),
+        );
+        self.wait_healthy();
+    }
+
+    /// Its process ID (0 once killed).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// The client endpoint.
     pub fn endpoint(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://{LAN_IP}:2379")
+        format!("{scheme}://{LAN_IP}:{}", self.client_port)
     }
 
     /// etcd's own log.
@@ -364,7 +453,9 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        stop(&mut self.child, Duration::from_secs(5));
+        if let Some(mut c) = self.child.take() {
+            stop(&mut c, Duration::from_secs(5));
+        }
     }
 }
 
@@ -428,6 +519,17 @@ impl Agent {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Sends `signal` (SIGKILL, SIGSTOP, SIGCONT...) to the running process; after SIGKILL
+    /// the process is reaped and the agent counts as stopped.
+    pub fn signal(&mut self, signal: Signal) {
+        let Some(c) = self.child.as_mut() else { return };
+        let _ = kill(Pid::from_raw(c.id() as i32), signal);
+        if signal == Signal::SIGKILL {
+            let _ = c.wait();
+            self.child = None;
+        }
+    }
+
     /// SIGTERM and its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
@@ -451,6 +553,8 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // A stopped agent (SIGSTOP) must see the SIGTERM.
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGCONT);
             stop(&mut c, Duration::from_secs(5));
         }
     }

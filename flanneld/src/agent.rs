@@ -26,6 +26,8 @@ use crate::subnet_env;
 
 /// Go retries a failed renewal every minute.
 pub const RENEW_RETRY: Duration = Duration::from_secs(60);
+/// The longest wait between two attempts to acquire a lease while every subnet is leased.
+pub const FULL_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Reconnection backoff, 100 ms doubling to 5 s (Go's watch backoff).
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -116,6 +118,14 @@ async fn next_link(links: &mut Option<LinkEvents>) -> Option<LinkChange> {
     }
 }
 
+/// The watch's next batch; pending forever without a watch (listing again is due first).
+async fn next_watch<W: Watch>(watcher: &mut Option<W>) -> Result<WatchBatch, StoreError> {
+    match watcher {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Sleeps until `at`; forever when `None`.
 async fn sleep_until_some(at: Option<Instant>) {
     match at {
@@ -195,6 +205,7 @@ fn write_subnet_file(
 
 enum Wake {
     Stop,
+    Relist,
     Renew,
     Reconcile,
     Link(Option<LinkChange>),
@@ -237,6 +248,17 @@ pub async fn run_with_links<S: Store>(
                 }
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
+            // Every subnet leased, or every pick lost to other nodes starting at the same
+            // time: a lease may be freed (a node removed, a lease expired), so wait for one
+            // instead of exiting (Go exits 1 and relies on a restart).
+            Err(e @ (LeaseError::OutOfSubnets { .. } | LeaseError::RaceLost(_))) => {
+                let wait = delay.min(FULL_RETRY_MAX);
+                error!("failed to acquire lease: {e}; retrying in {wait:?}");
+                if pause(wait, &mut shutdown).await {
+                    return Ok(());
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
             Err(e) => return Err(e.into()),
         }
     };
@@ -261,12 +283,16 @@ pub async fn run_with_links<S: Store>(
     let mut backoff = BACKOFF_MIN;
     let mut revision: Option<i64> = None; // None: list (again) before watching
     let mut watcher: Option<S::Watch> = None;
+    // When the next listing is due after a failure; meanwhile the loop keeps reconciling,
+    // renewing and answering signals (etcd down must not freeze the data path's repairs).
+    let mut relist_at: Option<Instant> = None;
     let mut reconcile_at = Instant::now() + settings.reconcile_every;
     let mut debounce = Debounce::default();
     // What the pending burst of link notifications said, for the log.
     let mut burst: Vec<String> = Vec::new();
     loop {
-        if revision.is_none() {
+        if revision.is_none() && relist_at.is_none_or(|t| t <= Instant::now()) {
+            relist_at = None;
             watcher = None;
             match manager.leases().await {
                 Ok((leases, rev)) => {
@@ -300,39 +326,33 @@ pub async fn run_with_links<S: Store>(
                 }
                 Err(e) => {
                     warning!("listing leases: {e}; retrying in {backoff:?}");
-                    if pause(backoff, &mut shutdown).await {
-                        return Ok(());
-                    }
+                    relist_at = Some(Instant::now() + backoff);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
-                    continue;
                 }
             }
         }
-        if watcher.is_none() {
-            let from = revision.unwrap_or(0) + 1;
-            match manager.store().watch(&prefix, from).await {
+        if let (Some(rev), None) = (revision, &watcher) {
+            match manager.store().watch(&prefix, rev + 1).await {
                 Ok(w) => watcher = Some(w),
                 Err(e) => {
                     warning!("watching {prefix}: {e}; retrying in {backoff:?}");
                     revision = None;
-                    if pause(backoff, &mut shutdown).await {
-                        return Ok(());
-                    }
+                    relist_at = Some(Instant::now() + backoff);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
-                    continue;
                 }
             }
         }
-        let Some(w) = watcher.as_mut() else { continue };
         let wake = tokio::select! {
             _ = stopped(&mut shutdown) => Wake::Stop,
             _ = sleep_until(renew_at) => Wake::Renew,
             _ = sleep_until(reconcile_at) => Wake::Reconcile,
             _ = sleep_until_some(debounce.due()) => Wake::Reconcile,
             l = next_link(&mut links) => Wake::Link(l),
-            r = w.next() => Wake::Watch(r),
+            _ = sleep_until_some(relist_at) => Wake::Relist,
+            r = next_watch(&mut watcher) => Wake::Watch(r),
         };
         match wake {
+            Wake::Relist => {}
             Wake::Link(None) => {
                 warning!(
                     "link notifications ended: reconciling every {:?} only",
@@ -374,11 +394,13 @@ pub async fn run_with_links<S: Store>(
                     info!("renewed lease {}", lease.subnet);
                 }
                 Err(e) => {
+                    // Within the margin (a short test TTL), else the lease runs out first.
+                    let retry = RENEW_RETRY.min(settings.renew_margin / 2);
                     error!(
-                        "renewing lease {}: {e}; retrying in {RENEW_RETRY:?}",
+                        "renewing lease {}: {e}; retrying in {retry:?}",
                         lease.subnet
                     );
-                    renew_at = Instant::now() + RENEW_RETRY;
+                    renew_at = Instant::now() + retry;
                 }
             },
             Wake::Watch(Ok(WatchBatch::Compacted { compact_revision })) => {
@@ -390,9 +412,8 @@ pub async fn run_with_links<S: Store>(
             Wake::Watch(Err(e)) => {
                 warning!("watch of {prefix} failed: {e}; re-listing in {backoff:?}");
                 revision = None;
-                if pause(backoff, &mut shutdown).await {
-                    return Ok(());
-                }
+                watcher = None;
+                relist_at = Some(Instant::now() + backoff);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
             Wake::Watch(Ok(WatchBatch::Events {

@@ -6,8 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
-use crate::log::error;
+use crate::log::{error, warning};
 
 /// Go's default endpoints.
 pub const DEFAULT_ENDPOINTS: &str = "http://127.0.0.1:4001,http://127.0.0.1:2379";
@@ -43,6 +44,8 @@ pub struct Options {
     pub subnet_file: String,
     /// `--subnet-lease-renew-margin`, minutes (1..1439).
     pub renew_margin_minutes: u32,
+    /// [`TEST_LEASE_TTL_ENV`] (tests only; no flag): the subnet lease TTL instead of 24 h.
+    pub test_lease_ttl: Option<Duration>,
     /// `--ip-masq` (written to subnet.env; the rules come with the next issue).
     pub ip_masq: bool,
     /// `--healthz-ip`.
@@ -293,6 +296,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             reason: "out of the acceptable range 1..1439 (minutes)".into(),
         });
     }
+    let test_lease_ttl = test_lease_ttl(env)?;
     let public_ip = match last("public-ip").filter(|v| !v.is_empty()) {
         None => None,
         Some(v) => Some(v.parse::<Ipv4Addr>().map_err(|_| FlagError::Invalid {
@@ -341,10 +345,43 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         public_ipv6,
         subnet_file: string("subnet-file", DEFAULT_SUBNET_FILE),
         renew_margin_minutes: margin as u32,
+        test_lease_ttl,
         ip_masq: flag("ip-masq"),
         healthz_ip: string("healthz-ip", "0.0.0.0"),
         healthz_port,
     })))
+}
+
+/// The test-only environment variable that replaces the 24 h subnet lease TTL (seconds,
+/// [`TEST_LEASE_TTL_RANGE`]), so that tests see leases expire and renew within seconds. Not a
+/// flag and not in Go flanneld: production nodes leave it unset.
+pub const TEST_LEASE_TTL_ENV: &str = "FLANNELD_TEST_LEASE_TTL";
+/// The seconds [`TEST_LEASE_TTL_ENV`] accepts: from etcd's minimum lease TTL (5 s, with a
+/// margin for its election ticks) up to Go's 24 h.
+pub const TEST_LEASE_TTL_RANGE: std::ops::RangeInclusive<u64> = 5..=86_400;
+
+/// [`TEST_LEASE_TTL_ENV`], validated (unset or empty: `None`).
+fn test_lease_ttl(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Duration>, FlagError> {
+    let Some(v) = env(TEST_LEASE_TTL_ENV).filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    match v.trim().parse::<u64>() {
+        Ok(secs) if TEST_LEASE_TTL_RANGE.contains(&secs) => {
+            warning!(
+                "{TEST_LEASE_TTL_ENV}={secs}: subnet leases last {secs} s instead of 24 h (for tests only)"
+            );
+            Ok(Some(Duration::from_secs(secs)))
+        }
+        _ => Err(FlagError::Invalid {
+            flag: TEST_LEASE_TTL_ENV.into(),
+            value: v,
+            reason: format!(
+                "the test-only lease TTL must be whole seconds in {}..={}",
+                TEST_LEASE_TTL_RANGE.start(),
+                TEST_LEASE_TTL_RANGE.end()
+            ),
+        }),
+    }
 }
 
 /// The usage text (`-h`).
@@ -379,6 +416,31 @@ mod tests {
         })? {
             Command::Run(o) => Ok(*o),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn test_lease_ttl_is_validated() {
+        assert_eq!(run(&[], &[]).unwrap().test_lease_ttl, None);
+        assert_eq!(
+            run(&[], &[(TEST_LEASE_TTL_ENV, "")])
+                .unwrap()
+                .test_lease_ttl,
+            None
+        );
+        assert_eq!(
+            run(&[], &[(TEST_LEASE_TTL_ENV, "6")])
+                .unwrap()
+                .test_lease_ttl,
+            Some(Duration::from_secs(6))
+        );
+        for bad in ["4", "86401", "-1", "6s", "x"] {
+            let e = run(&[], &[(TEST_LEASE_TTL_ENV, bad)]).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("test-only lease TTL must be whole seconds in 5..=86400"),
+                "{bad}: {e}"
+            );
         }
     }
 

@@ -172,6 +172,9 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
         return Ok(());
     };
     let mut manager = LeaseManager::new(store, &opts.etcd_prefix, previous);
+    if let Some(ttl) = opts.test_lease_ttl {
+        manager = manager.with_ttl(ttl);
+    }
     let Some(config) = agent::wait_for_config(&manager, &mut shutdown).await else {
         return Ok(());
     };
@@ -218,7 +221,10 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
     let settings = agent::Settings {
         subnet_file,
         ip_masq: opts.ip_masq,
-        renew_margin: Duration::from_secs(u64::from(opts.renew_margin_minutes) * 60),
+        renew_margin: LeaseManager::<EtcdStore>::renew_margin(
+            Duration::from_secs(u64::from(opts.renew_margin_minutes) * 60),
+            manager.ttl(),
+        ),
         notify_socket,
         reconcile_every: agent::RECONCILE_EVERY,
     };

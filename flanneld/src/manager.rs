@@ -60,6 +60,7 @@ pub struct LeaseManager<S> {
     prefix: String,
     previous: (Option<Ipv4Network>, Option<Ipv6Network>),
     pick: Pick,
+    ttl: Duration,
 }
 
 impl<S: Store> LeaseManager<S> {
@@ -74,7 +75,20 @@ impl<S: Store> LeaseManager<S> {
             prefix: prefix.trim_end_matches('/').to_owned(),
             previous,
             pick: Pick::seeded(),
+            ttl: SUBNET_TTL,
         }
+    }
+
+    /// The same manager granting leases of `ttl` instead of [`SUBNET_TTL`] (the test-only
+    /// `FLANNELD_TEST_LEASE_TTL`).
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The TTL of the leases it grants.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// The store.
@@ -187,7 +201,7 @@ impl<S: Store> LeaseManager<S> {
                         "found lease {} for PublicIP {}: reusing it",
                         mine.subnet, attrs.public_ip
                     );
-                    let g = self.store.put(&key, value.as_bytes(), SUBNET_TTL).await?;
+                    let g = self.store.put(&key, value.as_bytes(), self.ttl).await?;
                     return Ok(Self::granted(mine.subnet, attrs, g));
                 }
                 info!(
@@ -255,11 +269,7 @@ impl<S: Store> LeaseManager<S> {
                 }
             };
             let key = self.lease_key(&sn);
-            match self
-                .store
-                .create(&key, value.as_bytes(), SUBNET_TTL)
-                .await?
-            {
+            match self.store.create(&key, value.as_bytes(), self.ttl).await? {
                 Some(g) => {
                     info!("allocated lease {sn} ({key})");
                     return Ok(Self::granted(sn, attrs, g));
@@ -283,9 +293,16 @@ impl<S: Store> LeaseManager<S> {
         let key = self.lease_key(&lease.subnet);
         let g = self
             .store
-            .put(&key, lease.attrs.to_json().as_bytes(), SUBNET_TTL)
+            .put(&key, lease.attrs.to_json().as_bytes(), self.ttl)
             .await?;
         Ok(Self::granted(lease.subnet, &lease.attrs, g))
+    }
+
+    /// The renew margin used with leases of `ttl`: `margin` when shorter than the TTL, else
+    /// a third of the TTL. (`--subnet-lease-renew-margin` is at least a minute: against a
+    /// TTL of seconds it would put every renewal due at once, a renewal loop.)
+    pub fn renew_margin(margin: Duration, ttl: Duration) -> Duration {
+        if margin < ttl { margin } else { ttl / 3 }
     }
 
     /// When the lease is renewed: `margin` before it expires (now if that has passed).
@@ -488,6 +505,39 @@ mod tests {
         tokio::time::advance(Duration::from_secs(3600)).await;
         store.expire();
         assert!(store.value(&m.lease_key(&l.subnet)).is_some());
+    }
+
+    #[test]
+    fn renew_margin_fits_the_ttl() {
+        let min = Duration::from_secs(60);
+        assert_eq!(
+            LeaseManager::<MemStore>::renew_margin(min * 60, SUBNET_TTL),
+            min * 60
+        );
+        assert_eq!(
+            LeaseManager::<MemStore>::renew_margin(min * 1439, SUBNET_TTL),
+            min * 1439
+        );
+        assert_eq!(
+            LeaseManager::<MemStore>::renew_margin(min * 60, Duration::from_secs(6)),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn short_ttl_is_granted_and_renewed() {
+        let (store, m, c) = setup();
+        let mut m = m.with_ttl(Duration::from_secs(6));
+        let l = m.acquire(&c, &attrs(2)).await.unwrap();
+        assert_eq!(
+            store.time_to_live(l.lease_id).await.unwrap(),
+            Some(Duration::from_secs(6))
+        );
+        let r = m.renew(&l).await.unwrap();
+        assert_eq!(
+            store.time_to_live(r.lease_id).await.unwrap(),
+            Some(Duration::from_secs(6))
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -448,3 +448,37 @@ async fn link_notifications_of_a_watched_link_reconcile_promptly_a_burst_once() 
         })
         .await;
 }
+
+/// Every subnet leased: the agent waits (not ready, still running) and takes the first one
+/// freed. (It exited with "failed to acquire lease: out of subnets" before.)
+#[tokio::test(start_paused = true)]
+async fn out_of_subnets_waits_for_a_freed_subnet() {
+    LocalSet::new()
+        .run_until(async {
+            let store = MemStore::default();
+            store.put_raw(
+                "/coreos.com/network/config",
+                r#"{"Network":"10.5.0.0/28","Backend":{"Type":"host-gw"}}"#,
+            );
+            for (i, sn) in ["10.5.0.4-30", "10.5.0.8-30", "10.5.0.12-30"]
+                .iter()
+                .enumerate()
+            {
+                store.put_raw(
+                    &format!("{SUBNETS}{sn}"),
+                    &peer(&format!("192.168.1.{}", 9 + i)),
+                );
+            }
+            let rig = start(store.clone(), Duration::from_secs(3600));
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            assert!(!rig.ready.get());
+            assert!(!rig.task.is_finished(), "the agent gave up");
+            store.delete_raw(&format!("{SUBNETS}10.5.0.8-30"));
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            assert!(rig.ready.get());
+            assert_eq!(rig.own_key(), format!("{SUBNETS}10.5.0.8-30"));
+            rig.stop.send(true).unwrap();
+            rig.task.await.unwrap().unwrap();
+        })
+        .await;
+}

@@ -1,0 +1,894 @@
+//! flanneld under faults, races, lease lifetimes and restarts, against real etcd in private
+//! namespaces: etcd down at start, killed mid-run and restarted (data path kept, changes made
+//! meanwhile caught up), restarted with a compacted history (re-list, bounded log), a member of
+//! a 3-member cluster gone (failover, renewals and watch kept); agents started at once on a
+//! nearly full and an overfull subnet range; short lease TTLs (`FLANNELD_TEST_LEASE_TTL`):
+//! renewals, a silent peer expiring, the own lease deleted; SIGKILL restarts (same subnet and
+//! MAC, no flap on a peer) and a simulated reboot (new MAC published to the peers).
+//!
+//! Short by default (CI); `scripts/reliability.sh` runs the long forms with
+//! `FLANNELD_FAULTS_SCALE` (race sizes ×N) and `FLANNELD_FAULTS_ITERATIONS` (etcd kills and
+//! agent restarts per test).
+
+// Test helpers fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use conformance::Node;
+use conformance::etcd::{Agent, Etcd, LAN_IP, Lan, available};
+use conformance::skip;
+use nix::sys::signal::Signal;
+
+const PREFIX: &str = "/coreos.com/network";
+const HOSTGW: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#;
+const VXLAN: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
+
+fn etcd_or_skip(test: &str) -> bool {
+    if !available() {
+        skip(
+            test,
+            "etcd-server/etcd-client not installed (scripts/setup.sh installs them)",
+        );
+        return false;
+    }
+    true
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(default)
+}
+
+/// Race sizes are multiplied by this (long form: `FLANNELD_FAULTS_SCALE=3`).
+fn scale() -> usize {
+    env_number("FLANNELD_FAULTS_SCALE", 1)
+}
+
+/// etcd kills / agent restarts per test (long form: `FLANNELD_FAULTS_ITERATIONS=10`).
+fn iterations() -> usize {
+    env_number("FLANNELD_FAULTS_ITERATIONS", 1)
+}
+
+/// Starts flanneld on `node` (log `<node>/<log>`), `--iface=eth0`, subnet.env in the node dir.
+fn agent(node: &Node, log: &str, endpoints: &str, extra: &[&str], env: &[(&str, &str)]) -> Agent {
+    let mut args = vec![
+        format!("--etcd-endpoints={endpoints}"),
+        format!("--subnet-file={}", node.dir().join("subnet.env").display()),
+        "--iface=eth0".to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Agent::start(node, log, &args, env)
+}
+
+/// Starts flanneld and waits until this run wrote subnet.env.
+fn started(node: &Node, log: &str, endpoints: &str, env: &[(&str, &str)]) -> Agent {
+    let mut a = agent(node, log, endpoints, &[], env);
+    let path = node.dir().join(log);
+    a.wait_for("subnet.env written", 40, || {
+        fs::read_to_string(&path)
+            .unwrap_or_default()
+            .contains("wrote subnet file")
+    });
+    a
+}
+
+fn subnet_env(node: &Node) -> Option<String> {
+    fs::read_to_string(node.dir().join("subnet.env")).ok()
+}
+
+/// The node's lease key name (`10.5.23.0-24`) from its subnet.env.
+fn own_key(node: &Node) -> String {
+    let env = subnet_env(node).unwrap();
+    let sn = env
+        .lines()
+        .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
+        .unwrap();
+    let (ip, len) = sn.split_once('/').unwrap();
+    let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+    format!("{}-{len}", std::net::Ipv4Addr::from(u32::from(ip) - 1))
+}
+
+/// The lease keys under `<prefix>/subnets/` (names only).
+fn lease_keys(etcd: &Etcd, prefix: &str) -> Vec<String> {
+    let sub = format!("{prefix}/subnets/");
+    etcd.ctl_ok(&["get", "--prefix", "--keys-only", &sub])
+        .lines()
+        .filter_map(|l| l.strip_prefix(&sub).map(str::to_owned))
+        .collect()
+}
+
+fn routes(node: &Node) -> String {
+    node.host().sh("ip", &["-4", "route"])
+}
+
+/// host-gw: `<subnet> via <ip> dev eth0`.
+fn has_route(node: &Node, key: &str, via: &str) -> bool {
+    routes(node).contains(&format!("{} via {via} dev eth0", key.replace('-', "/")))
+}
+
+fn peer_value(ip: &str) -> String {
+    format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#)
+}
+
+fn put_peer(etcd: &Etcd, key: &str, ip: &str) {
+    etcd.ctl_ok(&["put", &format!("{PREFIX}/subnets/{key}"), &peer_value(ip)]);
+}
+
+/// Polls `f` every 50 ms for up to `secs`; panics with `what` and `context()`.
+fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}:\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The lines of `log` after its first `from` bytes.
+fn lines_after(log: &str, from: usize) -> Vec<String> {
+    log.get(from..)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// (a) etcd is down when the agent starts: it logs and waits (alive, no subnet.env), then
+/// works as soon as etcd comes up.
+#[test]
+fn etcd_down_at_start_then_up() {
+    if !etcd_or_skip("flanneld_faults::etcd_down_at_start_then_up") {
+        return;
+    }
+    let mut lan = Lan::new();
+    let node = Node::new();
+    lan.attach(&node, 2);
+    let mut a = agent(&node, "a.log", &format!("http://{LAN_IP}:2379"), &[], &[]);
+    wait(
+        "two failed attempts logged",
+        20,
+        || a.log().matches("retrying in").count() >= 2,
+        || a.log(),
+    );
+    assert!(a.running());
+    assert!(subnet_env(&node).is_none());
+    let waiting = a.log();
+    eprintln!("while etcd is down:\n{waiting}");
+
+    let etcd = Etcd::start(&lan, None);
+    let up = Instant::now();
+    etcd.ctl_ok(&["put", &format!("{PREFIX}/config"), HOSTGW]);
+    put_peer(&etcd, "10.5.200.0-24", "192.168.50.9");
+    a.wait_for("subnet.env and the peer's route", 30, || {
+        subnet_env(&node).is_some() && has_route(&node, "10.5.200.0-24", "192.168.50.9")
+    });
+    eprintln!(
+        "etcd up → lease, subnet.env, peer route: {:?}",
+        up.elapsed()
+    );
+    let key = own_key(&node);
+    assert_eq!(lease_keys(&etcd, PREFIX), ["10.5.200.0-24", key.as_str()]);
+    assert!(a.running());
+}
+
+/// (b) etcd SIGKILLed mid-run: routes stay and the agent keeps running while it is gone; once
+/// it is back (same data dir), changes made right after the restart (one peer added, one
+/// deleted) reach the kernel.
+#[test]
+fn etcd_killed_mid_run_data_path_stays_and_catches_up() {
+    if !etcd_or_skip("flanneld_faults::etcd_killed_mid_run_data_path_stays_and_catches_up") {
+        return;
+    }
+    let mut lan = Lan::new();
+    let mut etcd = Etcd::start(&lan, None);
+    etcd.ctl_ok(&["put", &format!("{PREFIX}/config"), HOSTGW]);
+    let node = Node::new();
+    lan.attach(&node, 2);
+    put_peer(&etcd, "10.5.200.0-24", "192.168.50.9");
+    let mut a = started(&node, "a.log", &etcd.endpoint(), &[]);
+    a.wait_for("the first peer's route", 10, || {
+        has_route(&node, "10.5.200.0-24", "192.168.50.9")
+    });
+    // Each round: kill, wait out a few reconnect attempts, restart, change two peers.
+    let mut present = ("10.5.200.0-24".to_owned(), "192.168.50.9".to_owned());
+    for round in 0..iterations() {
+        let before = routes(&node);
+        etcd.kill();
+        let killed_at = a.log().len();
+        // Until the backoff reached its 5 s ceiling: etcd is back, and changed, well before
+        // the agent's next attempt.
+        wait(
+            "failed reconnects up to a 5 s backoff",
+            30,
+            || {
+                lines_after(&a.log(), killed_at)
+                    .iter()
+                    .any(|l| l.contains("retrying in 5s") || l.contains("re-listing in 5s"))
+            },
+            || a.log(),
+        );
+        let attempts = lines_after(&a.log(), killed_at).len();
+        // The data path is still looked after: a route deleted by hand comes back.
+        node.host()
+            .sh("ip", &["route", "del", &present.0.replace('-', "/")]);
+        a.wait_for("the deleted route restored while etcd is down", 15, || {
+            has_route(&node, &present.0, &present.1)
+        });
+        assert!(a.running(), "{}", a.log());
+        assert_eq!(
+            routes(&node),
+            before,
+            "the data path changed while etcd was down"
+        );
+        etcd.restart();
+        let back = Instant::now();
+        let added = (
+            format!("10.5.{}.0-24", 210 + round),
+            format!("192.168.50.{}", 20 + round),
+        );
+        put_peer(&etcd, &added.0, &added.1);
+        etcd.ctl_ok(&["del", &format!("{PREFIX}/subnets/{}", present.0)]);
+        a.wait_for(
+            "the added peer's route and the deleted one's gone",
+            30,
+            || has_route(&node, &added.0, &added.1) && !has_route(&node, &present.0, &present.1),
+        );
+        eprintln!(
+            "round {round}: {attempts} log lines while etcd was down; caught up {:?} after \
+             etcd was back",
+            back.elapsed()
+        );
+        present = added;
+    }
+    assert!(a.running());
+    let own = own_key(&node);
+    assert!(lease_keys(&etcd, PREFIX).contains(&own));
+}
+
+/// (c) The agent frozen while etcd restarts and its history is rewritten and compacted past
+/// the agent's watch revision: on waking it re-lists (the changes are applied), with no hot
+/// loop and a bounded number of log lines.
+#[test]
+fn compacted_history_relists_without_a_hot_loop() {
+    if !etcd_or_skip("flanneld_faults::compacted_history_relists_without_a_hot_loop") {
+        return;
+    }
+    let mut lan = Lan::new();
+    let mut etcd = Etcd::start(&lan, None);
+    etcd.ctl_ok(&["put", &format!("{PREFIX}/config"), HOSTGW]);
+    let node = Node::new();
+    lan.attach(&node, 2);
+    put_peer(&etcd, "10.5.200.0-24", "192.168.50.9");
+    let mut a = started(&node, "a.log", &etcd.endpoint(), &[]);
+    a.wait_for("the peer's route", 10, || {
+        has_route(&node, "10.5.200.0-24", "192.168.50.9")
+    });
+    a.signal(Signal::SIGSTOP);
+    etcd.kill();
+    etcd.restart();
+    // Many revisions (a peer rewritten 150 times), then the peer replaced, then compaction.
+    let key = format!("{PREFIX}/subnets/10.5.201.0-24");
+    let script = format!(
+        "for i in $(seq 150); do ETCDCTL_API=3 etcdctl --endpoints {} put {key} \
+         '{{\"PublicIP\":\"192.168.50.10\",\"PublicIPv6\":null,\"BackendType\":\"host-gw\",\"N\":'$i'}}' \
+         >/dev/null || exit 1; done",
+        etcd.endpoint()
+    );
+    lan.ns().sh("sh", &["-c", &script]);
+    etcd.ctl_ok(&["del", &format!("{PREFIX}/subnets/10.5.200.0-24")]);
+    put_peer(&etcd, "10.5.202.0-24", "192.168.50.11");
+    let rev = revision(&etcd);
+    etcd.ctl_ok(&["compaction", &rev.to_string(), "--physical"]);
+    let from = a.log().len();
+    let woke = Instant::now();
+    a.signal(Signal::SIGCONT);
+    a.wait_for("the changes made while frozen", 30, || {
+        has_route(&node, "10.5.202.0-24", "192.168.50.11")
+            && has_route(&node, "10.5.201.0-24", "192.168.50.10")
+            && !has_route(&node, "10.5.200.0-24", "192.168.50.9")
+    });
+    let caught_up = woke.elapsed();
+    // A 10 s window from the wake-up: a hot loop would log hundreds of lines.
+    while woke.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lines = lines_after(&a.log(), from);
+    eprintln!(
+        "caught up {caught_up:?} after waking; {} log lines in 10 s:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+    assert!(lines.len() <= 25, "{}", lines.join("\n"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("re-listing") || l.contains("compacted")),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(a.running());
+
+    // etcd alive this time: the frozen agent's watch falls behind (20 MB of writes fill the
+    // stream's buffers, etcd parks it), the history is compacted past it, and the watch
+    // reports the compaction when the agent reads on.
+    a.signal(Signal::SIGSTOP);
+    write_padded(&lan, &etcd, "10.5.203.0-24", 300, 64 * 1024);
+    etcd.ctl_ok(&["del", &format!("{PREFIX}/subnets/10.5.201.0-24")]);
+    put_peer(&etcd, "10.5.204.0-24", "192.168.50.12");
+    let rev = revision(&etcd);
+    etcd.ctl_ok(&["compaction", &rev.to_string(), "--physical"]);
+    let from = a.log().len();
+    let woke = Instant::now();
+    a.signal(Signal::SIGCONT);
+    a.wait_for("the changes made while frozen (live etcd)", 60, || {
+        has_route(&node, "10.5.204.0-24", "192.168.50.12")
+            && !has_route(&node, "10.5.201.0-24", "192.168.50.10")
+    });
+    let caught_up = woke.elapsed();
+    while woke.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lines = lines_after(&a.log(), from);
+    eprintln!(
+        "live etcd: caught up {caught_up:?} after waking; {} log lines in 10 s:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+    assert!(lines.len() <= 25, "{}", lines.join("\n"));
+    assert!(
+        lines.iter().any(|l| l.contains("compacted")),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(a.running());
+}
+
+/// The store's current revision.
+fn revision(etcd: &Etcd) -> i64 {
+    let status = etcd.ctl_ok(&["endpoint", "status", "-w", "fields"]);
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("\"Revision\" : "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `count` puts of peer `key`'s lease padded to `size` bytes (one revision each), through
+/// flanneld's own etcd client from the LAN namespace (etcdctl would take a process each).
+fn write_padded(lan: &Lan, etcd: &Etcd, key: &str, count: usize, size: usize) {
+    use flanneld::etcd::{EtcdOptions, EtcdStore};
+    use flanneld::store::Store;
+    let ns = node_kernel::Netns::open(lan.ns().path()).unwrap();
+    let key = format!("{PREFIX}/subnets/{key}");
+    ns.run(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let opts = EtcdOptions {
+                endpoints: vec![etcd.endpoint()],
+                ..Default::default()
+            };
+            let store = EtcdStore::connect(&opts).await.unwrap();
+            for i in 0..count {
+                let value = format!(
+                    r#"{{"PublicIP":"192.168.50.13","PublicIPv6":null,"BackendType":"host-gw","N":{i},"Pad":"{}"}}"#,
+                    "x".repeat(size)
+                );
+                store
+                    .put(&key, value.as_bytes(), Duration::from_secs(3600))
+                    .await
+                    .unwrap();
+            }
+        });
+    })
+    .unwrap();
+}
+
+/// (d) Three etcd members, the agent's first endpoint SIGKILLed: it fails over, keeps
+/// renewing its (short) lease and its watch programs a peer put after the failure.
+#[test]
+fn cluster_member_gone_failover_keeps_renewals_and_watch() {
+    if !etcd_or_skip("flanneld_faults::cluster_member_gone_failover_keeps_renewals_and_watch") {
+        return;
+    }
+    let mut lan = Lan::new();
+    let mut members = Etcd::cluster(&lan, 3);
+    let endpoints = members
+        .iter()
+        .map(Etcd::endpoint)
+        .collect::<Vec<_>>()
+        .join(",");
+    members[0].ctl_ok(&["put", &format!("{PREFIX}/config"), HOSTGW]);
+    let node = Node::new();
+    lan.attach(&node, 2);
+    let ttl = [("FLANNELD_TEST_LEASE_TTL", "6")];
+    let mut a = started(&node, "a.log", &endpoints, &ttl);
+    let own = own_key(&node);
+    for round in 0..iterations() {
+        // Round 0 kills the first endpoint; later rounds kill whichever serves the agent.
+        let victim = round % 3;
+        let survivor = (victim + 1) % 3;
+        let from = a.log().len();
+        members[victim].kill();
+        let gone = Instant::now();
+        let key = format!("10.5.{}.0-24", 200 + round);
+        let ip = format!("192.168.50.{}", 100 + round % 100);
+        // etcd may be electing a leader: retried until accepted.
+        wait(
+            "the new peer lease written",
+            30,
+            || {
+                members[survivor]
+                    .ctl(&["put", &format!("{PREFIX}/subnets/{key}"), &peer_value(&ip)])
+                    .status
+                    .success()
+            },
+            || members[survivor].log(),
+        );
+        let written = Instant::now();
+        let elected = gone.elapsed();
+        a.wait_for("the new peer's route after the failover", 30, || {
+            has_route(&node, &key, &ip)
+        });
+        let programmed = written.elapsed();
+        wait(
+            "two renewals after the failure",
+            30,
+            || {
+                lines_after(&a.log(), from)
+                    .iter()
+                    .filter(|l| l.contains("renewed lease"))
+                    .count()
+                    >= 2
+            },
+            || a.log(),
+        );
+        // The lease outlives several TTLs only if renewals go through.
+        let keys = lease_keys(&members[survivor], PREFIX);
+        assert!(keys.contains(&own), "{keys:?}\n{}", a.log());
+        let fields =
+            members[survivor].ctl_ok(&["get", &format!("{PREFIX}/subnets/{own}"), "-w", "fields"]);
+        let lease: i64 = fields
+            .lines()
+            .find_map(|l| l.strip_prefix("\"Lease\" : "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let ttl = members[survivor].ctl_ok(&["lease", "timetolive", &format!("{lease:x}")]);
+        assert!(ttl.contains("granted with TTL(6s)"), "{ttl}");
+        let log = lines_after(&a.log(), from);
+        eprintln!(
+            "round {round}: member m{victim} killed; the cluster took a write after \
+             {elected:?}, the agent programmed it {programmed:?} later; failover lines: {:?}",
+            log.iter()
+                .filter(|l| l.contains("unreachable"))
+                .collect::<Vec<_>>()
+        );
+        members[victim].restart();
+    }
+    assert!(a.log().contains("unreachable: using"), "{}", a.log());
+    assert!(a.running());
+}
+
+/// `n` nodes on the LAN (hosts `.2`..), each running an agent on `prefix`, started at once.
+fn start_many(
+    lan: &mut Lan,
+    nodes: &mut Vec<Node>,
+    n: usize,
+    etcd: &Etcd,
+    prefix: &str,
+    log: &str,
+) -> Vec<Agent> {
+    while nodes.len() < n {
+        let node = Node::new();
+        lan.attach(&node, u8::try_from(nodes.len() + 2).unwrap());
+        nodes.push(node);
+    }
+    let ep = etcd.endpoint();
+    let extra = [format!("--etcd-prefix={prefix}")];
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    nodes
+        .iter()
+        .take(n)
+        .map(|node| {
+            let _ = fs::remove_file(node.dir().join("subnet.env"));
+            agent(node, log, &ep, &extra, &[])
+        })
+        .collect()
+}
+
+fn wrote(node: &Node, log: &str) -> bool {
+    fs::read_to_string(node.dir().join(log))
+        .unwrap_or_default()
+        .contains("wrote subnet file")
+}
+
+fn config_with(network: &str, free: usize) -> String {
+    format!(
+        r#"{{"Network":"{network}.0.0/16","SubnetLen":24,"SubnetMin":"{network}.1.0","SubnetMax":"{network}.{free}.0","Backend":{{"Type":"host-gw"}}}}"#
+    )
+}
+
+/// Agents started at once: 20 against 24 free subnets get 20 distinct ones; 30 against 24:
+/// 24 get one, 6 say "out of subnets" and keep waiting, and one of them takes a subnet freed
+/// later. (×`FLANNELD_FAULTS_SCALE` in the long form.)
+#[test]
+fn agents_started_at_once_race_for_subnets() {
+    if !etcd_or_skip("flanneld_faults::agents_started_at_once_race_for_subnets") {
+        return;
+    }
+    let k = scale();
+    let (free, fit, over) = (24 * k, 20 * k, 30 * k);
+    let mut lan = Lan::new();
+    let etcd = Etcd::start(&lan, None);
+    let mut nodes = Vec::new();
+
+    // 20 for 24.
+    etcd.ctl_ok(&["put", "/fit/network/config", &config_with("10.5", free)]);
+    let t = Instant::now();
+    let mut agents = start_many(&mut lan, &mut nodes, fit, &etcd, "/fit/network", "fit.log");
+    wait(
+        "every agent's subnet.env",
+        90,
+        || nodes.iter().take(fit).all(|n| wrote(n, "fit.log")),
+        || lease_keys(&etcd, "/fit/network").join(" "),
+    );
+    eprintln!(
+        "{fit} agents for {free} subnets: all leased in {:?}",
+        t.elapsed()
+    );
+    let keys = lease_keys(&etcd, "/fit/network");
+    let mut own: Vec<String> = nodes.iter().take(fit).map(own_key).collect();
+    own.sort();
+    own.dedup();
+    assert_eq!(own.len(), fit, "duplicate subnets in subnet.env: {own:?}");
+    assert_eq!(keys.len(), fit, "{keys:?}");
+    for key in &own {
+        assert!(keys.contains(key), "{key} not in etcd: {keys:?}");
+    }
+    let lost: usize = agents
+        .iter()
+        .map(|a| a.log().matches("lost the race").count())
+        .sum();
+    eprintln!("lost create races, all agents: {lost}");
+    for a in &mut agents {
+        assert!(a.running(), "{}", a.log());
+    }
+    for mut a in agents {
+        assert_eq!(a.terminate(), Some(0));
+    }
+
+    // 30 for 24.
+    etcd.ctl_ok(&["put", "/over/network/config", &config_with("10.6", free)]);
+    let t = Instant::now();
+    let mut agents = start_many(
+        &mut lan,
+        &mut nodes,
+        over,
+        &etcd,
+        "/over/network",
+        "over.log",
+    );
+    let waiting = |agents: &[Agent]| -> Vec<usize> {
+        (0..over)
+            .filter(|&i| {
+                !wrote(&nodes[i], "over.log") && agents[i].log().contains("out of subnets")
+            })
+            .collect()
+    };
+    wait(
+        "24 leased and 6 out of subnets",
+        90,
+        || {
+            nodes
+                .iter()
+                .take(over)
+                .filter(|n| wrote(n, "over.log"))
+                .count()
+                == free
+                && waiting(&agents).len() == over - free
+        },
+        || lease_keys(&etcd, "/over/network").join(" "),
+    );
+    eprintln!(
+        "{over} agents for {free} subnets: {free} leased, {} waiting, in {:?}",
+        over - free,
+        t.elapsed()
+    );
+    let line = agents[waiting(&agents)[0]]
+        .log()
+        .lines()
+        .find(|l| l.contains("out of subnets"))
+        .unwrap()
+        .to_owned();
+    eprintln!("the waiting agents say: {line}");
+    assert!(
+        line.contains(&format!(
+            "failed to acquire lease: out of subnets: every subnet of 10.6.1.0..10.6.{free}.0 /24 is leased; retrying in"
+        )),
+        "{line}"
+    );
+    assert_eq!(lease_keys(&etcd, "/over/network").len(), free);
+    for a in &mut agents {
+        assert!(a.running(), "{}", a.log());
+    }
+    // One leaseholder leaves for good: its lease deleted, a waiting agent takes the subnet.
+    let before = waiting(&agents);
+    let leaver = (0..over).find(|i| !before.contains(i)).unwrap();
+    let freed = own_key(&nodes[leaver]);
+    assert_eq!(agents[leaver].terminate(), Some(0));
+    etcd.ctl_ok(&["del", &format!("/over/network/subnets/{freed}")]);
+    let t = Instant::now();
+    wait(
+        "a waiting agent taking the freed subnet",
+        30,
+        || waiting(&agents).len() == before.len() - 1,
+        || lease_keys(&etcd, "/over/network").join(" "),
+    );
+    eprintln!("the freed subnet {freed} was taken after {:?}", t.elapsed());
+    let taker = *before
+        .iter()
+        .find(|i| !waiting(&agents).contains(i))
+        .unwrap();
+    assert_eq!(own_key(&nodes[taker]), freed);
+    assert_eq!(lease_keys(&etcd, "/over/network").len(), free);
+    for (i, a) in agents.iter_mut().enumerate() {
+        if i != leaver {
+            assert!(a.running(), "{}", a.log());
+        }
+    }
+}
+
+/// The etcd lease ID of `key`.
+fn lease_of(etcd: &Etcd, key: &str) -> Option<String> {
+    let fields = etcd.ctl_ok(&["get", &format!("{PREFIX}/subnets/{key}"), "-w", "fields"]);
+    let id: i64 = fields
+        .lines()
+        .find_map(|l| l.strip_prefix("\"Lease\" : "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(format!("{id:x}"))
+}
+
+/// A 6 s lease TTL (`FLANNELD_TEST_LEASE_TTL`): renewals keep the lease over several TTLs
+/// (without a renewal loop); a peer that stops renewing (SIGSTOP) expires and leaves every
+/// other node's routes, and comes back when it resumes; the own lease deleted by an operator
+/// is acquired again with the same subnet.
+#[test]
+fn short_ttl_renewal_expiry_and_deleted_own_lease() {
+    if !etcd_or_skip("flanneld_faults::short_ttl_renewal_expiry_and_deleted_own_lease") {
+        return;
+    }
+    let mut lan = Lan::new();
+    let etcd = Etcd::start(&lan, None);
+    etcd.ctl_ok(&["put", &format!("{PREFIX}/config"), HOSTGW]);
+    let (a_node, b_node) = (Node::new(), Node::new());
+    let a_ip = lan.attach(&a_node, 2);
+    let b_ip = lan.attach(&b_node, 3);
+    let ttl = [("FLANNELD_TEST_LEASE_TTL", "6")];
+    let mut a = started(&a_node, "a.log", &etcd.endpoint(), &ttl);
+    let mut b = started(&b_node, "b.log", &etcd.endpoint(), &ttl);
+    let (ka, kb) = (own_key(&a_node), own_key(&b_node));
+    a.wait_for("A's route to B", 10, || has_route(&a_node, &kb, &b_ip));
+    b.wait_for("B's route to A", 10, || has_route(&b_node, &ka, &a_ip));
+    assert!(a.log().contains("FLANNELD_TEST_LEASE_TTL=6"), "{}", a.log());
+
+    // Renewals: the key never goes away over 3 TTLs, each etcd lease granted with 6 s.
+    let t = Instant::now();
+    let from = a.log().len();
+    while t.elapsed() < Duration::from_secs(18) {
+        let keys = lease_keys(&etcd, PREFIX);
+        assert!(keys.contains(&ka) && keys.contains(&kb), "{keys:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let renewals = lines_after(&a.log(), from)
+        .iter()
+        .filter(|l| l.contains("renewed lease"))
+        .count();
+    eprintln!("A renewed {renewals} times in 18 s (TTL 6 s, renewal 4 s after each grant)");
+    assert!((3..=8).contains(&renewals), "{}", a.log());
+    let id = lease_of(&etcd, &ka).unwrap();
+    let ttl_out = etcd.ctl_ok(&["lease", "timetolive", &id]);
+    assert!(ttl_out.contains("granted with TTL(6s)"), "{ttl_out}");
+
+    // B stops renewing: its lease expires, A drops its route.
+    b.signal(Signal::SIGSTOP);
+    let stopped = Instant::now();
+    a.wait_for("B's route removed after B's lease expired", 30, || {
+        !routes(&a_node).contains(&kb.replace('-', "/"))
+    });
+    eprintln!(
+        "B's route gone from A {:?} after B froze",
+        stopped.elapsed()
+    );
+    assert!(!lease_keys(&etcd, PREFIX).contains(&kb));
+    // B resumes: it renews at once, the same subnet, and A routes to it again.
+    b.signal(Signal::SIGCONT);
+    a.wait_for("B's route back", 30, || has_route(&a_node, &kb, &b_ip));
+    assert_eq!(own_key(&b_node), kb);
+
+    // An operator deletes A's lease: A takes the same subnet again and says so.
+    etcd.ctl_ok(&["del", &format!("{PREFIX}/subnets/{ka}")]);
+    wait(
+        "A's lease re-acquired",
+        20,
+        || a.log().contains("re-acquired lease") && lease_keys(&etcd, PREFIX).contains(&ka),
+        || a.log(),
+    );
+    assert!(a.log().contains("was deleted"), "{}", a.log());
+    assert_eq!(own_key(&a_node), ka);
+    assert!(a.running() && b.running());
+}
+
+/// `ip monitor route neigh` in a namespace, into a file.
+struct Monitor {
+    child: Child,
+    out: std::path::PathBuf,
+}
+
+impl Monitor {
+    fn start(node: &Node) -> Monitor {
+        let out = node.dir().join("monitor.txt");
+        let file = fs::File::create(&out).unwrap();
+        // Line-buffered: `ip` writes to a file through stdio.
+        let child = node
+            .host()
+            .command("stdbuf")
+            .args(["-oL", "ip", "monitor", "route", "neigh"])
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let m = Monitor { child, out };
+        // Listening once it reports a route of our own making (added until it does).
+        wait(
+            "ip monitor listening",
+            10,
+            || {
+                // Added and deleted each time: both are notifications once it listens.
+                node.host()
+                    .sh("ip", &["route", "add", "198.18.0.0/24", "dev", "eth0"]);
+                node.host().sh("ip", &["route", "del", "198.18.0.0/24"]);
+                std::thread::sleep(Duration::from_millis(50));
+                m.text().contains("198.18.0.0/24")
+            },
+            || m.text(),
+        );
+        m
+    }
+
+    fn text(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        conformance::etcd::stop(&mut self.child, Duration::from_secs(2));
+    }
+}
+
+fn mac_of(node: &Node, dev: &str) -> String {
+    let link = node.host().sh("ip", &["link", "show", dev]);
+    link.split("link/ether ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn vxlan_route(node: &Node, key: &str) -> bool {
+    routes(node).contains(&format!(
+        "{} via {} dev flannel.1 ",
+        key.replace('-', "/"),
+        key.replace("-24", "")
+    ))
+}
+
+/// SIGKILL and restart (×`FLANNELD_FAULTS_ITERATIONS`): same subnet, same VtepMAC, nothing
+/// of A's deleted or re-added on peer B (`ip monitor` there). Then a simulated reboot (the
+/// device gone, subnet.env kept): the same subnet, a new MAC, and B's neighbour and FDB
+/// entries follow it.
+#[test]
+fn sigkill_restart_and_reboot_vxlan() {
+    if !etcd_or_skip("flanneld_faults::sigkill_restart_and_reboot_vxlan") {
+        return;
+    }
+    let mut lan = Lan::new();
+    let etcd = Etcd::start(&lan, None);
+    etcd.ctl_ok(&["put", &format!("{PREFIX}/config"), VXLAN]);
+    let (a_node, b_node) = (Node::new(), Node::new());
+    let a_ip = lan.attach(&a_node, 2);
+    let _b_ip = lan.attach(&b_node, 3);
+    let mut a = started(&a_node, "a0.log", &etcd.endpoint(), &[]);
+    let mut b = started(&b_node, "b.log", &etcd.endpoint(), &[]);
+    let (ka, kb) = (own_key(&a_node), own_key(&b_node));
+    a.wait_for("A's route to B", 15, || vxlan_route(&a_node, &kb));
+    b.wait_for("B's route to A", 15, || vxlan_route(&b_node, &ka));
+    let mac = mac_of(&a_node, "flannel.1");
+    let a_gw = ka.replace("-24", "");
+    let b_view = |b_node: &Node| {
+        (
+            b_node
+                .host()
+                .sh("ip", &["neigh", "show", "dev", "flannel.1"]),
+            b_node
+                .host()
+                .sh("bridge", &["fdb", "show", "dev", "flannel.1"]),
+            routes(b_node),
+        )
+    };
+    let before = b_view(&b_node);
+    assert!(
+        before.0.contains(&format!("{a_gw} lladdr {mac} PERMANENT")),
+        "{before:?}"
+    );
+
+    for round in 1..=iterations() {
+        let monitor = Monitor::start(&b_node);
+        a.signal(Signal::SIGKILL);
+        let log = format!("a{round}.log");
+        a = started(&a_node, &log, &etcd.endpoint(), &[]);
+        assert_eq!(own_key(&a_node), ka, "round {round}");
+        assert_eq!(mac_of(&a_node, "flannel.1"), mac, "round {round}");
+        assert!(a.log().contains("reusing it"), "{}", a.log());
+        a.wait_for("A's route to B", 15, || vxlan_route(&a_node, &kb));
+        // B has seen A's new lease (same value) by the time it sees a later write.
+        etcd.ctl_ok(&["put", "/marker", &round.to_string()]);
+        let value = etcd.ctl_ok(&[
+            "get",
+            "--print-value-only",
+            &format!("{PREFIX}/subnets/{ka}"),
+        ]);
+        assert!(value.contains(&mac), "{value}");
+        std::thread::sleep(Duration::from_millis(500));
+        let seen = monitor.text();
+        let flaps: Vec<&str> = seen
+            .lines()
+            .filter(|l| l.contains(&a_gw) || l.contains(&mac) || l.contains(&ka.replace('-', "/")))
+            .collect();
+        eprintln!("round {round}: B's ip monitor during A's restart:\n{seen}");
+        assert!(flaps.is_empty(), "A's entries changed on B: {flaps:?}");
+        assert_eq!(b_view(&b_node), before, "round {round}");
+    }
+
+    // Reboot: the device is gone (a fresh kernel), subnet.env stays.
+    a.signal(Signal::SIGKILL);
+    a_node.host().sh("ip", &["link", "del", "flannel.1"]);
+    a = started(&a_node, "reboot.log", &etcd.endpoint(), &[]);
+    assert_eq!(own_key(&a_node), ka);
+    let new_mac = mac_of(&a_node, "flannel.1");
+    assert_ne!(new_mac, mac);
+    let t = Instant::now();
+    b.wait_for("B's neighbour and FDB entry with A's new MAC", 20, || {
+        let (neigh, fdb, _) = b_view(&b_node);
+        neigh.contains(&format!("{a_gw} lladdr {new_mac} PERMANENT"))
+            && fdb.contains(&format!("{new_mac} dst {a_ip} self permanent"))
+            && !fdb.contains(&mac)
+    });
+    eprintln!(
+        "B follows A's new MAC {new_mac} (was {mac}) after {:?}",
+        t.elapsed()
+    );
+    assert!(vxlan_route(&b_node, &ka));
+    b_node.host().sh("ping", &["-c1", "-W5", &a_gw]);
+    assert!(a.running() && b.running());
+}
