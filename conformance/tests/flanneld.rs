@@ -889,12 +889,12 @@ fn vxlan_dual_stack_three_agents_one_etcd() {
             .contains("c6:d2:32:6f:8f:46 dst fd00:5::9 self permanent")
     );
     etcd.ctl_ok(&["del", &peer]);
-    agents[0].wait_for("the Go peer's IPv6 route removed", 10, || {
+    // The agent removes the route, then the neighbour, then the FDB entry.
+    agents[0].wait_for("the Go peer's IPv6 route and neighbour removed", 10, || {
         !route6(a_node, &go_peer)
+            && !a
+                .sh("ip", &["-6", "neigh", "show", "dev", V6])
+                .contains("fc00:0:0:c8::")
     });
-    assert!(
-        !a.sh("ip", &["-6", "neigh", "show", "dev", V6])
-            .contains("fc00:0:0:c8::")
-    );
     assert!(agents.iter_mut().all(Agent::running));
 }

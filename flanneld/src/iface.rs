@@ -7,6 +7,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::IpNetwork;
+use node_kernel::addr::AddressFlags;
 use node_kernel::{Context, KernelError, RouteSocket};
 
 /// The interface the node's traffic to peers leaves by.
@@ -49,6 +50,13 @@ pub struct LinkAddrs {
 /// multicast or unspecified.
 pub fn is_global_v6(ip: &Ipv6Addr) -> bool {
     !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || ip.is_unicast_link_local())
+}
+
+/// Whether an IPv6 address with these flags can carry the tunnel: not a privacy
+/// (temporary) address that rotates away, not deprecated, not one whose duplicate address
+/// detection failed. A tentative one is kept: it becomes usable once DAD ends.
+pub fn is_stable_v6(flags: AddressFlags) -> bool {
+    !flags.intersects(AddressFlags::Secondary | AddressFlags::Deprecated | AddressFlags::Dadfailed)
 }
 
 /// Why no interface could be used.
@@ -144,13 +152,18 @@ pub fn gather() -> Result<(Vec<LinkAddrs>, Option<u32>), IfaceError> {
     for msg in sock.links().context("listing links")? {
         let index = msg.header.index;
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
-        for (net, _) in sock
+        for (net, msg) in sock
             .addresses(index)
             .context(format!("listing the addresses of link {index}"))?
         {
             match net {
                 IpNetwork::V4(n) => v4.push(n.ip()),
-                IpNetwork::V6(n) if is_global_v6(&n.ip()) => v6.push(n.ip()),
+                IpNetwork::V6(n)
+                    if is_global_v6(&n.ip())
+                        && node_kernel::addr::flags(&msg).is_none_or(is_stable_v6) =>
+                {
+                    v6.push(n.ip())
+                }
                 IpNetwork::V6(_) => {}
             }
         }
@@ -266,6 +279,17 @@ mod tests {
     #[test]
     fn only_global_ipv6_addresses_are_usable() {
         let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        assert!(is_stable_v6(
+            AddressFlags::Permanent | AddressFlags::Tentative
+        ));
+        assert!(is_stable_v6(AddressFlags::empty()));
+        for no in [
+            AddressFlags::Secondary,
+            AddressFlags::Deprecated,
+            AddressFlags::Dadfailed | AddressFlags::Permanent,
+        ] {
+            assert!(!is_stable_v6(no), "{no:?}");
+        }
         assert!(is_global_v6(&v6("2001:db8::2")));
         assert!(
             is_global_v6(&v6("fd00:50::2")),

@@ -205,6 +205,9 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
     if let Some(a6) = ext.iface_addr6 {
         info!("interface {} has the global IPv6 address {a6}", ext.name);
     }
+    if opts.public_ipv6.is_some() && config.v6.is_none() {
+        warning!("--public-ipv6 is ignored: the network config does not set EnableIPv6");
+    }
     let mut backend = backend::create(&config, &ext)?;
     if opts.ip_masq {
         if !config.enable_nftables {

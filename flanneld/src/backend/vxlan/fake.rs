@@ -11,6 +11,10 @@ use node_kernel::link::VxlanSpec;
 
 use super::kernel::{Device, Fdb, Neighbour, PeerRoute, VxlanAttrs, VxlanKernel};
 
+/// The external interface's index in the backend tests (`hostgw::tests::ext`): the device
+/// the kernel picks for a route given without one.
+pub const FAKE_EXT_INDEX: u32 = 7;
+
 /// The fake kernel.
 #[derive(Debug, Default)]
 pub struct FakeKernel {
@@ -219,13 +223,18 @@ impl VxlanKernel for FakeKernel {
             format!("route {} via {}{dev}{onlink}", r.dst, r.gw),
         )?;
         self.routes.retain(|x| x.dst != r.dst);
-        self.routes.insert(*r);
+        // The kernel picks the device of a route given without one (direct routing) and
+        // lists it with that device.
+        self.routes.insert(PeerRoute {
+            oif: r.oif.or(Some(FAKE_EXT_INDEX)),
+            ..*r
+        });
         Ok(())
     }
 
     fn delete_route(&mut self, r: &PeerRoute) -> io::Result<()> {
         self.op("route_del", format!("route del {} via {}", r.dst, r.gw))?;
-        self.routes.remove(r);
+        self.routes.retain(|x| !r.is_met_by(x));
         Ok(())
     }
 

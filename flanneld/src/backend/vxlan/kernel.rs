@@ -76,6 +76,19 @@ pub struct PeerRoute {
     pub onlink: bool,
 }
 
+impl PeerRoute {
+    /// Whether the kernel's route `have` is this wanted one: a route without a device
+    /// (direct routing) comes back from the kernel with the device it picked.
+    pub fn is_met_by(&self, have: &PeerRoute) -> bool {
+        self.dst == have.dst
+            && self.gw == have.gw
+            && match self.oif {
+                None => true,
+                Some(_) => self.oif == have.oif && self.onlink == have.onlink,
+            }
+    }
+}
+
 /// What the vxlan backend asks of the kernel.
 pub trait VxlanKernel {
     /// The link called `name`, if any.

@@ -5,10 +5,12 @@
 //! the kernel never has to resolve anything), rolled back on failure; removed with the lease.
 //! With DirectRouting, a peer on the same link gets `<peer subnet> via <PublicIP>` instead.
 //!
-//! Dual-stack (`EnableIPv6`), as Go: a second device `flannel-v6.<VNI>` with its own MAC,
-//! local address the external interface's IPv6 address, published as `PublicIPv6` and
-//! `BackendV6Data`; the same three entries per peer from the peer's IPv6 subnet,
-//! `PublicIPv6` and `BackendV6Data`. Each device is a [`Stack`] of its own.
+//! Dual-stack (`EnableIPv6`), as Go: a second device `flannel-v6.<VNI>` with its own MAC
+//! (published in `BackendV6Data`), local address the external interface's IPv6 address
+//! (`PublicIPv6` is that address unless `--public-ipv6` says otherwise); the same three
+//! entries per peer from the peer's IPv6 subnet, `PublicIPv6` and `BackendV6Data`. Each
+//! device is a [`Stack`] of its own. A peer whose IPv6 side is unusable is still reached
+//! over IPv4 (Go skips the whole lease).
 //!
 //! Unlike Go, [`Vxlan`] reconciles ([`Backend::reconcile`]): a deleted device is recreated
 //! with the same MAC (the published lease stays valid) *and* every peer; missing entries come
@@ -25,9 +27,10 @@ mod tests_v6;
 
 mod stack;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ipnetwork::IpNetwork;
+use ipnetwork::{IpNetwork, Ipv4Network};
 use node_kernel::link::VxlanSpec;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -282,6 +285,30 @@ fn vtep_mac(
     Ok(mac)
 }
 
+/// Refuses, with the reason, a device the kernel would refuse with a bare `EINVAL` or
+/// create without IPv6: a name longer than an interface name can be (VNIs of 8 digits,
+/// or 5 for `flannel-v6.`), an IPv6 device under IPv6's minimum MTU.
+fn check_spec(spec: &VxlanSpec) -> Result<(), BackendError> {
+    if spec.name.len() > cni_common::validate::IFNAME_MAX {
+        return Err(BackendError::Config(format!(
+            "VNI {} makes the device name {} longer than {} characters",
+            spec.vni,
+            spec.name,
+            cni_common::validate::IFNAME_MAX
+        )));
+    }
+    if spec.local.is_ipv6() && spec.mtu < IPV6_MIN_MTU {
+        return Err(BackendError::Config(format!(
+            "{} would get MTU {}, under IPv6's minimum of {IPV6_MIN_MTU} (underlay MTU too small)",
+            spec.name, spec.mtu
+        )));
+    }
+    Ok(())
+}
+
+/// RFC 8200's minimum link MTU; below it the kernel disables IPv6 on a device.
+const IPV6_MIN_MTU: u32 = 1280;
+
 /// The vxlan backend on one external interface: the IPv4 device, and the IPv6 one for a
 /// dual-stack network.
 #[derive(Debug)]
@@ -291,6 +318,9 @@ pub struct Vxlan<K> {
     config: VxlanConfig,
     v4: Stack,
     v6: Option<Stack>,
+    /// The IPv6 subnet programmed for each peer (by IPv4 subnet, the lease cache's key): a
+    /// peer whose lease now names another IPv6 subnet, or none, arrives as one `Added`.
+    v6_of: BTreeMap<Ipv4Network, IpNetwork>,
     repairs: Repairs,
 }
 
@@ -349,12 +379,16 @@ impl<K: VxlanKernel> Vxlan<K> {
                 ))
             }
         };
+        for st in std::iter::once(&stack4).chain(&stack6) {
+            check_spec(&st.spec)?;
+        }
         let mut backend = Vxlan {
             kernel,
             ext,
             config: vx,
             v4: stack4,
             v6: stack6,
+            v6_of: BTreeMap::new(),
             repairs: Repairs::default(),
         };
         backend.v4.ensure_device(&mut backend.kernel)?;
@@ -439,36 +473,64 @@ impl<K: VxlanKernel> Vxlan<K> {
         }))
     }
 
+    /// A peer's lease added or changed. A side that is no longer usable takes what it had
+    /// programmed with it: a lease that changed into one we cannot program does not leave
+    /// the old entries behind (reconcile would keep restoring them).
     fn added(&mut self, lease: &Lease) {
+        let v4 = lease.subnet.v4;
         match self.peer4(lease) {
             Ok(p) => self.v4.added(&mut self.kernel, p),
-            Err(e) => error!("ignoring vxlan lease {}: {e}", lease.subnet),
+            Err(e) => {
+                error!("ignoring vxlan lease {}: {e}", lease.subnet);
+                self.v4.removed(&mut self.kernel, IpNetwork::V4(v4));
+            }
         }
         if self.v6.is_none() {
             return;
         }
-        match self.peer6(lease) {
-            Ok(Some(p)) => {
-                if let Some(s6) = &mut self.v6 {
-                    s6.added(&mut self.kernel, p);
-                }
+        let now = match self.peer6(lease) {
+            Ok(p) => p,
+            Err(e) => {
+                error!(
+                    "ignoring the IPv6 side of vxlan lease {}: {e}",
+                    lease.subnet
+                );
+                None
             }
-            Ok(None) => info!(
+        };
+        let before = match &now {
+            Some(p) => self.v6_of.insert(v4, p.subnet),
+            None => self.v6_of.remove(&v4),
+        };
+        let Some(s6) = &mut self.v6 else {
+            return;
+        };
+        if let Some(old) = before
+            && Some(old) != now.map(|p| p.subnet)
+        {
+            s6.removed(&mut self.kernel, old);
+        }
+        match now {
+            Some(p) => s6.added(&mut self.kernel, p),
+            None if lease.subnet.v6.is_none() => info!(
                 "lease {} has no IPv6 subnet: reached over IPv4 only",
                 lease.subnet
             ),
-            Err(e) => error!(
-                "ignoring the IPv6 side of vxlan lease {}: {e}",
-                lease.subnet
-            ),
+            None => {}
         }
     }
 
     fn removed(&mut self, lease: &Lease) {
         self.v4
             .removed(&mut self.kernel, IpNetwork::V4(lease.subnet.v4));
-        if let (Some(s6), Some(sn6)) = (&mut self.v6, lease.subnet.v6) {
-            s6.removed(&mut self.kernel, IpNetwork::V6(sn6));
+        let programmed = self.v6_of.remove(&lease.subnet.v4);
+        if let Some(s6) = &mut self.v6 {
+            for sn6 in programmed
+                .into_iter()
+                .chain(lease.subnet.v6.map(IpNetwork::V6))
+            {
+                s6.removed(&mut self.kernel, sn6);
+            }
         }
     }
 }

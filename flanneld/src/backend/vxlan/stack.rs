@@ -279,7 +279,10 @@ impl Stack {
         if kept.is_none_or(|kp| kp.neighbour().ip != p.neighbour().ip) {
             self.undo_neighbour(k, p.neighbour());
         }
-        if kept.is_none_or(|kp| kp.mac != p.mac) {
+        // An FDB entry is per MAC: a node that re-keyed its lease (same device, same MAC)
+        // has its old and new lease share it until the old one expires.
+        let shared = self.peers.values().any(|q| !q.direct && q.mac == p.mac);
+        if kept.is_none_or(|kp| kp.mac != p.mac) && !shared {
             self.undo_fdb(k, p.fdb());
         }
     }
@@ -465,7 +468,10 @@ impl Stack {
                 Err(e) => error!("reconcile: fdb {}: {e}", mac_string(&f.mac)),
             }
         }
-        for r in want_r.difference(&routes) {
+        for r in want_r
+            .iter()
+            .filter(|w| !routes.iter().any(|have| w.is_met_by(have)))
+        {
             warning!("reconcile: restoring route {} via {}", r.dst, r.gw);
             match k.replace_route(r) {
                 Ok(()) => repairs.route += 1,

@@ -550,3 +550,23 @@ fn vtep_macs_that_are_no_peer_are_refused_before_any_entry() {
     ))]);
     assert_eq!(b.kernel().log.len(), 3, "{:?}", b.kernel().log);
 }
+
+#[test]
+fn the_old_lease_of_a_re_keyed_node_takes_not_the_fdb_entry_its_new_lease_uses() {
+    // A node that moved to another subnet keeps its device and MAC; its old lease expires
+    // later. Before: that expiry deleted the FDB entry the new lease still needs.
+    let mut b = backend();
+    let old = peer("10.5.2.0-24", "192.168.64.3", "c6:d2:32:6f:8f:44");
+    b.handle(&[
+        LeaseEvent::Added(old.clone()),
+        LeaseEvent::Added(peer("10.5.9.0-24", "192.168.64.3", "c6:d2:32:6f:8f:44")),
+    ]);
+    b.handle(&[LeaseEvent::Removed(old)]);
+    let k = b.kernel();
+    assert_eq!(k.fdb.len(), 1, "{:?}", k.fdb);
+    assert_eq!(k.routes.len(), 1);
+    assert_eq!(k.neigh.len(), 1);
+    b.kernel().log.clear();
+    b.reconcile();
+    assert!(b.kernel().log.is_empty(), "{:?}", b.kernel().log);
+}

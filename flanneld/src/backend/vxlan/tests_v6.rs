@@ -475,3 +475,71 @@ fn a_restart_reuses_the_ipv6_device_with_its_mac() {
             .any(|l| l == "create flannel-v6.1 mac 02:06:06:06:06:06")
     );
 }
+
+#[test]
+fn a_peer_whose_ipv6_side_changes_or_goes_under_the_same_ipv4_subnet_leaves_no_old_entries() {
+    // Before: the lease cache keys peers by IPv4 subnet, so a re-keyed lease arrives as
+    // one Added; the IPv6 stack kept the old subnet's entries (and reconcile restored them).
+    let mut b = dual();
+    b.handle(&[LeaseEvent::Added(lease(GO_KEY, GO_PEER))]);
+    let moved = GO_PEER.replace("fd00:5::3", "fd00:5::7");
+    b.handle(&[LeaseEvent::Added(lease(
+        "10.5.2.0-24&fc00:0:0:7::-64",
+        &moved,
+    ))]);
+    let routes6 = |b: &mut Vxlan<FakeKernel>| -> Vec<String> {
+        b.kernel()
+            .routes
+            .iter()
+            .filter(|r| r.dst.is_ipv6())
+            .map(|r| r.dst.to_string())
+            .collect()
+    };
+    assert_eq!(routes6(&mut b), ["fc00:0:0:7::/64"]);
+    assert_eq!(
+        b.kernel().fdb.iter().filter(|f| f.1.dst.is_ipv6()).count(),
+        1
+    );
+    // A bad IPv6 side, then none at all: the IPv6 entries go, the IPv4 ones stay.
+    let bad = moved.replace("c6:d2:32:6f:8f:46", "nope");
+    b.handle(&[LeaseEvent::Added(lease(
+        "10.5.2.0-24&fc00:0:0:7::-64",
+        &bad,
+    ))]);
+    assert!(routes6(&mut b).is_empty());
+    b.handle(&[LeaseEvent::Added(lease(GO_KEY, GO_PEER))]);
+    b.handle(&[LeaseEvent::Added(lease(
+        "10.5.2.0-24",
+        r#"{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#,
+    ))]);
+    assert!(routes6(&mut b).is_empty());
+    b.reconcile();
+    assert!(routes6(&mut b).is_empty());
+    assert_eq!(b.kernel().routes.len(), 1);
+    // Removed by its key alone (a delete carries only the key): nothing left.
+    b.handle(&[LeaseEvent::Removed(lease("10.5.2.0-24", GO_PEER))]);
+    let k = b.kernel();
+    assert!(k.neigh.is_empty() && k.fdb.is_empty() && k.routes.is_empty());
+}
+
+#[test]
+fn devices_the_kernel_would_refuse_are_refused_with_the_reason() {
+    // Before: EINVAL from the kernel for the name, an IPv6 device without IPv6 for the MTU.
+    let long = r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan","VNI":10000}}"#;
+    let e = Vxlan::new(FakeKernel::new(), ext6(), &config(long), MAC, MAC6).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("VNI 10000 makes the device name flannel-v6.10000 longer than 15"),
+        "{e}"
+    );
+    let mut small = ext6();
+    small.mtu = 1340;
+    let e = Vxlan::new(FakeKernel::new(), small, &config(DUAL), MAC, MAC6).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("flannel-v6.1 would get MTU 1270, under IPv6's minimum of 1280"),
+        "{e}"
+    );
+    let four = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":9999999}}"#;
+    assert!(Vxlan::new(FakeKernel::new(), ext6(), &config(four), MAC, MAC6).is_ok());
+}
