@@ -434,7 +434,7 @@ fn dead_endpoint_next_to_a_live_one() {
 #[test]
 fn etcd_store_on_real_etcd() {
     use flanneld::etcd::{EtcdOptions, EtcdStore};
-    use flanneld::store::{Store, Watch, WatchBatch, WatchEvent};
+    use flanneld::store::{Expect, Store, Watch, WatchBatch, WatchEvent};
     use std::time::Duration;
 
     if !etcd_or_skip("flanneld::etcd_store_on_real_etcd") {
@@ -498,12 +498,28 @@ fn etcd_store_on_real_etcd() {
             let left = store.time_to_live(g.id).await.unwrap().unwrap();
             assert!(left <= Duration::from_secs(60) && left >= Duration::from_secs(55));
             assert_eq!(store.get("/t/c").await.unwrap().unwrap().lease, g.id);
+            // A renewal's conditional write: only over the value expected.
+            let ttl = Duration::from_secs(60);
+            assert!(
+                store
+                    .put_if("/t/c", b"w", ttl, Expect::Value(b"not z"))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            let g2 = store
+                .put_if("/t/c", b"w", ttl, Expect::Value(b"z"))
+                .await
+                .unwrap()
+                .unwrap();
+            let now = store.get("/t/c").await.unwrap().unwrap();
+            assert_eq!((now.value.as_slice(), now.lease), (&b"w"[..], g2.id));
         });
     })
     .unwrap();
-    // The losing create revoked its lease: only /t/c's remains.
+    // The losing writes revoked their leases: /t/c's first and second remain.
     let leases = etcd.ctl_ok(&["lease", "list"]);
-    assert!(leases.starts_with("found 1 leases"), "{leases}");
+    assert!(leases.starts_with("found 2 leases"), "{leases}");
 }
 
 #[test]

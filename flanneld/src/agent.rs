@@ -393,6 +393,14 @@ pub async fn run_with_links<S: Store>(
                     renew_at = LeaseManager::<S>::renew_at(&lease, settings.renew_margin);
                     info!("renewed lease {}", lease.subnet);
                 }
+                Err(e @ LeaseError::Taken { .. }) => {
+                    // The re-listing finds the lease gone and acquires another.
+                    error!("{e}: acquiring another subnet");
+                    revision = None;
+                    relist_at = None;
+                    watcher = None;
+                    renew_at = Instant::now() + settings.renew_margin;
+                }
                 Err(e) => {
                     // Within the margin (a short test TTL), else the lease runs out first.
                     let retry = RENEW_RETRY.min(settings.renew_margin / 2);

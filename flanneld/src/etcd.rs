@@ -13,7 +13,7 @@ use etcd_client::{
 };
 
 use crate::log::warning;
-use crate::store::{Granted, KeyValue, Store, StoreError, Watch, WatchBatch, WatchEvent};
+use crate::store::{Expect, Granted, KeyValue, Store, StoreError, Watch, WatchBatch, WatchEvent};
 use tonic::Code;
 
 /// How long a single request may take before the agent treats etcd as unreachable.
@@ -311,11 +311,12 @@ impl Store for EtcdStore {
         Ok((kvs, rev))
     }
 
-    async fn create(
+    async fn put_if(
         &self,
         key: &str,
         value: &[u8],
         ttl: Duration,
+        expect: Expect<'_>,
     ) -> Result<Option<Granted>, StoreError> {
         let secs = ttl.as_secs() as i64;
         let grant = self
@@ -324,13 +325,15 @@ impl Store for EtcdStore {
         let id = grant.id();
         let outcome = self
             .call(|mut c| async move {
-                let txn = Txn::new()
-                    .when([Compare::version(key, CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(
-                        key,
-                        value,
-                        Some(PutOptions::new().with_lease(id)),
-                    )]);
+                let compare = match expect {
+                    Expect::Absent => Compare::version(key, CompareOp::Equal, 0),
+                    Expect::Value(v) => Compare::value(key, CompareOp::Equal, v),
+                };
+                let txn = Txn::new().when([compare]).and_then([TxnOp::put(
+                    key,
+                    value,
+                    Some(PutOptions::new().with_lease(id)),
+                )]);
                 c.txn(txn).await
             })
             .await;

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::config::{ConfigError, NetworkConfig};
 use crate::lease::{Lease, LeaseAttrs};
 use crate::log::{info, shown, warning};
-use crate::store::{KeyValue, Store, StoreError};
+use crate::store::{Expect, KeyValue, Store, StoreError};
 use crate::subnet::{self, Pick, SubnetKey};
 
 /// Go's `subnetTTL`: every lease is a 24 h etcd lease.
@@ -47,6 +47,21 @@ pub enum LeaseError {
     OutOfSubnets {
         /// The range.
         range: String,
+    },
+    /// The node's key names another node: its lease ran out and the subnet was taken
+    /// (renewing over it would steal the subnet back from a live node).
+    #[error("the lease {key} was taken by {by} after it ran out")]
+    Taken {
+        /// The key.
+        key: String,
+        /// Whom it names now (its PublicIP, or the value cut short).
+        by: String,
+    },
+    /// The node's key changed between the renewal's reads (retried like a failure).
+    #[error("{key} changed while renewing it")]
+    RenewRaced {
+        /// The key.
+        key: String,
     },
     /// Every create lost a race ([`RACE_RETRIES`] times).
     #[error("failed to acquire a subnet lease: lost the race to other nodes {0} times")]
@@ -291,11 +306,40 @@ impl<S: Store> LeaseManager<S> {
     /// `RenewLease`).
     pub async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let key = self.lease_key(&lease.subnet);
-        let g = self
-            .store
-            .put(&key, lease.attrs.to_json().as_bytes(), self.ttl)
-            .await?;
-        Ok(Self::granted(lease.subnet, &lease.attrs, g))
+        let value = lease.attrs.to_json();
+        let granted = |g| Ok(Self::granted(lease.subnet, &lease.attrs, g));
+        // Conditional, unlike Go's plain put: a lease that ran out (etcd unreachable from
+        // this node for a TTL) may have been handed to another node meanwhile.
+        let put_if = |expect| self.store.put_if(&key, value.as_bytes(), self.ttl, expect);
+        if let Some(g) = put_if(Expect::Value(value.as_bytes())).await? {
+            return granted(g);
+        }
+        let now = self.store.get(&key).await?;
+        let expect = match &now {
+            None => Expect::Absent,
+            // Rewritten for this node (an operator, or a Go agent's format): still ours.
+            Some(kv)
+                if self
+                    .parse_lease(kv)
+                    .is_some_and(|l| l.attrs.public_ip == lease.attrs.public_ip) =>
+            {
+                Expect::Value(&kv.value)
+            }
+            Some(kv) => {
+                return Err(LeaseError::Taken {
+                    key,
+                    by: self.parse_lease(kv).map_or_else(
+                        || crate::log::bounded(&String::from_utf8_lossy(&kv.value)),
+                        |l| l.attrs.public_ip.to_string(),
+                    ),
+                });
+            }
+        };
+        match put_if(expect).await? {
+            Some(g) => granted(g),
+            // Changed between the two reads: whoever wrote it, the next renewal decides.
+            None => Err(LeaseError::RenewRaced { key }),
+        }
     }
 
     /// The renew margin used with leases of `ttl`: `margin` when shorter than the TTL, else
@@ -405,6 +449,40 @@ mod tests {
             );
             store.delete(&m.lease_key(&l.subnet)).await.unwrap();
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewal_never_writes_over_another_nodes_lease() {
+        // Before: a plain put, so a node whose lease ran out (etcd out of its reach for a
+        // TTL) took the subnet back from the node it had been handed to meanwhile.
+        let (store, mut m, c) = setup();
+        let l = m.acquire(&c, &attrs(2)).await.unwrap();
+        let key = m.lease_key(&l.subnet);
+        // Ours as written: renewed.
+        let l = m.renew(&l).await.unwrap();
+        assert_eq!(store.value(&key).unwrap(), attrs(2).to_json());
+        // Rewritten for this node in another spelling (Go's, an operator's): still ours.
+        store.put_raw(&key, r#"{"PublicIP":"192.168.1.2"}"#);
+        let l = m.renew(&l).await.unwrap();
+        assert_eq!(store.value(&key).unwrap(), attrs(2).to_json());
+        // Ran out and still free: taken again.
+        store.delete_raw(&key);
+        let l = m.renew(&l).await.unwrap();
+        assert_eq!(store.value(&key).unwrap(), attrs(2).to_json());
+        // Ran out and handed to another node: left to it.
+        store.put_raw(&key, &attrs(3).to_json());
+        let e = m.renew(&l).await.unwrap_err();
+        assert!(
+            matches!(&e, LeaseError::Taken { by, .. } if by == "192.168.1.3"),
+            "{e}"
+        );
+        assert_eq!(store.value(&key).unwrap(), attrs(3).to_json());
+        // Junk there: not ours either.
+        store.put_raw(&key, "junk");
+        assert!(matches!(
+            m.renew(&l).await.unwrap_err(),
+            LeaseError::Taken { .. }
+        ));
     }
 
     #[tokio::test(start_paused = true)]

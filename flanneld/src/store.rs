@@ -87,6 +87,15 @@ pub trait Watch {
 }
 
 /// The store operations the lease manager uses.
+/// What a conditional write ([`Store::put_if`]) expects of the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect<'a> {
+    /// The key does not exist.
+    Absent,
+    /// The key holds exactly these bytes.
+    Value(&'a [u8]),
+}
+
 #[allow(async_fn_in_trait)] // used through generics on one runtime; no Send bound needed
 pub trait Store {
     /// The watch type.
@@ -95,14 +104,25 @@ pub trait Store {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
     /// Every key under `prefix`, and the store revision of the listing.
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError>;
-    /// Creates `key` attached to a new lease of `ttl` if the key does not exist (a
-    /// transaction on version 0); `None` when it exists (the new lease is revoked).
+    /// Writes `key` attached to a new lease of `ttl` if the key is as `expect` says (one
+    /// transaction); `None` when it is not (the new lease is revoked).
+    async fn put_if(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        expect: Expect<'_>,
+    ) -> Result<Option<Granted>, StoreError>;
+    /// Creates `key` attached to a new lease of `ttl` if the key does not exist; `None`
+    /// when it exists.
     async fn create(
         &self,
         key: &str,
         value: &[u8],
         ttl: Duration,
-    ) -> Result<Option<Granted>, StoreError>;
+    ) -> Result<Option<Granted>, StoreError> {
+        self.put_if(key, value, ttl, Expect::Absent).await
+    }
     /// Writes `key` attached to a new lease of `ttl` (renewal, or update of our own lease).
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Granted, StoreError>;
     /// Deletes `key`.
@@ -346,15 +366,22 @@ pub mod mem {
             Ok((kvs, i.revision))
         }
 
-        async fn create(
+        async fn put_if(
             &self,
             key: &str,
             value: &[u8],
             ttl: Duration,
+            expect: Expect<'_>,
         ) -> Result<Option<Granted>, StoreError> {
-            self.check("create")?;
+            self.check(if expect == Expect::Absent {
+                "create"
+            } else {
+                "put_if"
+            })?;
             let mut i = self.inner.borrow_mut();
-            i.creates += 1;
+            if expect == Expect::Absent {
+                i.creates += 1;
+            }
             if let Some(pos) = i.racers.iter().position(|(k, _)| k == key) {
                 let (k, v) = i.racers.remove(pos);
                 let g = Self::grant(&mut i, ttl);
@@ -368,7 +395,12 @@ pub mod mem {
                     }),
                 );
             }
-            if i.kv.contains_key(key) {
+            let met = match (expect, i.kv.get(key)) {
+                (Expect::Absent, have) => have.is_none(),
+                (Expect::Value(want), Some((have, _))) => have.as_slice() == want,
+                (Expect::Value(_), None) => false,
+            };
+            if !met {
                 return Ok(None);
             }
             let g = Self::grant(&mut i, ttl);

@@ -278,7 +278,7 @@ async fn renewed_before_expiry() {
                 assert!(store.value(&own).is_some());
             }
             // A renewal that fails is retried a minute later.
-            store.fail_once("put");
+            store.fail_once("put_if");
             tokio::time::sleep(Duration::from_secs(23 * 3600)).await;
             store.expire();
             assert!(store.value(&own).is_some());
