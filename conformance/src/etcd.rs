@@ -57,10 +57,20 @@ pub struct Lan {
 impl Lan {
     /// A new, empty LAN.
     pub fn new() -> Lan {
-        let dir = tempfile::Builder::new()
-            .prefix("cni-rs-lan-")
-            .tempdir()
-            .unwrap();
+        // On tmpfs when there is one: etcd fsyncs every write, and on a disk shared with
+        // parallel tests (and their 20 MB compaction runs) that made agents wait seconds.
+        let shm = Path::new("/dev/shm");
+        let builder = || {
+            let mut b = tempfile::Builder::new();
+            b.prefix("cni-rs-lan-");
+            b
+        };
+        let dir = if shm.is_dir() {
+            builder().tempdir_in(shm)
+        } else {
+            builder().tempdir()
+        }
+        .unwrap();
         let ns = TestNetns::create(&dir.path().join("lan.netns"));
         ns.sh("ip", &["link", "set", "lo", "up"]);
         ns.sh("ip", &["link", "add", "br0", "type", "bridge"]);
