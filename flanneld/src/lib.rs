@@ -19,6 +19,7 @@ pub mod iface;
 pub mod lease;
 pub(crate) mod log;
 pub mod manager;
+pub mod metrics;
 pub mod store;
 pub mod subnet;
 pub mod subnet_env;
@@ -49,6 +50,14 @@ pub enum Error {
     /// `--healthz-port` could not be bound.
     #[error("healthz server on {addr}: {source}")]
     Healthz {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `--metrics-port` could not be bound.
+    #[error("metrics server on {addr}: {source}")]
+    Metrics {
         /// The address.
         addr: String,
         /// Why.
@@ -144,7 +153,25 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
         });
     }
     let ready = Readiness::default();
-    if opts.healthz_port != 0 {
+    let metrics = metrics::Metrics::new();
+    // One port for both: the health paths and /metrics on one listener.
+    let shared = opts.metrics_port != 0 && opts.metrics_port == opts.healthz_port;
+    if opts.metrics_port != 0 {
+        let addr = format!("{}:{}", opts.healthz_ip, opts.metrics_port);
+        let listener = health::bind(&opts.healthz_ip, opts.metrics_port)
+            .await
+            .map_err(|source| Error::Metrics {
+                addr: addr.clone(),
+                source,
+            })?;
+        info!("serving /metrics on {addr}");
+        tokio::spawn(health::serve(
+            listener,
+            ready.clone(),
+            Some(metrics.clone()),
+        ));
+    }
+    if opts.healthz_port != 0 && !shared {
         let addr = format!("{}:{}", opts.healthz_ip, opts.healthz_port);
         let listener = health::bind(&opts.healthz_ip, opts.healthz_port)
             .await
@@ -153,7 +180,7 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
                 source,
             })?;
         info!("serving /healthz and /readyz on {addr}");
-        tokio::spawn(health::serve(listener, ready.clone()));
+        tokio::spawn(health::serve(listener, ready.clone(), None));
     }
     let subnet_file = PathBuf::from(&opts.subnet_file);
     let previous = subnet_env::previous(&subnet_file);
@@ -168,6 +195,7 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
     let Some(store) = connect(&etcd, &mut shutdown).await else {
         return Ok(());
     };
+    let store = store.with_metrics(metrics.clone());
     let mut manager = LeaseManager::new(store, &opts.etcd_prefix, previous);
     let Some(config) = agent::wait_for_config(&manager, &mut shutdown).await else {
         return Ok(());
@@ -208,6 +236,7 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
         renew_margin: Duration::from_secs(u64::from(opts.renew_margin_minutes) * 60),
         notify_socket,
         reconcile_every: agent::RECONCILE_EVERY,
+        metrics,
     };
     let links = if backend.watched_links().is_empty() {
         None

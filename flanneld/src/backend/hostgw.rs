@@ -181,6 +181,10 @@ impl<R: RouteTable> Backend for HostGw<R> {
     fn watched_links(&self) -> Vec<String> {
         vec![self.ext.name.clone()]
     }
+
+    fn programmed(&self) -> usize {
+        self.wanted.len()
+    }
 }
 
 #[cfg(test)]

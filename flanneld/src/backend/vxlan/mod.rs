@@ -810,4 +810,8 @@ impl<K: VxlanKernel> Backend for Vxlan<K> {
     fn watched_links(&self) -> Vec<String> {
         vec![self.spec.name.clone(), self.ext.name.clone()]
     }
+
+    fn programmed(&self) -> usize {
+        self.peers.len()
+    }
 }
