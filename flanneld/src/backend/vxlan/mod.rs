@@ -696,9 +696,10 @@ impl<K: VxlanKernel> Vxlan<K> {
 
         // Stale routes first: nothing should route into entries about to go.
         // A wrong route to a peer's subnet is replaced below, not deleted.
+        let want_dst: BTreeSet<Ipv4Network> = want_r.iter().map(|r| r.dst).collect();
         let stale: Vec<PeerRoute> = routes
             .iter()
-            .filter(|r| self.ours(r) && !want_r.iter().any(|w| w.dst == r.dst))
+            .filter(|r| !want_dst.contains(&r.dst) && self.ours(r))
             .copied()
             .collect();
         for r in &stale {
