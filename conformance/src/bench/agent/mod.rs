@@ -218,7 +218,7 @@ pub fn run(plan: &Plan, plugins: &Path) -> Result<Report> {
             |m| probe::metric(m, PEERS) == Some(want),
         )?;
         let start_us = micros(t.elapsed());
-        let routes = probe::peer_routes(&node.host().path().to_owned())?;
+        let routes = probe::peer_routes(node.host().path())?;
         // Memory once the first reconcile (5 s in) has run: its dumps count in the peak.
         agent.wait(
             "a reconcile",
@@ -272,7 +272,7 @@ fn measure_events(
     let kernel_us = leases::timed_puts(
         lan,
         &etcd.endpoint(),
-        &agent.ns.clone(),
+        &agent.ns,
         n..n + plan.events,
         Duration::from_millis(20),
     )?;
