@@ -26,6 +26,7 @@ fn bench_agent_smoke() {
         events: 20,
         idle: Duration::from_secs(1),
         flanneld: flanneld_path(),
+        reps: 2,
     };
     let r = run(&plan, &plugin_dir()).unwrap();
     assert_eq!(r.rows.len(), 2, "{r:?}");

@@ -108,6 +108,7 @@ fn agent(b: &Bench, rest: &[String]) -> Result<(), String> {
         events: count(rest, 1, 200)?,
         idle: std::time::Duration::from_secs(u64::from(count(rest, 2, 20)?)),
         flanneld: b.dirs.ours.join("flanneld"),
+        reps: 3,
     };
     let r = bench::agent::run(&plan, &b.dirs.ours)?;
     let md = report::markdown(&r);

@@ -47,6 +47,8 @@ pub struct Plan {
     pub idle: Duration,
     /// The flanneld binary.
     pub flanneld: PathBuf,
+    /// Starts (and floors) per count; the table shows their medians.
+    pub reps: u32,
 }
 
 /// One peer count's figures.
@@ -54,9 +56,9 @@ pub struct Plan {
 pub struct Row {
     /// Peers in etcd.
     pub peers: u32,
-    /// Agent start → every peer programmed, µs.
+    /// Agent start → every peer programmed, µs (median).
     pub start_us: u64,
-    /// The `ip -batch` + `bridge -batch` floor, µs (`None` at 0 peers).
+    /// The `ip -batch` + `bridge -batch` floor, µs (median; `None` at 0 peers).
     pub floor_us: Option<u64>,
     /// The peers' routes found in the node's kernel once the agent reported all programmed.
     pub routes: usize,
@@ -97,6 +99,8 @@ pub struct Idle {
 /// Everything a run measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
+    /// Starts and floors per count (medians shown).
+    pub reps: u32,
     /// Per peer count, 0 first.
     pub rows: Vec<Row>,
     /// At the largest count.
@@ -204,22 +208,22 @@ pub fn run(plan: &Plan, plugins: &Path) -> Result<Report> {
     let mut counts = vec![0];
     counts.extend(plan.counts.iter().copied().filter(|&n| n > 0));
     for (k, &n) in counts.iter().enumerate() {
-        etcd.ctl_ok(&["del", "--prefix", leases::SUBNETS]);
-        leases::write(&lan_ns, &etcd.endpoint(), 0..n)?;
-        let node = Node::with_plugin_dir(plugins);
-        lan.attach(&node, 2);
-        let t = Instant::now();
-        let mut agent = Running::start(plan, &node, &etcd)?;
-        let want = f64::from(n);
-        agent.wait(
-            &format!("{n} peers programmed"),
-            Duration::from_secs(300),
-            Duration::from_millis(5),
-            |m| probe::metric(m, PEERS) == Some(want),
-        )?;
-        let start_us = micros(t.elapsed());
+        let (mut starts, mut floors) = (Vec::new(), Vec::new());
+        // Alternating with the floor; every start but the last only timed.
+        for _ in 1..plan.reps.max(1) {
+            if n > 0 {
+                floors.push(floor_once(&mut lan, plugins, n)?);
+            }
+            starts.push(start_once(plan, &mut lan, &etcd, plugins, n)?.2);
+        }
+        if n > 0 {
+            floors.push(floor_once(&mut lan, plugins, n)?);
+        }
+        let (mut agent, node, us) = start_once(plan, &mut lan, &etcd, plugins, n)?;
+        starts.push(us);
         let routes = probe::peer_routes(node.host().path())?;
-        // Memory once the first reconcile (5 s in) has run: its dumps count in the peak.
+        // Memory once the first reconcile has run (5 s in, or on the device's link
+        // notifications): its dumps count in the peak.
         agent.wait(
             "a reconcile",
             Duration::from_secs(30),
@@ -233,32 +237,61 @@ pub fn run(plan: &Plan, plugins: &Path) -> Result<Report> {
         }
         drop(agent);
         drop(node);
-        let floor_us = if n > 0 {
-            let floor_node = Node::with_plugin_dir(plugins);
-            let local = lan.attach(&floor_node, 3);
-            Some(floor::measure(
-                floor_node.host(),
-                floor_node.dir(),
-                &local,
-                n,
-            )?)
-        } else {
-            None
-        };
         rows.push(Row {
             peers: n,
-            start_us,
-            floor_us,
+            start_us: median(&starts),
+            floor_us: (!floors.is_empty()).then(|| median(&floors)),
             routes,
             rss_kib,
             hwm_kib,
         });
     }
     Ok(Report {
+        reps: plan.reps.max(1),
         rows,
         events: events.ok_or("no run at the largest count")?,
         idle: idle.ok_or("no run at the largest count")?,
     })
+}
+
+/// The middle value (the upper of the two middle ones for an even count); 0 when empty.
+fn median(v: &[u64]) -> u64 {
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    s.get(s.len() / 2).copied().unwrap_or(0)
+}
+
+/// etcd given peers `0..n` afresh, a fresh node, flanneld started on it and timed until it
+/// reports every peer programmed (dropped: the agent stopped, then the node removed).
+fn start_once(
+    plan: &Plan,
+    lan: &mut Lan,
+    etcd: &Etcd,
+    plugins: &Path,
+    n: u32,
+) -> Result<(Running, Node, u64)> {
+    etcd.ctl_ok(&["del", "--prefix", leases::SUBNETS]);
+    leases::write(lan.ns().path(), &etcd.endpoint(), 0..n)?;
+    let node = Node::with_plugin_dir(plugins);
+    lan.attach(&node, 2);
+    let t = Instant::now();
+    let mut agent = Running::start(plan, &node, etcd)?;
+    let want = f64::from(n);
+    agent.wait(
+        &format!("{n} peers programmed"),
+        Duration::from_secs(300),
+        Duration::from_millis(2),
+        |m| probe::metric(m, PEERS) == Some(want),
+    )?;
+    let us = micros(t.elapsed());
+    Ok((agent, node, us))
+}
+
+/// The floor for `n` peers in a fresh node namespace on the LAN.
+fn floor_once(lan: &mut Lan, plugins: &Path, n: u32) -> Result<u64> {
+    let node = Node::with_plugin_dir(plugins);
+    let local = lan.attach(&node, 3);
+    floor::measure(node.host(), node.dir(), &local, n)
 }
 
 fn measure_events(

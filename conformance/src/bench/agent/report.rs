@@ -44,7 +44,8 @@ pub fn markdown(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| peers | agent start → all programmed (ms) | floor: `ip -batch` + `bridge -batch` (ms) | ratio (goal ≤ {GOAL_RATIO}x) | routes in the kernel | VmRSS (MiB) | VmHWM (MiB) |"
+        "| peers | agent start → all programmed (ms, median of {}) | floor: `ip -batch` + `bridge -batch` (ms, median of {}) | ratio (goal ≤ {GOAL_RATIO}x) | routes in the kernel | VmRSS (MiB) | VmHWM (MiB) |",
+        r.reps, r.reps
     );
     let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|");
     for row in &r.rows {
@@ -252,6 +253,7 @@ mod tests {
 
     fn report() -> Report {
         Report {
+            reps: 3,
             rows: vec![
                 Row {
                     peers: 0,
