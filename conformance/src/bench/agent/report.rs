@@ -164,7 +164,11 @@ fn panel(
                 y0 + h - bh - 3.0,
                 "middle",
                 10,
-                &format!("{v:.0}"),
+                &if *v < 100.0 {
+                    format!("{v:.1}")
+                } else {
+                    format!("{v:.0}")
+                },
             );
         }
         text(s, gx + slot * 0.35, y0 + h + 14.0, "middle", 11, label);
