@@ -110,6 +110,7 @@ fn lease_in_go_format_subnet_env_through_the_chain() {
                 "--iface=eth0",
                 "--healthz-ip=127.0.0.1",
                 "--healthz-port=8471",
+                "--metrics-port=9472",
             ],
         ),
         &[("NOTIFY_SOCKET", notify.to_str().unwrap())],
@@ -141,6 +142,30 @@ fn lease_in_go_format_subnet_env_through_the_chain() {
     let mut buf = [0u8; 64];
     let n = sd.recv(&mut buf).expect("READY=1 on NOTIFY_SOCKET");
     assert_eq!(&buf[..n], b"READY=1");
+
+    // Prometheus metrics inside the node: no peer yet, the lease's expiry about 24 h ahead.
+    let out = node
+        .host()
+        .run("curl", &["-s", "http://127.0.0.1:9472/metrics"]);
+    let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        metrics.contains("\nflanneld_peers_programmed{backend=\"host-gw\"} 0\n")
+            && metrics.ends_with("# EOF\n"),
+        "{metrics}"
+    );
+    let expiry: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("flanneld_lease_expiry_seconds "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no lease expiry in {metrics}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        (now + 23 * 3600..=now + 24 * 3600 + 60).contains(&expiry),
+        "{expiry} vs {now}"
+    );
 
     // etcd holds Go's key and value, on a 24 h lease.
     let listing = etcd.ctl_ok(&["get", "--prefix", PREFIX]);

@@ -14,12 +14,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::backend::{Backend, BackendError};
-use crate::cache::{Change, LeaseCache};
+use crate::cache::{Change, LeaseCache, LeaseEvent};
 use crate::config::NetworkConfig;
 use crate::health::{Readiness, sd_notify};
 use crate::lease::Lease;
 use crate::log::{error, info, warning};
 use crate::manager::{LeaseError, LeaseManager};
+use crate::metrics::{Metrics, WatchRestart};
 use crate::store::{Store, StoreError, Watch, WatchBatch, WatchEvent};
 use crate::subnet::SubnetKey;
 use crate::subnet_env;
@@ -45,6 +46,8 @@ pub struct Settings {
     pub notify_socket: Option<String>,
     /// How often the backend compares the kernel with the peers and repairs it.
     pub reconcile_every: Duration,
+    /// Where the loop counts what it does (`--metrics-port` serves it).
+    pub metrics: Metrics,
 }
 
 /// The default of [`Settings::reconcile_every`].
@@ -151,6 +154,23 @@ pub enum AgentError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// The lease's expiry, as a metric.
+fn export_expiry(metrics: &Metrics, lease: &Lease) {
+    if let Some(at) = lease.expiration {
+        metrics.lease_expires(at);
+    }
+}
+
+/// Hands `events` to the backend and exports what it holds now.
+fn hand(backend: &mut dyn Backend, metrics: &Metrics, events: &[LeaseEvent]) {
+    if events.is_empty() {
+        return;
+    }
+    metrics.lease_events(events);
+    backend.handle(events);
+    metrics.peers_programmed(backend.backend_type(), backend.programmed());
 }
 
 /// Waits until SIGTERM/SIGINT were received (the sender sent `true`).
@@ -268,6 +288,9 @@ pub async fn run_with_links<S: Store>(
         manager.lease_key(&lease.subnet)
     );
     backend.lease_acquired(&lease)?;
+    let metrics = &settings.metrics;
+    export_expiry(metrics, &lease);
+    metrics.peers_programmed(backend.backend_type(), backend.programmed());
     write_subnet_file(settings, config, &lease.subnet, backend.mtu())?;
     ready.set();
     match sd_notify(settings.notify_socket.as_deref(), "READY=1") {
@@ -318,10 +341,11 @@ pub async fn run_with_links<S: Store>(
                         )
                         .await?;
                         renew_at = LeaseManager::<S>::renew_at(&lease, settings.renew_margin);
+                        export_expiry(metrics, &lease);
                         continue;
                     }
                     let events = cache.reset(leases);
-                    backend.handle(&events);
+                    hand(backend, metrics, &events);
                     revision = Some(rev);
                 }
                 Err(e) => {
@@ -336,6 +360,7 @@ pub async fn run_with_links<S: Store>(
                 Ok(w) => watcher = Some(w),
                 Err(e) => {
                     warning!("watching {prefix}: {e}; retrying in {backoff:?}");
+                    metrics.watch_restart(WatchRestart::Broken);
                     revision = None;
                     relist_at = Some(Instant::now() + backoff);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -351,6 +376,8 @@ pub async fn run_with_links<S: Store>(
             _ = sleep_until_some(relist_at) => Wake::Relist,
             r = next_watch(&mut watcher) => Wake::Watch(r),
         };
+        // A watch event's latency runs from here to the backend having programmed it.
+        let woke = std::time::Instant::now();
         match wake {
             Wake::Relist => {}
             Wake::Link(None) => {
@@ -375,10 +402,12 @@ pub async fn run_with_links<S: Store>(
                     info!("link notifications ({}): reconciling", burst.join(", "));
                     burst.clear();
                 }
-                let before = backend.repairs().total();
+                let before = backend.repairs();
                 backend.reconcile();
                 let after = backend.repairs();
-                if after.total() != before {
+                metrics.reconciled(&after.since(before));
+                metrics.peers_programmed(backend.backend_type(), backend.programmed());
+                if after.total() != before.total() {
                     info!("reconcile repaired the kernel state (totals so far: {after:?})");
                 }
                 reconcile_at = Instant::now() + settings.reconcile_every;
@@ -391,10 +420,13 @@ pub async fn run_with_links<S: Store>(
                 Ok(l) => {
                     lease = l;
                     renew_at = LeaseManager::<S>::renew_at(&lease, settings.renew_margin);
+                    metrics.renewal(true);
+                    export_expiry(metrics, &lease);
                     info!("renewed lease {}", lease.subnet);
                 }
                 Err(e @ LeaseError::Taken { .. }) => {
                     // The re-listing finds the lease gone and acquires another.
+                    metrics.renewal(false);
                     error!("{e}: acquiring another subnet");
                     revision = None;
                     relist_at = None;
@@ -402,6 +434,7 @@ pub async fn run_with_links<S: Store>(
                     renew_at = Instant::now() + settings.renew_margin;
                 }
                 Err(e) => {
+                    metrics.renewal(false);
                     // Within the margin (a short test TTL), else the lease runs out first.
                     let retry = RENEW_RETRY.min(settings.renew_margin / 2);
                     error!(
@@ -415,10 +448,12 @@ pub async fn run_with_links<S: Store>(
                 warning!(
                     "watch start revision was compacted (oldest kept {compact_revision}): re-listing leases"
                 );
+                metrics.watch_restart(WatchRestart::Compacted);
                 revision = None;
             }
             Wake::Watch(Err(e)) => {
                 warning!("watch of {prefix} failed: {e}; re-listing in {backoff:?}");
+                metrics.watch_restart(WatchRestart::Broken);
                 revision = None;
                 watcher = None;
                 relist_at = Some(Instant::now() + backoff);
@@ -453,6 +488,7 @@ pub async fn run_with_links<S: Store>(
                                     refresh_own(manager, &mut lease, &kv).await;
                                     renew_at =
                                         LeaseManager::<S>::renew_at(&lease, settings.renew_margin);
+                                    export_expiry(metrics, &lease);
                                 }
                             }
                         }
@@ -477,8 +513,11 @@ pub async fn run_with_links<S: Store>(
                         }
                     }
                 }
-                let events = cache.update(changes);
-                backend.handle(&events);
+                // One at a time, so that each event's latency is its own.
+                for ev in cache.update(changes) {
+                    hand(backend, metrics, std::slice::from_ref(&ev));
+                    metrics.event_programmed(woke.elapsed());
+                }
                 if own_deleted {
                     // The re-listing at the top of the loop finds the lease gone and acquires
                     // one again (the old subnet may be a peer's by then, and changes made
@@ -532,10 +571,11 @@ async fn reacquire<S: Store>(
                         new.subnet
                     );
                     let events = cache.set_own(new.subnet.v4);
-                    backend.handle(&events);
+                    hand(backend, &settings.metrics, &events);
                     write_subnet_file(settings, config, &new.subnet, backend.mtu())?;
                 }
                 backend.lease_acquired(&new)?;
+                export_expiry(&settings.metrics, &new);
                 return Ok(new);
             }
             Err(e) => error!("re-acquiring the node's lease: {e}; retrying in {delay:?}"),

@@ -13,6 +13,7 @@ use etcd_client::{
 };
 
 use crate::log::warning;
+use crate::metrics::Metrics;
 use crate::store::{Expect, Granted, KeyValue, Store, StoreError, Watch, WatchBatch, WatchEvent};
 use tonic::Code;
 
@@ -66,7 +67,10 @@ pub struct EtcdStore {
     endpoints: Vec<String>,
     options: ConnectOptions,
     clients: Rc<RefCell<Vec<Option<Client>>>>,
+    /// Endpoints connected at least once: a connection made again counts as a reconnect.
+    connected: Rc<RefCell<Vec<bool>>>,
     current: Rc<Cell<usize>>,
+    metrics: Option<Metrics>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -152,11 +156,19 @@ impl EtcdStore {
         }
         let store = EtcdStore {
             clients: Rc::new(RefCell::new(vec![None; endpoints.len()])),
+            connected: Rc::new(RefCell::new(vec![false; endpoints.len()])),
+            metrics: None,
             endpoints,
             options: connect,
             current: Rc::new(Cell::new(0)),
         };
         Ok(store)
+    }
+
+    /// Counts failovers and reconnects into `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> EtcdStore {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The client of endpoint `idx`, connected on first use.
@@ -169,6 +181,12 @@ impl EtcdStore {
         let c = timed(Client::connect([ep], Some(self.options.clone()))).await?;
         if let Some(slot) = self.clients.borrow_mut().get_mut(idx) {
             *slot = Some(c.clone());
+        }
+        if let Some(seen) = self.connected.borrow_mut().get_mut(idx) {
+            if *seen && let Some(m) = &self.metrics {
+                m.etcd_reconnect();
+            }
+            *seen = true;
         }
         Ok(c)
     }
@@ -196,6 +214,9 @@ impl EtcdStore {
                             self.endpoints[idx]
                         );
                         self.current.set(idx);
+                        if let Some(m) = &self.metrics {
+                            m.etcd_failover();
+                        }
                     }
                     return Ok(v);
                 }

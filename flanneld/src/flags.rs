@@ -52,6 +52,9 @@ pub struct Options {
     pub healthz_ip: String,
     /// `--healthz-port` (0: off).
     pub healthz_port: u16,
+    /// `--metrics-port` (0: off): Prometheus metrics at `/metrics` on `--healthz-ip` (not a
+    /// Go flanneld flag).
+    pub metrics_port: u16,
 }
 
 /// What the command line asks for.
@@ -125,6 +128,7 @@ const FLAGS: &[(&str, Kind)] = &[
     ("subnet-lease-renew-margin", Kind::Int),
     ("healthz-ip", Kind::Str),
     ("healthz-port", Kind::Int),
+    ("metrics-port", Kind::Int),
     ("iptables-resync", Kind::Int),
     ("iptables-forward-rules", Kind::Bool),
     ("net-config-path", Kind::Str),
@@ -319,6 +323,12 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         value: port.to_string(),
         reason: "not a port".into(),
     })?;
+    let port = int("metrics-port", 0);
+    let metrics_port = u16::try_from(port).map_err(|_| FlagError::Invalid {
+        flag: "metrics-port".into(),
+        value: port.to_string(),
+        reason: "not a port".into(),
+    })?;
     let list = |n: &str| -> Vec<String> {
         set.get(n)
             .cloned()
@@ -349,6 +359,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         ip_masq: flag("ip-masq"),
         healthz_ip: string("healthz-ip", "0.0.0.0"),
         healthz_port,
+        metrics_port,
     })))
 }
 
@@ -563,5 +574,21 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("---etcd-password=(redacted)"), "{text}");
+    }
+
+    #[test]
+    fn metrics_port_flag_and_environment() {
+        assert_eq!(run(&[], &[]).unwrap().metrics_port, 0, "off by default");
+        assert_eq!(
+            run(&["--metrics-port=9472"], &[]).unwrap().metrics_port,
+            9472
+        );
+        let env = [("FLANNELD_METRICS_PORT", "9100")];
+        assert_eq!(run(&[], &env).unwrap().metrics_port, 9100);
+        assert_eq!(
+            run(&["-metrics-port", "9200"], &env).unwrap().metrics_port,
+            9200
+        );
+        assert!(run(&["--metrics-port=70000"], &[]).is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! `/healthz` (200 while the agent runs) and `/readyz` (200 once subnet.env is written, 503
 //! before) on `--healthz-ip:--healthz-port`, as Go flanneld serves them, and systemd's
-//! `sd_notify(READY=1)`.
+//! `sd_notify(READY=1)`; with `--metrics-port`, the same small server answers `/metrics`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::log::warning;
+use crate::metrics::{self, Metrics};
 
 /// Whether subnet.env has been written.
 #[derive(Debug, Clone, Default)]
@@ -36,7 +37,7 @@ pub fn respond(path: &str, ready: bool) -> (&'static str, &'static str) {
     }
 }
 
-async fn serve_one(mut conn: TcpStream, ready: Readiness) {
+async fn serve_one(mut conn: TcpStream, ready: Readiness, metrics: Option<Metrics>) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     // Read the request head (bounded), answer from its first line, close.
@@ -52,9 +53,15 @@ async fn serve_one(mut conn: TcpStream, ready: Readiness) {
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .unwrap_or("");
-    let (status, body) = respond(path, ready.get());
+    let (status, kind, body) = match (&metrics, path.split('?').next()) {
+        (Some(m), Some("/metrics")) => ("200 OK", metrics::CONTENT_TYPE, m.encode()),
+        _ => {
+            let (status, body) = respond(path, ready.get());
+            (status, "text/plain; charset=utf-8", body.to_owned())
+        }
+    };
     let reply = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = conn.write_all(reply.as_bytes()).await;
@@ -71,12 +78,12 @@ pub async fn bind(ip: &str, port: u16) -> std::io::Result<TcpListener> {
     TcpListener::bind(format!("{host}:{port}")).await
 }
 
-/// Serves requests until the task is dropped.
-pub async fn serve(listener: TcpListener, ready: Readiness) {
+/// Serves requests until the task is dropped; `/metrics` too when `metrics` is given.
+pub async fn serve(listener: TcpListener, ready: Readiness, metrics: Option<Metrics>) {
     loop {
         match listener.accept().await {
             Ok((conn, _)) => {
-                tokio::spawn(serve_one(conn, ready.clone()));
+                tokio::spawn(serve_one(conn, ready.clone(), metrics.clone()));
             }
             Err(e) => {
                 warning!("healthz accept: {e}");
@@ -114,6 +121,40 @@ mod tests {
         assert_eq!(respond("/readyz", false).0, "503 Service Unavailable");
         assert_eq!(respond("/readyz?verbose", true).0, "200 OK");
         assert_eq!(respond("/", true).0, "404 Not Found");
+    }
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn metrics_served_only_where_given() {
+        let m = Metrics::new();
+        m.etcd_failover();
+        let with = bind("127.0.0.1", 0).await.unwrap();
+        let without = bind("127.0.0.1", 0).await.unwrap();
+        let (a, b) = (with.local_addr().unwrap(), without.local_addr().unwrap());
+        tokio::spawn(serve(with, Readiness::default(), Some(m)));
+        tokio::spawn(serve(without, Readiness::default(), None));
+        let got = get(a, "/metrics").await;
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(
+            got.contains("Content-Type: application/openmetrics-text"),
+            "{got}"
+        );
+        assert!(
+            got.contains("\nflanneld_etcd_endpoint_failovers_total 1\n"),
+            "{got}"
+        );
+        assert!(got.ends_with("# EOF\n"), "{got}");
+        assert!(get(a, "/healthz").await.starts_with("HTTP/1.1 200 OK"));
+        assert!(get(b, "/metrics").await.starts_with("HTTP/1.1 404"));
     }
 
     #[test]

@@ -252,6 +252,7 @@ fn start(store: MemStore, backend: &Recorder) -> Run {
         renew_margin: Duration::from_secs(3600),
         notify_socket: None,
         reconcile_every: Duration::from_secs(3600),
+        metrics: crate::metrics::Metrics::new(),
     };
     let mut b = backend.clone();
     let task = tokio::task::spawn_local(async move {

@@ -19,6 +19,7 @@ pub mod iface;
 pub mod lease;
 pub(crate) mod log;
 pub mod manager;
+pub mod metrics;
 pub mod peer;
 pub mod store;
 pub mod subnet;
@@ -52,6 +53,14 @@ pub enum Error {
     /// `--healthz-port` could not be bound.
     #[error("healthz server on {addr}: {source}")]
     Healthz {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `--metrics-port` could not be bound.
+    #[error("metrics server on {addr}: {source}")]
+    Metrics {
         /// The address.
         addr: String,
         /// Why.
@@ -147,7 +156,25 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
         });
     }
     let ready = Readiness::default();
-    if opts.healthz_port != 0 {
+    let metrics = metrics::Metrics::new();
+    // One port for both: the health paths and /metrics on one listener.
+    let shared = opts.metrics_port != 0 && opts.metrics_port == opts.healthz_port;
+    if opts.metrics_port != 0 {
+        let addr = format!("{}:{}", opts.healthz_ip, opts.metrics_port);
+        let listener = health::bind(&opts.healthz_ip, opts.metrics_port)
+            .await
+            .map_err(|source| Error::Metrics {
+                addr: addr.clone(),
+                source,
+            })?;
+        info!("serving /metrics on {addr}");
+        tokio::spawn(health::serve(
+            listener,
+            ready.clone(),
+            Some(metrics.clone()),
+        ));
+    }
+    if opts.healthz_port != 0 && !shared {
         let addr = format!("{}:{}", opts.healthz_ip, opts.healthz_port);
         let listener = health::bind(&opts.healthz_ip, opts.healthz_port)
             .await
@@ -156,7 +183,7 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
                 source,
             })?;
         info!("serving /healthz and /readyz on {addr}");
-        tokio::spawn(health::serve(listener, ready.clone()));
+        tokio::spawn(health::serve(listener, ready.clone(), None));
     }
     let subnet_file = PathBuf::from(&opts.subnet_file);
     let previous = subnet_env::previous(&subnet_file);
@@ -171,6 +198,7 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
     let Some(store) = connect(&etcd, &mut shutdown).await else {
         return Ok(());
     };
+    let store = store.with_metrics(metrics.clone());
     let mut manager = LeaseManager::new(store, &opts.etcd_prefix, previous);
     if let Some(ttl) = opts.test_lease_ttl {
         manager = manager.with_ttl(ttl);
@@ -230,6 +258,7 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
         ),
         notify_socket,
         reconcile_every: agent::RECONCILE_EVERY,
+        metrics,
     };
     let links = if backend.watched_links().is_empty() {
         None

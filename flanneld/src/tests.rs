@@ -17,13 +17,15 @@ use crate::config::NetworkConfig;
 use crate::health::Readiness;
 use crate::lease::{Lease, LeaseAttrs};
 use crate::manager::{DEFAULT_PREFIX, LeaseManager};
+use crate::metrics::Metrics;
 use crate::store::mem::MemStore;
 
 const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#;
 const SUBNETS: &str = "/coreos.com/network/subnets/";
 
+/// Records what it is told; counts the peers it holds.
 #[derive(Debug, Clone, Default)]
-struct FakeBackend(Rc<RefCell<Vec<String>>>);
+struct FakeBackend(Rc<RefCell<Vec<String>>>, usize);
 
 impl Backend for FakeBackend {
     fn backend_type(&self) -> &'static str {
@@ -47,11 +49,18 @@ impl Backend for FakeBackend {
     }
     fn handle(&mut self, events: &[LeaseEvent]) {
         for e in events {
+            match e {
+                LeaseEvent::Added(_) => self.1 += 1,
+                LeaseEvent::Removed(_) => self.1 = self.1.saturating_sub(1),
+            }
             self.0.borrow_mut().push(match e {
                 LeaseEvent::Added(l) => format!("add {} {}", l.subnet, l.attrs.public_ip),
                 LeaseEvent::Removed(l) => format!("del {} {}", l.subnet, l.attrs.public_ip),
             });
         }
+    }
+    fn programmed(&self) -> usize {
+        self.1
     }
 }
 
@@ -61,6 +70,7 @@ struct Rig {
     stop: watch::Sender<bool>,
     dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
+    metrics: Metrics,
 }
 
 impl Rig {
@@ -94,7 +104,8 @@ async fn settle() {
 
 fn start(store: MemStore, margin: Duration) -> Rig {
     let log = Rc::new(RefCell::new(Vec::new()));
-    let backend = FakeBackend(log.clone());
+    let backend = FakeBackend(log.clone(), 0);
+    let metrics = Metrics::new();
     let ready = Readiness::default();
     let (stop, rx) = watch::channel(false);
     let dir = tempfile::tempdir().unwrap();
@@ -104,6 +115,7 @@ fn start(store: MemStore, margin: Duration) -> Rig {
         renew_margin: margin,
         notify_socket: None,
         reconcile_every: Duration::from_secs(3600),
+        metrics: metrics.clone(),
     };
     let (s, r) = (store.clone(), ready.clone());
     let task = tokio::task::spawn_local(async move {
@@ -119,6 +131,7 @@ fn start(store: MemStore, margin: Duration) -> Rig {
         stop,
         dir,
         task,
+        metrics,
     }
 }
 
@@ -288,6 +301,96 @@ async fn renewed_before_expiry() {
         .await;
 }
 
+/// The value of the metric line starting with `name` (name and labels), 0 when absent.
+fn metric(m: &Metrics, name: &str) -> f64 {
+    m.encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_move_with_the_agent() {
+    LocalSet::new()
+        .run_until(async {
+            let store = MemStore::default();
+            store.put_raw("/coreos.com/network/config", CONFIG);
+            store.put_raw(&format!("{SUBNETS}10.5.9.0-24"), &peer("192.168.1.9"));
+            store.fail_once("watch");
+            let rig = start(store.clone(), Duration::from_secs(3600));
+            settle().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let m = &rig.metrics;
+            assert_eq!(
+                metric(m, "flanneld_peers_programmed{backend=\"host-gw\"}"),
+                1.0
+            );
+            assert_eq!(
+                metric(m, "flanneld_lease_events_total{kind=\"added\"}"),
+                1.0
+            );
+            assert_eq!(
+                metric(m, "flanneld_watch_restarts_total{reason=\"broken\"}"),
+                1.0
+            );
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64();
+            let expiry = metric(m, "flanneld_lease_expiry_seconds");
+            assert!(expiry > now + 23.0 * 3600.0, "{expiry} vs {now}");
+
+            // Watch events: each one's latency observed.
+            store.put_raw(&format!("{SUBNETS}10.5.250.0-24"), &peer("192.168.1.7"));
+            settle().await;
+            store.delete_raw(&format!("{SUBNETS}10.5.250.0-24"));
+            settle().await;
+            assert_eq!(
+                metric(m, "flanneld_lease_events_total{kind=\"added\"}"),
+                2.0
+            );
+            assert_eq!(
+                metric(m, "flanneld_lease_events_total{kind=\"removed\"}"),
+                1.0
+            );
+            assert_eq!(metric(m, "flanneld_event_programmed_seconds_count"), 2.0);
+            assert_eq!(
+                metric(m, "flanneld_event_programmed_seconds_bucket{le=\"+Inf\"}"),
+                2.0
+            );
+            assert_eq!(
+                metric(m, "flanneld_peers_programmed{backend=\"host-gw\"}"),
+                1.0
+            );
+
+            // Compaction, then a renewal (and the hourly reconciles meanwhile).
+            store.put_raw(&format!("{SUBNETS}10.5.240.0-24"), &peer("192.168.1.4"));
+            store.compact();
+            settle().await;
+            assert_eq!(
+                metric(m, "flanneld_watch_restarts_total{reason=\"compacted\"}"),
+                1.0
+            );
+            assert_eq!(
+                metric(m, "flanneld_peers_programmed{backend=\"host-gw\"}"),
+                2.0
+            );
+            assert_eq!(
+                metric(m, "flanneld_lease_renewals_total{result=\"ok\"}"),
+                0.0
+            );
+            tokio::time::sleep(Duration::from_secs(23 * 3600 + 60)).await;
+            assert_eq!(
+                metric(m, "flanneld_lease_renewals_total{result=\"ok\"}"),
+                1.0
+            );
+            assert!(metric(m, "flanneld_reconcile_runs_total") >= 22.0);
+            assert!(metric(m, "flanneld_lease_expiry_seconds") > now + 23.0 * 3600.0);
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}
+
 #[test]
 fn config_golden_fixture() {
     // The config the issue's conformance runs use, read as Go reads it.
@@ -384,6 +487,7 @@ async fn link_notifications_of_a_watched_link_reconcile_promptly_a_burst_once() 
                 renew_margin: Duration::from_secs(3600),
                 notify_socket: None,
                 reconcile_every: Duration::from_secs(5),
+                metrics: Metrics::new(),
             };
             let mut backend = Watching(reconciles.clone());
             let task = tokio::task::spawn_local(async move {

@@ -7,6 +7,7 @@
 //! its own, pinned in the work directory, and the runner refuses to run in the machine's own
 //! network namespace ([`ensure_private_netns`]).
 
+pub mod agent;
 pub mod exec;
 pub mod floor;
 pub mod parallel;

@@ -4,8 +4,9 @@
 //!
 //!   bench [--ours DIR] [--static DIR] [--go DIR] [--work DIR] COMMAND [COUNTS]
 //!
-//! Commands: `all` (scripts/bench.sh), `bridge`, `portmap`, `host-local`, `flannel` (the
-//! `scripts/bench-*.sh` of the same name) and `parallel`; `bench --help` lists their counts.
+//! Commands: `all` (scripts/bench.sh), `bridge`, `portmap`, `host-local`, `flannel`, `agent`
+//! (the `scripts/bench-*.sh` of the same name) and `parallel`; `bench --help` lists their
+//! counts.
 //! Options: `--ours DIR` (default: this binary's directory), `--static DIR` (the static
 //! build; `all` needs it), `--go DIR` (default /usr/lib/cni), `--work DIR` (configs, plugin
 //! state and pinned namespaces; default a new directory in /tmp, removed at the end).
@@ -27,6 +28,9 @@ usage: bench [--ours DIR] [--static DIR] [--go DIR] [--work DIR] COMMAND [COUNTS
   portmap [iterations=100]                  portmap, ours vs Go
   host-local [leases=5000] [iterations=200] host-local on a full and an empty network
   flannel [iterations=100]                  our kube-flannel chain
+  agent [peers=1000,5000] [events=200] [idle-secs=20] [out-dir]
+                                            flanneld at scale (scripts/bench-agent.sh); writes
+                                            bench-agent.md and bench-agent.svg to out-dir
   parallel <cni-path> <conflist> <work-dir> <id-prefix> <pods> <first-host-port>
 Runs only in a private network namespace (scripts/bench*.sh make one).";
 
@@ -86,6 +90,40 @@ fn parallel(args: &[String]) -> Result<bool, String> {
     Ok(round.clean())
 }
 
+/// `bench agent`: runs the plan, prints the table, writes the table and the plot.
+fn agent(b: &Bench, rest: &[String]) -> Result<(), String> {
+    use bench::agent::{Plan, report};
+    let counts = match rest.first() {
+        None => vec![1000, 5000],
+        Some(list) => list
+            .split(',')
+            .map(|c| {
+                c.parse()
+                    .map_err(|_| format!("not a count: {c:?}\n{USAGE}"))
+            })
+            .collect::<Result<Vec<u32>, String>>()?,
+    };
+    let plan = Plan {
+        counts,
+        events: count(rest, 1, 200)?,
+        idle: std::time::Duration::from_secs(u64::from(count(rest, 2, 20)?)),
+        flanneld: b.dirs.ours.join("flanneld"),
+        reps: 3,
+    };
+    let r = bench::agent::run(&plan, &b.dirs.ours)?;
+    let md = report::markdown(&r);
+    println!("{md}");
+    if let Some(out) = rest.get(3) {
+        let out = std::path::Path::new(out);
+        for (name, text) in [("bench-agent.md", md), ("bench-agent.svg", report::svg(&r))] {
+            let path = out.join(name);
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
 fn run(args: Args) -> Result<bool, String> {
     if args.help {
         println!("{USAGE}");
@@ -143,6 +181,7 @@ fn run(args: Args) -> Result<bool, String> {
             bench::plugins::host_local(&b, count(rest, 0, 5000)?, count(rest, 1, 200)?)?
         }
         "flannel" => bench::plugins::flannel(&b, count(rest, 0, 100)?)?,
+        "agent" => agent(&b, rest)?,
         other => return Err(format!("unknown command {other:?}\n{USAGE}")),
     }
     Ok(true)

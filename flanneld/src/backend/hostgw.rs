@@ -3,6 +3,7 @@
 //! the route removed when the peer's lease goes. No device, no BackendData; the MTU is the
 //! interface's.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::net::Ipv4Addr;
 
@@ -25,8 +26,10 @@ pub trait RouteTable {
     fn replace(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<()>;
     /// Deletes that route (gone already is no error).
     fn delete(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<()>;
-    /// Whether that route is in the main table (reconcile's check).
-    fn exists(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<bool>;
+    /// The main table's routes through `oif` with a gateway, as (destination, gateway): one
+    /// listing per reconcile, however many peers (a listing per peer made a reconcile at
+    /// 5,000 peers dump 25 million routes).
+    fn present(&mut self, oif: u32) -> io::Result<BTreeSet<(Ipv4Network, Ipv4Addr)>>;
 }
 
 /// The kernel's main routing table of the agent's namespace.
@@ -56,14 +59,18 @@ impl RouteTable for KernelRoutes {
         self.0.delete_route(&message(dst, gw, oif))
     }
 
-    fn exists(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<bool> {
+    fn present(&mut self, oif: u32) -> io::Result<BTreeSet<(Ipv4Network, Ipv4Addr)>> {
         use node_kernel::route::{destination, gateway, in_main_table, output_link};
-        Ok(self.0.routes(true)?.iter().any(|m| {
-            in_main_table(m)
-                && destination(m) == Some(dst.into())
-                && gateway(m) == Some(gw.into())
-                && output_link(m) == Some(oif)
-        }))
+        Ok(self
+            .0
+            .routes(true)?
+            .iter()
+            .filter(|m| in_main_table(m) && output_link(m) == Some(oif))
+            .filter_map(|m| match (destination(m)?, gateway(m)?) {
+                (ipnetwork::IpNetwork::V4(dst), std::net::IpAddr::V4(gw)) => Some((dst, gw)),
+                _ => None,
+            })
+            .collect())
     }
 }
 
@@ -152,21 +159,29 @@ impl<R: RouteTable> Backend for HostGw<R> {
     /// Re-adds any peer route that disappeared (Go does this every 10 s).
     fn reconcile(&mut self) {
         let oif = self.ext.index;
-        let wanted: Vec<(Ipv4Network, Ipv4Addr)> = self.wanted.values().copied().collect();
-        for (dst, gw) in wanted {
-            match self.routes.exists(dst, gw, oif) {
-                Ok(true) => {}
-                Ok(false) => match self.routes.replace(dst, gw, oif) {
-                    Ok(()) => {
-                        warning!(
-                            "reconcile: restored route {dst} via {gw} dev {}",
-                            self.ext.name
-                        );
-                        self.restored += 1;
-                    }
-                    Err(e) => error!("reconcile: route {dst} via {gw}: {e}"),
-                },
-                Err(e) => error!("reconcile: listing routes: {e}"),
+        let present = match self.routes.present(oif) {
+            Ok(p) => p,
+            Err(e) => {
+                error!("reconcile: listing routes: {e}");
+                return;
+            }
+        };
+        let missing: Vec<(Ipv4Network, Ipv4Addr)> = self
+            .wanted
+            .values()
+            .filter(|r| !present.contains(r))
+            .copied()
+            .collect();
+        for (dst, gw) in missing {
+            match self.routes.replace(dst, gw, oif) {
+                Ok(()) => {
+                    warning!(
+                        "reconcile: restored route {dst} via {gw} dev {}",
+                        self.ext.name
+                    );
+                    self.restored += 1;
+                }
+                Err(e) => error!("reconcile: route {dst} via {gw}: {e}"),
             }
         }
     }
@@ -180,6 +195,10 @@ impl<R: RouteTable> Backend for HostGw<R> {
 
     fn watched_links(&self) -> Vec<String> {
         vec![self.ext.name.clone()]
+    }
+
+    fn programmed(&self) -> usize {
+        self.wanted.len()
     }
 }
 
@@ -197,6 +216,8 @@ pub mod tests {
         pub fail: Option<Ipv4Network>,
         /// Destinations deleted "by hand" (until replaced again).
         pub gone: Vec<Ipv4Network>,
+        /// How many times the routes were listed.
+        pub listings: usize,
     }
 
     impl RouteTable for FakeRoutes {
@@ -212,11 +233,25 @@ pub mod tests {
             self.log.push(format!("delete {dst} via {gw} dev {oif}"));
             Ok(())
         }
-        fn exists(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<bool> {
-            let add = format!("replace {dst} via {gw} dev {oif}");
-            let del = format!("delete {dst} via {gw} dev {oif}");
-            let last = self.log.iter().rev().find(|l| **l == add || **l == del);
-            Ok(last == Some(&add) && !self.gone.contains(&dst))
+        fn present(&mut self, oif: u32) -> io::Result<BTreeSet<(Ipv4Network, Ipv4Addr)>> {
+            self.listings += 1;
+            let mut routes = BTreeSet::new();
+            for l in &self.log {
+                let f: Vec<&str> = l.split(' ').collect();
+                let (Some(dst), Some(gw)) = (f[1].parse().ok(), f[3].parse().ok()) else {
+                    continue;
+                };
+                if f[5] != oif.to_string() {
+                    continue;
+                }
+                if f[0] == "replace" {
+                    routes.insert((dst, gw));
+                } else {
+                    routes.remove(&(dst, gw));
+                }
+            }
+            routes.retain(|(d, _)| !self.gone.contains(d));
+            Ok(routes)
         }
     }
 
@@ -302,6 +337,34 @@ pub mod tests {
         hg.handle(&[LeaseEvent::Removed(peer)]);
         hg.reconcile();
         assert_eq!(hg.routes.log.len(), 3, "a removed peer is not re-added");
+    }
+
+    #[test]
+    fn reconcile_lists_the_routes_once_however_many_peers() {
+        let mut hg = HostGw::new(
+            ext([192, 168, 1, 2], [192, 168, 1, 2]),
+            FakeRoutes::default(),
+        )
+        .unwrap();
+        let peers: Vec<LeaseEvent> = (10..60)
+            .map(|i| {
+                LeaseEvent::Added(lease(
+                    &format!("10.5.{i}.0-24"),
+                    &format!(r#"{{"PublicIP":"192.168.1.{i}","BackendType":"host-gw"}}"#),
+                ))
+            })
+            .collect();
+        hg.handle(&peers);
+        hg.routes.gone.push("10.5.33.0/24".parse().unwrap());
+        hg.reconcile();
+        assert_eq!(hg.routes.listings, 1);
+        assert_eq!(hg.repairs().route, 1);
+        assert_eq!(
+            hg.routes.log.last().map(String::as_str),
+            Some("replace 10.5.33.0/24 via 192.168.1.33 dev 7")
+        );
+        hg.reconcile();
+        assert_eq!((hg.routes.listings, hg.repairs().route), (2, 1));
     }
 
     #[test]

@@ -262,6 +262,10 @@ impl<B: Backend, F: Firewall> Backend for Masqueraded<B, F> {
     fn watched_links(&self) -> Vec<String> {
         self.inner.watched_links()
     }
+
+    fn programmed(&self) -> usize {
+        self.inner.programmed()
+    }
 }
 
 #[cfg(test)]

@@ -79,6 +79,11 @@ pub trait Backend {
     fn watched_links(&self) -> Vec<String> {
         Vec::new()
     }
+    /// How many peers the backend holds programmed (`flanneld_peers_programmed`; a peer whose
+    /// kernel step failed counts too: the next reconcile retries it).
+    fn programmed(&self) -> usize {
+        0
+    }
 }
 
 impl Backend for Box<dyn Backend> {
@@ -106,9 +111,12 @@ impl Backend for Box<dyn Backend> {
     fn watched_links(&self) -> Vec<String> {
         self.as_ref().watched_links()
     }
+    fn programmed(&self) -> usize {
+        self.as_ref().programmed()
+    }
 }
 
-/// Repairs made by reconciling, counted by kind (exported as metrics later).
+/// Repairs made by reconciling, counted by kind (exported as `flanneld_reconcile_repairs`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Repairs {
     /// The device recreated (deleted, or changed into something incompatible), or brought
@@ -146,6 +154,37 @@ impl Repairs {
             stale_route: self.stale_route + o.stale_route,
             rules: self.rules + o.rules,
         }
+    }
+
+    /// What was repaired since `before` (an earlier reading of the same counters).
+    pub fn since(self, before: Repairs) -> Repairs {
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        Repairs {
+            device: d(self.device, before.device),
+            address: d(self.address, before.address),
+            neighbour: d(self.neighbour, before.neighbour),
+            fdb: d(self.fdb, before.fdb),
+            route: d(self.route, before.route),
+            stale_neighbour: d(self.stale_neighbour, before.stale_neighbour),
+            stale_fdb: d(self.stale_fdb, before.stale_fdb),
+            stale_route: d(self.stale_route, before.stale_route),
+            rules: d(self.rules, before.rules),
+        }
+    }
+
+    /// Each counter with its kind's name (the metric's `kind` label).
+    pub fn by_kind(&self) -> [(&'static str, u64); 9] {
+        [
+            ("device", self.device),
+            ("address", self.address),
+            ("neighbour", self.neighbour),
+            ("fdb", self.fdb),
+            ("route", self.route),
+            ("stale_neighbour", self.stale_neighbour),
+            ("stale_fdb", self.stale_fdb),
+            ("stale_route", self.stale_route),
+            ("rules", self.rules),
+        ]
     }
 
     /// Every repair of any kind.

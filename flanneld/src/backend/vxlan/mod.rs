@@ -603,6 +603,11 @@ impl<K: VxlanKernel> Backend for Vxlan<K> {
         links.push(self.ext.name.clone());
         links
     }
+
+    fn programmed(&self) -> usize {
+        // Peers are counted once, by their IPv4 side (every lease has one).
+        self.v4.peer_count()
+    }
 }
 
 /// Whether a peer lease's `BackendData` is one this backend can program (an object with a
