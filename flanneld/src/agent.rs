@@ -30,6 +30,8 @@ pub const RENEW_RETRY: Duration = Duration::from_secs(60);
 /// The longest wait between two attempts to acquire a lease while every subnet is leased.
 pub const FULL_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Reconnection backoff, 100 ms doubling to 5 s (Go's watch backoff).
+/// What the agent says when it stops (SIGTERM/SIGINT).
+const SHUTTING_DOWN: &str = "shutting down: the lease, subnet.env and routes stay in place";
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -189,6 +191,86 @@ async fn pause(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
+/// Runs the backend's reconcile now and exports what it did.
+fn reconcile_now(backend: &mut dyn Backend, metrics: &Metrics) {
+    let before = backend.repairs();
+    backend.reconcile();
+    let after = backend.repairs();
+    metrics.reconciled(&after.since(before));
+    metrics.peers_programmed(backend.backend_type(), backend.programmed());
+    if after.total() != before.total() {
+        info!("reconcile repaired the kernel state (totals so far: {after:?})");
+    }
+}
+
+/// The reconcile tick kept while the loop waits on etcd, once the backend holds a lease:
+/// an etcd that does not answer (partitioned, stopped) must not freeze the data path's
+/// repairs, nor a stop request, for the seconds each call may take.
+struct Upkeep<'a> {
+    backend: &'a mut dyn Backend,
+    settings: &'a Settings,
+    /// When the next reconcile is due; `None` before the backend has a lease.
+    reconcile_at: Option<&'a mut Instant>,
+}
+
+impl Upkeep<'_> {
+    /// Awaits `fut`, reconciling when due meanwhile; `None` when asked to stop first.
+    async fn wait<T>(
+        &mut self,
+        fut: impl std::future::Future<Output = T>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<T> {
+        tokio::pin!(fut);
+        loop {
+            let due = self.reconcile_at.as_deref().copied();
+            tokio::select! {
+                r = &mut fut => return Some(r),
+                _ = stopped(shutdown) => return None,
+                _ = sleep_until_some(due) => {
+                    reconcile_now(self.backend, &self.settings.metrics);
+                    if let Some(at) = self.reconcile_at.as_deref_mut() {
+                        *at = Instant::now() + self.settings.reconcile_every;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Acquires a lease, retrying what may pass (etcd unreachable, every subnet leased, every
+/// pick lost to nodes starting at the same time: Go exits 1 and relies on a restart);
+/// `None` when asked to stop first.
+async fn acquire_until_stopped<S: Store>(
+    manager: &mut LeaseManager<S>,
+    config: &NetworkConfig,
+    attrs: &crate::lease::LeaseAttrs,
+    upkeep: &mut Upkeep<'_>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<Lease>, AgentError> {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let wait = match upkeep.wait(manager.acquire(config, attrs), shutdown).await {
+            None => return Ok(None),
+            Some(Ok(l)) => return Ok(Some(l)),
+            Some(Err(LeaseError::Store(e))) => {
+                error!("acquiring a lease: {e}; retrying in {delay:?}");
+                delay
+            }
+            // A lease may be freed (a node removed, a lease expired): wait for one.
+            Some(Err(e @ (LeaseError::OutOfSubnets { .. } | LeaseError::RaceLost(_)))) => {
+                let wait = delay.min(FULL_RETRY_MAX);
+                error!("failed to acquire lease: {e}; retrying in {wait:?}");
+                wait
+            }
+            Some(Err(e)) => return Err(e.into()),
+        };
+        if upkeep.wait(sleep(wait), shutdown).await.is_none() {
+            return Ok(None);
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
 /// Reads the network config, retrying every second as Go does (with a line naming the key
 /// and how to create it); `None` when asked to stop first.
 pub async fn wait_for_config<S: Store>(
@@ -256,31 +338,16 @@ pub async fn run_with_links<S: Store>(
     mut links: Option<LinkEvents>,
 ) -> Result<(), AgentError> {
     let attrs = backend.lease_attrs();
-    // etcd unreachable: retried (Go exits 1 and relies on a restart); anything else is fatal.
-    let mut delay = Duration::from_secs(1);
-    let mut lease = loop {
-        match manager.acquire(config, &attrs).await {
-            Ok(l) => break l,
-            Err(LeaseError::Store(e)) => {
-                error!("acquiring a lease: {e}; retrying in {delay:?}");
-                if pause(delay, &mut shutdown).await {
-                    return Ok(());
-                }
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-            // Every subnet leased, or every pick lost to other nodes starting at the same
-            // time: a lease may be freed (a node removed, a lease expired), so wait for one
-            // instead of exiting (Go exits 1 and relies on a restart).
-            Err(e @ (LeaseError::OutOfSubnets { .. } | LeaseError::RaceLost(_))) => {
-                let wait = delay.min(FULL_RETRY_MAX);
-                error!("failed to acquire lease: {e}; retrying in {wait:?}");
-                if pause(wait, &mut shutdown).await {
-                    return Ok(());
-                }
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-            Err(e) => return Err(e.into()),
-        }
+    let acquired = {
+        let mut upkeep = Upkeep {
+            backend: &mut *backend,
+            settings,
+            reconcile_at: None,
+        };
+        acquire_until_stopped(manager, config, &attrs, &mut upkeep, &mut shutdown).await?
+    };
+    let Some(mut lease) = acquired else {
+        return Ok(());
     };
     info!(
         "acquired lease {} ({})",
@@ -313,11 +380,28 @@ pub async fn run_with_links<S: Store>(
     let mut debounce = Debounce::default();
     // What the pending burst of link notifications said, for the log.
     let mut burst: Vec<String> = Vec::new();
+    // Awaits an etcd call with the reconcile tick kept and a stop request answered.
+    macro_rules! waiting {
+        ($fut:expr) => {{
+            let mut upkeep = Upkeep {
+                backend: &mut *backend,
+                settings,
+                reconcile_at: Some(&mut reconcile_at),
+            };
+            match upkeep.wait($fut, &mut shutdown).await {
+                Some(r) => r,
+                None => {
+                    info!("{SHUTTING_DOWN}");
+                    return Ok(());
+                }
+            }
+        }};
+    }
     loop {
         if revision.is_none() && relist_at.is_none_or(|t| t <= Instant::now()) {
             relist_at = None;
             watcher = None;
-            match manager.leases().await {
+            match waiting!(manager.leases()) {
                 Ok((leases, rev)) => {
                     // Ours only while it still names this node: another node may hold the
                     // subnet by now.
@@ -325,21 +409,28 @@ pub async fn run_with_links<S: Store>(
                         l.subnet == lease.subnet && l.attrs.public_ip == lease.attrs.public_ip
                     });
                     if !still_ours {
+                        metrics.lease_lost();
                         warning!(
                             "the node's lease {} was deleted (by an admin, or it expired after failed renewals): \
                              acquiring one again (Go flanneld exits 0 here, and is not restarted under Restart=on-failure)",
                             lease.subnet
                         );
-                        lease = reacquire(
+                        let again = reacquire(
                             manager,
                             config,
                             backend,
                             settings,
                             &mut cache,
                             &lease,
+                            &mut reconcile_at,
                             &mut shutdown,
                         )
                         .await?;
+                        let Some(again) = again else {
+                            info!("{SHUTTING_DOWN}");
+                            return Ok(());
+                        };
+                        lease = again;
                         renew_at = LeaseManager::<S>::renew_at(&lease, settings.renew_margin);
                         export_expiry(metrics, &lease);
                         continue;
@@ -356,7 +447,7 @@ pub async fn run_with_links<S: Store>(
             }
         }
         if let (Some(rev), None) = (revision, &watcher) {
-            match manager.store().watch(&prefix, rev + 1).await {
+            match waiting!(manager.store().watch(&prefix, rev + 1)) {
                 Ok(w) => watcher = Some(w),
                 Err(e) => {
                     warning!("watching {prefix}: {e}; retrying in {backoff:?}");
@@ -402,21 +493,14 @@ pub async fn run_with_links<S: Store>(
                     info!("link notifications ({}): reconciling", burst.join(", "));
                     burst.clear();
                 }
-                let before = backend.repairs();
-                backend.reconcile();
-                let after = backend.repairs();
-                metrics.reconciled(&after.since(before));
-                metrics.peers_programmed(backend.backend_type(), backend.programmed());
-                if after.total() != before.total() {
-                    info!("reconcile repaired the kernel state (totals so far: {after:?})");
-                }
+                reconcile_now(backend, metrics);
                 reconcile_at = Instant::now() + settings.reconcile_every;
             }
             Wake::Stop => {
-                info!("shutting down: the lease, subnet.env and routes stay in place");
+                info!("{SHUTTING_DOWN}");
                 return Ok(());
             }
-            Wake::Renew => match manager.renew(&lease).await {
+            Wake::Renew => match waiting!(manager.renew(&lease)) {
                 Ok(l) => {
                     lease = l;
                     renew_at = LeaseManager::<S>::renew_at(&lease, settings.renew_margin);
@@ -485,7 +569,7 @@ pub async fn run_with_links<S: Store>(
                             } else {
                                 own_deleted = false;
                                 if kv.lease != lease.lease_id {
-                                    refresh_own(manager, &mut lease, &kv).await;
+                                    waiting!(refresh_own(manager, &mut lease, &kv));
                                     renew_at =
                                         LeaseManager::<S>::renew_at(&lease, settings.renew_margin);
                                     export_expiry(metrics, &lease);
@@ -547,8 +631,9 @@ async fn refresh_own<S: Store>(
 }
 
 /// Acquires the node's lease again, preferring the subnet it had; retried until it works or
-/// the agent is stopped. A different subnet rewrites subnet.env (pods keep their old
-/// addresses until recreated: logged).
+/// the agent is stopped (`None`), reconciling meanwhile. A different subnet rewrites
+/// subnet.env (pods keep their old addresses until recreated: logged).
+#[allow(clippy::too_many_arguments)] // the loop's state, lent for the wait
 async fn reacquire<S: Store>(
     manager: &mut LeaseManager<S>,
     config: &NetworkConfig,
@@ -556,33 +641,33 @@ async fn reacquire<S: Store>(
     settings: &Settings,
     cache: &mut LeaseCache,
     old: &Lease,
+    reconcile_at: &mut Instant,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<Lease, AgentError> {
-    let mut delay = Duration::from_secs(1);
-    loop {
-        manager.prefer(&old.subnet);
-        match manager.acquire(config, &old.attrs).await {
-            Ok(new) => {
-                info!("re-acquired lease {}", new.subnet);
-                if new.subnet != old.subnet {
-                    warning!(
-                        "the node's subnet changed from {} to {}: pods started before keep addresses of the old subnet until recreated",
-                        old.subnet,
-                        new.subnet
-                    );
-                    let events = cache.set_own(new.subnet.v4);
-                    hand(backend, &settings.metrics, &events);
-                    write_subnet_file(settings, config, &new.subnet, backend.mtu())?;
-                }
-                backend.lease_acquired(&new)?;
-                export_expiry(&settings.metrics, &new);
-                return Ok(new);
-            }
-            Err(e) => error!("re-acquiring the node's lease: {e}; retrying in {delay:?}"),
-        }
-        if pause(delay, shutdown).await {
-            return Ok(old.clone());
-        }
-        delay = (delay * 2).min(Duration::from_secs(30));
+) -> Result<Option<Lease>, AgentError> {
+    manager.prefer(&old.subnet);
+    let acquired = {
+        let mut upkeep = Upkeep {
+            backend: &mut *backend,
+            settings,
+            reconcile_at: Some(reconcile_at),
+        };
+        acquire_until_stopped(manager, config, &old.attrs, &mut upkeep, shutdown).await?
+    };
+    let Some(new) = acquired else {
+        return Ok(None);
+    };
+    info!("re-acquired lease {}", new.subnet);
+    if new.subnet != old.subnet {
+        warning!(
+            "the node's subnet changed from {} to {}: pods started before keep addresses of the old subnet until recreated",
+            old.subnet,
+            new.subnet
+        );
+        let events = cache.set_own(new.subnet.v4);
+        hand(backend, &settings.metrics, &events);
+        write_subnet_file(settings, config, &new.subnet, backend.mtu())?;
     }
+    backend.lease_acquired(&new)?;
+    export_expiry(&settings.metrics, &new);
+    Ok(Some(new))
 }

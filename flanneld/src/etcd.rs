@@ -363,16 +363,19 @@ impl Store for EtcdStore {
                 id,
                 ttl: Duration::from_secs(grant.ttl().max(0) as u64),
             })),
-            other => {
-                // Lost the race, or failed: the granted lease must not linger.
+            Ok(_) => {
+                // The compare failed: the granted lease must not linger.
                 if let Err(e) = self
                     .call(|mut c| async move { c.lease_revoke(id).await })
                     .await
                 {
                     warning!("revoking unused lease {id:x}: {e}");
                 }
-                other.map(|_| None)
+                Ok(None)
             }
+            // No answer (a timeout, a dropped connection): the write may have committed, and
+            // revoking would then delete the key; the lease runs out by itself if unused.
+            Err(e) => Err(e),
         }
     }
 

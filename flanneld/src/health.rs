@@ -40,12 +40,21 @@ pub fn respond(path: &str, ready: bool) -> (&'static str, &'static str) {
 async fn serve_one(mut conn: TcpStream, ready: Readiness, metrics: Option<Metrics>) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    // Read the request head (bounded), answer from its first line, close.
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
-        match tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => break,
+    // Read the request head (bounded in size and in time, whatever the client's pace),
+    // answer from its first line, close.
+    let read_head = async {
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+            match conn.read(&mut chunk).await {
+                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => break,
+            }
         }
+    };
+    if tokio::time::timeout(CLIENT_DEADLINE, read_head)
+        .await
+        .is_err()
+    {
+        return;
     }
     let head = String::from_utf8_lossy(&buf);
     let path = head
@@ -64,9 +73,19 @@ async fn serve_one(mut conn: TcpStream, ready: Readiness, metrics: Option<Metric
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = conn.write_all(reply.as_bytes()).await;
-    let _ = conn.shutdown().await;
+    // A client that does not read its answer is dropped at the deadline.
+    let _ = tokio::time::timeout(CLIENT_DEADLINE, async {
+        let _ = conn.write_all(reply.as_bytes()).await;
+        let _ = conn.shutdown().await;
+    })
+    .await;
 }
+
+/// How long one client may take, request and answer: probes answer in microseconds.
+const CLIENT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Clients served at once; more are closed at once (a scraper and two probes need three).
+const MAX_CLIENTS: usize = 32;
 
 /// Binds the health server (errors are the caller's: Go exits when it cannot listen).
 pub async fn bind(ip: &str, port: u16) -> std::io::Result<TcpListener> {
@@ -80,10 +99,18 @@ pub async fn bind(ip: &str, port: u16) -> std::io::Result<TcpListener> {
 
 /// Serves requests until the task is dropped; `/metrics` too when `metrics` is given.
 pub async fn serve(listener: TcpListener, ready: Readiness, metrics: Option<Metrics>) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
     loop {
         match listener.accept().await {
             Ok((conn, _)) => {
-                tokio::spawn(serve_one(conn, ready.clone(), metrics.clone()));
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    continue; // dropped: closed
+                };
+                let (ready, metrics) = (ready.clone(), metrics.clone());
+                tokio::spawn(async move {
+                    serve_one(conn, ready, metrics).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 warning!("healthz accept: {e}");
@@ -155,6 +182,34 @@ mod tests {
         assert!(got.ends_with("# EOF\n"), "{got}");
         assert!(get(a, "/healthz").await.starts_with("HTTP/1.1 200 OK"));
         assert!(get(b, "/metrics").await.starts_with("HTTP/1.1 404"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_trickles_its_request_is_closed_at_the_deadline() {
+        // Before: each read had 5 s, so a byte every 4 s held the connection (and its task)
+        // for as long as the client liked.
+        use tokio::io::AsyncWriteExt;
+        let l = bind("127.0.0.1", 0).await.unwrap();
+        let a = l.local_addr().unwrap();
+        tokio::spawn(serve(l, Readiness::default(), None));
+        let mut c = TcpStream::connect(a).await.unwrap();
+        let start = tokio::time::Instant::now();
+        let mut closed_after = None;
+        for b in b"GET /healthz HTTP/1.1" {
+            if c.write_all(&[*b]).await.is_err() {
+                closed_after = Some(start.elapsed());
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        }
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest).await;
+        let closed_after = closed_after.unwrap_or(start.elapsed());
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+        assert!(
+            closed_after <= std::time::Duration::from_secs(13),
+            "{closed_after:?}"
+        );
     }
 
     #[test]

@@ -193,7 +193,7 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
         cert_file: opts.etcd_certfile.clone(),
         key_file: opts.etcd_keyfile.clone(),
         username: opts.etcd_username.clone(),
-        password: opts.etcd_password.clone(),
+        password: opts.etcd_password.0.clone(),
     };
     let Some(store) = connect(&etcd, &mut shutdown).await else {
         return Ok(());

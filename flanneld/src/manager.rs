@@ -206,31 +206,45 @@ impl<S: Store> LeaseManager<S> {
             // differs (IPv6 just enabled, or the interface's address changed): left in
             // place, it would name this node under a second key until it expires, and its
             // expiry would remove the live lease's routes from peers caching by IPv4 subnet.
-            let mut deleted = None;
-            if let Some(mine) = leases.iter().find(|l| l.attrs.public_ip == attrs.public_ip) {
-                let key = self.lease_key(&mine.subnet);
+            // Of several (a crash between writes, a hand-made copy), the one subnet.env
+            // names is kept, else the first; the others go.
+            let mut mine: Vec<&Lease> = leases
+                .iter()
+                .filter(|l| l.attrs.public_ip == attrs.public_ip)
+                .collect();
+            mine.sort_by_key(|l| Some(l.subnet.v4) != self.previous.0);
+            let mut reused = None;
+            let mut deleted = Vec::new();
+            for l in mine {
                 let same_v6 =
-                    attrs.public_ipv6.is_none() || mine.attrs.public_ipv6 == attrs.public_ipv6;
-                if mine.subnet.fits(config) && same_v6 {
-                    info!(
-                        "found lease {} for PublicIP {}: reusing it",
-                        mine.subnet, attrs.public_ip
-                    );
-                    let g = self.store.put(&key, value.as_bytes(), self.ttl).await?;
-                    return Ok(Self::granted(mine.subnet, attrs, g));
+                    attrs.public_ipv6.is_none() || l.attrs.public_ipv6 == attrs.public_ipv6;
+                if reused.is_none() && l.subnet.fits(config) && same_v6 {
+                    reused = Some(l.subnet);
+                    continue;
                 }
                 info!(
                     "lease {} of PublicIP {} {}: deleting it",
-                    mine.subnet,
+                    l.subnet,
                     attrs.public_ip,
-                    if same_v6 {
+                    if reused.is_some() {
+                        "is a second lease of this node"
+                    } else if same_v6 {
                         "does not fit the config"
                     } else {
                         "names another PublicIPv6"
                     }
                 );
-                self.store.delete(&key).await?;
-                deleted = Some(mine.subnet);
+                self.store.delete(&self.lease_key(&l.subnet)).await?;
+                deleted.push(l.subnet);
+            }
+            if let Some(sn) = reused {
+                info!(
+                    "found lease {sn} for PublicIP {}: reusing it",
+                    attrs.public_ip
+                );
+                let key = self.lease_key(&sn);
+                let g = self.store.put(&key, value.as_bytes(), self.ttl).await?;
+                return Ok(Self::granted(sn, attrs, g));
             }
             // Every subnet key counts as taken, whatever its value: a key holding junk still
             // exists, and creating it would fail as a lost race. But not one wider than a
@@ -243,7 +257,7 @@ impl<S: Store> LeaseManager<S> {
                 })
             };
             // The listing predates the delete above.
-            let ours = |sn: &SubnetKey| deleted.as_ref() == Some(sn);
+            let ours = |sn: &SubnetKey| deleted.contains(sn);
             let taken: Vec<SubnetKey> = kvs
                 .iter()
                 .filter_map(|kv| {
@@ -329,7 +343,7 @@ impl<S: Store> LeaseManager<S> {
                 return Err(LeaseError::Taken {
                     key,
                     by: self.parse_lease(kv).map_or_else(
-                        || crate::log::bounded(&String::from_utf8_lossy(&kv.value)),
+                        || crate::log::shown(&String::from_utf8_lossy(&kv.value)),
                         |l| l.attrs.public_ip.to_string(),
                     ),
                 });
@@ -477,12 +491,32 @@ mod tests {
             "{e}"
         );
         assert_eq!(store.value(&key).unwrap(), attrs(3).to_json());
-        // Junk there: not ours either.
-        store.put_raw(&key, "junk");
-        assert!(matches!(
-            m.renew(&l).await.unwrap_err(),
-            LeaseError::Taken { .. }
-        ));
+        // Junk there: not ours either, and shown escaped (a newline cannot forge a line).
+        store.put_raw(&key, "junk\nI1130 forged] line");
+        let e = m.renew(&l).await.unwrap_err();
+        assert!(matches!(e, LeaseError::Taken { .. }));
+        assert!(!e.to_string().contains('\n'), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn of_several_leases_naming_this_node_the_one_subnet_env_names_is_kept() {
+        // Before: the first in key order was reused and the others named the node until
+        // they expired (each a second set of routes to it on every peer).
+        let (store, _, c) = setup();
+        for k in ["10.5.3.0-24", "10.5.7.0-24", "10.5.9.0-24"] {
+            store.put_raw(
+                &format!("/coreos.com/network/subnets/{k}"),
+                r#"{"PublicIP":"192.168.1.2"}"#,
+            );
+        }
+        let previous = SubnetKey::parse("10.5.7.0-24").unwrap();
+        let mut m = LeaseManager::new(store.clone(), DEFAULT_PREFIX, (Some(previous.v4), None));
+        let l = m.acquire(&c, &attrs(2)).await.unwrap();
+        assert_eq!(l.subnet, previous);
+        assert_eq!(
+            store.keys("/coreos.com/network/subnets/"),
+            ["/coreos.com/network/subnets/10.5.7.0-24"]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -77,7 +77,7 @@ impl Metrics {
         };
         r.register(
             "peers_programmed",
-            "Peers' leases the backend holds programmed in the kernel",
+            "Peers the backend holds: programmed in the kernel, or (a step failed, logged) retried by the next reconcile",
             m.peers.clone(),
         );
         r.register_with_unit(
@@ -123,7 +123,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "event_programmed",
-            "From a watch event's arrival in the agent to the backend having programmed it",
+            "From the agent's loop taking a watch event up to the backend having handled it (programmed, or failed and logged)",
             Unit::Seconds,
             m.latency.clone(),
         );
@@ -146,6 +146,11 @@ impl Metrics {
             .as_secs();
         self.lease_expiry
             .set(i64::try_from(unix).unwrap_or(i64::MAX));
+    }
+
+    /// The node holds no lease (lost, being acquired again): the expiry reads 0.
+    pub fn lease_lost(&self) {
+        self.lease_expiry.set(0);
     }
 
     /// A renewal of the node's lease succeeded or failed.

@@ -5,7 +5,7 @@
 //! this node's own, inside the pod network) is skipped with a line naming it and why. Go
 //! flanneld programs such leases; see `docs/differences.md`.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
 
@@ -20,6 +20,7 @@ pub struct PeerCheck {
     subnet_len: u8,
     v6: Option<(Ipv6Network, u8)>,
     own_ip: Ipv4Addr,
+    own_ip6: Option<Ipv6Addr>,
     backend_type: String,
     own_mac: Option<String>,
 }
@@ -48,6 +49,7 @@ impl PeerCheck {
             subnet_len: config.v4.as_ref().map_or(0, |r| r.subnet_len),
             v6: config.v6.as_ref().map(|r| (r.network, r.subnet_len)),
             own_ip: own.public_ip,
+            own_ip6: own.public_ipv6,
             backend_type: own.backend_type.clone(),
             own_mac,
         }
@@ -97,12 +99,24 @@ impl PeerCheck {
                 self.own_ip
             ));
         }
-        if let Some(ip6) = lease.attrs.public_ipv6
-            && !unicast(ip6.into())
-        {
-            return Some(format!(
-                "PublicIPv6 {ip6} is not a unicast address a peer can have"
-            ));
+        if let Some(ip6) = lease.attrs.public_ipv6 {
+            if !unicast(ip6.into()) {
+                return Some(format!(
+                    "PublicIPv6 {ip6} is not a unicast address a peer can have"
+                ));
+            }
+            if Some(ip6) == self.own_ip6 {
+                return Some(format!(
+                    "PublicIPv6 {ip6} is this node's own (only this node's lease may name it)"
+                ));
+            }
+            if let Some((net6, _)) = self.v6
+                && net6.contains(ip6)
+            {
+                return Some(format!(
+                    "PublicIPv6 {ip6} lies inside the flannel IPv6Network {net6}"
+                ));
+            }
         }
         if lease.attrs.backend_type != self.backend_type {
             // Go's backends ignore these too ("ignoring non-vxlan subnet").
@@ -201,6 +215,24 @@ mod tests {
         assert!(problem(&c, "10.5.2.0-24&fc01::-64", ok).is_some());
         assert_eq!(problem(&c, "10.5.2.0-24&fc00:0:0:2::-64", ok), None);
         assert_eq!(problem(&c, "10.5.2.0-24", ok), None, "a v4-only peer");
+        // Before: an IPv6 underlay address inside the overlay, or this node's own, passed.
+        let own6 =
+            LeaseAttrs::from_json(br#"{"PublicIP":"192.168.1.2","PublicIPv6":"fd00::2"}"#).unwrap();
+        let c6 = PeerCheck::new(
+            &NetworkConfig::parse(
+                br#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48"}"#,
+            )
+            .unwrap(),
+            &own6,
+        );
+        for (ip6, why) in [
+            ("fd00::2", "this node's own"),
+            ("fc00:0:0:9::1", "inside the flannel IPv6Network"),
+        ] {
+            let v = format!(r#"{{"PublicIP":"192.168.1.3","PublicIPv6":"{ip6}"}}"#);
+            let got = problem(&c6, "10.5.2.0-24&fc00:0:0:2::-64", &v).unwrap_or_default();
+            assert!(got.contains(why), "{ip6}: {got}");
+        }
         let c = check(r#"{"Network":"10.5.0.0/16"}"#);
         let vx = r#"{"PublicIP":"192.168.1.3","BackendType":"vxlan"}"#;
         assert!(

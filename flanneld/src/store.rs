@@ -86,7 +86,6 @@ pub trait Watch {
     async fn next(&mut self) -> Result<WatchBatch, StoreError>;
 }
 
-/// The store operations the lease manager uses.
 /// What a conditional write ([`Store::put_if`]) expects of the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect<'a> {
@@ -96,6 +95,7 @@ pub enum Expect<'a> {
     Value(&'a [u8]),
 }
 
+/// The store operations the lease manager uses.
 #[allow(async_fn_in_trait)] // used through generics on one runtime; no Send bound needed
 pub trait Store {
     /// The watch type.
@@ -161,6 +161,7 @@ pub mod mem {
         /// Operations that fail once when named.
         fail: Vec<&'static str>,
         creates: usize,
+        lists: usize,
     }
 
     /// The fake store; clones share the data.
@@ -168,6 +169,8 @@ pub mod mem {
     pub struct MemStore {
         inner: Rc<RefCell<Inner>>,
         rev_tx: Rc<watch::Sender<i64>>,
+        /// Every call waits while `true`: an etcd that does not answer (partitioned, stopped).
+        stalled: Rc<watch::Sender<bool>>,
     }
 
     impl Default for MemStore {
@@ -175,6 +178,7 @@ pub mod mem {
             MemStore {
                 inner: Rc::default(),
                 rev_tx: Rc::new(watch::channel(0).0),
+                stalled: Rc::new(watch::channel(false).0),
             }
         }
     }
@@ -247,6 +251,17 @@ pub mod mem {
             self.inner.borrow_mut().fail.push(op);
         }
 
+        /// Makes every call wait (`true`) until released (`false`), as an etcd that does not
+        /// answer.
+        pub fn stall(&self, stalled: bool) {
+            self.stalled.send_replace(stalled);
+        }
+
+        /// How many listings were asked for.
+        pub fn lists(&self) -> usize {
+            self.inner.borrow().lists
+        }
+
         /// How many create transactions were attempted.
         pub fn creates(&self) -> usize {
             self.inner.borrow().creates
@@ -274,6 +289,15 @@ pub mod mem {
                     self.record(&mut i, WatchEvent::Delete(k));
                 }
             }
+        }
+
+        /// Waits while the store is stalled.
+        async fn gate(&self) {
+            // A real store call always yields; so must the fake's, or a loop of calls that
+            // never waits would hold the test's thread and hide as a hang.
+            tokio::task::yield_now().await;
+            // The sender lives in `self`: waiting cannot fail.
+            let _ = self.stalled.subscribe().wait_for(|s| !*s).await;
         }
 
         fn check(&self, op: &'static str) -> Result<(), StoreError> {
@@ -343,6 +367,7 @@ pub mod mem {
         type Watch = MemWatch;
 
         async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+            self.gate().await;
             self.check("get")?;
             Ok(self.inner.borrow().kv.get(key).map(|(v, l)| KeyValue {
                 key: key.into(),
@@ -352,7 +377,9 @@ pub mod mem {
         }
 
         async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError> {
+            self.gate().await;
             self.check("list")?;
+            self.inner.borrow_mut().lists += 1;
             let i = self.inner.borrow();
             let kvs =
                 i.kv.iter()
@@ -373,6 +400,7 @@ pub mod mem {
             ttl: Duration,
             expect: Expect<'_>,
         ) -> Result<Option<Granted>, StoreError> {
+            self.gate().await;
             self.check(if expect == Expect::Absent {
                 "create"
             } else {
@@ -417,6 +445,7 @@ pub mod mem {
         }
 
         async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Granted, StoreError> {
+            self.gate().await;
             self.check("put")?;
             let mut i = self.inner.borrow_mut();
             let g = Self::grant(&mut i, ttl);
@@ -433,12 +462,14 @@ pub mod mem {
         }
 
         async fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.gate().await;
             self.check("delete")?;
             self.delete_raw(key);
             Ok(())
         }
 
         async fn time_to_live(&self, id: i64) -> Result<Option<Duration>, StoreError> {
+            self.gate().await;
             self.check("ttl")?;
             let now = Instant::now();
             Ok(self
@@ -450,6 +481,7 @@ pub mod mem {
         }
 
         async fn watch(&self, prefix: &str, start_revision: i64) -> Result<MemWatch, StoreError> {
+            self.gate().await;
             self.check("watch")?;
             Ok(MemWatch {
                 store: self.clone(),

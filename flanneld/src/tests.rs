@@ -586,3 +586,66 @@ async fn out_of_subnets_waits_for_a_freed_subnet() {
         })
         .await;
 }
+
+fn reconcile_runs(m: &Metrics) -> u64 {
+    m.encode()
+        .lines()
+        .find_map(|l| l.strip_prefix("flanneld_reconcile_runs_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_while_waiting_for_a_free_subnet_ends_the_agent() {
+    // Before: re-acquiring returned the old lease when asked to stop, the loop re-listed,
+    // found it still not ours and re-acquired again: a loop that never ended.
+    LocalSet::new()
+        .run_until(async {
+            let store = MemStore::default();
+            let one = r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.1.0","SubnetMax":"10.5.1.0","Backend":{"Type":"host-gw"}}"#;
+            store.put_raw("/coreos.com/network/config", one);
+            let mut rig = start(store.clone(), Duration::from_secs(3600));
+            settle().await;
+            let own = rig.own_key();
+            // Another node takes the only subnet: the agent waits for a free one.
+            store.put_raw(&own, &peer("192.168.1.9"));
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            assert!(!rig.task.is_finished());
+            rig.stop.send(true).unwrap();
+            let lists = store.lists();
+            // Yields, not virtual time: a loop that never sleeps would keep the clock still.
+            for _ in 0..1000 {
+                tokio::task::yield_now().await;
+            }
+            assert!(store.lists() <= lists + 1, "{} listings", store.lists() - lists);
+            assert!(rig.task.is_finished());
+            assert!(matches!((&mut rig.task).await, Ok(Ok(()))));
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_etcd_that_does_not_answer_neither_stops_reconciling_nor_a_shutdown() {
+    // Before: the renewal (and listings, watches) were awaited inline: while etcd hung,
+    // nothing was reconciled and SIGTERM waited for the call to give up.
+    LocalSet::new()
+        .run_until(async {
+            let store = MemStore::default();
+            store.put_raw("/coreos.com/network/config", CONFIG);
+            let mut rig = start(store.clone(), Duration::from_secs(3600));
+            settle().await;
+            let runs = reconcile_runs(&rig.metrics);
+            store.stall(true);
+            // Renewal due at 23 h: it hangs; the hourly reconcile goes on.
+            tokio::time::sleep(Duration::from_secs(26 * 3600)).await;
+            assert!(
+                reconcile_runs(&rig.metrics) >= runs + 25,
+                "{} reconciles",
+                reconcile_runs(&rig.metrics) - runs
+            );
+            rig.stop.send(true).unwrap();
+            let ended = tokio::time::timeout(Duration::from_secs(1), &mut rig.task).await;
+            assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+        })
+        .await;
+}

@@ -81,6 +81,9 @@ pub struct HostGw<R> {
     routes: R,
     /// The peers' routes wanted: destination → gateway.
     wanted: std::collections::BTreeMap<(u32, u8), (Ipv4Network, Ipv4Addr)>,
+    /// Routes whose last attempt failed and was logged: the next failures of the same
+    /// route are not (a peer behind another link would log a line every reconcile).
+    failing: std::collections::BTreeSet<(Ipv4Network, Ipv4Addr)>,
     restored: u64,
 }
 
@@ -98,6 +101,7 @@ impl<R: RouteTable> HostGw<R> {
             ext,
             routes,
             wanted: Default::default(),
+            failing: Default::default(),
             restored: 0,
         })
     }
@@ -146,12 +150,18 @@ impl<R: RouteTable> Backend for HostGw<R> {
             } else {
                 self.routes.delete(dst, gw, oif)
             };
+            self.failing.remove(&(dst, gw));
             match result.context(format!(
                 "{} route {what}",
                 if add { "adding" } else { "deleting" }
             )) {
                 Ok(()) => info!("{} route {what}", if add { "added" } else { "deleted" }),
-                Err(e) => error!("{e}"),
+                Err(e) => {
+                    error!("{e} (retried by every reconcile, logged again once it worked)");
+                    if add {
+                        self.failing.insert((dst, gw));
+                    }
+                }
             }
         }
     }
@@ -166,6 +176,8 @@ impl<R: RouteTable> Backend for HostGw<R> {
                 return;
             }
         };
+        let wanted: std::collections::BTreeSet<_> = self.wanted.values().copied().collect();
+        self.failing.retain(|r| wanted.contains(r));
         let missing: Vec<(Ipv4Network, Ipv4Addr)> = self
             .wanted
             .values()
@@ -179,9 +191,16 @@ impl<R: RouteTable> Backend for HostGw<R> {
                         "reconcile: restored route {dst} via {gw} dev {}",
                         self.ext.name
                     );
+                    self.failing.remove(&(dst, gw));
                     self.restored += 1;
                 }
-                Err(e) => error!("reconcile: route {dst} via {gw}: {e}"),
+                Err(e) => {
+                    if self.failing.insert((dst, gw)) {
+                        error!(
+                            "reconcile: route {dst} via {gw}: {e} (retried by every reconcile, logged again once it worked)"
+                        );
+                    }
+                }
             }
         }
     }
@@ -337,6 +356,46 @@ pub mod tests {
         hg.handle(&[LeaseEvent::Removed(peer)]);
         hg.reconcile();
         assert_eq!(hg.routes.log.len(), 3, "a removed peer is not re-added");
+    }
+
+    #[test]
+    fn a_route_that_keeps_failing_is_logged_once_until_it_works() {
+        // Before: one error line per failing peer on every reconcile (every 5 s, forever).
+        crate::log::capture::start();
+        let mut hg = HostGw::new(
+            ext([192, 168, 1, 2], [192, 168, 1, 2]),
+            FakeRoutes {
+                fail: Some("10.5.2.0/24".parse().unwrap()),
+                ..FakeRoutes::default()
+            },
+        )
+        .unwrap();
+        hg.handle(&[LeaseEvent::Added(lease(
+            "10.5.2.0-24",
+            r#"{"PublicIP":"172.16.0.3","BackendType":"host-gw"}"#,
+        ))]);
+        for _ in 0..10 {
+            hg.reconcile();
+        }
+        let failures = |lines: &[String]| {
+            lines
+                .iter()
+                .filter(|l| l.contains("10.5.2.0/24 via"))
+                .count()
+        };
+        assert_eq!(failures(&crate::log::capture::lines()), 1);
+        hg.routes.fail = None;
+        hg.reconcile();
+        assert_eq!(hg.repairs().route, 1);
+        hg.routes.fail = Some("10.5.2.0/24".parse().unwrap());
+        hg.routes.gone.push("10.5.2.0/24".parse().unwrap());
+        hg.reconcile();
+        hg.reconcile();
+        assert_eq!(
+            failures(&crate::log::capture::lines()),
+            3,
+            "failed, restored, failed again: one line each"
+        );
     }
 
     #[test]
