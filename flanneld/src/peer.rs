@@ -25,6 +25,9 @@ pub struct PeerCheck {
     own_mac: Option<String>,
 }
 
+/// The largest `BackendData` (or `BackendV6Data`) a peer's lease may carry, serialized.
+const MAX_BACKEND_DATA: usize = 4096;
+
 /// Whether an address can be a peer's underlay address.
 fn unicast(ip: IpAddr) -> bool {
     !(ip.is_unspecified() || ip.is_loopback() || ip.is_multicast())
@@ -115,6 +118,19 @@ impl PeerCheck {
             {
                 return Some(format!(
                     "PublicIPv6 {ip6} lies inside the flannel IPv6Network {net6}"
+                ));
+            }
+        }
+        for (field, data) in [
+            ("BackendData", &lease.attrs.backend_data),
+            ("BackendV6Data", &lease.attrs.backend_v6_data),
+        ] {
+            let size = data.as_ref().map_or(0, |d| d.to_string().len());
+            if size > MAX_BACKEND_DATA {
+                // Kept in the cache for as long as the lease lives: 5,000 such leases would
+                // hold gigabytes. Go keeps them.
+                return Some(format!(
+                    "its {field} is {size} bytes (more than {MAX_BACKEND_DATA}; vxlan's is about 50)"
                 ));
             }
         }
@@ -215,6 +231,16 @@ mod tests {
         assert!(problem(&c, "10.5.2.0-24&fc01::-64", ok).is_some());
         assert_eq!(problem(&c, "10.5.2.0-24&fc00:0:0:2::-64", ok), None);
         assert_eq!(problem(&c, "10.5.2.0-24", ok), None, "a v4-only peer");
+        // Before: a BackendData of any size was kept in the cache for the lease's life.
+        let big = format!(
+            r#"{{"PublicIP":"192.168.1.3","BackendData":{{"VtepMAC":"{}"}}}}"#,
+            "x".repeat(5000)
+        );
+        assert!(
+            problem(&c, "10.5.2.0-24", &big)
+                .unwrap_or_default()
+                .contains("its BackendData is 5014 bytes")
+        );
         // Before: an IPv6 underlay address inside the overlay, or this node's own, passed.
         let own6 =
             LeaseAttrs::from_json(br#"{"PublicIP":"192.168.1.2","PublicIPv6":"fd00::2"}"#).unwrap();
