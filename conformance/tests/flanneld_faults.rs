@@ -842,7 +842,8 @@ fn vxlan_route(node: &Node, key: &str) -> bool {
 }
 
 /// SIGKILL and restart (×`FLANNELD_FAULTS_ITERATIONS`): same subnet, same VtepMAC, nothing
-/// of A's deleted or re-added on peer B (`ip monitor` there). Then a simulated reboot (the
+/// of A's deleted or re-added on peer B (`ip monitor` there, read once a dummy peer put and
+/// deleted after the restart has come and gone on B: B has handled A's lease by then). Then a simulated reboot (the
 /// device gone, subnet.env kept): the same subnet, a new MAC, and B's neighbour and FDB
 /// entries follow it.
 #[test]
