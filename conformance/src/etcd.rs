@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 use crate::netns::TestNetns;
 use crate::node::Node;
 use crate::plugin::plugin_dir;
+use crate::poll;
 
 /// The LAN's address (the bridge, where etcd listens).
 pub const LAN_IP: &str = "192.168.50.1";
@@ -46,6 +47,22 @@ pub fn stop(child: &mut Child, grace: Duration) -> Option<i32> {
     None
 }
 
+/// The free space a tmpfs needs for the LAN's etcd data: etcd 3.4 pre-allocates 64 MB of WAL
+/// per member (three in a cluster test), the compaction test writes 20 MB more, and parallel
+/// tests each have their own LAN.
+const TMPFS_ROOM: u64 = 1 << 30;
+
+/// `/dev/shm` when it has [`TMPFS_ROOM`] free. On tmpfs etcd's fsyncs cost nothing (on a disk
+/// shared with parallel tests and their 20 MB compaction runs they made agents wait seconds),
+/// but a small one (Docker's default is 64 MiB) fails etcd's first WAL allocation: then the
+/// default temp dir.
+fn tmpfs_with_room() -> Option<&'static Path> {
+    let shm = Path::new("/dev/shm");
+    let st = nix::sys::statvfs::statvfs(shm).ok()?;
+    let free = st.blocks_available().saturating_mul(st.fragment_size());
+    (shm.is_dir() && free >= TMPFS_ROOM).then_some(shm)
+}
+
 /// A LAN: a namespace with bridge `br0` at [`LAN_IP`]/24; nodes join it as `eth0`.
 #[derive(Debug)]
 pub struct Lan {
@@ -57,18 +74,11 @@ pub struct Lan {
 impl Lan {
     /// A new, empty LAN.
     pub fn new() -> Lan {
-        // On tmpfs when there is one: etcd fsyncs every write, and on a disk shared with
-        // parallel tests (and their 20 MB compaction runs) that made agents wait seconds.
-        let shm = Path::new("/dev/shm");
-        let builder = || {
-            let mut b = tempfile::Builder::new();
-            b.prefix("cni-rs-lan-");
-            b
-        };
-        let dir = if shm.is_dir() {
-            builder().tempdir_in(shm)
-        } else {
-            builder().tempdir()
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("cni-rs-lan-");
+        let dir = match tmpfs_with_room() {
+            Some(shm) => builder.tempdir_in(shm),
+            None => builder.tempdir(),
         }
         .unwrap();
         let ns = TestNetns::create(&dir.path().join("lan.netns"));
@@ -368,19 +378,12 @@ impl Etcd {
     }
 
     fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if self.ctl(&["endpoint", "health"]).status.success() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "etcd {} did not come up: {}",
-                self.name,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        poll::secs(
+            &format!("etcd {} to come up", self.name),
+            30,
+            || self.ctl(&["endpoint", "health"]).status.success(),
+            || self.log(),
+        );
     }
 
     /// SIGKILL, waited for: the member is gone at once, its data dir stays.
@@ -421,6 +424,15 @@ impl Etcd {
 
     /// Runs `etcdctl` (API v3) against this etcd, from the LAN namespace.
     pub fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_command()
+            .args(args)
+            .output()
+            .expect("etcdctl (apt-get install etcd-client)")
+    }
+
+    /// `etcdctl` (API v3) in the LAN namespace with this etcd's endpoint, TLS and user, the
+    /// command's own arguments still to add.
+    pub(crate) fn ctl_command(&self) -> Command {
         let ns = TestNetns::existing(&self.ns);
         let mut cmd = ns.command("/usr/bin/etcdctl");
         cmd.env("ETCDCTL_API", "3")
@@ -437,9 +449,17 @@ impl Etcd {
         if let Some(u) = &self.user {
             cmd.arg("--user").arg(u);
         }
-        cmd.args(args)
-            .output()
-            .expect("etcdctl (apt-get install etcd-client)")
+        cmd
+    }
+
+    /// This member's directory (its data, log, and files of the tests' watches).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The LAN namespace it runs in.
+    pub(crate) fn ns_path(&self) -> &Path {
+        &self.ns
     }
 
     /// `etcdctl` that must succeed; its stdout.
@@ -547,16 +567,8 @@ impl Agent {
     }
 
     /// Waits until `f` holds (checked every 50 ms) or `secs` pass; panics with the log.
-    pub fn wait_for(&mut self, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !f() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; flanneld log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    pub fn wait_for(&mut self, what: &str, secs: u64, f: impl FnMut() -> bool) {
+        poll::secs(what, secs, f, || format!("flanneld log:\n{}", self.log()));
     }
 }
 

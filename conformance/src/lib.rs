@@ -15,12 +15,14 @@ pub mod containerd;
 pub mod cri;
 pub mod etcd;
 pub mod flannel;
+pub mod lease;
 pub mod netns;
 pub mod node;
 pub mod normalize;
 pub mod plugin;
 pub mod pod;
 pub mod podman;
+pub mod poll;
 pub mod traffic;
 
 pub use chain::Chain;

@@ -43,14 +43,7 @@ fn subnet_env(node: &Node) -> Option<String> {
 
 /// The node's lease key name (`10.5.23.0-24`) from its subnet.env.
 fn own_key(node: &Node) -> String {
-    let env = subnet_env(node).unwrap();
-    let sn = env
-        .lines()
-        .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
-        .unwrap();
-    let (ip, len) = sn.split_once('/').unwrap();
-    let ip: std::net::Ipv4Addr = ip.parse().unwrap();
-    format!("{}-{len}", std::net::Ipv4Addr::from(u32::from(ip) - 1))
+    conformance::lease::own_key(node, "subnet.env").unwrap()
 }
 
 /// Starts an agent (its own log file) and waits until it wrote subnet.env this time.
@@ -169,19 +162,12 @@ fn lease_in_go_format_subnet_env_through_the_chain() {
 
     // etcd holds Go's key and value, on a 24 h lease.
     let listing = etcd.ctl_ok(&["get", "--prefix", PREFIX]);
-    let value = format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#);
+    let value = conformance::lease::host_gw_value(&ip);
     assert_eq!(
         listing,
         format!("{PREFIX}/config\n{CONFIG}\n{PREFIX}/subnets/{key}\n{value}\n")
     );
-    let fields = etcd.ctl_ok(&["get", &format!("{PREFIX}/subnets/{key}"), "-w", "fields"]);
-    let lease: i64 = fields
-        .lines()
-        .find_map(|l| l.strip_prefix("\"Lease\" : "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let lease = etcd.lease_id(&format!("{PREFIX}/subnets/{key}")).unwrap();
     let ttl = etcd.ctl_ok(&["lease", "timetolive", &format!("{lease:x}"), "--keys"]);
     assert!(
         ttl.contains("granted with TTL(86400s)")

@@ -12,10 +12,11 @@
 
 use std::fs;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conformance::etcd::{Agent, Etcd, Lan, available};
-use conformance::{Node, skip};
+use conformance::lease::{self, host_gw_value, vxlan_value};
+use conformance::{Node, poll, skip};
 use serde_json::Value;
 
 const OWN_IP_HG: &str = "192.168.50.2";
@@ -93,31 +94,9 @@ fn etcd_or_skip(test: &str) -> bool {
 }
 
 /// Puts raw keys and values (NUL bytes, 1 MiB values: more than etcdctl's argv takes)
-/// through flanneld's own etcd client, from the LAN namespace.
-fn put_raw(lan: &Lan, etcd: &Etcd, kvs: &[(String, String)]) {
-    use flanneld::etcd::{EtcdOptions, EtcdStore};
-    use flanneld::store::Store;
-    let ns = node_kernel::Netns::open(lan.ns().path()).unwrap();
-    ns.run(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let opts = EtcdOptions {
-                endpoints: vec![etcd.endpoint()],
-                ..Default::default()
-            };
-            let store = EtcdStore::connect(&opts).await.unwrap();
-            for (k, v) in kvs {
-                store
-                    .put(k, v.as_bytes(), Duration::from_secs(86_400))
-                    .await
-                    .unwrap_or_else(|e| panic!("put {k:?}: {e}"));
-            }
-        })
-    })
-    .unwrap();
+/// through etcd-client, on a 24 h lease as Go's.
+fn put_raw(etcd: &Etcd, kvs: &[(String, String)]) {
+    etcd.put_raw(kvs, Duration::from_secs(86_400));
 }
 
 fn start(node: &Node, etcd: &Etcd, name: &str, prefix: &str) -> Agent {
@@ -157,23 +136,19 @@ fn every_config_case_is_refused_logged_and_retried_by_a_running_agent() {
             )
         })
         .collect();
-    put_raw(&lan, &etcd, &configs);
+    put_raw(&etcd, &configs);
     let mut agents: Vec<Agent> = (0..cases.len())
         .map(|i| start(&node, &etcd, &format!("cfg{i}"), &format!("/cfg{i}")))
         .collect();
     // Each logs its refusal, and again a second later: retried, not given up.
-    let deadline = Instant::now() + Duration::from_secs(25);
     for (c, a) in cases.iter().zip(agents.iter()) {
         let want = expand(c.log.as_deref().unwrap(), OWN_IP_HG);
-        while a_log_count(a, &want) < 2 {
-            assert!(
-                Instant::now() < deadline,
-                "{}: {want:?} not logged twice:\n{}",
-                c.name,
-                a.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        poll::secs(
+            &format!("{}: {want:?} logged twice", c.name),
+            30,
+            || a.log().matches(want.as_str()).count() >= 2,
+            || a.log(),
+        );
     }
     for (i, (c, a)) in cases.iter().zip(agents.iter_mut()).enumerate() {
         let log = a.log();
@@ -192,31 +167,22 @@ fn every_config_case_is_refused_logged_and_retried_by_a_running_agent() {
     }
 }
 
-/// Waits up to 15 s for the agent's log to contain `want`.
+/// Waits up to 20 s for the agent's log to contain `want`.
 fn wait_log(a: &Agent, case: &str, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !a.log().contains(want) {
-        assert!(
-            Instant::now() < deadline,
-            "{case}: {want:?} not logged:\n{}",
-            a.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn a_log_count(a: &Agent, want: &str) -> usize {
-    a.log().matches(want).count()
+    poll::secs(
+        &format!("{case}: {want:?} logged"),
+        20,
+        || a.log().contains(want),
+        || a.log(),
+    );
 }
 
 fn good_value(backend: &str, i: usize) -> String {
     let (_, ip, mac) = GOOD[i];
     if backend == "vxlan" {
-        format!(
-            r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
-        )
+        vxlan_value(ip, mac)
     } else {
-        format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#)
+        host_gw_value(ip)
     }
 }
 
@@ -284,7 +250,7 @@ fn every_lease_case_is_skipped_next_to_good_peers_host_gw_and_vxlan() {
             .filter(|c| !c.leases.iter().any(|(_, v)| v.contains("@OWN_IP@")))
             .collect();
         put.extend(kvs(&at_start, prefix, own_ip));
-        put_raw(&lan, &etcd, &put);
+        put_raw(&etcd, &put);
     }
     let mut agents: Vec<Agent> = setups
         .iter()
@@ -312,7 +278,7 @@ fn every_lease_case_is_skipped_next_to_good_peers_host_gw_and_vxlan() {
             .iter()
             .filter(|c| c.config.is_none() && c.backend == backend && c.expect != "reacquire")
             .collect();
-        put_raw(&lan, &etcd, &kvs(&these, prefix, own_ip));
+        put_raw(&etcd, &kvs(&these, prefix, own_ip));
     }
     for ((node, backend, _, own_ip, _), a) in setups.iter().zip(agents.iter_mut()) {
         let these: Vec<&Case> = all
@@ -395,16 +361,7 @@ fn every_lease_case_is_skipped_next_to_good_peers_host_gw_and_vxlan() {
 
     // The node's own key overwritten with another node's value: lost, not routed; another
     // subnet acquired, the agent running.
-    let own_key = |node: &Node, name: &str| {
-        let env = fs::read_to_string(node.dir().join(format!("{name}.env"))).unwrap_or_default();
-        env.lines()
-            .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
-            .map(|sn| {
-                let (ip, len) = sn.split_once('/').unwrap();
-                let ip: std::net::Ipv4Addr = ip.parse().unwrap();
-                format!("{}-{len}", std::net::Ipv4Addr::from(u32::from(ip) - 1))
-            })
-    };
+    let own_key = |node: &Node, name: &str| lease::own_key(node, &format!("{name}.env"));
     for c in all.iter().filter(|c| c.expect == "reacquire") {
         let a = &mut agents[0];
         let old = own_key(&hg, "hg").unwrap();
@@ -418,7 +375,7 @@ fn every_lease_case_is_skipped_next_to_good_peers_host_gw_and_vxlan() {
                 )
             })
             .collect();
-        put_raw(&lan, &etcd, &put);
+        put_raw(&etcd, &put);
         let want = c.log.clone().unwrap();
         wait_log(a, &c.name, &want);
         a.wait_for(&format!("{}: another subnet", c.name), 15, || {
