@@ -216,7 +216,15 @@ fn main() {
     if let Some(table) = masquerade {
         step("pods → the internet, masqueraded by flanneld with the node's address");
         c.internet();
-        println!("node1's {table}");
+        // "table ip flannel-ipv4 {": the listing of that table, as nft prints it.
+        let name: Vec<&str> = table.trim_end_matches('{').split_whitespace().collect();
+        println!("$ nft list {}", name.join(" "));
+        let mut args = vec!["list"];
+        args.extend(name.iter().copied());
+        let listing = c.members[0].node.host().run("nft", &args);
+        for l in String::from_utf8_lossy(&listing.stdout).lines() {
+            println!("  {l}");
+        }
         for m in 0..3 {
             let seen = c.get_from_pod((m, 0), INTERNET_IP, 80);
             println!(
