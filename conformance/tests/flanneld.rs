@@ -925,3 +925,83 @@ fn vxlan_dual_stack_three_agents_one_etcd() {
     });
     assert!(agents.iter_mut().all(Agent::running));
 }
+
+/// `flanneld_reconcile_runs_total` of the agent on `node` (`--metrics-port=9473`).
+fn reconcile_runs(node: &Node) -> u64 {
+    let out = node
+        .host()
+        .run("curl", &["-s", "http://127.0.0.1:9473/metrics"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("flanneld_reconcile_runs_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The kernel tells the agent when one of its entries changes: a quiet node compares the
+/// kernel only when told (or once a minute), and what is deleted by hand still comes back
+/// at the next tick, what is added by hand goes.
+#[test]
+fn vxlan_entries_changed_by_hand_are_repaired_on_the_kernels_notice() {
+    if !etcd_or_skip("flanneld::vxlan_entries_changed_by_hand_are_repaired_on_the_kernels_notice") {
+        return;
+    }
+    let mut lan = Lan::new();
+    let etcd = Etcd::start(&lan, None);
+    etcd.ctl_ok(&[
+        "put",
+        &format!("{PREFIX}/config"),
+        r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#,
+    ]);
+    let (a_node, b_node) = (Node::new(), Node::new());
+    lan.attach(&a_node, 2);
+    lan.attach(&b_node, 3);
+    let mut a = started(
+        &a_node,
+        &etcd,
+        &[
+            "--iface=eth0",
+            "--healthz-ip=127.0.0.1",
+            "--metrics-port=9473",
+        ],
+    );
+    let _b = started(&b_node, &etcd, &["--iface=eth0"]);
+    let kb = own_key(&b_node);
+    let (dst, gw) = (kb.replace('-', "/"), kb.replace("-24", ""));
+    let host = a_node.host();
+    let has = |what: &[&str], needle: &str| host.sh(what[0], &what[1..]).contains(needle);
+    let route = ["ip", "-4", "route", "show", "dev", "flannel.1"];
+    let neigh = ["ip", "neigh", "show", "dev", "flannel.1"];
+    a.wait_for("A's route to B", 10, || has(&route, &dst));
+    // The first tick compares (nothing was known); the quiet ones after it do not.
+    a.wait_for("a first whole reconcile", 15, || {
+        reconcile_runs(&a_node) >= 1
+    });
+    let before = reconcile_runs(&a_node);
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    let quiet = reconcile_runs(&a_node) - before;
+    assert!(quiet <= 1, "{quiet} whole reconciles in 11 s of quiet");
+    // By hand: B's route and neighbour deleted, a stale neighbour added.
+    host.sh("ip", &["route", "del", &dst, "dev", "flannel.1"]);
+    host.sh("ip", &["neigh", "del", &gw, "dev", "flannel.1"]);
+    host.sh(
+        "ip",
+        &[
+            "neigh",
+            "add",
+            "10.5.250.0",
+            "lladdr",
+            "02:00:00:00:00:09",
+            "dev",
+            "flannel.1",
+            "nud",
+            "permanent",
+        ],
+    );
+    a.wait_for(
+        "B's route and neighbour back, the stale neighbour gone",
+        15,
+        || has(&route, &dst) && has(&neigh, &gw) && !has(&neigh, "10.5.250.0"),
+    );
+    assert!(a.running());
+}

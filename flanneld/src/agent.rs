@@ -30,6 +30,10 @@ pub const RENEW_RETRY: Duration = Duration::from_secs(60);
 /// The longest wait between two attempts to acquire a lease while every subnet is leased.
 pub const FULL_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Reconnection backoff, 100 ms doubling to 5 s (Go's watch backoff).
+/// The longest between two whole reconciles when the kernel notified no change of the
+/// backend's entries (notifications are the fast path; this pass is the safety net).
+pub const FULL_RECONCILE_EVERY: Duration = Duration::from_secs(60);
+
 /// What the agent says when it stops (SIGTERM/SIGINT).
 const SHUTTING_DOWN: &str = "shutting down: the lease, subnet.env and routes stay in place";
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -50,6 +54,32 @@ pub struct Settings {
     pub reconcile_every: Duration,
     /// Where the loop counts what it does (`--metrics-port` serves it).
     pub metrics: Metrics,
+    /// How the loop hears of changes to the backend's neighbours, FDB entries and routes.
+    pub entry_notices: EntryNotices,
+}
+
+/// How the agent hears of changes to the backend's kernel entries
+/// ([`Backend::watched_entries`]); without that, every reconcile tick dumps them.
+#[derive(Clone, Default)]
+pub enum EntryNotices {
+    /// Not at all.
+    #[default]
+    None,
+    /// On the link channel, from the start.
+    OnLinks,
+    /// On the link channel once this has run, which the loop does after its first
+    /// programming (a start with thousands of peers would be notified of each entry).
+    Join(std::sync::Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>),
+}
+
+impl std::fmt::Debug for EntryNotices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EntryNotices::None => "None",
+            EntryNotices::OnLinks => "OnLinks",
+            EntryNotices::Join(_) => "Join",
+        })
+    }
 }
 
 /// The default of [`Settings::reconcile_every`].
@@ -111,6 +141,7 @@ fn describe(change: &LinkChange) -> String {
         LinkChange::Deleted { name, index } => {
             format!("{} (index {index}) deleted", name.as_deref().unwrap_or("?"))
         }
+        LinkChange::Entry { kind, index } => format!("a {kind:?} entry of link {index}"),
         LinkChange::Lost => "some lost".to_owned(),
     }
 }
@@ -380,6 +411,13 @@ pub async fn run_with_links<S: Store>(
     let mut debounce = Debounce::default();
     // What the pending burst of link notifications said, for the log.
     let mut burst: Vec<String> = Vec::new();
+    // Whether the kernel may hold other entries than the last full reconcile left: a
+    // notification about one of the backend's links, lost notifications, or no
+    // notifications at all. When not, a tick skips the dumps (at 5,000 peers they were
+    // nearly all the agent's idle CPU) until a full pass is due anyway.
+    let mut entries_changed = true;
+    let mut last_full = Instant::now();
+    let mut entries_heard = matches!(settings.entry_notices, EntryNotices::OnLinks);
     // Awaits an etcd call with the reconcile tick kept and a stop request answered.
     macro_rules! waiting {
         ($fut:expr) => {{
@@ -438,6 +476,18 @@ pub async fn run_with_links<S: Store>(
                     let events = cache.reset(leases);
                     hand(backend, metrics, &events);
                     revision = Some(rev);
+                    if let (false, EntryNotices::Join(join)) =
+                        (entries_heard, &settings.entry_notices)
+                    {
+                        // Changes before this are the first whole reconcile's to find
+                        // (`entries_changed` is still set).
+                        match join() {
+                            Ok(()) => entries_heard = true,
+                            Err(e) => warning!(
+                                "subscribing to neighbour and route notifications: {e}; every reconcile compares the kernel"
+                            ),
+                        }
+                    }
                 }
                 Err(e) => {
                     warning!("listing leases: {e}; retrying in {backoff:?}");
@@ -478,7 +528,15 @@ pub async fn run_with_links<S: Store>(
                 );
                 links = None;
             }
+            Wake::Link(Some(LinkChange::Entry { kind, index })) => {
+                if backend.watched_entries().concern(kind, index) {
+                    entries_changed = true;
+                }
+            }
             Wake::Link(Some(change)) => {
+                if matches!(change, LinkChange::Lost) {
+                    entries_changed = true;
+                }
                 if concerns(&change, &backend.watched_links()) {
                     debounce.event(Instant::now());
                     let what = describe(&change);
@@ -488,12 +546,25 @@ pub async fn run_with_links<S: Store>(
                 }
             }
             Wake::Reconcile => {
+                let prompted = debounce.due().is_some_and(|t| t <= Instant::now());
                 debounce.fired();
                 if !burst.is_empty() {
                     info!("link notifications ({}): reconciling", burst.join(", "));
                     burst.clear();
                 }
-                reconcile_now(backend, metrics);
+                let quiet = links.is_some()
+                    && entries_heard
+                    && !entries_changed
+                    && !prompted
+                    && last_full.elapsed() < FULL_RECONCILE_EVERY
+                    && !backend.watched_entries().is_empty();
+                if quiet {
+                    backend.reconcile_without_entries();
+                } else {
+                    reconcile_now(backend, metrics);
+                    entries_changed = false;
+                    last_full = Instant::now();
+                }
                 reconcile_at = Instant::now() + settings.reconcile_every;
             }
             Wake::Stop => {

@@ -253,6 +253,7 @@ fn start(store: MemStore, backend: &Recorder) -> Run {
         notify_socket: None,
         reconcile_every: Duration::from_secs(3600),
         metrics: crate::metrics::Metrics::new(),
+        entry_notices: agent::EntryNotices::None,
     };
     let mut b = backend.clone();
     let task = tokio::task::spawn_local(async move {

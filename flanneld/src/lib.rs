@@ -249,7 +249,21 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
             config.clone(),
         ));
     }
+    let subscribed = if backend.watched_links().is_empty() {
+        None
+    } else {
+        subscribe_links()
+    };
+    let (links, entry_notices) = match subscribed {
+        Some((rx, joiner)) if !backend.watched_entries().is_empty() => (
+            Some(rx),
+            agent::EntryNotices::Join(std::sync::Arc::new(move || joiner.join())),
+        ),
+        Some((rx, _)) => (Some(rx), agent::EntryNotices::None),
+        None => (None, agent::EntryNotices::None),
+    };
     let settings = agent::Settings {
+        entry_notices,
         subnet_file,
         ip_masq: opts.ip_masq,
         renew_margin: LeaseManager::<EtcdStore>::renew_margin(
@@ -260,11 +274,7 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
         reconcile_every: agent::RECONCILE_EVERY,
         metrics,
     };
-    let links = if backend.watched_links().is_empty() {
-        None
-    } else {
-        subscribe_links()
-    };
+
     agent::run_with_links(
         &mut manager,
         &config,
@@ -280,8 +290,10 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
 
 /// The namespace's link notifications, read by a thread of their own (the socket's reads
 /// block) and forwarded to the agent; `None` (ticks only) when the kernel refuses.
-fn subscribe_links() -> Option<agent::LinkEvents> {
-    let events = match node_kernel::RouteSocket::subscribe_links() {
+/// Link notifications forwarded by a thread of their own, and what adds the neighbour and
+/// route ones to them.
+fn subscribe_links() -> Option<(agent::LinkEvents, node_kernel::EntryJoiner)> {
+    let mut events = match node_kernel::RouteSocket::subscribe_links() {
         Ok(e) => e,
         Err(e) => {
             warning!(
@@ -291,10 +303,11 @@ fn subscribe_links() -> Option<agent::LinkEvents> {
             return None;
         }
     };
+    let joiner = events.entry_joiner();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let reader = move || {
         loop {
-            match events.next() {
+            match events.read() {
                 Ok(changes) => {
                     for c in changes {
                         if tx.send(c).is_err() {
@@ -313,7 +326,7 @@ fn subscribe_links() -> Option<agent::LinkEvents> {
         .name("link-events".into())
         .spawn(reader)
     {
-        Ok(_) => Some(rx),
+        Ok(_) => Some((rx, joiner)),
         Err(e) => {
             warning!("starting the link notification thread: {e}");
             None

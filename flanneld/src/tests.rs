@@ -116,6 +116,7 @@ fn start(store: MemStore, margin: Duration) -> Rig {
         notify_socket: None,
         reconcile_every: Duration::from_secs(3600),
         metrics: metrics.clone(),
+        entry_notices: agent::EntryNotices::None,
     };
     let (s, r) = (store.clone(), ready.clone());
     let task = tokio::task::spawn_local(async move {
@@ -488,6 +489,7 @@ async fn link_notifications_of_a_watched_link_reconcile_promptly_a_burst_once() 
                 notify_socket: None,
                 reconcile_every: Duration::from_secs(5),
                 metrics: Metrics::new(),
+                entry_notices: agent::EntryNotices::None,
             };
             let mut backend = Watching(reconciles.clone());
             let task = tokio::task::spawn_local(async move {
@@ -646,6 +648,171 @@ async fn an_etcd_that_does_not_answer_neither_stops_reconciling_nor_a_shutdown()
             rig.stop.send(true).unwrap();
             let ended = tokio::time::timeout(Duration::from_secs(1), &mut rig.task).await;
             assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+        })
+        .await;
+}
+
+/// A backend that reports its entries' links and records which reconcile ran.
+#[derive(Debug, Default)]
+struct EntryWatching(Rc<RefCell<Vec<&'static str>>>);
+
+impl Backend for EntryWatching {
+    fn backend_type(&self) -> &'static str {
+        "host-gw"
+    }
+    fn lease_attrs(&self) -> LeaseAttrs {
+        FakeBackend::default().lease_attrs()
+    }
+    fn mtu(&self) -> u32 {
+        1500
+    }
+    fn lease_acquired(&mut self, _: &Lease) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn handle(&mut self, _: &[LeaseEvent]) {}
+    fn reconcile(&mut self) {
+        self.0.borrow_mut().push("full");
+    }
+    fn reconcile_without_entries(&mut self) {
+        self.0.borrow_mut().push("rules");
+    }
+    fn watched_links(&self) -> Vec<String> {
+        vec!["flannel.100".into()]
+    }
+    fn watched_entries(&self) -> crate::backend::WatchedEntries {
+        crate::backend::WatchedEntries {
+            neighbours: vec![7],
+            routes: vec![7, 2],
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tick_dumps_the_kernel_only_after_a_notification_about_its_entries_or_once_a_minute() {
+    // Before: every 5 s tick dumped neighbours, FDB and routes (at 5,000 peers nearly all
+    // of the idle agent's CPU), whether or not the kernel had said anything changed.
+    use node_kernel::{EntryKind, LinkChange};
+    LocalSet::new()
+        .run_until(async {
+            let store = MemStore::default();
+            store.put_raw("/coreos.com/network/config", CONFIG);
+            let runs = Rc::new(RefCell::new(Vec::new()));
+            let (tx, links) = tokio::sync::mpsc::unbounded_channel();
+            let (stop, rx) = watch::channel(false);
+            let dir = tempfile::tempdir().unwrap();
+            let settings = Settings {
+                subnet_file: dir.path().join("subnet.env"),
+                ip_masq: false,
+                renew_margin: Duration::from_secs(3600),
+                notify_socket: None,
+                reconcile_every: Duration::from_secs(5),
+                metrics: Metrics::new(),
+                entry_notices: agent::EntryNotices::OnLinks,
+            };
+            let mut backend = EntryWatching(runs.clone());
+            let task = tokio::task::spawn_local(async move {
+                let mut m = LeaseManager::new(store, DEFAULT_PREFIX, (None, None));
+                let config = agent::wait_for_config(&m, &mut rx.clone()).await.unwrap();
+                let ready = Readiness::default();
+                agent::run_with_links(
+                    &mut m,
+                    &config,
+                    &mut backend,
+                    &settings,
+                    &ready,
+                    rx,
+                    Some(links),
+                )
+                .await
+            });
+            let take = || std::mem::take(&mut *runs.borrow_mut());
+            settle().await;
+            // The first tick is whole (nothing is known yet), the next ones are not.
+            tokio::time::sleep(Duration::from_secs(16)).await;
+            assert_eq!(take(), ["full", "rules", "rules"]);
+            // Entries of other links (eth0's ARP, a pod's route): still quiet.
+            for (kind, index) in [(EntryKind::Neighbour, 2), (EntryKind::Route, 9)] {
+                tx.send(LinkChange::Entry { kind, index }).unwrap();
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            assert_eq!(take(), ["rules"]);
+            // A route of the device deleted by hand: the next tick compares.
+            tx.send(LinkChange::Entry {
+                kind: EntryKind::Route,
+                index: 7,
+            })
+            .unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            assert_eq!(take(), ["full"]);
+            // Lost notifications: anything may have changed.
+            tx.send(LinkChange::Lost).unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(take(), ["full"], "lost notifications reconcile at once");
+            // Quiet for a minute: a whole pass anyway.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            let got = take();
+            assert!(got.contains(&"full") && got.contains(&"rules"), "{got:?}");
+            // Without notifications (the sender gone), every tick is whole.
+            drop(tx);
+            tokio::time::sleep(Duration::from_secs(11)).await;
+            assert_eq!(take(), ["full", "full"]);
+            stop.send(true).unwrap();
+            settle().await;
+            assert!(task.await.unwrap().is_ok());
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn entry_notices_are_joined_once_after_the_first_programming() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    LocalSet::new()
+        .run_until(async {
+            let store = MemStore::default();
+            store.put_raw("/coreos.com/network/config", CONFIG);
+            let runs = Rc::new(RefCell::new(Vec::new()));
+            let (_tx, links) = tokio::sync::mpsc::unbounded_channel();
+            let (stop, rx) = watch::channel(false);
+            let dir = tempfile::tempdir().unwrap();
+            let joined = Arc::new(AtomicUsize::new(0));
+            let j = joined.clone();
+            let settings = Settings {
+                subnet_file: dir.path().join("subnet.env"),
+                ip_masq: false,
+                renew_margin: Duration::from_secs(3600),
+                notify_socket: None,
+                reconcile_every: Duration::from_secs(5),
+                metrics: Metrics::new(),
+                entry_notices: agent::EntryNotices::Join(Arc::new(move || {
+                    j.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })),
+            };
+            let mut backend = EntryWatching(runs.clone());
+            let task = tokio::task::spawn_local(async move {
+                let mut m = LeaseManager::new(store.clone(), DEFAULT_PREFIX, (None, None));
+                let config = agent::wait_for_config(&m, &mut rx.clone()).await.unwrap();
+                let ready = Readiness::default();
+                agent::run_with_links(
+                    &mut m,
+                    &config,
+                    &mut backend,
+                    &settings,
+                    &ready,
+                    rx,
+                    Some(links),
+                )
+                .await
+            });
+            settle().await;
+            assert_eq!(joined.load(Ordering::SeqCst), 1);
+            tokio::time::sleep(Duration::from_secs(11)).await;
+            assert_eq!(*runs.borrow(), ["full", "rules"]);
+            assert_eq!(joined.load(Ordering::SeqCst), 1, "joined once");
+            stop.send(true).unwrap();
+            settle().await;
+            assert!(task.await.unwrap().is_ok());
         })
         .await;
 }

@@ -28,7 +28,7 @@ pub mod transport;
 mod tests;
 
 pub use error::{Context, KernelError};
-pub use events::{LinkChange, LinkEvents};
+pub use events::{EntryJoiner, EntryKind, LinkChange, LinkEvents};
 pub use netns::{Netns, NetnsError, read_sysctl, write_sysctl};
 pub use socket::{Netfilter, NetfilterSocket, Route, RouteSocket, Socket};
 

@@ -219,6 +219,13 @@ impl<R: RouteTable> Backend for HostGw<R> {
     fn programmed(&self) -> usize {
         self.wanted.len()
     }
+
+    fn watched_entries(&self) -> super::WatchedEntries {
+        super::WatchedEntries {
+            neighbours: Vec::new(),
+            routes: vec![self.ext.index],
+        }
+    }
 }
 
 #[cfg(test)]

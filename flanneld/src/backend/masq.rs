@@ -229,6 +229,38 @@ impl<B: Backend, F: Firewall> Backend for Masqueraded<B, F> {
 
     fn reconcile(&mut self) {
         self.inner.reconcile();
+        self.reconcile_rules();
+    }
+
+    fn reconcile_without_entries(&mut self) {
+        self.inner.reconcile_without_entries();
+        self.reconcile_rules();
+    }
+
+    fn repairs(&self) -> Repairs {
+        self.inner.repairs().plus(Repairs {
+            rules: self.rules_repaired,
+            ..Repairs::default()
+        })
+    }
+
+    fn watched_links(&self) -> Vec<String> {
+        self.inner.watched_links()
+    }
+
+    fn watched_entries(&self) -> super::WatchedEntries {
+        self.inner.watched_entries()
+    }
+
+    fn programmed(&self) -> usize {
+        self.inner.programmed()
+    }
+}
+
+impl<B: Backend, F: Firewall> Masqueraded<B, F> {
+    /// The rules compared with the kernel's listing, rewritten on a difference (nftables
+    /// changes come with no notification the agent reads: checked on every tick).
+    fn reconcile_rules(&mut self) {
         let Some((b, want)) = &self.written else {
             return;
         };
@@ -250,21 +282,6 @@ impl<B: Backend, F: Firewall> Backend for Masqueraded<B, F> {
             Ok(()) => self.rules_repaired += 1,
             Err(e) => error!("reconcile: {e}"),
         }
-    }
-
-    fn repairs(&self) -> Repairs {
-        self.inner.repairs().plus(Repairs {
-            rules: self.rules_repaired,
-            ..Repairs::default()
-        })
-    }
-
-    fn watched_links(&self) -> Vec<String> {
-        self.inner.watched_links()
-    }
-
-    fn programmed(&self) -> usize {
-        self.inner.programmed()
     }
 }
 
@@ -372,6 +389,11 @@ add rule ip flannel-ipv4 forward ip daddr 10.5.0.0/16 accept comment \"flanneld 
         m.reconcile();
         assert_eq!(m.firewall().rules_in("postrtg"), 6);
         assert_eq!(m.repairs().rules, 1);
+        // Also on a tick that skips the kernel's entries: nftables sends no notification.
+        m.firewall().apply(&gone, "test").unwrap();
+        m.reconcile_without_entries();
+        assert_eq!(m.firewall().rules_in("postrtg"), 6);
+        assert_eq!(m.repairs().rules, 2);
     }
 
     #[test]

@@ -84,6 +84,40 @@ pub trait Backend {
     fn programmed(&self) -> usize {
         0
     }
+    /// The links whose neighbours/FDB entries and routes [`Backend::reconcile`] compares.
+    /// When the kernel notifies no change of those since the last reconcile, the agent
+    /// skips the dumps and calls [`Backend::reconcile_without_entries`] (empty: always the
+    /// whole reconcile).
+    fn watched_entries(&self) -> WatchedEntries {
+        WatchedEntries::default()
+    }
+    /// The part of [`Backend::reconcile`] that needs no dump of neighbours, FDB entries and
+    /// routes (state the kernel does not notify, e.g. nftables rules).
+    fn reconcile_without_entries(&mut self) {}
+}
+
+/// The links whose entries a backend programs (see [`Backend::watched_entries`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WatchedEntries {
+    /// Links whose neighbours and FDB entries are the backend's.
+    pub neighbours: Vec<u32>,
+    /// Links whose routes are the backend's.
+    pub routes: Vec<u32>,
+}
+
+impl WatchedEntries {
+    /// Whether the backend watches entries at all.
+    pub fn is_empty(&self) -> bool {
+        self.neighbours.is_empty() && self.routes.is_empty()
+    }
+
+    /// Whether an entry notification may concern what the backend programmed.
+    pub fn concern(&self, kind: node_kernel::EntryKind, index: u32) -> bool {
+        match kind {
+            node_kernel::EntryKind::Neighbour => self.neighbours.contains(&index),
+            node_kernel::EntryKind::Route => self.routes.contains(&index),
+        }
+    }
 }
 
 impl Backend for Box<dyn Backend> {
@@ -113,6 +147,12 @@ impl Backend for Box<dyn Backend> {
     }
     fn programmed(&self) -> usize {
         self.as_ref().programmed()
+    }
+    fn watched_entries(&self) -> WatchedEntries {
+        self.as_ref().watched_entries()
+    }
+    fn reconcile_without_entries(&mut self) {
+        self.as_mut().reconcile_without_entries()
     }
 }
 

@@ -39,7 +39,7 @@ pub use kernel::{Device, Fdb, KernelVxlan, Neighbour, PeerRoute, VxlanAttrs, Vxl
 use stack::Peer;
 pub use stack::Stack;
 
-use super::{Backend, BackendError, Repairs};
+use super::{Backend, BackendError, Repairs, WatchedEntries};
 use crate::cache::LeaseEvent;
 use crate::config::NetworkConfig;
 use crate::iface::ExternalInterface;
@@ -607,6 +607,22 @@ impl<K: VxlanKernel> Backend for Vxlan<K> {
     fn programmed(&self) -> usize {
         // Peers are counted once, by their IPv4 side (every lease has one).
         self.v4.peer_count()
+    }
+
+    fn watched_entries(&self) -> WatchedEntries {
+        let devices: Vec<u32> = std::iter::once(&self.v4)
+            .chain(&self.v6)
+            .map(Stack::index)
+            .collect();
+        let mut routes = devices.clone();
+        if self.config.direct_routing {
+            // Direct routes go through the external interface.
+            routes.push(self.ext.index);
+        }
+        WatchedEntries {
+            neighbours: devices,
+            routes,
+        }
     }
 }
 

@@ -108,6 +108,11 @@ impl Stack {
         &self.spec.name
     }
 
+    /// The device's interface index (0 before it exists).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
     /// How many peers this stack holds (programmed, or waiting for a reconcile to retry).
     pub fn peer_count(&self) -> usize {
         self.peers.len()
