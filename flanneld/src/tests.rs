@@ -471,42 +471,69 @@ impl Backend for Watching {
     }
 }
 
+/// The agent on `backend`, told of link notifications sent on the returned channel,
+/// reconciling every 5 s; stopped through the returned sender.
+struct LinkRig {
+    tx: tokio::sync::mpsc::UnboundedSender<node_kernel::LinkChange>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
+    _dir: tempfile::TempDir,
+}
+
+fn start_with_links(
+    backend: impl Backend + 'static,
+    entry_notices: agent::EntryNotices,
+) -> LinkRig {
+    let store = MemStore::default();
+    store.put_raw("/coreos.com/network/config", CONFIG);
+    let (tx, links) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, rx) = watch::channel(false);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        subnet_file: dir.path().join("subnet.env"),
+        ip_masq: false,
+        renew_margin: Duration::from_secs(3600),
+        notify_socket: None,
+        reconcile_every: Duration::from_secs(5),
+        metrics: Metrics::new(),
+        entry_notices,
+    };
+    let mut backend = backend;
+    let task = tokio::task::spawn_local(async move {
+        let mut m = LeaseManager::new(store, DEFAULT_PREFIX, (None, None));
+        let config = agent::wait_for_config(&m, &mut rx.clone()).await.unwrap();
+        let ready = Readiness::default();
+        agent::run_with_links(
+            &mut m,
+            &config,
+            &mut backend,
+            &settings,
+            &ready,
+            rx,
+            Some(links),
+        )
+        .await
+    });
+    LinkRig {
+        tx,
+        stop,
+        task,
+        _dir: dir,
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn link_notifications_of_a_watched_link_reconcile_promptly_a_burst_once() {
     use node_kernel::LinkChange;
     LocalSet::new()
         .run_until(async {
-            let store = MemStore::default();
-            store.put_raw("/coreos.com/network/config", CONFIG);
             let reconciles = Rc::new(RefCell::new(Vec::new()));
-            let (tx, links) = tokio::sync::mpsc::unbounded_channel();
-            let (stop, rx) = watch::channel(false);
-            let dir = tempfile::tempdir().unwrap();
-            let settings = Settings {
-                subnet_file: dir.path().join("subnet.env"),
-                ip_masq: false,
-                renew_margin: Duration::from_secs(3600),
-                notify_socket: None,
-                reconcile_every: Duration::from_secs(5),
-                metrics: Metrics::new(),
-                entry_notices: agent::EntryNotices::None,
-            };
-            let mut backend = Watching(reconciles.clone());
-            let task = tokio::task::spawn_local(async move {
-                let mut m = LeaseManager::new(store, DEFAULT_PREFIX, (None, None));
-                let config = agent::wait_for_config(&m, &mut rx.clone()).await.unwrap();
-                let ready = Readiness::default();
-                agent::run_with_links(
-                    &mut m,
-                    &config,
-                    &mut backend,
-                    &settings,
-                    &ready,
-                    rx,
-                    Some(links),
-                )
-                .await
-            });
+            let LinkRig {
+                tx,
+                stop,
+                task,
+                _dir,
+            } = start_with_links(Watching(reconciles.clone()), agent::EntryNotices::None);
             settle().await;
             let t0 = tokio::time::Instant::now();
             // Another link: nothing.
@@ -590,11 +617,7 @@ async fn out_of_subnets_waits_for_a_freed_subnet() {
 }
 
 fn reconcile_runs(m: &Metrics) -> u64 {
-    m.encode()
-        .lines()
-        .find_map(|l| l.strip_prefix("flanneld_reconcile_runs_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    metric(m, "flanneld_reconcile_runs_total") as u64
 }
 
 #[tokio::test(start_paused = true)]
@@ -694,37 +717,13 @@ async fn a_tick_dumps_the_kernel_only_after_a_notification_about_its_entries_or_
     use node_kernel::{EntryKind, LinkChange};
     LocalSet::new()
         .run_until(async {
-            let store = MemStore::default();
-            store.put_raw("/coreos.com/network/config", CONFIG);
             let runs = Rc::new(RefCell::new(Vec::new()));
-            let (tx, links) = tokio::sync::mpsc::unbounded_channel();
-            let (stop, rx) = watch::channel(false);
-            let dir = tempfile::tempdir().unwrap();
-            let settings = Settings {
-                subnet_file: dir.path().join("subnet.env"),
-                ip_masq: false,
-                renew_margin: Duration::from_secs(3600),
-                notify_socket: None,
-                reconcile_every: Duration::from_secs(5),
-                metrics: Metrics::new(),
-                entry_notices: agent::EntryNotices::OnLinks,
-            };
-            let mut backend = EntryWatching(runs.clone());
-            let task = tokio::task::spawn_local(async move {
-                let mut m = LeaseManager::new(store, DEFAULT_PREFIX, (None, None));
-                let config = agent::wait_for_config(&m, &mut rx.clone()).await.unwrap();
-                let ready = Readiness::default();
-                agent::run_with_links(
-                    &mut m,
-                    &config,
-                    &mut backend,
-                    &settings,
-                    &ready,
-                    rx,
-                    Some(links),
-                )
-                .await
-            });
+            let LinkRig {
+                tx,
+                stop,
+                task,
+                _dir,
+            } = start_with_links(EntryWatching(runs.clone()), agent::EntryNotices::OnLinks);
             let take = || std::mem::take(&mut *runs.borrow_mut());
             settle().await;
             // The first tick is whole (nothing is known yet), the next ones are not.
@@ -769,42 +768,21 @@ async fn entry_notices_are_joined_once_after_the_first_programming() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     LocalSet::new()
         .run_until(async {
-            let store = MemStore::default();
-            store.put_raw("/coreos.com/network/config", CONFIG);
             let runs = Rc::new(RefCell::new(Vec::new()));
-            let (_tx, links) = tokio::sync::mpsc::unbounded_channel();
-            let (stop, rx) = watch::channel(false);
-            let dir = tempfile::tempdir().unwrap();
             let joined = Arc::new(AtomicUsize::new(0));
             let j = joined.clone();
-            let settings = Settings {
-                subnet_file: dir.path().join("subnet.env"),
-                ip_masq: false,
-                renew_margin: Duration::from_secs(3600),
-                notify_socket: None,
-                reconcile_every: Duration::from_secs(5),
-                metrics: Metrics::new(),
-                entry_notices: agent::EntryNotices::Join(Arc::new(move || {
+            let LinkRig {
+                tx: _tx,
+                stop,
+                task,
+                _dir,
+            } = start_with_links(
+                EntryWatching(runs.clone()),
+                agent::EntryNotices::Join(Arc::new(move || {
                     j.fetch_add(1, Ordering::SeqCst);
                     Ok(())
                 })),
-            };
-            let mut backend = EntryWatching(runs.clone());
-            let task = tokio::task::spawn_local(async move {
-                let mut m = LeaseManager::new(store.clone(), DEFAULT_PREFIX, (None, None));
-                let config = agent::wait_for_config(&m, &mut rx.clone()).await.unwrap();
-                let ready = Readiness::default();
-                agent::run_with_links(
-                    &mut m,
-                    &config,
-                    &mut backend,
-                    &settings,
-                    &ready,
-                    rx,
-                    Some(links),
-                )
-                .await
-            });
+            );
             settle().await;
             assert_eq!(joined.load(Ordering::SeqCst), 1);
             tokio::time::sleep(Duration::from_secs(11)).await;
