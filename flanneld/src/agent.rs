@@ -29,13 +29,13 @@ use crate::subnet_env;
 pub const RENEW_RETRY: Duration = Duration::from_secs(60);
 /// The longest wait between two attempts to acquire a lease while every subnet is leased.
 pub const FULL_RETRY_MAX: Duration = Duration::from_secs(5);
-/// Reconnection backoff, 100 ms doubling to 5 s (Go's watch backoff).
 /// The longest between two whole reconciles when the kernel notified no change of the
 /// backend's entries (notifications are the fast path; this pass is the safety net).
 pub const FULL_RECONCILE_EVERY: Duration = Duration::from_secs(60);
 
 /// What the agent says when it stops (SIGTERM/SIGINT).
 const SHUTTING_DOWN: &str = "shutting down: the lease, subnet.env and routes stay in place";
+/// Reconnection backoff, 100 ms doubling to 5 s (Go's watch backoff).
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -87,7 +87,7 @@ pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 
 /// Link notifications as the agent receives them (a thread reading the kernel's forwards
 /// them: see `crate::run`).
-pub type LinkEvents = mpsc::UnboundedReceiver<LinkChange>;
+pub type LinkEvents = mpsc::Receiver<LinkChange>;
 
 /// A burst of link notifications is one reconcile: due [`LINK_QUIET`] after the last one,
 /// never later than [`LINK_LONGEST`] after the first.
@@ -141,7 +141,7 @@ fn describe(change: &LinkChange) -> String {
         LinkChange::Deleted { name, index } => {
             format!("{} (index {index}) deleted", name.as_deref().unwrap_or("?"))
         }
-        LinkChange::Entry { kind, index } => format!("a {kind:?} entry of link {index}"),
+        LinkChange::Entry { kind, index, .. } => format!("a {kind:?} entry of link {index}"),
         LinkChange::Lost => "some lost".to_owned(),
     }
 }
@@ -528,16 +528,15 @@ pub async fn run_with_links<S: Store>(
                 );
                 links = None;
             }
-            Wake::Link(Some(LinkChange::Entry { kind, index })) => {
-                if backend.watched_entries().concern(kind, index) {
+            Wake::Link(Some(LinkChange::Entry { kind, index, dst })) => {
+                if backend.watched_entries().concern(kind, index, dst) {
                     entries_changed = true;
                 }
             }
             Wake::Link(Some(change)) => {
-                if matches!(change, LinkChange::Lost) {
-                    entries_changed = true;
-                }
                 if concerns(&change, &backend.watched_links()) {
+                    // The prompt reconcile compares everything, even if a tick comes first.
+                    entries_changed = true;
                     debounce.event(Instant::now());
                     let what = describe(&change);
                     if !burst.contains(&what) {
@@ -555,6 +554,7 @@ pub async fn run_with_links<S: Store>(
                 let quiet = links.is_some()
                     && entries_heard
                     && !entries_changed
+                    && backend.settled()
                     && !prompted
                     && last_full.elapsed() < FULL_RECONCILE_EVERY
                     && !backend.watched_entries().is_empty();

@@ -38,6 +38,7 @@ pub fn respond(path: &str, ready: bool) -> (&'static str, &'static str) {
 }
 
 async fn serve_one(mut conn: TcpStream, ready: Readiness, metrics: Option<Metrics>) {
+    let deadline = tokio::time::Instant::now() + CLIENT_DEADLINE;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     // Read the request head (bounded in size and in time, whatever the client's pace),
@@ -50,10 +51,7 @@ async fn serve_one(mut conn: TcpStream, ready: Readiness, metrics: Option<Metric
             }
         }
     };
-    if tokio::time::timeout(CLIENT_DEADLINE, read_head)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout_at(deadline, read_head).await.is_err() {
         return;
     }
     let head = String::from_utf8_lossy(&buf);
@@ -74,14 +72,15 @@ async fn serve_one(mut conn: TcpStream, ready: Readiness, metrics: Option<Metric
         body.len()
     );
     // A client that does not read its answer is dropped at the deadline.
-    let _ = tokio::time::timeout(CLIENT_DEADLINE, async {
+    let _ = tokio::time::timeout_at(deadline, async {
         let _ = conn.write_all(reply.as_bytes()).await;
         let _ = conn.shutdown().await;
     })
     .await;
 }
 
-/// How long one client may take, request and answer: probes answer in microseconds.
+/// How long one client may take, request and answer together: probes answer in
+/// microseconds.
 const CLIENT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Clients served at once; more are closed at once (a scraper and two probes need three).

@@ -288,10 +288,12 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
     Ok(())
 }
 
+/// Notifications queued for the agent's loop before the reading thread waits.
+const LINK_QUEUE: usize = 1024;
+
 /// The namespace's link notifications, read by a thread of their own (the socket's reads
-/// block) and forwarded to the agent; `None` (ticks only) when the kernel refuses.
-/// Link notifications forwarded by a thread of their own, and what adds the neighbour and
-/// route ones to them.
+/// block) and forwarded to the agent, and what adds the neighbour and route ones to them;
+/// `None` (ticks only) when the kernel refuses.
 fn subscribe_links() -> Option<(agent::LinkEvents, node_kernel::EntryJoiner)> {
     let mut events = match node_kernel::RouteSocket::subscribe_links() {
         Ok(e) => e,
@@ -304,13 +306,16 @@ fn subscribe_links() -> Option<(agent::LinkEvents, node_kernel::EntryJoiner)> {
         }
     };
     let joiner = events.entry_joiner();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    // Bounded: while the loop does not read (waiting on etcd), the thread blocks, the
+    // kernel's socket buffer overflows, and the loop then gets one `Lost` instead of a
+    // queue that grows with every neighbour and route change of the namespace.
+    let (tx, rx) = tokio::sync::mpsc::channel(LINK_QUEUE);
     let reader = move || {
         loop {
             match events.read() {
                 Ok(changes) => {
                     for c in changes {
-                        if tx.send(c).is_err() {
+                        if tx.blocking_send(c).is_err() {
                             return;
                         }
                     }

@@ -61,6 +61,8 @@ pub enum LinkChange {
         kind: EntryKind,
         /// Its link.
         index: u32,
+        /// A route's destination (a route moved to another link names that link only).
+        dst: Option<ipnetwork::IpNetwork>,
     },
     /// Notifications were lost (the socket's buffer overflowed): anything may have changed.
     Lost,
@@ -150,19 +152,27 @@ pub(crate) fn parse(datagram: &[u8]) -> io::Result<Vec<LinkChange>> {
     for msg in messages(datagram) {
         let msg = msg.map_err(decode)?;
         let kind = msg.message_type();
+        // An entry message this crate cannot read is a notice lost, not the end of all
+        // notices (the link ones included).
         if kind == NEW_NEIGH || kind == DEL_NEIGH {
-            let n = NeighbourMessage::parse(msg.payload()).map_err(decode)?;
-            out.push(LinkChange::Entry {
-                kind: EntryKind::Neighbour,
-                index: n.header.ifindex,
+            out.push(match NeighbourMessage::parse(msg.payload()) {
+                Ok(n) => LinkChange::Entry {
+                    kind: EntryKind::Neighbour,
+                    index: n.header.ifindex,
+                    dst: None,
+                },
+                Err(_) => LinkChange::Lost,
             });
             continue;
         }
         if kind == NEW_ROUTE || kind == DEL_ROUTE {
-            let r = RouteMessage::parse(msg.payload()).map_err(decode)?;
-            out.push(LinkChange::Entry {
-                kind: EntryKind::Route,
-                index: crate::route::output_link(&r).unwrap_or(0),
+            out.push(match RouteMessage::parse(msg.payload()) {
+                Ok(r) => LinkChange::Entry {
+                    kind: EntryKind::Route,
+                    index: crate::route::output_link(&r).unwrap_or(0),
+                    dst: crate::route::destination(&r),
+                },
+                Err(_) => LinkChange::Lost,
             });
             continue;
         }
@@ -228,6 +238,11 @@ mod tests {
         let mut nb = vec![0; n.buffer_len()];
         n.emit(&mut nb);
         let mut r = RouteMessage::default();
+        r.header.address_family = netlink_packet_route::AddressFamily::Inet;
+        r.header.destination_prefix_length = 24;
+        r.attributes.push(RouteAttribute::Destination(
+            netlink_packet_route::route::RouteAddress::Inet([10, 5, 2, 0].into()),
+        ));
         r.attributes.push(RouteAttribute::Oif(11));
         let mut rb = vec![0; r.buffer_len()];
         r.emit(&mut rb);
@@ -237,13 +252,19 @@ mod tests {
         let mut d = message(DEL_NEIGH, 0, 0, &nb);
         d.extend(message(NEW_ROUTE, 0, 0, &rb));
         d.extend(message(DEL_ROUTE, 0, 0, &bb));
-        let entry = |kind, index| LinkChange::Entry { kind, index };
+        d.extend(message(NEW_NEIGH, 0, 0, &[0xff; 3]));
+        let entry = |kind, index, dst: Option<&str>| LinkChange::Entry {
+            kind,
+            index,
+            dst: dst.map(|d| d.parse().unwrap()),
+        };
         assert_eq!(
             parse(&d).unwrap(),
             [
-                entry(EntryKind::Neighbour, 9),
-                entry(EntryKind::Route, 11),
-                entry(EntryKind::Route, 0),
+                entry(EntryKind::Neighbour, 9, None),
+                entry(EntryKind::Route, 11, Some("10.5.2.0/24")),
+                entry(EntryKind::Route, 0, None),
+                LinkChange::Lost,
             ]
         );
     }

@@ -84,6 +84,8 @@ pub struct HostGw<R> {
     /// Routes whose last attempt failed and was logged: the next failures of the same
     /// route are not (a peer behind another link would log a line every reconcile).
     failing: std::collections::BTreeSet<(Ipv4Network, Ipv4Addr)>,
+    /// The last reconcile could not list the routes.
+    listing_failed: bool,
     restored: u64,
 }
 
@@ -102,6 +104,7 @@ impl<R: RouteTable> HostGw<R> {
             routes,
             wanted: Default::default(),
             failing: Default::default(),
+            listing_failed: false,
             restored: 0,
         })
     }
@@ -173,9 +176,11 @@ impl<R: RouteTable> Backend for HostGw<R> {
             Ok(p) => p,
             Err(e) => {
                 error!("reconcile: listing routes: {e}");
+                self.listing_failed = true;
                 return;
             }
         };
+        self.listing_failed = false;
         let wanted: std::collections::BTreeSet<_> = self.wanted.values().copied().collect();
         self.failing.retain(|r| wanted.contains(r));
         let missing: Vec<(Ipv4Network, Ipv4Addr)> = self
@@ -220,10 +225,17 @@ impl<R: RouteTable> Backend for HostGw<R> {
         self.wanted.len()
     }
 
+    fn settled(&self) -> bool {
+        self.failing.is_empty() && !self.listing_failed
+    }
+
     fn watched_entries(&self) -> super::WatchedEntries {
         super::WatchedEntries {
             neighbours: Vec::new(),
             routes: vec![self.ext.index],
+            // Its routes go through the external interface; one moved to another link by
+            // hand waits for the minute's whole reconcile.
+            networks: Vec::new(),
         }
     }
 }

@@ -252,6 +252,10 @@ impl<B: Backend, F: Firewall> Backend for Masqueraded<B, F> {
         self.inner.watched_entries()
     }
 
+    fn settled(&self) -> bool {
+        self.inner.settled()
+    }
+
     fn programmed(&self) -> usize {
         self.inner.programmed()
     }

@@ -92,8 +92,13 @@ pub trait Backend {
         WatchedEntries::default()
     }
     /// The part of [`Backend::reconcile`] that needs no dump of neighbours, FDB entries and
-    /// routes (state the kernel does not notify, e.g. nftables rules).
+    /// routes (state the kernel does not notify, e.g. nftables rules; a device's state).
     fn reconcile_without_entries(&mut self) {}
+    /// Whether every kernel step since the last [`Backend::reconcile`] worked; when not, the
+    /// next tick reconciles whole whatever the kernel notified (a failed step sends none).
+    fn settled(&self) -> bool {
+        true
+    }
 }
 
 /// The links whose entries a backend programs (see [`Backend::watched_entries`]).
@@ -103,6 +108,9 @@ pub struct WatchedEntries {
     pub neighbours: Vec<u32>,
     /// Links whose routes are the backend's.
     pub routes: Vec<u32>,
+    /// Networks whose routes are the backend's, on whatever link (one replaced by hand to
+    /// go elsewhere is notified as a route of that other link).
+    pub networks: Vec<ipnetwork::IpNetwork>,
 }
 
 impl WatchedEntries {
@@ -112,10 +120,22 @@ impl WatchedEntries {
     }
 
     /// Whether an entry notification may concern what the backend programmed.
-    pub fn concern(&self, kind: node_kernel::EntryKind, index: u32) -> bool {
+    pub fn concern(
+        &self,
+        kind: node_kernel::EntryKind,
+        index: u32,
+        dst: Option<ipnetwork::IpNetwork>,
+    ) -> bool {
         match kind {
             node_kernel::EntryKind::Neighbour => self.neighbours.contains(&index),
-            node_kernel::EntryKind::Route => self.routes.contains(&index),
+            node_kernel::EntryKind::Route => {
+                self.routes.contains(&index)
+                    || dst.is_some_and(|d| {
+                        self.networks
+                            .iter()
+                            .any(|n| d.prefix() >= n.prefix() && n.contains(d.network()))
+                    })
+            }
         }
     }
 }
@@ -153,6 +173,9 @@ impl Backend for Box<dyn Backend> {
     }
     fn reconcile_without_entries(&mut self) {
         self.as_mut().reconcile_without_entries()
+    }
+    fn settled(&self) -> bool {
+        self.as_ref().settled()
     }
 }
 

@@ -473,6 +473,17 @@ impl<K: VxlanKernel> Vxlan<K> {
         }))
     }
 
+    fn reconcile_stacks(&mut self, entries: bool) {
+        let mut repairs = self.repairs;
+        let kernel = &mut self.kernel;
+        for s in std::iter::once(&mut self.v4).chain(self.v6.as_mut()) {
+            if let Err(e) = s.reconcile(kernel, &mut repairs, entries) {
+                error!("reconcile: {e}");
+            }
+        }
+        self.repairs = repairs;
+    }
+
     /// A peer's lease added or changed. A side that is no longer usable takes what it had
     /// programmed with it: a lease that changed into one we cannot program does not leave
     /// the old entries behind (reconcile would keep restoring them).
@@ -583,14 +594,18 @@ impl<K: VxlanKernel> Backend for Vxlan<K> {
     }
 
     fn reconcile(&mut self) {
-        let mut repairs = self.repairs;
-        let kernel = &mut self.kernel;
-        for s in std::iter::once(&mut self.v4).chain(self.v6.as_mut()) {
-            if let Err(e) = s.reconcile(kernel, &mut repairs) {
-                error!("reconcile: {e}");
-            }
-        }
-        self.repairs = repairs;
+        self.reconcile_stacks(true);
+    }
+
+    fn reconcile_without_entries(&mut self) {
+        // The devices' state, MTU and address: a few requests whatever the peers.
+        self.reconcile_stacks(false);
+    }
+
+    fn settled(&self) -> bool {
+        std::iter::once(&self.v4)
+            .chain(&self.v6)
+            .all(Stack::settled)
     }
 
     fn repairs(&self) -> Repairs {
@@ -622,6 +637,10 @@ impl<K: VxlanKernel> Backend for Vxlan<K> {
         WatchedEntries {
             neighbours: devices,
             routes,
+            networks: std::iter::once(&self.v4)
+                .chain(&self.v6)
+                .map(Stack::network)
+                .collect(),
         }
     }
 }

@@ -86,6 +86,9 @@ pub struct Stack {
     index: u32,
     own: Option<IpNetwork>,
     peers: BTreeMap<IpNetwork, Peer>,
+    /// A kernel step failed since the last whole reconcile (programming, a repair): the
+    /// next tick must compare the kernel again, notified or not.
+    failed: bool,
 }
 
 impl Stack {
@@ -100,12 +103,18 @@ impl Stack {
             index: 0,
             own: None,
             peers: BTreeMap::new(),
+            failed: false,
         }
     }
 
     /// The device's name.
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// The flannel network of this family.
+    pub fn network(&self) -> IpNetwork {
+        self.network
     }
 
     /// The device's interface index (0 before it exists).
@@ -319,7 +328,10 @@ impl Stack {
                     )
                 }
             ),
-            Err(e) => error!("{e} (retried by the next reconcile)"),
+            Err(e) => {
+                error!("{e} (retried by the next reconcile)");
+                self.failed = true;
+            }
         }
         if let Some(old) = old
             && old != peer
@@ -347,11 +359,35 @@ impl Stack {
                 || self.peers.values().any(|p| p.direct && p.public_ip == r.gw))
     }
 
-    /// Compares the kernel with what this stack programmed and repairs the difference.
+    /// Whether every kernel step since the last whole reconcile worked.
+    pub fn settled(&self) -> bool {
+        !self.failed
+    }
+
+    /// Compares the kernel with what this stack programmed and repairs the difference: the
+    /// device (state, MTU, address) always, the peers' entries when `entries` (they are
+    /// the dumps; the agent skips them while the kernel notified no change).
     pub(super) fn reconcile<K: VxlanKernel>(
         &mut self,
         k: &mut K,
         repairs: &mut Repairs,
+        entries: bool,
+    ) -> Result<(), BackendError> {
+        if entries {
+            self.failed = false;
+        }
+        let done = self.reconcile_device(k, repairs, entries);
+        if done.is_err() {
+            self.failed = true;
+        }
+        done
+    }
+
+    fn reconcile_device<K: VxlanKernel>(
+        &mut self,
+        k: &mut K,
+        repairs: &mut Repairs,
+        entries: bool,
     ) -> Result<(), BackendError> {
         let name = self.spec.name.clone();
         let dev = k
@@ -365,6 +401,10 @@ impl Stack {
                 mac_string(&d.mac),
                 mac_string(&self.spec.mac)
             )),
+            // Deleted and made again by someone else: its entries went with the old one.
+            (Some(d), _) if d.index != self.index => {
+                Some(format!("index {} (was {})", d.index, self.index))
+            }
             _ => None,
         };
         if let Some(why) = broken {
@@ -384,6 +424,7 @@ impl Stack {
             for p in self.peers.values() {
                 if let Err(e) = self.program(k, p) {
                     error!("reconcile: {e}");
+                    self.failed = true;
                 }
             }
             return Ok(());
@@ -414,14 +455,22 @@ impl Stack {
                 repairs.address += 1;
             }
         }
-        self.reconcile_peers(k, repairs)
+        if !entries {
+            return Ok(());
+        }
+        if self.reconcile_peers(k, repairs)? {
+            self.failed = true;
+        }
+        Ok(())
     }
 
+    /// The peers' entries compared and repaired; whether a repair failed.
     fn reconcile_peers<K: VxlanKernel>(
         &self,
         k: &mut K,
         repairs: &mut Repairs,
-    ) -> Result<(), BackendError> {
+    ) -> Result<bool, BackendError> {
+        let mut failed = false;
         let (i, name, v6) = (self.index, &self.spec.name, self.v6);
         let neighbours: BTreeSet<Neighbour> = k
             .neighbours(i, v6)
@@ -460,7 +509,10 @@ impl Stack {
             warning!("reconcile: removing stale route {} via {}", r.dst, r.gw);
             match k.delete_route(r) {
                 Ok(()) => repairs.stale_route += 1,
-                Err(e) => error!("reconcile: deleting route {}: {e}", r.dst),
+                Err(e) => {
+                    error!("reconcile: deleting route {}: {e}", r.dst);
+                    failed = true;
+                }
             }
         }
         for n in want_n.difference(&neighbours) {
@@ -471,7 +523,10 @@ impl Stack {
             );
             match k.replace_neighbour(i, *n) {
                 Ok(()) => repairs.neighbour += 1,
-                Err(e) => error!("reconcile: neighbour {}: {e}", n.ip),
+                Err(e) => {
+                    error!("reconcile: neighbour {}: {e}", n.ip);
+                    failed = true;
+                }
             }
         }
         for f in want_f.difference(&fdb) {
@@ -482,7 +537,10 @@ impl Stack {
             );
             match k.replace_fdb(i, *f) {
                 Ok(()) => repairs.fdb += 1,
-                Err(e) => error!("reconcile: fdb {}: {e}", mac_string(&f.mac)),
+                Err(e) => {
+                    error!("reconcile: fdb {}: {e}", mac_string(&f.mac));
+                    failed = true;
+                }
             }
         }
         for r in want_r.iter().filter(|w| {
@@ -493,7 +551,10 @@ impl Stack {
             warning!("reconcile: restoring route {} via {}", r.dst, r.gw);
             match k.replace_route(r) {
                 Ok(()) => repairs.route += 1,
-                Err(e) => error!("reconcile: route {}: {e}", r.dst),
+                Err(e) => {
+                    error!("reconcile: route {}: {e}", r.dst);
+                    failed = true;
+                }
             }
         }
         let want_ips: BTreeSet<IpAddr> = want_n.iter().map(|n| n.ip).collect();
@@ -501,7 +562,10 @@ impl Stack {
             warning!("reconcile: removing stale neighbour {} dev {name}", n.ip);
             match k.delete_neighbour(i, *n) {
                 Ok(()) => repairs.stale_neighbour += 1,
-                Err(e) => error!("reconcile: deleting neighbour {}: {e}", n.ip),
+                Err(e) => {
+                    error!("reconcile: deleting neighbour {}: {e}", n.ip);
+                    failed = true;
+                }
             }
         }
         let want_macs: BTreeSet<[u8; 6]> = want_f.iter().map(|f| f.mac).collect();
@@ -513,9 +577,12 @@ impl Stack {
             );
             match k.delete_fdb(i, *f) {
                 Ok(()) => repairs.stale_fdb += 1,
-                Err(e) => error!("reconcile: deleting fdb {}: {e}", mac_string(&f.mac)),
+                Err(e) => {
+                    error!("reconcile: deleting fdb {}: {e}", mac_string(&f.mac));
+                    failed = true;
+                }
             }
         }
-        Ok(())
+        Ok(failed)
     }
 }

@@ -570,3 +570,41 @@ fn the_old_lease_of_a_re_keyed_node_takes_not_the_fdb_entry_its_new_lease_uses()
     b.reconcile();
     assert!(b.kernel().log.is_empty(), "{:?}", b.kernel().log);
 }
+
+#[test]
+fn a_tick_without_entries_still_restores_the_device_and_a_failed_step_unsettles() {
+    // Before: the quiet tick (no kernel notice of the entries) left a device set down, or
+    // a failed programming, to the minute's whole reconcile.
+    let mut b = backend();
+    b.handle(&[LeaseEvent::Added(peer(
+        "10.5.2.0-24",
+        "192.168.64.3",
+        "c6:d2:32:6f:8f:44",
+    ))]);
+    assert!(b.settled());
+    b.kernel().links.get_mut("flannel.1").unwrap().up = false;
+    b.kernel().neigh.clear();
+    b.reconcile_without_entries();
+    assert!(b.kernel().links["flannel.1"].up);
+    assert_eq!(b.repairs().device, 1);
+    assert!(
+        b.kernel().neigh.is_empty(),
+        "entries are the whole reconcile's"
+    );
+    b.reconcile();
+    assert_eq!(b.kernel().neigh.len(), 1);
+    // A step that fails leaves the backend unsettled until a whole reconcile works.
+    b.kernel().fail = Some("fdb");
+    b.handle(&[LeaseEvent::Added(peer(
+        "10.5.3.0-24",
+        "192.168.64.4",
+        "c6:d2:32:6f:8f:45",
+    ))]);
+    assert!(!b.settled());
+    b.reconcile();
+    assert!(!b.settled(), "the repair failed again");
+    b.kernel().fail = None;
+    b.reconcile();
+    assert!(b.settled());
+    assert_eq!(b.kernel().fdb.len(), 2);
+}
