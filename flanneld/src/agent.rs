@@ -651,21 +651,16 @@ pub async fn run_with_links<S: Store>(
                             Some(l) => changes.push(Change::Put(l)),
                             // A peer's key now holding junk: what it had goes.
                             None => changes.extend(
-                                kv.key
-                                    .strip_prefix(&prefix)
-                                    .and_then(SubnetKey::parse)
-                                    .map(|sn| Change::Invalid(sn.v4)),
+                                manager.subnet_of(&kv.key).map(|sn| Change::Invalid(sn.v4)),
                             ),
                         },
-                        WatchEvent::Delete(key) => {
-                            match key.strip_prefix(&prefix).and_then(SubnetKey::parse) {
-                                Some(sn) => changes.push(Change::Delete(sn.v4)),
-                                None => warning!(
-                                    "skipping deletion of {}: not a subnet key",
-                                    crate::log::shown(&key)
-                                ),
-                            }
-                        }
+                        WatchEvent::Delete(key) => match manager.subnet_of(&key) {
+                            Some(sn) => changes.push(Change::Delete(sn.v4)),
+                            None => warning!(
+                                "skipping deletion of {}: not a subnet key",
+                                crate::log::shown(&key)
+                            ),
+                        },
                     }
                 }
                 // One at a time, so that each event's latency is its own.

@@ -148,11 +148,17 @@ impl<S: Store> LeaseManager<S> {
             .map_err(|source| LeaseError::BadConfig { key, source })
     }
 
+    /// The subnet a key under `subnets/` names; `None` for any other key.
+    pub fn subnet_of(&self, key: &str) -> Option<SubnetKey> {
+        key.strip_prefix(&self.subnets_prefix())
+            .and_then(SubnetKey::parse)
+    }
+
     /// A stored key/value as a lease; `None` (with a log line) when the key or value is not
     /// one flannel could have written.
     pub fn parse_lease(&self, kv: &KeyValue) -> Option<Lease> {
-        let name = kv.key.strip_prefix(&self.subnets_prefix())?;
-        let Some(subnet) = SubnetKey::parse(name) else {
+        kv.key.strip_prefix(&self.subnets_prefix())?;
+        let Some(subnet) = self.subnet_of(&kv.key) else {
             warning!("skipping {}: not a subnet key", shown(&kv.key));
             return None;
         };
@@ -260,11 +266,7 @@ impl<S: Store> LeaseManager<S> {
             let ours = |sn: &SubnetKey| deleted.contains(sn);
             let taken: Vec<SubnetKey> = kvs
                 .iter()
-                .filter_map(|kv| {
-                    kv.key
-                        .strip_prefix(&self.subnets_prefix())
-                        .and_then(SubnetKey::parse)
-                })
+                .filter_map(|kv| self.subnet_of(&kv.key))
                 .filter(|sn| plausible(sn) && !ours(sn))
                 .collect();
             let previous = match self.previous {

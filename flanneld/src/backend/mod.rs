@@ -204,35 +204,30 @@ pub struct Repairs {
 }
 
 impl Repairs {
+    /// Each counter of `self` and `o` combined by `f` (the one list of the fields besides
+    /// [`Repairs::by_kind`]).
+    fn zip(self, o: Repairs, f: impl Fn(u64, u64) -> u64) -> Repairs {
+        Repairs {
+            device: f(self.device, o.device),
+            address: f(self.address, o.address),
+            neighbour: f(self.neighbour, o.neighbour),
+            fdb: f(self.fdb, o.fdb),
+            route: f(self.route, o.route),
+            stale_neighbour: f(self.stale_neighbour, o.stale_neighbour),
+            stale_fdb: f(self.stale_fdb, o.stale_fdb),
+            stale_route: f(self.stale_route, o.stale_route),
+            rules: f(self.rules, o.rules),
+        }
+    }
+
     /// The sum of two counters (a backend's and its masquerade rules').
     pub fn plus(self, o: Repairs) -> Repairs {
-        Repairs {
-            device: self.device + o.device,
-            address: self.address + o.address,
-            neighbour: self.neighbour + o.neighbour,
-            fdb: self.fdb + o.fdb,
-            route: self.route + o.route,
-            stale_neighbour: self.stale_neighbour + o.stale_neighbour,
-            stale_fdb: self.stale_fdb + o.stale_fdb,
-            stale_route: self.stale_route + o.stale_route,
-            rules: self.rules + o.rules,
-        }
+        self.zip(o, |a, b| a + b)
     }
 
     /// What was repaired since `before` (an earlier reading of the same counters).
     pub fn since(self, before: Repairs) -> Repairs {
-        let d = |a: u64, b: u64| a.saturating_sub(b);
-        Repairs {
-            device: d(self.device, before.device),
-            address: d(self.address, before.address),
-            neighbour: d(self.neighbour, before.neighbour),
-            fdb: d(self.fdb, before.fdb),
-            route: d(self.route, before.route),
-            stale_neighbour: d(self.stale_neighbour, before.stale_neighbour),
-            stale_fdb: d(self.stale_fdb, before.stale_fdb),
-            stale_route: d(self.stale_route, before.stale_route),
-            rules: d(self.rules, before.rules),
-        }
+        self.zip(before, u64::saturating_sub)
     }
 
     /// Each counter with its kind's name (the metric's `kind` label).
@@ -252,15 +247,7 @@ impl Repairs {
 
     /// Every repair of any kind.
     pub fn total(&self) -> u64 {
-        self.device
-            + self.address
-            + self.neighbour
-            + self.fdb
-            + self.route
-            + self.stale_neighbour
-            + self.stale_fdb
-            + self.stale_route
-            + self.rules
+        self.by_kind().iter().map(|(_, n)| n).sum()
     }
 }
 

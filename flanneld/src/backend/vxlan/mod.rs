@@ -249,16 +249,10 @@ pub fn decide(existing: Option<&Device>, want: &VxlanSpec) -> DeviceAction {
     DeviceAction::Replace(why)
 }
 
-/// The decoded `BackendData` (or `BackendV6Data`) of a peer's lease: its VTEP MAC (a VNI
-/// other than ours is warned about and used anyway, as Go does).
-fn vtep_mac(
-    data: Option<&Value>,
-    field: &str,
-    vni: u32,
-    own: &[u8; 6],
-    subnet: &str,
-) -> Result<[u8; 6], String> {
-    let data = data.ok_or_else(|| format!("no {field}"))?;
+/// A peer's `BackendData` (or `BackendV6Data`, named by `field`) decoded: its VNI and a
+/// VTEP MAC that passes [`check_vtep_mac`] against `own`. The one reading of it, for the
+/// check before the backend ([`check_peer_data`]) and for programming ([`vtep_mac`]).
+fn decode_vtep(data: Option<&Value>, field: &str, own: &[u8; 6]) -> Result<(i64, [u8; 6]), String> {
     #[derive(Deserialize, Default)]
     #[serde(default)]
     struct Data {
@@ -267,19 +261,38 @@ fn vtep_mac(
         #[serde(rename = "VtepMAC")]
         vtep_mac: String,
     }
+    let data = data.ok_or_else(|| format!("no {field}"))?;
+    if !data.is_object() {
+        return Err(format!(
+            "{field} {} is not an object",
+            crate::log::bounded(&data.to_string())
+        ));
+    }
     let d: Data = cni_common::gojson::from_value(data)
         .map_err(|e| format!("{field}: {}", crate::log::bounded(&e.to_string())))?;
     let mac = parse_mac(&d.vtep_mac.to_ascii_lowercase()).ok_or_else(|| {
         format!(
-            "{field}: VtepMAC {} is not a MAC address",
+            "VtepMAC {} is not a MAC address",
             crate::log::shown(&d.vtep_mac)
         )
     })?;
-    check_vtep_mac(&mac, own).map_err(|e| format!("{field}: {e}"))?;
-    if d.vni != i64::from(vni) {
+    check_vtep_mac(&mac, own)?;
+    Ok((d.vni, mac))
+}
+
+/// The VTEP MAC to program from a peer's `field` (a VNI other than ours is warned about
+/// and used anyway, as Go does).
+fn vtep_mac(
+    data: Option<&Value>,
+    field: &str,
+    vni: u32,
+    own: &[u8; 6],
+    subnet: &str,
+) -> Result<[u8; 6], String> {
+    let (peer_vni, mac) = decode_vtep(data, field, own).map_err(|e| format!("{field}: {e}"))?;
+    if peer_vni != i64::from(vni) {
         warning!(
-            "lease {subnet} has VNI {} in {field} (this node: {vni}); programming it anyway, as Go does",
-            d.vni
+            "lease {subnet} has VNI {peer_vni} in {field} (this node: {vni}); programming it anyway, as Go does"
         );
     }
     Ok(mac)
@@ -429,21 +442,42 @@ impl<K: VxlanKernel> Vxlan<K> {
             }
     }
 
-    fn peer4(&mut self, lease: &Lease) -> Result<Peer, String> {
+    /// One family's side of a peer's lease: its subnet, underlay address and the
+    /// `field` (`BackendData` or `BackendV6Data`) holding its MAC on that family's device.
+    fn peer(
+        &mut self,
+        lease: &Lease,
+        subnet: IpNetwork,
+        public_ip: IpAddr,
+        field: &str,
+        data: Option<&Value>,
+        own_mac: [u8; 6],
+    ) -> Result<Peer, String> {
         let mac = vtep_mac(
-            lease.attrs.backend_data.as_ref(),
-            "BackendData",
+            data,
+            field,
             self.config.vni,
-            &self.v4.mac(),
+            &own_mac,
             &lease.subnet.to_string(),
         )?;
-        let public_ip = IpAddr::V4(lease.attrs.public_ip);
         Ok(Peer {
-            subnet: IpNetwork::V4(lease.subnet.v4),
+            subnet,
             public_ip,
             mac,
             direct: self.is_direct(public_ip),
         })
+    }
+
+    fn peer4(&mut self, lease: &Lease) -> Result<Peer, String> {
+        let own = self.v4.mac();
+        self.peer(
+            lease,
+            IpNetwork::V4(lease.subnet.v4),
+            IpAddr::V4(lease.attrs.public_ip),
+            "BackendData",
+            lease.attrs.backend_data.as_ref(),
+            own,
+        )
     }
 
     /// The IPv6 side of a peer's lease; `Ok(None)` for a peer without an IPv6 subnet (an
@@ -457,20 +491,15 @@ impl<K: VxlanKernel> Vxlan<K> {
             .public_ipv6
             .ok_or("an IPv6 subnet but no PublicIPv6")?;
         let own = self.v6.as_ref().map_or([0; 6], Stack::mac);
-        let mac = vtep_mac(
-            lease.attrs.backend_v6_data.as_ref(),
+        self.peer(
+            lease,
+            IpNetwork::V6(subnet),
+            IpAddr::V6(public_ip),
             "BackendV6Data",
-            self.config.vni,
-            &own,
-            &lease.subnet.to_string(),
-        )?;
-        let public_ip = IpAddr::V6(public_ip);
-        Ok(Some(Peer {
-            subnet: IpNetwork::V6(subnet),
-            public_ip,
-            mac,
-            direct: self.is_direct(public_ip),
-        }))
+            lease.attrs.backend_v6_data.as_ref(),
+            own,
+        )
+        .map(Some)
     }
 
     fn reconcile_stacks(&mut self, entries: bool) {
@@ -649,29 +678,8 @@ impl<K: VxlanKernel> Backend for Vxlan<K> {
 /// `VtepMAC` that passes [`check_vtep_mac`] against `own_mac`); checked before the lease
 /// reaches the backend (`crate::peer`), so a bad one is never handed to it.
 pub fn check_peer_data(data: Option<&Value>, own_mac: Option<&str>) -> Result<(), String> {
-    #[derive(Deserialize, Default)]
-    #[serde(default)]
-    struct Data {
-        #[serde(rename = "VtepMAC")]
-        vtep_mac: String,
-    }
-    let data = data.ok_or("no BackendData")?;
-    if !data.is_object() {
-        return Err(format!(
-            "BackendData {} is not an object",
-            crate::log::bounded(&data.to_string())
-        ));
-    }
-    let d: Data = cni_common::gojson::from_value(data)
-        .map_err(|e| format!("BackendData: {}", crate::log::bounded(&e.to_string())))?;
-    let mac = parse_mac(&d.vtep_mac.to_ascii_lowercase()).ok_or_else(|| {
-        format!(
-            "VtepMAC {} is not a MAC address",
-            crate::log::shown(&d.vtep_mac)
-        )
-    })?;
     let own = own_mac
         .and_then(|m| parse_mac(&m.to_ascii_lowercase()))
         .unwrap_or([0; 6]);
-    check_vtep_mac(&mac, &own)
+    decode_vtep(data, "BackendData", &own).map(|_| ())
 }
