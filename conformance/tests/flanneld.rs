@@ -445,7 +445,7 @@ fn dead_endpoint_next_to_a_live_one() {
 #[test]
 fn etcd_store_on_real_etcd() {
     use flanneld::etcd::{EtcdOptions, EtcdStore};
-    use flanneld::store::{Expect, Store, Watch, WatchBatch, WatchEvent};
+    use flanneld::etcd::store::{Expect, Store, Watch, WatchBatch, WatchEvent};
     use std::time::Duration;
 
     if !etcd_or_skip("flanneld::etcd_store_on_real_etcd") {

@@ -22,10 +22,6 @@ pub enum ConfigError {
     /// or unusable.
     #[error("{0}")]
     Invalid(String),
-    /// The `Backend` object names a backend this agent does not have, or has keys the
-    /// backend refuses (checked with the config, so a bad one is retried like a bad config).
-    #[error(transparent)]
-    Backend(Box<crate::backend::BackendError>),
 }
 
 fn invalid(msg: impl Into<String>) -> ConfigError {

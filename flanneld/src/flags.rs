@@ -358,7 +358,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
             .collect(),
-        etcd_prefix: string("etcd-prefix", crate::manager::DEFAULT_PREFIX),
+        etcd_prefix: string("etcd-prefix", crate::etcd::DEFAULT_PREFIX),
         etcd_keyfile: string("etcd-keyfile", ""),
         etcd_certfile: string("etcd-certfile", ""),
         etcd_cafile: string("etcd-cafile", ""),

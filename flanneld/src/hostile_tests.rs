@@ -23,11 +23,11 @@ use crate::backend::vxlan::fake::FakeKernel;
 use crate::backend::{Backend, BackendError};
 use crate::cache::LeaseEvent;
 use crate::config::NetworkConfig;
+use crate::etcd::store::mem::MemStore;
+use crate::etcd::{DEFAULT_PREFIX, LeaseManager};
 use crate::health::Readiness;
 use crate::lease::{Lease, LeaseAttrs};
 use crate::log::capture;
-use crate::manager::{DEFAULT_PREFIX, LeaseManager};
-use crate::store::mem::MemStore;
 
 const SUBNETS: &str = "/coreos.com/network/subnets/";
 const OWN_IP: &str = "192.168.1.2";

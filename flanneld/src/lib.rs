@@ -21,9 +21,9 @@ pub(crate) mod log;
 pub mod manager;
 pub mod metrics;
 pub mod peer;
-pub mod store;
 pub mod subnet;
 pub mod subnet_env;
+pub mod vtep;
 
 #[cfg(test)]
 mod hostile_tests;
@@ -35,11 +35,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::etcd::LeaseManager;
 use crate::etcd::{EtcdOptions, EtcdStore};
 use crate::flags::{Command, FlagError, Options};
 use crate::health::Readiness;
 use crate::log::{error, info, warning};
-use crate::manager::LeaseManager;
 
 /// The version `--version` prints.
 pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"), " (cni-rs flanneld, etcd)");
@@ -203,89 +203,117 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
     if let Some(ttl) = opts.test_lease_ttl {
         manager = manager.with_ttl(ttl);
     }
-    let Some(config) = agent::wait_for_config(&manager, &mut shutdown).await else {
-        return Ok(());
-    };
-    info!(
-        "network config: {}{} backend {}",
-        config
-            .v4
-            .as_ref()
-            .map(|r| r.network.to_string())
-            .unwrap_or_default(),
-        config
-            .v6
-            .as_ref()
-            .map(|r| format!(" and {}", r.network))
-            .unwrap_or_default(),
-        config.backend_type
-    );
-    let ext = iface::lookup(
-        &opts.iface,
-        &opts.iface_regex,
-        opts.public_ip,
-        opts.public_ipv6,
-    )?;
-    info!(
-        "using interface {} (index {}), address {}, PublicIP {}, MTU {}",
-        ext.name, ext.index, ext.iface_addr, ext.public_ip, ext.mtu
-    );
-    if let Some(a6) = ext.iface_addr6 {
-        info!("interface {} has the global IPv6 address {a6}", ext.name);
-    }
-    if opts.public_ipv6.is_some() && config.v6.is_none() {
-        warning!("--public-ipv6 is ignored: the network config does not set EnableIPv6");
-    }
-    let mut backend = backend::create(&config, &ext)?;
-    if opts.ip_masq {
-        if !config.enable_nftables {
-            info!(
-                "--ip-masq: rules go to nftables tables flannel-ipv4/flannel-ipv6 (Go uses iptables unless EnableNFTables)"
-            );
-        }
-        backend = Box::new(backend::masq::Masqueraded::new(
-            backend,
-            cni_nft::Nftables,
-            config.clone(),
-        ));
-    }
-    let subscribed = if backend.watched_links().is_empty() {
-        None
-    } else {
-        subscribe_links()
-    };
-    let (links, entry_notices) = match subscribed {
-        Some((rx, joiner)) if !backend.watched_entries().is_empty() => (
-            Some(rx),
-            agent::EntryNotices::Join(std::sync::Arc::new(move || joiner.join())),
-        ),
-        Some((rx, _)) => (Some(rx), agent::EntryNotices::None),
-        None => (None, agent::EntryNotices::None),
-    };
-    let settings = agent::Settings {
-        entry_notices,
-        subnet_file,
-        ip_masq: opts.ip_masq,
-        renew_margin: LeaseManager::<EtcdStore>::renew_margin(
-            Duration::from_secs(u64::from(opts.renew_margin_minutes) * 60),
-            manager.ttl(),
-        ),
-        notify_socket,
-        reconcile_every: agent::RECONCILE_EVERY,
-        metrics,
-    };
-
-    agent::run_with_links(
-        &mut manager,
-        &config,
-        backend.as_mut(),
-        &settings,
-        &ready,
+    let node = Node {
+        opts,
         shutdown,
-        links,
-    )
-    .await?;
-    Ok(())
+        ready,
+        metrics,
+        notify_socket,
+        subnet_file,
+    };
+    node.serve(manager).await
+}
+
+/// What the agent needs besides its subnet manager, set up by [`run`].
+struct Node<'a> {
+    opts: &'a Options,
+    shutdown: watch::Receiver<bool>,
+    ready: Readiness,
+    metrics: metrics::Metrics,
+    notify_socket: Option<String>,
+    subnet_file: PathBuf,
+}
+
+impl Node<'_> {
+    /// The agent with `manager`: the network config, the external interface, the backend,
+    /// then the agent's loop until asked to stop.
+    async fn serve<M: manager::SubnetManager>(mut self, mut manager: M) -> Result<(), Error> {
+        let opts = self.opts;
+        let Some(config) = agent::wait_for_config(&manager, &mut self.shutdown).await else {
+            return Ok(());
+        };
+        info!(
+            "network config: {}{} backend {}",
+            config
+                .v4
+                .as_ref()
+                .map(|r| r.network.to_string())
+                .unwrap_or_default(),
+            config
+                .v6
+                .as_ref()
+                .map(|r| format!(" and {}", r.network))
+                .unwrap_or_default(),
+            config.backend_type
+        );
+        let stored = manager.stored().await;
+        // An address the node's operator stored for it wins over the flags, as in Go.
+        let public_ip = stored.public_ip.or(opts.public_ip);
+        let public_ipv6 = stored.public_ipv6.or(opts.public_ipv6);
+        let ext = iface::lookup(&opts.iface, &opts.iface_regex, public_ip, public_ipv6)?;
+        info!(
+            "using interface {} (index {}), address {}, PublicIP {}, MTU {}",
+            ext.name, ext.index, ext.iface_addr, ext.public_ip, ext.mtu
+        );
+        if let Some(a6) = ext.iface_addr6 {
+            info!("interface {} has the global IPv6 address {a6}", ext.name);
+        }
+        if public_ipv6.is_some() && config.v6.is_none() {
+            warning!("--public-ipv6 is ignored: the network config does not set EnableIPv6");
+        }
+        let macs = backend::StoredMacs {
+            v4: stored.vtep_mac,
+            v6: stored.vtep_mac_v6,
+        };
+        let mut backend = backend::create(&config, &ext, macs)?;
+        if opts.ip_masq {
+            if !config.enable_nftables {
+                info!(
+                    "--ip-masq: rules go to nftables tables flannel-ipv4/flannel-ipv6 (Go uses iptables unless EnableNFTables)"
+                );
+            }
+            backend = Box::new(backend::masq::Masqueraded::new(
+                backend,
+                cni_nft::Nftables,
+                config.clone(),
+            ));
+        }
+        let subscribed = if backend.watched_links().is_empty() {
+            None
+        } else {
+            subscribe_links()
+        };
+        let (links, entry_notices) = match subscribed {
+            Some((rx, joiner)) if !backend.watched_entries().is_empty() => (
+                Some(rx),
+                agent::EntryNotices::Join(std::sync::Arc::new(move || joiner.join())),
+            ),
+            Some((rx, _)) => (Some(rx), agent::EntryNotices::None),
+            None => (None, agent::EntryNotices::None),
+        };
+        let settings = agent::Settings {
+            entry_notices,
+            subnet_file: self.subnet_file,
+            ip_masq: opts.ip_masq,
+            renew_margin: manager.renew_margin(Duration::from_secs(
+                u64::from(opts.renew_margin_minutes) * 60,
+            )),
+            notify_socket: self.notify_socket,
+            reconcile_every: agent::RECONCILE_EVERY,
+            metrics: self.metrics,
+        };
+        agent::run_with_links(
+            &mut manager,
+            &config,
+            backend.as_mut(),
+            &settings,
+            &self.ready,
+            self.shutdown,
+            links,
+        )
+        .await?;
+        Ok(())
+    }
 }
 
 /// Notifications queued for the agent's loop before the reading thread waits.

@@ -9,7 +9,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
 
-use crate::backend::vxlan;
 use crate::config::NetworkConfig;
 use crate::lease::{Lease, LeaseAttrs};
 
@@ -142,8 +141,8 @@ impl PeerCheck {
                 self.backend_type
             ));
         }
-        if self.backend_type == vxlan::TYPE {
-            return vxlan::check_peer_data(
+        if self.backend_type == crate::vtep::VXLAN {
+            return crate::vtep::check_peer_data(
                 lease.attrs.backend_data.as_ref(),
                 self.own_mac.as_deref(),
             )

@@ -15,11 +15,11 @@ use crate::agent::{self, Settings};
 use crate::backend::{Backend, BackendError};
 use crate::cache::LeaseEvent;
 use crate::config::NetworkConfig;
+use crate::etcd::store::mem::MemStore;
+use crate::etcd::{DEFAULT_PREFIX, LeaseManager};
 use crate::health::Readiness;
 use crate::lease::{Lease, LeaseAttrs};
-use crate::manager::{DEFAULT_PREFIX, LeaseManager};
 use crate::metrics::Metrics;
-use crate::store::mem::MemStore;
 
 const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#;
 const SUBNETS: &str = "/coreos.com/network/subnets/";

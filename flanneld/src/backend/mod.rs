@@ -263,10 +263,21 @@ pub fn check(config: &NetworkConfig) -> Result<(), BackendError> {
     }
 }
 
+/// The VTEP MACs a node published before (kube mode keeps them in the Node's annotations),
+/// for devices created anew.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredMacs {
+    /// `flannel.<VNI>`'s.
+    pub v4: Option<[u8; 6]>,
+    /// `flannel-v6.<VNI>`'s.
+    pub v6: Option<[u8; 6]>,
+}
+
 /// The backend the config asks for, on the external interface.
 pub fn create(
     config: &NetworkConfig,
     ext: &ExternalInterface,
+    vtep_macs: StoredMacs,
 ) -> Result<Box<dyn Backend>, BackendError> {
     match config.backend_type.as_str() {
         hostgw::TYPE => {
@@ -280,12 +291,14 @@ pub fn create(
         }
         vxlan::TYPE => {
             let kernel = vxlan::KernelVxlan::current()?;
+            // A MAC the node published before (kube's annotation) is taken again: the peers'
+            // FDB entries name it.
             Ok(Box::new(vxlan::Vxlan::new(
                 kernel,
                 ext.clone(),
                 config,
-                vxlan::random_mac(),
-                vxlan::random_mac(),
+                vtep_macs.v4.unwrap_or_else(vxlan::random_mac),
+                vtep_macs.v6.unwrap_or_else(vxlan::random_mac),
             )?))
         }
         other => Err(BackendError::Unsupported(other.to_owned())),

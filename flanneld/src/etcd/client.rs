@@ -12,9 +12,9 @@ use etcd_client::{
     PutOptions, TlsOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
 
+use super::store::{Expect, Granted, KeyValue, Store, StoreError, Watch, WatchBatch, WatchEvent};
 use crate::log::warning;
 use crate::metrics::Metrics;
-use crate::store::{Expect, Granted, KeyValue, Store, StoreError, Watch, WatchBatch, WatchEvent};
 use tonic::Code;
 
 /// How long a single request may take before the agent treats etcd as unreachable.
