@@ -70,6 +70,11 @@ pub struct Options {
     /// `--metrics-port` (0: off): Prometheus metrics at `/metrics` on `--healthz-ip` (not a
     /// Go flanneld flag).
     pub metrics_port: u16,
+    /// `--kube-subnet-mgr`: the node's subnet from the Kubernetes API, not etcd.
+    pub kube_subnet_mgr: bool,
+    /// The kube subnet manager's flags and environment (read only with
+    /// `--kube-subnet-mgr`).
+    pub kube: crate::kube::KubeOptions,
 }
 
 /// What the command line asks for.
@@ -297,11 +302,12 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     if flag("version") {
         return Ok(Command::Version);
     }
-    if flag("kube-subnet-mgr") {
-        return Err(FlagError::Unsupported(
-            "--kube-subnet-mgr: this flanneld leases subnets from etcd only".into(),
-        ));
-    }
+    let kube_subnet_mgr = flag("kube-subnet-mgr");
+    let kube = if kube_subnet_mgr {
+        kube_options(&last, env)?
+    } else {
+        crate::kube::KubeOptions::default()
+    };
     if last("iface-can-reach").is_some_and(|v| !v.is_empty()) {
         return Err(FlagError::Unsupported(
             "--iface-can-reach is not supported yet: use --iface or --iface-regex".into(),
@@ -375,7 +381,51 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         healthz_ip: string("healthz-ip", "0.0.0.0"),
         healthz_port,
         metrics_port,
+        kube_subnet_mgr,
+        kube,
     })))
+}
+
+/// The kube subnet manager's flags, and the environment Go's reads (`NODE_NAME`,
+/// `POD_NAME`, `POD_NAMESPACE`, `EVENT_QUEUE_DEPTH`, `CONT_WHEN_CACHE_NOT_READY`).
+fn kube_options(
+    last: &dyn Fn(&str) -> Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<crate::kube::KubeOptions, FlagError> {
+    let d = crate::kube::KubeOptions::default();
+    let var = |n: &str| env(n).unwrap_or_default();
+    let queue_depth = match env("EVENT_QUEUE_DEPTH").filter(|v| !v.is_empty()) {
+        None => d.queue_depth,
+        // Go's strconv.Atoi: decimal only.
+        Some(v) => match v.parse::<i64>().ok() {
+            // Go: a number up to 0 keeps the default.
+            Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+            Some(_) => d.queue_depth,
+            None => {
+                return Err(FlagError::Invalid {
+                    flag: "EVENT_QUEUE_DEPTH".into(),
+                    value: v,
+                    reason: "format error: not a number".into(),
+                });
+            }
+        },
+    };
+    Ok(crate::kube::KubeOptions {
+        api_url: last("kube-api-url").unwrap_or_default(),
+        kubeconfig: last("kubeconfig-file").unwrap_or_default(),
+        annotation_prefix: last("kube-annotation-prefix").unwrap_or(d.annotation_prefix),
+        net_config_path: last("net-config-path")
+            .map(std::path::PathBuf::from)
+            .unwrap_or(d.net_config_path),
+        set_node_network_unavailable: last("set-node-network-unavailable")
+            .and_then(|v| parse_bool(&v))
+            .unwrap_or(true),
+        node_name: var("NODE_NAME"),
+        pod_name: var("POD_NAME"),
+        pod_namespace: var("POD_NAMESPACE"),
+        queue_depth,
+        continue_when_cache_not_ready: var("CONT_WHEN_CACHE_NOT_READY") == "true",
+    })
 }
 
 /// The test-only environment variable that replaces the 24 h subnet lease TTL (seconds,
@@ -554,12 +604,77 @@ mod tests {
             run(&["--public-ipv6=fd00:5::2"], &[]).unwrap().public_ipv6,
             Some("fd00:5::2".parse().unwrap())
         );
-        assert!(run(&["--kube-subnet-mgr"], &[]).is_err());
+        assert!(run(&["--kube-subnet-mgr"], &[("EVENT_QUEUE_DEPTH", "5k")]).is_err());
         assert_eq!(
             parse(&args(&["--version"]), &|_| None).unwrap(),
             Command::Version
         );
         assert_eq!(parse(&args(&["-h"]), &|_| None).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn kube_flannel_daemonset_args_and_env() {
+        // kube-flannel.yml's container: args and env as the DaemonSet sets them.
+        let env = [
+            ("POD_NAME", "kube-flannel-ds-x7k2p"),
+            ("POD_NAMESPACE", "kube-flannel"),
+            ("EVENT_QUEUE_DEPTH", "5000"),
+            ("CONT_WHEN_CACHE_NOT_READY", "false"),
+        ];
+        let o = run(
+            &["--ip-masq", "--kube-subnet-mgr", "--healthz-port=8081"],
+            &env,
+        )
+        .unwrap();
+        assert!(o.kube_subnet_mgr && o.ip_masq);
+        assert_eq!(o.healthz_port, 8081);
+        let k = &o.kube;
+        assert_eq!(
+            (k.pod_name.as_str(), k.pod_namespace.as_str()),
+            ("kube-flannel-ds-x7k2p", "kube-flannel")
+        );
+        assert_eq!(
+            k.net_config_path,
+            std::path::Path::new("/etc/kube-flannel/net-conf.json")
+        );
+        assert_eq!(k.annotation_prefix, "flannel.alpha.coreos.com");
+        assert!(k.set_node_network_unavailable && !k.continue_when_cache_not_ready);
+        assert_eq!(k.queue_depth, 5000);
+        // The other flags and variables, as a systemd unit with a kubeconfig sets them.
+        let o = run(
+            &[
+                "-kube-subnet-mgr",
+                "-kubeconfig-file=/etc/flannel/kubeconfig",
+                "-kube-api-url",
+                "https://10.0.0.1:6443",
+                "-kube-annotation-prefix=example.com/net",
+                "-net-config-path=/etc/flannel/net-conf.json",
+                "-set-node-network-unavailable=false",
+            ],
+            &[
+                ("NODE_NAME", "node-1"),
+                ("EVENT_QUEUE_DEPTH", "0"),
+                ("CONT_WHEN_CACHE_NOT_READY", "true"),
+            ],
+        )
+        .unwrap();
+        let k = &o.kube;
+        assert_eq!(k.kubeconfig, "/etc/flannel/kubeconfig");
+        assert_eq!(k.api_url, "https://10.0.0.1:6443");
+        assert_eq!(k.annotation_prefix, "example.com/net");
+        assert_eq!(
+            k.net_config_path,
+            std::path::Path::new("/etc/flannel/net-conf.json")
+        );
+        assert!(!k.set_node_network_unavailable && k.continue_when_cache_not_ready);
+        assert_eq!((k.node_name.as_str(), k.queue_depth), ("node-1", 5000));
+        assert_eq!(
+            run(&["--kube-subnet-mgr"], &[("EVENT_QUEUE_DEPTH", "64")])
+                .unwrap()
+                .kube
+                .queue_depth,
+            64
+        );
     }
 
     #[test]

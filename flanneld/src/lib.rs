@@ -16,6 +16,7 @@ pub mod etcd;
 pub mod flags;
 pub mod health;
 pub mod iface;
+pub mod kube;
 pub mod lease;
 pub(crate) mod log;
 pub mod manager;
@@ -75,6 +76,9 @@ pub enum Error {
     /// The agent failed.
     #[error(transparent)]
     Agent(#[from] agent::AgentError),
+    /// The kube subnet manager cannot start.
+    #[error(transparent)]
+    Kube(#[from] kube::KubeError),
 }
 
 /// The whole program: parses `args` (without the program name) and the environment, runs
@@ -141,7 +145,7 @@ async fn connect(opts: &EtcdOptions, shutdown: &mut watch::Receiver<bool>) -> Op
 /// The agent on real etcd and the kernel, with the given options.
 pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Error> {
     info!("flanneld {VERSION} starting");
-    let (stop_tx, mut shutdown) = watch::channel(false);
+    let (stop_tx, shutdown) = watch::channel(false);
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
@@ -186,7 +190,28 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
         tokio::spawn(health::serve(listener, ready.clone(), None));
     }
     let subnet_file = PathBuf::from(&opts.subnet_file);
-    let previous = subnet_env::previous(&subnet_file);
+    let mut node = Node {
+        opts,
+        shutdown,
+        ready,
+        metrics,
+        notify_socket,
+        subnet_file,
+    };
+    if opts.kube_subnet_mgr {
+        let Some(mut manager) = kube::connect(&opts.kube, &mut node.shutdown).await? else {
+            return Ok(());
+        };
+        let Some(config) = agent::wait_for_config(&manager, &mut node.shutdown).await else {
+            return Ok(());
+        };
+        let cont = opts.kube.continue_when_cache_not_ready;
+        if !manager.sync(&config, cont, &mut node.shutdown).await? {
+            return Ok(());
+        }
+        return node.serve(manager).await;
+    }
+    let previous = subnet_env::previous(&node.subnet_file);
     let etcd = EtcdOptions {
         endpoints: opts.etcd_endpoints.clone(),
         ca_file: opts.etcd_cafile.clone(),
@@ -195,22 +220,14 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
         username: opts.etcd_username.clone(),
         password: opts.etcd_password.0.clone(),
     };
-    let Some(store) = connect(&etcd, &mut shutdown).await else {
+    let Some(store) = connect(&etcd, &mut node.shutdown).await else {
         return Ok(());
     };
-    let store = store.with_metrics(metrics.clone());
+    let store = store.with_metrics(node.metrics.clone());
     let mut manager = LeaseManager::new(store, &opts.etcd_prefix, previous);
     if let Some(ttl) = opts.test_lease_ttl {
         manager = manager.with_ttl(ttl);
     }
-    let node = Node {
-        opts,
-        shutdown,
-        ready,
-        metrics,
-        notify_socket,
-        subnet_file,
-    };
     node.serve(manager).await
 }
 
@@ -225,6 +242,25 @@ struct Node<'a> {
 }
 
 impl Node<'_> {
+    /// What the store holds for this node from before, retried while the store cannot be
+    /// reached; `None` when asked to stop first.
+    async fn stored<M: manager::SubnetManager>(&mut self, manager: &M) -> Option<manager::Stored> {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match manager.stored().await {
+                Ok(s) => return Some(s),
+                Err(e) => {
+                    error!("reading what the store holds for this node: {e}; retrying in {delay:?}")
+                }
+            }
+            tokio::select! {
+                r = self.shutdown.wait_for(|s| *s) => if r.is_ok() { return None },
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
     /// The agent with `manager`: the network config, the external interface, the backend,
     /// then the agent's loop until asked to stop.
     async fn serve<M: manager::SubnetManager>(mut self, mut manager: M) -> Result<(), Error> {
@@ -246,7 +282,9 @@ impl Node<'_> {
                 .unwrap_or_default(),
             config.backend_type
         );
-        let stored = manager.stored().await;
+        let Some(stored) = self.stored(&manager).await else {
+            return Ok(());
+        };
         // An address the node's operator stored for it wins over the flags, as in Go.
         let public_ip = stored.public_ip.or(opts.public_ip);
         let public_ipv6 = stored.public_ipv6.or(opts.public_ipv6);

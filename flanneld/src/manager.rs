@@ -12,6 +12,7 @@ use crate::cache::Change;
 use crate::config::NetworkConfig;
 use crate::lease::{Lease, LeaseAttrs};
 use crate::metrics::Metrics;
+use crate::peer::PeerCheck;
 
 /// What the agent does after a manager call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +78,8 @@ pub trait SubnetManager {
     async fn network_config(&self) -> Result<NetworkConfig, Self::Error>;
 
     /// What the store holds for this node from before (kube: annotations).
-    async fn stored(&self) -> Stored {
-        Stored::default()
+    async fn stored(&self) -> Result<Stored, Self::Error> {
+        Ok(Stored::default())
     }
 
     /// Acquires the node's lease, publishing `attrs`.
@@ -116,5 +117,10 @@ pub trait SubnetManager {
 
     /// Watches every lease; `own` is the node's (reported as [`LeaseUpdate::OwnLost`] when
     /// it goes).
-    fn watch(&self, own: &Lease, metrics: &Metrics) -> LeaseWatch;
+    fn watch(&mut self, own: &Lease, metrics: &Metrics) -> LeaseWatch;
+
+    /// What a peer's lease must be before the backend sees it.
+    fn peer_check(&self, config: &NetworkConfig, own: &LeaseAttrs) -> PeerCheck {
+        PeerCheck::new(config, own)
+    }
 }

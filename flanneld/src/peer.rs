@@ -16,8 +16,10 @@ use crate::lease::{Lease, LeaseAttrs};
 #[derive(Debug, Clone)]
 pub struct PeerCheck {
     network: Option<Ipv4Network>,
-    subnet_len: u8,
-    v6: Option<(Ipv6Network, u8)>,
+    /// The subnets' prefix length; `None`: any inside the network (kube's podCIDRs are
+    /// the controller-manager's, whatever `SubnetLen` says).
+    subnet_len: Option<u8>,
+    v6: Option<(Ipv6Network, Option<u8>)>,
     own_ip: Ipv4Addr,
     own_ip6: Option<Ipv6Addr>,
     backend_type: String,
@@ -48,13 +50,22 @@ impl PeerCheck {
             .map(str::to_owned);
         PeerCheck {
             network: config.v4.as_ref().map(|r| r.network),
-            subnet_len: config.v4.as_ref().map_or(0, |r| r.subnet_len),
-            v6: config.v6.as_ref().map(|r| (r.network, r.subnet_len)),
+            subnet_len: Some(config.v4.as_ref().map_or(0, |r| r.subnet_len)),
+            v6: config.v6.as_ref().map(|r| (r.network, Some(r.subnet_len))),
             own_ip: own.public_ip,
             own_ip6: own.public_ipv6,
             backend_type: own.backend_type.clone(),
             own_mac,
         }
+    }
+
+    /// The same checks, taking subnets of any prefix length inside the networks (kube mode).
+    pub fn any_subnet_len(mut self) -> PeerCheck {
+        self.subnet_len = None;
+        if let Some((_, len)) = &mut self.v6 {
+            *len = None;
+        }
+        self
     }
 
     /// Why `lease` must not be programmed; `None` when it may. A lease inside the Network
@@ -63,20 +74,26 @@ impl PeerCheck {
     pub fn problem(&self, lease: &Lease) -> Option<String> {
         let sn = lease.subnet.v4;
         let network = self.network?;
-        if sn.prefix() != self.subnet_len {
+        if let Some(len) = self.subnet_len
+            && sn.prefix() != len
+        {
             return Some(format!(
-                "its subnet {sn} is not of the config's SubnetLen /{}",
-                self.subnet_len
+                "its subnet {sn} is not of the config's SubnetLen /{len}"
             ));
         }
-        if !network.contains(sn.network()) {
+        if !network.contains(sn.network()) || sn.prefix() < network.prefix() {
             return Some(format!("its subnet {sn} is outside the Network {network}"));
         }
         if let (Some((net6, len6)), Some(sn6)) = (self.v6, lease.subnet.v6)
-            && (sn6.prefix() != len6 || !net6.contains(sn6.network()))
+            && (len6.is_some_and(|l| sn6.prefix() != l)
+                || !net6.contains(sn6.network())
+                || sn6.prefix() < net6.prefix())
         {
+            let len = len6
+                .map(|l| format!("/{l}"))
+                .unwrap_or_else(|| "subnet".into());
             return Some(format!(
-                "its IPv6 subnet {sn6} is not a /{len6} of the IPv6Network {net6}"
+                "its IPv6 subnet {sn6} is not a {len} of the IPv6Network {net6}"
             ));
         }
         let ip = lease.attrs.public_ip;

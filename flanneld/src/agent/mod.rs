@@ -236,8 +236,7 @@ pub async fn run_with_links<M: SubnetManager>(
         Ok(false) => {}
         Err(e) => warning!("sd_notify: {e}"),
     }
-    let cache =
-        LeaseCache::new(lease.subnet.v4).guarded(crate::peer::PeerCheck::new(config, &attrs));
+    let cache = LeaseCache::new(lease.subnet.v4).guarded(manager.peer_check(config, &attrs));
     let agent = Agent {
         watch: manager.watch(&lease, metrics),
         renew_at: renew_at(&lease, settings.renew_margin),

@@ -421,7 +421,7 @@ impl<S: Store + Clone + 'static> SubnetManager for LeaseManager<S> {
         format!("{} ({})", lease.subnet, self.lease_key(&lease.subnet))
     }
 
-    fn watch(&self, own: &Lease, metrics: &Metrics) -> LeaseWatch {
+    fn watch(&mut self, own: &Lease, metrics: &Metrics) -> LeaseWatch {
         super::watch::watch(&self.store, &self.keys, own, metrics)
     }
 }

@@ -1,0 +1,615 @@
+//! The kube subnet manager and the agent against the in-memory apiserver (`fake.rs`), on
+//! tokio's paused clock: annotations and condition as Go writes them, peers from managed
+//! Nodes only, podCIDRs waited for or refused with what to fix, 410 Gone and an apiserver
+//! down without a hot loop, the own Node registered again, the stored VTEP MAC.
+
+use std::cell::RefCell;
+use std::net::Ipv4Addr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::LocalSet;
+
+use super::fake::FakeApi;
+use super::node::Families;
+use super::{KubeManager, KubeOptions};
+use crate::agent::{self, AgentError, Settings};
+use crate::backend::{Backend, BackendError};
+use crate::cache::LeaseEvent;
+use crate::health::Readiness;
+use crate::lease::{Lease, LeaseAttrs};
+use crate::manager::SubnetManager;
+use crate::metrics::Metrics;
+
+const NET: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
+const P: &str = "flannel.alpha.coreos.com/";
+const OWN_MAC: &str = "02:aa:00:00:00:01";
+
+/// A vxlan backend that records what it is told.
+#[derive(Debug, Clone, Default)]
+struct Recorder(Rc<RefCell<Vec<String>>>);
+
+impl Backend for Recorder {
+    fn backend_type(&self) -> &'static str {
+        "vxlan"
+    }
+    fn lease_attrs(&self) -> LeaseAttrs {
+        LeaseAttrs {
+            public_ip: Ipv4Addr::new(192, 168, 50, 2),
+            public_ipv6: None,
+            backend_type: "vxlan".into(),
+            backend_data: Some(json!({"VNI": 1, "VtepMAC": OWN_MAC})),
+            backend_v6_data: None,
+        }
+    }
+    fn mtu(&self) -> u32 {
+        1450
+    }
+    fn lease_acquired(&mut self, lease: &Lease) -> Result<(), BackendError> {
+        self.0.borrow_mut().push(format!("own {}", lease.subnet));
+        Ok(())
+    }
+    fn handle(&mut self, events: &[LeaseEvent]) {
+        for e in events {
+            self.0.borrow_mut().push(match e {
+                LeaseEvent::Added(l) => format!("add {} {}", l.subnet, l.attrs.public_ip),
+                LeaseEvent::Removed(l) => format!("del {} {}", l.subnet, l.attrs.public_ip),
+            });
+        }
+    }
+}
+
+/// The annotations Go flanneld writes on a vxlan node.
+fn go_annotations(ip: &str, mac: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            format!("{P}backend-data"),
+            format!(r#"{{"VNI":1,"VtepMAC":"{mac}"}}"#),
+        ),
+        (format!("{P}backend-type"), "vxlan".into()),
+        (format!("{P}kube-subnet-manager"), "true".into()),
+        (format!("{P}public-ip"), ip.into()),
+    ]
+}
+
+fn peer(api: &FakeApi, name: &str, cidr: &str, ip: &str, mac: &str) {
+    let ann = go_annotations(ip, mac);
+    let ann: Vec<(&str, &str)> = ann.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    api.put_node(name, &[cidr], &ann);
+}
+
+struct Rig {
+    log: Rc<RefCell<Vec<String>>>,
+    ready: Readiness,
+    stop: watch::Sender<bool>,
+    dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<Result<(), AgentError>>,
+    metrics: Metrics,
+}
+
+impl Rig {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.log.borrow_mut())
+    }
+    fn subnet_env(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("subnet.env")).unwrap_or_default()
+    }
+}
+
+fn options(dir: &std::path::Path) -> KubeOptions {
+    KubeOptions {
+        node_name: "node-a".into(),
+        net_config_path: dir.join("net-conf.json"),
+        ..KubeOptions::default()
+    }
+}
+
+fn start_with(api: &FakeApi, net: &str, opts: impl FnOnce(&mut KubeOptions)) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("net-conf.json"), net).unwrap();
+    let mut o = options(dir.path());
+    opts(&mut o);
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let mut backend = Recorder(log.clone());
+    let metrics = Metrics::new();
+    let ready = Readiness::default();
+    let (stop, rx) = watch::channel(false);
+    let settings = Settings {
+        subnet_file: dir.path().join("subnet.env"),
+        ip_masq: false,
+        renew_margin: Duration::from_secs(3600),
+        notify_socket: None,
+        reconcile_every: Duration::from_secs(5),
+        metrics: metrics.clone(),
+        entry_notices: agent::EntryNotices::None,
+    };
+    let (api, r) = (api.clone(), ready.clone());
+    let task = tokio::task::spawn_local(async move {
+        let mut rx2 = rx.clone();
+        let families = Families {
+            v4: true,
+            v6: false,
+        };
+        let mut m = KubeManager::new(api, "node-a", &o, families, None).unwrap();
+        let config = agent::wait_for_config(&m, &mut rx2).await.unwrap();
+        m.sync(&config, o.continue_when_cache_not_ready, &mut rx2)
+            .await
+            .map_err(|e| AgentError::Lease(Box::new(e)))?;
+        agent::run(&mut m, &config, &mut backend, &settings, &r, rx).await
+    });
+    Rig {
+        log,
+        ready,
+        stop,
+        dir,
+        task,
+        metrics,
+    }
+}
+
+fn start(api: &FakeApi) -> Rig {
+    start_with(api, NET, |_| {})
+}
+
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_node_is_annotated_as_go_annotates_it_then_marked_available() {
+    LocalSet::new()
+        .run_until(async {
+            let api = FakeApi::default();
+            api.put_node("node-a", &["10.244.1.0/24"], &[("other", "kept")]);
+            let rig = start(&api);
+            settle().await;
+            assert!(rig.ready.get());
+            assert_eq!(
+                rig.subnet_env(),
+                "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
+            );
+            let patches = api.patches();
+            assert_eq!(patches.len(), 2, "{patches:?}");
+            assert_eq!(
+                patches[0].1,
+                json!({"metadata": {"annotations": {
+                    "flannel.alpha.coreos.com/backend-data": format!(r#"{{"VNI":1,"VtepMAC":"{OWN_MAC}"}}"#),
+                    "flannel.alpha.coreos.com/backend-type": "vxlan",
+                    "flannel.alpha.coreos.com/kube-subnet-manager": "true",
+                    "flannel.alpha.coreos.com/public-ip": "192.168.50.2",
+                }}})
+            );
+            let cond = &patches[1].1["status"]["conditions"][0];
+            assert_eq!(cond["type"], "NetworkUnavailable");
+            assert_eq!(cond["status"], "False");
+            assert_eq!(cond["reason"], "FlannelIsUp");
+            assert_eq!(cond["message"], "Flannel is running on this node");
+            let t = cond["lastTransitionTime"].as_str().unwrap();
+            assert!(t.len() == 20 && t.ends_with('Z'), "RFC 3339 in seconds, as Go: {t}");
+            assert_eq!(cond["lastHeartbeatTime"], cond["lastTransitionTime"]);
+            assert_eq!(
+                api.node_now("node-a").unwrap().metadata.annotations["other"],
+                "kept"
+            );
+            assert_eq!(rig.take(), ["own 10.244.1.0-24"]);
+            rig.stop.send(true).unwrap();
+            settle().await;
+            rig.task.await.unwrap().unwrap();
+
+            // A restart finds the annotations right: only the condition is written again.
+            let rig = start(&api);
+            settle().await;
+            assert!(rig.ready.get());
+            let patches = api.patches();
+            assert_eq!(patches.len(), 3, "{patches:?}");
+            assert!(patches[2].1.get("metadata").is_none());
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_set_node_network_unavailable_no_condition_is_written() {
+    LocalSet::new()
+        .run_until(async {
+            let api = FakeApi::default();
+            api.put_node("node-a", &["10.244.1.0/24"], &[]);
+            let rig = start_with(&api, NET, |o| o.set_node_network_unavailable = false);
+            settle().await;
+            assert!(rig.ready.get());
+            assert_eq!(api.patches().len(), 1);
+            assert!(api.conditions("node-a").is_empty());
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn peers_are_the_managed_nodes_and_follow_their_annotations() {
+    LocalSet::new()
+        .run_until(async {
+            let api = FakeApi::default();
+            api.put_node("node-a", &["10.244.1.0/24"], &[]);
+            peer(
+                &api,
+                "node-b",
+                "10.244.2.0/24",
+                "192.168.50.3",
+                "02:bb:00:00:00:01",
+            );
+            api.put_node("node-c", &["10.244.3.0/24"], &[("unrelated", "x")]);
+            let rig = start(&api);
+            settle().await;
+            assert_eq!(
+                rig.take(),
+                ["own 10.244.1.0-24", "add 10.244.2.0-24 192.168.50.3"]
+            );
+            // The kubelet's status updates change nothing flannel reads: no event.
+            for _ in 0..5 {
+                api.touch("node-b");
+                api.touch("node-c");
+            }
+            settle().await;
+            assert!(rig.take().is_empty());
+            // A new public IP: the peer is programmed again.
+            api.annotate(
+                "node-b",
+                &[(&format!("{P}public-ip"), Some("192.168.50.13"))],
+            );
+            settle().await;
+            assert_eq!(rig.take(), ["add 10.244.2.0-24 192.168.50.13"]);
+            // node-c annotated by a Go flanneld: a peer.
+            for (k, v) in go_annotations("192.168.50.4", "02:cc:00:00:00:01") {
+                api.annotate("node-c", &[(&k, Some(&v))]);
+            }
+            settle().await;
+            assert_eq!(rig.take(), ["add 10.244.3.0-24 192.168.50.4"]);
+            // No longer managed: gone (Go keeps it).
+            api.annotate("node-c", &[(&format!("{P}kube-subnet-manager"), None)]);
+            settle().await;
+            assert_eq!(rig.take(), ["del 10.244.3.0-24 192.168.50.4"]);
+            // Deleted: gone.
+            api.delete_node("node-b");
+            settle().await;
+            assert_eq!(rig.take(), ["del 10.244.2.0-24 192.168.50.13"]);
+            // A managed node with an unusable annotation: skipped.
+            peer(
+                &api,
+                "node-d",
+                "10.244.4.0/24",
+                "not-an-ip",
+                "02:dd:00:00:00:01",
+            );
+            peer(
+                &api,
+                "node-e",
+                "10.99.0.0/24",
+                "192.168.50.6",
+                "02:ee:00:00:00:01",
+            );
+            settle().await;
+            assert!(rig.take().is_empty());
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_podcidr_assigned_later_is_waited_for() {
+    LocalSet::new()
+        .run_until(async {
+            crate::log::capture::start();
+            let api = FakeApi::default();
+            api.put_node("node-a", &[], &[]);
+            let rig = start(&api);
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            assert!(!rig.ready.get() && !rig.task.is_finished());
+            let lines = crate::log::capture::lines().concat();
+            assert!(
+                lines.contains("node node-a has no podCIDR assigned: kube-controller-manager assigns one with --allocate-node-cidrs=true and --cluster-cidr=10.244.0.0/16"),
+                "{lines}"
+            );
+            api.put_node("node-a", &["10.244.7.0/24"], &[]);
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            assert!(rig.ready.get());
+            assert_eq!(rig.take(), ["own 10.244.7.0-24"]);
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_podcidr_outside_the_network_stops_the_agent_saying_what_to_fix() {
+    LocalSet::new()
+        .run_until(async {
+            let api = FakeApi::default();
+            api.put_node("node-a", &["10.99.1.0/24"], &[]);
+            let rig = start(&api);
+            settle().await;
+            assert!(rig.task.is_finished());
+            let e = rig.task.await.unwrap().unwrap_err().to_string();
+            assert!(
+                e.contains(
+                    "node node-a's podCIDR 10.99.1.0/24 is outside the Network 10.244.0.0/16"
+                ) && e.contains("--cluster-cidr"),
+                "{e}"
+            );
+            assert!(api.patches().is_empty(), "nothing written");
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_answered_gone_lists_again_and_diffs_without_a_hot_loop() {
+    LocalSet::new()
+        .run_until(async {
+            let api = FakeApi::default();
+            api.put_node("node-a", &["10.244.1.0/24"], &[]);
+            peer(
+                &api,
+                "node-b",
+                "10.244.2.0/24",
+                "192.168.50.3",
+                "02:bb:00:00:00:01",
+            );
+            let rig = start(&api);
+            settle().await;
+            rig.take();
+            assert_eq!(api.calls("list"), 1);
+            // Changes the watch never sees: the history is compacted before it reads them.
+            api.delete_node("node-b");
+            peer(
+                &api,
+                "node-d",
+                "10.244.4.0/24",
+                "192.168.50.5",
+                "02:dd:00:00:00:01",
+            );
+            api.compact();
+            settle().await;
+            assert_eq!(
+                sorted(rig.take()),
+                [
+                    "add 10.244.4.0-24 192.168.50.5",
+                    "del 10.244.2.0-24 192.168.50.3"
+                ]
+            );
+            assert_eq!(api.calls("list"), 2);
+            // The apiserver ending watches (its timeout) resumes them: no listing.
+            for _ in 0..3 {
+                api.end_watches();
+                settle().await;
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            assert_eq!(api.calls("list"), 2);
+            assert!(rig.take().is_empty());
+            assert!(
+                rig.metrics
+                    .encode()
+                    .contains("flanneld_watch_restarts_total{reason=\"compacted\"} 1")
+            );
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_apiserver_down_keeps_the_node_running_and_it_catches_up() {
+    LocalSet::new()
+        .run_until(async {
+            let api = FakeApi::default();
+            api.put_node("node-a", &["10.244.1.0/24"], &[]);
+            peer(
+                &api,
+                "node-b",
+                "10.244.2.0/24",
+                "192.168.50.3",
+                "02:bb:00:00:00:01",
+            );
+            let rig = start(&api);
+            settle().await;
+            rig.take();
+            api.set_down(true);
+            let before = api.calls("watch") + api.calls("list");
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            let tries = api.calls("watch") + api.calls("list") - before;
+            // 100 ms doubling to 5 s: about 16 tries a minute, never a hot loop.
+            assert!((5..=20).contains(&tries), "{tries} calls in a minute");
+            assert!(rig.ready.get() && !rig.task.is_finished());
+            let ticks = rig.metrics.encode();
+            assert!(ticks.contains("flanneld_reconcile_runs_total"), "{ticks}");
+            // Back, with a node added and one deleted meanwhile.
+            api.set_down(false);
+            api.delete_node("node-b");
+            peer(
+                &api,
+                "node-c",
+                "10.244.3.0/24",
+                "192.168.50.4",
+                "02:cc:00:00:00:01",
+            );
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            assert_eq!(
+                sorted(rig.take()),
+                [
+                    "add 10.244.3.0-24 192.168.50.4",
+                    "del 10.244.2.0-24 192.168.50.3"
+                ]
+            );
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_own_node_registered_again_is_annotated_again() {
+    LocalSet::new()
+        .run_until(async {
+            let api = FakeApi::default();
+            api.put_node("node-a", &["10.244.1.0/24"], &[]);
+            let rig = start(&api);
+            settle().await;
+            assert_eq!(api.patches().len(), 2);
+            rig.take();
+            // kubectl delete node; the kubelet registers it again, without annotations.
+            api.delete_node("node-a");
+            settle().await;
+            assert!(!rig.task.is_finished());
+            api.put_node("node-a", &["10.244.1.0/24"], &[]);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let n = api.node_now("node-a").unwrap();
+            assert_eq!(
+                n.metadata.annotations[&format!("{P}kube-subnet-manager")],
+                "true"
+            );
+            assert_eq!(api.conditions("node-a").len(), 1);
+            assert_eq!(api.patches().len(), 4);
+            assert_eq!(rig.take(), ["own 10.244.1.0-24"]);
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_patches_are_retried() {
+    LocalSet::new()
+        .run_until(async {
+            let api = FakeApi::default();
+            api.put_node("node-a", &["10.244.1.0/24"], &[]);
+            api.fail("patch_status", 3);
+            let rig = start(&api);
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            assert!(rig.ready.get());
+            assert_eq!(api.conditions("node-a").len(), 1);
+            assert_eq!(
+                api.node_now("node-a").unwrap().metadata.annotations[&format!("{P}public-ip")],
+                "192.168.50.2"
+            );
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_small_event_queue_loses_nothing() {
+    LocalSet::new()
+        .run_until(async {
+            let api = FakeApi::default();
+            api.put_node("node-a", &["10.244.1.0/24"], &[]);
+            let rig = start_with(&api, NET, |o| o.queue_depth = 1);
+            settle().await;
+            rig.take();
+            for i in 10..60u8 {
+                peer(
+                    &api,
+                    &format!("node-{i}"),
+                    &format!("10.244.{i}.0/24"),
+                    &format!("192.168.50.{i}"),
+                    &format!("02:00:00:00:00:{i:02x}"),
+                );
+            }
+            settle().await;
+            assert_eq!(rig.take().len(), 50);
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_listing_is_waited_for_up_to_ten_minutes() {
+    LocalSet::new()
+        .run_until(async {
+            let api = FakeApi::default();
+            api.put_node("node-a", &["10.244.1.0/24"], &[]);
+            api.forbid("list");
+            let rig = start(&api);
+            tokio::time::sleep(Duration::from_secs(9 * 60)).await;
+            assert!(!rig.task.is_finished() && !rig.ready.get());
+            tokio::time::sleep(Duration::from_secs(70)).await;
+            let e = rig.task.await.unwrap().unwrap_err().to_string();
+            assert!(e.contains("CONT_WHEN_CACHE_NOT_READY"), "{e}");
+
+            // Told to go on anyway: it starts, and the peers come once listing works.
+            let rig = start_with(&api, NET, |o| o.continue_when_cache_not_ready = true);
+            tokio::time::sleep(Duration::from_secs(11 * 60)).await;
+            assert!(rig.ready.get());
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn the_stored_vtep_mac_and_public_ip_are_read_back() {
+    let api = FakeApi::default();
+    api.put_node(
+        "node-a",
+        &["10.244.1.0/24"],
+        &[
+            (
+                &format!("{P}backend-data"),
+                r#"{"VNI":1,"VtepMAC":"12:C6:65:89:B4:E3"}"#,
+            ),
+            (&format!("{P}backend-v6-data"), "null"),
+            (&format!("{P}node-public-ip"), "192.168.50.9"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let o = options(dir.path());
+    let families = Families {
+        v4: true,
+        v6: false,
+    };
+    let m = KubeManager::new(api.clone(), "node-a", &o, families, None).unwrap();
+    let s = m.stored().await.unwrap();
+    assert_eq!(s.vtep_mac, Some([0x12, 0xc6, 0x65, 0x89, 0xb4, 0xe3]));
+    assert_eq!(s.vtep_mac_v6, None);
+    assert_eq!(s.public_ip, Some(Ipv4Addr::new(192, 168, 50, 9)));
+    // An unregistered node has nothing stored.
+    let m = KubeManager::new(api, "node-z", &o, families, None).unwrap();
+    assert_eq!(m.stored().await.unwrap(), crate::manager::Stored::default());
+}
+
+#[tokio::test]
+async fn the_node_name_from_node_name_or_the_pods_spec() {
+    let api = FakeApi::default();
+    api.put_pod("kube-flannel", "kube-flannel-ds-x7k2p", "node-b");
+    api.put_pod("kube-flannel", "unscheduled", "");
+    let (_stop, mut rx) = watch::channel(false);
+    let name = |node: &str, pod: &str, ns: &str| KubeOptions {
+        node_name: node.into(),
+        pod_name: pod.into(),
+        pod_namespace: ns.into(),
+        ..KubeOptions::default()
+    };
+    let get = super::connect::node_name;
+    let o = name("node-a", "kube-flannel-ds-x7k2p", "kube-flannel");
+    assert_eq!(get(&api, &o, &mut rx).await.unwrap().unwrap(), "node-a");
+    assert_eq!(api.calls("get_pod"), 0, "NODE_NAME wins, as in Go");
+    let o = name("", "kube-flannel-ds-x7k2p", "kube-flannel");
+    assert_eq!(get(&api, &o, &mut rx).await.unwrap().unwrap(), "node-b");
+    let e = get(&api, &name("", "x", ""), &mut rx)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("POD_NAME and POD_NAMESPACE must be set"), "{e}");
+    let e = get(&api, &name("", "gone", "kube-flannel"), &mut rx)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("NotFound"), "{e}");
+    let e = get(&api, &name("", "unscheduled", "kube-flannel"), &mut rx)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("node name not present in pod spec 'kube-flannel/unscheduled'"),
+        "{e}"
+    );
+}

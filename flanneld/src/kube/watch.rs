@@ -1,0 +1,448 @@
+//! The watch of every Node as the peers' leases (Go's node informer, without its cache of
+//! whole objects): a listing in pages, then a watch from the listing's resourceVersion; a
+//! watch the apiserver ends is resumed from the last resourceVersion seen (events or
+//! bookmarks), one answered "410 Gone" (history compacted, apiserver restarted) leads to a
+//! listing again, which the agent's cache diffs with what it holds; errors back off from
+//! 100 ms to 5 s, never a hot loop. Each Node becomes a lease on the spot (`node.rs`): only
+//! managed nodes count, a node deleted or no longer managed removes its peer.
+//!
+//! The reading runs in a task of its own and hands updates over a queue of
+//! `EVENT_QUEUE_DEPTH` (Go's event channel): while the backend is busy, the reader keeps up
+//! with the apiserver until the queue is full, then waits.
+//!
+//! The node's own Node is watched too: registered again without flannel's annotations (a
+//! `kubectl delete node` and the kubelet's re-registration), or given other podCIDRs, the
+//! node's lease is reported lost, and the agent acquires (annotates) it again.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, timeout_at};
+
+use super::annotations::Annotations;
+use super::api::{ApiError, NodeApi, NodeEvent};
+use super::node::{Families, NodeLite, pod_cidrs, to_lease};
+use crate::cache::Change;
+use crate::lease::Lease;
+use crate::log::{info, warning};
+use crate::manager::{LeaseUpdate, LeaseWatch};
+use crate::metrics::{Metrics, WatchRestart};
+use crate::subnet::SubnetKey;
+
+/// Nodes asked for per page of a listing.
+pub const PAGE: u32 = 500;
+/// How long the apiserver keeps one watch request open (client-go picks 5 to 10 minutes).
+pub const WATCH_TIMEOUT: Duration = Duration::from_secs(300);
+/// How much longer than [`WATCH_TIMEOUT`] a silent watch is given before it counts as
+/// broken (an apiserver frozen or cut off never ends it).
+pub const WATCH_GRACE: Duration = Duration::from_secs(30);
+/// A watch ending sooner than this without an event waits for the backoff before the next.
+const SHORT_WATCH: Duration = Duration::from_secs(1);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A listing of every Node as leases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing {
+    /// The managed nodes' leases (the own node's too: the cache leaves it out).
+    pub leases: Vec<Lease>,
+    /// The listing's resourceVersion.
+    pub resource_version: String,
+    /// The own Node as listed; `None` when it is not there.
+    pub own: Option<NodeLite>,
+    /// How many Nodes were listed.
+    pub nodes: usize,
+}
+
+/// What the watch needs to know.
+#[derive(Debug, Clone)]
+pub struct Watcher<A> {
+    /// The calls.
+    pub api: A,
+    /// The annotation names.
+    pub names: Annotations,
+    /// The families the network enables.
+    pub families: Families,
+    /// The node's own name.
+    pub own_name: String,
+    /// `EVENT_QUEUE_DEPTH`.
+    pub depth: usize,
+    /// Where restarts are counted.
+    pub metrics: Metrics,
+}
+
+/// Nodes whose lease is unusable, with the reason last logged (so a node whose status
+/// changes every few seconds is not logged each time).
+#[derive(Debug, Default)]
+struct Skipped(BTreeMap<String, String>);
+
+impl Skipped {
+    fn skip(&mut self, node: &str, why: String) {
+        if self.0.get(node) != Some(&why) {
+            warning!("skipping node {}: {why}", crate::log::shown(node));
+            self.0.insert(node.to_owned(), why);
+        }
+    }
+
+    fn clear(&mut self, node: &str) {
+        self.0.remove(node);
+    }
+}
+
+/// Every Node, page by page, as leases.
+pub async fn list_all<A: NodeApi>(
+    api: &A,
+    names: &Annotations,
+    families: Families,
+    own_name: &str,
+) -> Result<Listing, ApiError> {
+    let mut skipped = Skipped::default();
+    list_pages(api, names, families, own_name, &mut skipped).await
+}
+
+async fn list_pages<A: NodeApi>(
+    api: &A,
+    names: &Annotations,
+    families: Families,
+    own_name: &str,
+    skipped: &mut Skipped,
+) -> Result<Listing, ApiError> {
+    let mut listing = Listing {
+        leases: Vec::new(),
+        resource_version: String::new(),
+        own: None,
+        nodes: 0,
+    };
+    let mut token = String::new();
+    loop {
+        let page = api.list(PAGE, &token).await?;
+        listing.nodes += page.items.len();
+        for node in page.items {
+            match to_lease(&node, names, families) {
+                Ok(Some(l)) => {
+                    skipped.clear(&node.metadata.name);
+                    listing.leases.push(l);
+                }
+                Ok(None) => {}
+                Err(why) => skipped.skip(&node.metadata.name, why),
+            }
+            if node.metadata.name == own_name {
+                listing.own = Some(node);
+            }
+        }
+        // The resourceVersion of a paged listing is its first page's.
+        if listing.resource_version.is_empty() {
+            listing.resource_version = page.metadata.resource_version;
+        }
+        if page.metadata.continue_token.is_empty() {
+            return Ok(listing);
+        }
+        token = page.metadata.continue_token;
+    }
+}
+
+impl<A: NodeApi> Watcher<A> {
+    /// Starts the watch for the node holding `own`, beginning with `initial` when given
+    /// (the listing made at start).
+    pub fn start(self, own: &Lease, initial: Option<Listing>) -> LeaseWatch {
+        let (tx, rx) = mpsc::channel(self.depth.max(1));
+        let own = own.subnet;
+        let task = tokio::spawn(async move {
+            let mut run = Run {
+                w: self,
+                own,
+                tx,
+                resource_version: None,
+                backoff: BACKOFF_MIN,
+                skipped: Skipped::default(),
+                own_deleted: false,
+            };
+            run.run(initial).await;
+        });
+        Box::pin(Queued {
+            rx,
+            task: task.abort_handle(),
+        })
+    }
+}
+
+/// The updates of a watch task; dropping it ends the task.
+struct Queued {
+    rx: mpsc::Receiver<LeaseUpdate>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Stream for Queued {
+    type Item = LeaseUpdate;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<LeaseUpdate>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The watch task's state.
+struct Run<A> {
+    w: Watcher<A>,
+    own: SubnetKey,
+    tx: mpsc::Sender<LeaseUpdate>,
+    /// Where the next watch starts; `None`: list first.
+    resource_version: Option<String>,
+    backoff: Duration,
+    skipped: Skipped,
+    /// The own Node was deleted: waiting for it to be registered again.
+    own_deleted: bool,
+}
+
+/// Whether the watch task goes on.
+enum Next {
+    Go,
+    End,
+}
+
+impl<A: NodeApi> Run<A> {
+    async fn run(&mut self, initial: Option<Listing>) {
+        if let Some(l) = initial {
+            // Made before the node's annotations were written: its own Node is not judged.
+            self.resource_version = Some(l.resource_version);
+            if self.send(LeaseUpdate::Snapshot(l.leases)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let next = match self.resource_version.clone() {
+                None => self.relist().await,
+                Some(rv) => self.watch(&rv).await,
+            };
+            if let Next::End = next {
+                return;
+            }
+        }
+    }
+
+    async fn send(&self, u: LeaseUpdate) -> Result<(), ()> {
+        self.tx.send(u).await.map_err(drop)
+    }
+
+    async fn back_off(&mut self) {
+        sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    async fn relist(&mut self) -> Next {
+        let w = &self.w;
+        match list_pages(&w.api, &w.names, w.families, &w.own_name, &mut self.skipped).await {
+            Ok(listing) => {
+                self.backoff = BACKOFF_MIN;
+                self.resource_version = Some(listing.resource_version);
+                match &listing.own {
+                    None => self.own_gone(),
+                    Some(n) => {
+                        if let Some(why) = self.own_changed(n) {
+                            let _ = self.send(LeaseUpdate::OwnLost(why)).await;
+                            return Next::End;
+                        }
+                    }
+                }
+                match self.send(LeaseUpdate::Snapshot(listing.leases)).await {
+                    Ok(()) => Next::Go,
+                    Err(()) => Next::End,
+                }
+            }
+            Err(e) => {
+                warning!("{e}; listing again in {:?}", self.backoff);
+                self.w.metrics.watch_restart(WatchRestart::Broken);
+                self.back_off().await;
+                Next::Go
+            }
+        }
+    }
+
+    async fn watch(&mut self, rv: &str) -> Next {
+        let started = Instant::now();
+        let mut events = match self.w.api.watch(rv, WATCH_TIMEOUT).await {
+            Ok(ev) => ev,
+            Err(e) if e.code() == Some(410) => {
+                self.gone(&e.to_string());
+                return Next::Go;
+            }
+            Err(e) => {
+                warning!("{e}; watching again in {:?}", self.backoff);
+                self.w.metrics.watch_restart(WatchRestart::Broken);
+                self.back_off().await;
+                return Next::Go;
+            }
+        };
+        let deadline = started + WATCH_TIMEOUT + WATCH_GRACE;
+        let mut seen = false;
+        loop {
+            let ev = match timeout_at(deadline, events.next()).await {
+                Err(_) => {
+                    warning!("the watch of nodes was silent past its timeout: watching again");
+                    self.w.metrics.watch_restart(WatchRestart::Broken);
+                    return Next::Go;
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    warning!("{e}; watching again in {:?}", self.backoff);
+                    self.w.metrics.watch_restart(WatchRestart::Broken);
+                    self.back_off().await;
+                    return Next::Go;
+                }
+                Ok(Some(Ok(ev))) => ev,
+            };
+            seen = true;
+            self.backoff = BACKOFF_MIN;
+            let update = match ev {
+                NodeEvent::Bookmark(rv) => {
+                    self.resource_version = Some(rv);
+                    None
+                }
+                NodeEvent::Gone(why) => {
+                    self.gone(&why);
+                    return Next::Go;
+                }
+                NodeEvent::Error(e) => {
+                    warning!("{e}; watching again in {:?}", self.backoff);
+                    self.w.metrics.watch_restart(WatchRestart::Broken);
+                    self.back_off().await;
+                    return Next::Go;
+                }
+                NodeEvent::Added(n) | NodeEvent::Modified(n) => {
+                    self.resource_version = Some(n.metadata.resource_version.clone());
+                    if n.metadata.name == self.w.own_name {
+                        self.own_deleted = false;
+                        self.own_event(&n).await
+                    } else {
+                        self.put(&n)
+                    }
+                }
+                NodeEvent::Deleted(n) => {
+                    self.resource_version = Some(n.metadata.resource_version.clone());
+                    if n.metadata.name == self.w.own_name {
+                        self.own_gone();
+                        None
+                    } else {
+                        self.skipped.clear(&n.metadata.name);
+                        removed(&n)
+                    }
+                }
+            };
+            if let Some(u) = update {
+                let lost = matches!(u, LeaseUpdate::OwnLost(_));
+                if self.send(u).await.is_err() || lost {
+                    return Next::End;
+                }
+            }
+        }
+        // The apiserver ended the watch (its timeout): resume where it left off.
+        if !seen && started.elapsed() < SHORT_WATCH {
+            self.back_off().await;
+        }
+        Next::Go
+    }
+
+    /// A watch answered 410 Gone: its start is no longer in the apiserver's history.
+    fn gone(&mut self, why: &str) {
+        warning!(
+            "the watch of nodes lost its place ({}): listing again",
+            crate::log::bounded(why)
+        );
+        self.w.metrics.watch_restart(WatchRestart::Compacted);
+        self.resource_version = None;
+    }
+
+    /// A Node other than ours added or changed.
+    fn put(&mut self, n: &NodeLite) -> Option<LeaseUpdate> {
+        let name = &n.metadata.name;
+        match to_lease(n, &self.w.names, self.w.families) {
+            Ok(Some(l)) => {
+                self.skipped.clear(name);
+                Some(LeaseUpdate::Changes(vec![Change::Put(l)]))
+            }
+            // Not (or no longer) managed: a peer it was goes (Go keeps it).
+            Ok(None) => removed(n),
+            Err(why) => {
+                self.skipped.skip(name, why);
+                removed(n)
+            }
+        }
+    }
+
+    /// An event of the own Node: the lease is lost when the Node as it is now (not as the
+    /// event, which may predate the node's own annotating, shows it) lacks it.
+    async fn own_event(&mut self, n: &NodeLite) -> Option<LeaseUpdate> {
+        self.own_changed(n)?;
+        match self.w.api.node(&self.w.own_name).await {
+            Ok(Some(now)) => self.own_changed(&now).map(LeaseUpdate::OwnLost),
+            Ok(None) => {
+                self.own_gone();
+                None
+            }
+            // Judged again at the next event or listing.
+            Err(e) => {
+                warning!("{e}: this node's Node is checked again at its next change");
+                None
+            }
+        }
+    }
+
+    fn own_gone(&mut self) {
+        if !self.own_deleted {
+            warning!(
+                "this node's Node {} was deleted: its lease, subnet.env and routes stay; it is annotated again once registered again",
+                self.w.own_name
+            );
+            self.own_deleted = true;
+        }
+    }
+
+    /// Why the own Node no longer carries the node's lease, if it does not.
+    fn own_changed(&self, n: &NodeLite) -> Option<String> {
+        let managed = n
+            .metadata
+            .annotations
+            .get(&self.w.names.subnet_kube_managed)
+            .map(String::as_str)
+            == Some("true");
+        if !managed {
+            return Some(format!(
+                "this node's Node {} lacks flannel's annotations (registered again?)",
+                self.w.own_name
+            ));
+        }
+        match pod_cidrs(&n.spec) {
+            Ok((v4, v6))
+                if v4 == Some(self.own.v4) && (v6 == self.own.v6 || !self.w.families.v6) =>
+            {
+                None
+            }
+            Ok((v4, v6)) => Some(format!(
+                "this node's podCIDRs changed to {}{}",
+                v4.map(|n| n.to_string()).unwrap_or_default(),
+                v6.map(|n| format!(" {n}")).unwrap_or_default()
+            )),
+            Err(e) => {
+                info!("this node's Node: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// The change a Node deleted, no longer managed or no longer usable makes: the peer it was
+/// goes (found by its IPv4 podCIDR); nothing when it was none (most Nodes change every few
+/// minutes, managed or not: no line for each).
+fn removed(n: &NodeLite) -> Option<LeaseUpdate> {
+    let (v4, _) = pod_cidrs(&n.spec).ok()?;
+    Some(LeaseUpdate::Changes(vec![Change::Invalid(v4?)]))
+}
