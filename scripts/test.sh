@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+scripts/kube-build.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

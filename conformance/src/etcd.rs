@@ -162,7 +162,7 @@ pub struct Certs {
     pub client: (PathBuf, PathBuf),
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .current_dir(dir)
         .args(args)

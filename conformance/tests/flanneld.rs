@@ -444,8 +444,8 @@ fn dead_endpoint_next_to_a_live_one() {
 /// delete with only its key), create-if-absent refuses an existing key and grants the TTL.
 #[test]
 fn etcd_store_on_real_etcd() {
-    use flanneld::etcd::{EtcdOptions, EtcdStore};
     use flanneld::etcd::store::{Expect, Store, Watch, WatchBatch, WatchEvent};
+    use flanneld::etcd::{EtcdOptions, EtcdStore};
     use std::time::Duration;
 
     if !etcd_or_skip("flanneld::etcd_store_on_real_etcd") {
