@@ -510,17 +510,21 @@ pub fn flanneld_path() -> PathBuf {
 impl Agent {
     /// Starts `flanneld args...` in `node` with `env`; its log goes to `<node dir>/<log>`.
     pub fn start(node: &Node, log: &str, args: &[String], env: &[(&str, &str)]) -> Agent {
-        let log = node.dir().join(log);
+        let mut cmd = node.host().command(flanneld_path());
+        cmd.args(args).envs(env.iter().copied());
+        Agent::spawn(cmd, &node.dir().join(log))
+    }
+
+    /// Starts `cmd` (which execs flanneld in the end, keeping its PID) with its output
+    /// appended to `log`.
+    pub fn spawn(mut cmd: Command, log: &Path) -> Agent {
+        let log = log.to_owned();
         let file = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap();
-        let child = node
-            .host()
-            .command(flanneld_path())
-            .args(args)
-            .envs(env.iter().copied())
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)

@@ -100,26 +100,6 @@ fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Standard base64 with padding (kubeconfig's `certificate-authority-data`).
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// The last `lines` lines of `text`.
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
@@ -464,6 +444,15 @@ impl ControlPlane {
         rev
     }
 
+    /// The PIDs of its processes that run (apiserver, etcd).
+    pub fn pids(&self) -> Vec<u32> {
+        self.apiserver
+            .iter()
+            .chain(&self.etcd)
+            .map(Child::id)
+            .collect()
+    }
+
     /// The apiserver's PID while it runs.
     pub fn apiserver_pid(&self) -> Option<u32> {
         self.apiserver.as_ref().map(Child::id)
@@ -534,7 +523,7 @@ impl ControlPlane {
     }
 
     /// `kubectl args...` as the admin with `input` on stdin, which must succeed; its stdout.
-    fn kubectl_stdin(&self, args: &[&str], input: &str) -> String {
+    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> String {
         let mut cmd = self.kubectl_command(&self.dir.join("admin.kubeconfig"));
         cmd.args(args);
         let out = run_with_stdin(cmd, input.as_bytes());
@@ -579,10 +568,9 @@ impl ControlPlane {
             .to_owned()
     }
 
-    /// Writes a kubeconfig for `token` at `path`: this apiserver, its CA inline
-    /// (`certificate-authority-data`), the token as the user's credentials.
+    /// Writes a kubeconfig for `token` at `path`: this apiserver, its CA file
+    /// (`certificate-authority`), the token as the user's credentials.
     pub fn kubeconfig(&self, token: &str, path: &Path) {
-        let ca = fs::read(&self.ca).unwrap();
         let config = format!(
             "apiVersion: v1\n\
              kind: Config\n\
@@ -590,7 +578,7 @@ impl ControlPlane {
              - name: cni-rs-test\n\
              \x20 cluster:\n\
              \x20   server: {server}\n\
-             \x20   certificate-authority-data: {ca}\n\
+             \x20   certificate-authority: {ca}\n\
              users:\n\
              - name: test-user\n\
              \x20 user:\n\
@@ -602,7 +590,7 @@ impl ControlPlane {
              \x20   user: test-user\n\
              current-context: cni-rs-test\n",
             server = self.server(),
-            ca = base64(&ca),
+            ca = self.ca.display(),
         );
         fs::write(path, config).unwrap();
     }
@@ -696,22 +684,5 @@ impl Drop for ControlPlane {
         if let Some(mut c) = self.etcd.take() {
             stop(&mut c, Duration::from_secs(5));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::base64;
-
-    #[test]
-    fn base64_pads_as_rfc4648() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foob"), "Zm9vYg==");
-        assert_eq!(base64(b"fooba"), "Zm9vYmE=");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64(&[0xff, 0xfe, 0xfd]), "//79");
     }
 }

@@ -66,7 +66,7 @@ fn whole_system(backend: Backend) {
     let mut c = Cluster::start(backend);
     r.line(format!(
         "etcd up (mutual TLS) at {}, config {}",
-        c.etcd.endpoint(),
+        c.etcd().endpoint(),
         backend.network_config()
     ));
 

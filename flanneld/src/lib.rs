@@ -43,7 +43,7 @@ use crate::health::Readiness;
 use crate::log::{error, info, warning};
 
 /// The version `--version` prints.
-pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"), " (cni-rs flanneld, etcd)");
+pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"), " (cni-rs flanneld)");
 
 /// Why the process exits non-zero.
 #[derive(Debug, thiserror::Error)]

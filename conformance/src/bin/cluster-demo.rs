@@ -94,7 +94,7 @@ fn main() {
         let mut c = Cluster::start(backend);
         println!(
             "etcd-server listening on {} (mutual TLS)\n$ etcdctl put {PREFIX}/config '{}'",
-            c.etcd.endpoint(),
+            c.etcd().endpoint(),
             backend.network_config()
         );
         step("three nodes, each running our flanneld");

@@ -20,6 +20,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
+pub mod kube;
+
+pub use kube::KubeControl;
+
 use crate::chain::Chain;
 use crate::etcd::{Agent, Certs, Etcd, Lan};
 use crate::flannel::conflist;
@@ -156,15 +160,28 @@ impl Member {
     }
 }
 
+/// Where the cluster keeps its leases: etcd, or the Kubernetes API.
+#[derive(Debug)]
+pub enum Control {
+    /// etcd with mutual TLS, the network config under [`PREFIX`].
+    Etcd {
+        /// The etcd member on the LAN.
+        etcd: Etcd,
+        /// Its certificates.
+        certs: Certs,
+    },
+    /// kube-apiserver; each node's lease is its Node's podCIDR and annotations.
+    Kube(KubeControl),
+}
+
 /// The whole cluster; dropping it stops every process and removes every namespace and file.
 #[derive(Debug)]
 pub struct Cluster {
     /// The nodes, `members[0]` is `node1`.
     pub members: Vec<Member>,
     internet: Option<(Server, Node)>,
-    /// The etcd member on the LAN.
-    pub etcd: Etcd,
-    certs: Certs,
+    /// The store of the leases.
+    pub control: Control,
     /// The underlay.
     pub lan: Lan,
     /// The config's backend.
@@ -212,23 +229,35 @@ impl Cluster {
         Cluster {
             members: Vec::new(),
             internet: None,
-            etcd,
-            certs,
+            control: Control::Etcd { etcd, certs },
             lan,
             backend,
         }
     }
 
+    /// The etcd of an etcd cluster.
+    pub fn etcd(&self) -> &Etcd {
+        match &self.control {
+            Control::Etcd { etcd, .. } => etcd,
+            Control::Kube(_) => panic!("a kube cluster has no etcd of flannel's"),
+        }
+    }
+
     /// The flags of `flanneld` on a node, as ansible-role-flanneld's `flanneld.service`
-    /// passes them (its `EnvironmentFile` values in place), with the node's paths.
+    /// passes them (its `EnvironmentFile` values in place), with the node's paths; in a
+    /// kube cluster, as kube-flannel's DaemonSet passes them.
     pub fn agent_args(&self, node: &Node, ip: &str) -> Vec<String> {
         let p = |p: &std::path::Path| p.display().to_string();
+        let (etcd, certs) = match &self.control {
+            Control::Etcd { etcd, certs } => (etcd, certs),
+            Control::Kube(k) => return k.agent_args(node),
+        };
         vec![
-            format!("--etcd-cafile={}", p(&self.certs.ca)),
-            format!("--etcd-certfile={}", p(&self.certs.client.0)),
-            format!("--etcd-keyfile={}", p(&self.certs.client.1)),
+            format!("--etcd-cafile={}", p(&certs.ca)),
+            format!("--etcd-certfile={}", p(&certs.client.0)),
+            format!("--etcd-keyfile={}", p(&certs.client.1)),
             format!("--etcd-prefix={PREFIX}"),
-            format!("--etcd-endpoints={}", self.etcd.endpoint()),
+            format!("--etcd-endpoints={}", etcd.endpoint()),
             "--iface=eth0".to_owned(),
             format!("--public-ip={ip}"),
             format!("--log_dir={}", p(&node.dir().join("log"))),
@@ -255,12 +284,28 @@ impl Cluster {
     }
 
     /// A new node running our flanneld; returns its index once it wrote subnet.env, or why
-    /// flanneld refused the backend.
+    /// flanneld refused the backend. In a kube cluster its Node is registered first (with
+    /// the next podCIDR) and the agent reaches the API by kubeconfig.
     pub fn join(&mut self) -> Result<usize, Unsupported> {
-        let (node, ip, name, _) = self.new_member(false);
+        self.join_as(false)
+    }
+
+    /// [`Cluster::join`] with the agent in-cluster, as in kube-flannel's DaemonSet: the
+    /// service account's files at /var/run/secrets/kubernetes.io/serviceaccount (a private
+    /// mount namespace), `KUBERNETES_SERVICE_HOST`/`_PORT`, and `POD_NAME`/`POD_NAMESPACE` of
+    /// a Pod bound to the node.
+    pub fn join_in_cluster(&mut self) -> Result<usize, Unsupported> {
+        self.join_as(true)
+    }
+
+    fn join_as(&mut self, in_cluster: bool) -> Result<usize, Unsupported> {
+        let (node, ip, name, n) = self.new_member(false);
         fs::create_dir_all(node.dir().join("log")).unwrap();
         let args = self.agent_args(&node, &ip);
-        let mut agent = Agent::start(&node, "flanneld.log", &args, &[]);
+        let mut agent = match &self.control {
+            Control::Etcd { .. } => Agent::start(&node, "flanneld.log", &args, &[]),
+            Control::Kube(k) => k.start_agent(&node, &name, n, &args, in_cluster),
+        };
         let env = node.dir().join("subnet.env");
         let deadline = Instant::now() + Duration::from_secs(30);
         while !env.exists() {
@@ -346,15 +391,20 @@ impl Cluster {
                 ],
             );
         }
-        let granted = self.etcd.ctl_ok(&["lease", "grant", "86400"]);
-        let id = granted.split_whitespace().nth(1).unwrap().to_owned();
-        self.etcd.ctl_ok(&[
-            "put",
-            "--lease",
-            &id,
-            &format!("{PREFIX}/subnets/{}", subnet.replace('/', "-")),
-            &value,
-        ]);
+        match &self.control {
+            Control::Etcd { etcd, .. } => {
+                let granted = etcd.ctl_ok(&["lease", "grant", "86400"]);
+                let id = granted.split_whitespace().nth(1).unwrap().to_owned();
+                etcd.ctl_ok(&[
+                    "put",
+                    "--lease",
+                    &id,
+                    &format!("{PREFIX}/subnets/{}", subnet.replace('/', "-")),
+                    &value,
+                ]);
+            }
+            Control::Kube(k) => k.register_go_node(&name, &subnet, &ip, &mac, self.backend),
+        }
         fs::write(
             node.dir().join("subnet.env"),
             format!(
@@ -474,11 +524,13 @@ impl Cluster {
         }
     }
 
-    /// Every lease under `<prefix>/subnets/`.
+    /// Every lease under `<prefix>/subnets/`, or every managed Node's.
     pub fn leases(&self) -> Vec<LeaseEntry> {
-        let out = self
-            .etcd
-            .ctl_ok(&["get", "--prefix", &format!("{PREFIX}/subnets/")]);
+        let etcd = match &self.control {
+            Control::Etcd { etcd, .. } => etcd,
+            Control::Kube(k) => return k.leases(),
+        };
+        let out = etcd.ctl_ok(&["get", "--prefix", &format!("{PREFIX}/subnets/")]);
         let lines: Vec<&str> = out.lines().collect();
         lines
             .chunks(2)
@@ -499,7 +551,7 @@ impl Cluster {
 
     /// `etcdctl get --prefix <prefix>` as it prints.
     pub fn etcd_listing(&self) -> String {
-        self.etcd.ctl_ok(&["get", "--prefix", PREFIX])
+        self.etcd().ctl_ok(&["get", "--prefix", PREFIX])
     }
 
     /// The value our flanneld on `m` must have written: Go's format.
@@ -712,9 +764,13 @@ impl Cluster {
     pub fn remove(&mut self, m: usize) -> Option<i32> {
         let code = self.members[m].agent.as_mut().and_then(Agent::terminate);
         self.members[m].agent = None;
-        let key = self.members[m].subnet.replace('/', "-");
-        self.etcd
-            .ctl_ok(&["del", &format!("{PREFIX}/subnets/{key}")]);
+        match &self.control {
+            Control::Etcd { etcd, .. } => {
+                let key = self.members[m].subnet.replace('/', "-");
+                etcd.ctl_ok(&["del", &format!("{PREFIX}/subnets/{key}")]);
+            }
+            Control::Kube(k) => k.cp.delete_node(&self.members[m].name),
+        }
         self.sync_go_nodes();
         code
     }
@@ -754,7 +810,10 @@ impl Cluster {
     /// every namespace and temp dir, and checks nothing is left: no process, no mount under
     /// the temp dirs, no temp dir.
     pub fn shut_down(mut self) -> Result<String, String> {
-        let mut pids: Vec<u32> = vec![self.etcd.pid()];
+        let mut pids: Vec<u32> = match &self.control {
+            Control::Etcd { etcd, .. } => vec![etcd.pid()],
+            Control::Kube(k) => k.pids(),
+        };
         let mut dirs: Vec<PathBuf> = vec![self.lan.dir().to_owned()];
         let mut codes = Vec::new();
         for m in &mut self.members {
