@@ -63,7 +63,7 @@ fn start(
     own: &str,
 ) -> Vxlan<KernelVxlan> {
     in_ns(ns, || {
-        let ext = iface::lookup(&[iface_name.to_owned()], &[], None, None).unwrap();
+        let ext = iface::lookup(&[iface_name.to_owned()], &[], None, None, true).unwrap();
         let mac6 = [0x0e, 6, 0, 0, 0, mac[5]];
         let mut b = Vxlan::new(
             KernelVxlan::current().unwrap(),

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 
 use crate::lease::Lease;
 use crate::log::{info, warning};
@@ -24,31 +24,28 @@ pub enum LeaseEvent {
 pub enum Change {
     /// A lease was written.
     Put(Lease),
-    /// The lease of this IPv4 subnet was deleted.
-    Delete(Ipv4Network),
-    /// The key of this IPv4 subnet now holds a value that is no lease (already logged): what
-    /// was programmed for it goes, as a re-listing would drop it.
-    Invalid(Ipv4Network),
+    /// The lease of this subnet (its [`crate::subnet::SubnetKey::id`]) was deleted.
+    Delete(IpNetwork),
+    /// The lease of this subnet is no longer usable (a key holding junk, a Node no longer
+    /// managed; already logged): what was programmed for it goes, as a re-listing would drop
+    /// it; nothing is said when there was none.
+    Invalid(IpNetwork),
 }
 
 /// The cache of every lease but our own, keyed by IPv4 subnet (as Go's `sameSubnet` does for
-/// etcd).
+/// etcd), or by IPv6 subnet for IPv6-only leases.
 #[derive(Debug, Default)]
 pub struct LeaseCache {
-    own: Option<Ipv4Network>,
-    peers: BTreeMap<(u32, u8), Lease>,
+    own: Option<IpNetwork>,
+    peers: BTreeMap<IpNetwork, Lease>,
     check: Option<PeerCheck>,
 }
 
-fn id(n: Ipv4Network) -> (u32, u8) {
-    (u32::from(n.ip()), n.prefix())
-}
-
 impl LeaseCache {
-    /// An empty cache ignoring the node's own subnet.
-    pub fn new(own: Ipv4Network) -> LeaseCache {
+    /// An empty cache ignoring the node's own subnet (its lease's id).
+    pub fn new(own: Option<IpNetwork>) -> LeaseCache {
         LeaseCache {
-            own: Some(own),
+            own,
             peers: BTreeMap::new(),
             check: None,
         }
@@ -73,10 +70,9 @@ impl LeaseCache {
     }
 
     /// Changes the node's own subnet (after a re-acquire); a cached peer lease of it is dropped.
-    pub fn set_own(&mut self, own: Ipv4Network) -> Vec<LeaseEvent> {
-        self.own = Some(own);
-        self.peers
-            .remove(&id(own))
+    pub fn set_own(&mut self, own: Option<IpNetwork>) -> Vec<LeaseEvent> {
+        self.own = own;
+        own.and_then(|own| self.peers.remove(&own))
             .map(LeaseEvent::Removed)
             .into_iter()
             .collect()
@@ -94,10 +90,9 @@ impl LeaseCache {
         for change in changes {
             match change {
                 Change::Put(lease) => {
-                    if Some(lease.subnet.v4) == self.own {
+                    let Some(k) = lease.subnet.id().filter(|k| Some(*k) != self.own) else {
                         continue;
-                    }
-                    let k = id(lease.subnet.v4);
+                    };
                     if self.refused(&lease) {
                         out.extend(self.peers.remove(&k).map(LeaseEvent::Removed));
                         continue;
@@ -115,14 +110,14 @@ impl LeaseCache {
                     if Some(sn) == self.own {
                         continue;
                     }
-                    match self.peers.remove(&id(sn)) {
+                    match self.peers.remove(&sn) {
                         Some(old) => out.push(LeaseEvent::Removed(old)),
                         None => info!("deleted lease {sn} was not known: nothing to remove"),
                     }
                 }
                 Change::Invalid(sn) => {
                     if Some(sn) != self.own {
-                        out.extend(self.peers.remove(&id(sn)).map(LeaseEvent::Removed));
+                        out.extend(self.peers.remove(&sn).map(LeaseEvent::Removed));
                     }
                 }
             }
@@ -136,10 +131,12 @@ impl LeaseCache {
         let mut fresh = BTreeMap::new();
         let mut out = Vec::new();
         for lease in snapshot {
-            if Some(lease.subnet.v4) == self.own || self.refused(&lease) {
+            let Some(k) = lease.subnet.id().filter(|k| Some(*k) != self.own) else {
+                continue;
+            };
+            if self.refused(&lease) {
                 continue;
             }
-            let k = id(lease.subnet.v4);
             let same = self
                 .peers
                 .get(&k)
@@ -177,13 +174,13 @@ mod tests {
         }
     }
 
-    fn net(s: &str) -> Ipv4Network {
+    fn net(s: &str) -> IpNetwork {
         s.parse().unwrap()
     }
 
     #[test]
     fn delete_carries_cached_attrs_and_own_is_ignored() {
-        let mut c = LeaseCache::new(net("10.5.1.0/24"));
+        let mut c = LeaseCache::new(Some(net("10.5.1.0/24")));
         let ev = c.update(vec![
             Change::Put(lease("10.5.1.0-24", "10.0.0.1")),
             Change::Put(lease("10.5.2.0-24", "10.0.0.2")),
@@ -219,7 +216,7 @@ mod tests {
             &crate::config::NetworkConfig::parse(br#"{"Network":"10.5.0.0/16"}"#).unwrap(),
             &LeaseAttrs::from_json(br#"{"PublicIP":"10.0.0.1","BackendType":"host-gw"}"#).unwrap(),
         );
-        let mut c = LeaseCache::new(net("10.5.1.0/24")).guarded(check);
+        let mut c = LeaseCache::new(Some(net("10.5.1.0/24"))).guarded(check);
         let good = lease("10.5.2.0-24", "10.0.0.2");
         assert_eq!(
             c.update(vec![Change::Put(good.clone())]),
@@ -245,7 +242,7 @@ mod tests {
 
     #[test]
     fn reset_diffs_against_the_cache() {
-        let mut c = LeaseCache::new(net("10.5.1.0/24"));
+        let mut c = LeaseCache::new(Some(net("10.5.1.0/24")));
         c.reset(vec![
             lease("10.5.2.0-24", "10.0.0.2"),
             lease("10.5.3.0-24", "10.0.0.3"),
@@ -263,7 +260,7 @@ mod tests {
             ]
         );
         assert_eq!(c.peers().count(), 2);
-        let ev = c.set_own(net("10.5.3.0/24"));
+        let ev = c.set_own(Some(net("10.5.3.0/24")));
         assert_eq!(
             ev,
             vec![LeaseEvent::Removed(lease("10.5.3.0-24", "10.0.0.3"))]

@@ -154,11 +154,10 @@ impl NetworkConfig {
         } else {
             None
         };
-        if v4.is_none() {
-            // Go accepts an IPv6-only config, but its etcd key form cannot hold one (the key's
-            // IPv4 part is mandatory), so it fails later; say so here.
+        if v4.is_none() && v6.is_none() {
+            // Go: "none of IPv4 or IPv6 enabled", once the stack is chosen.
             return Err(invalid(
-                "EnableIPv4 is false: an etcd subnet lease needs IPv4 (IPv6-only is not possible with etcd)",
+                "EnableIPv4 and EnableIPv6 are both false: there is no network to lease from",
             ));
         }
         Ok(NetworkConfig {
@@ -542,9 +541,10 @@ mod tests {
             err(r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/125"}"#),
             "IPv6Network is too small. Minimum useful network prefix is /124"
         );
-        assert!(
-            err(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fc00::/48"}"#)
-                .contains("IPv6-only")
-        );
+        // IPv6 only: a config (kube mode takes it; etcd refuses it, see etcd::manager).
+        let c =
+            parse(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fc00::/48"}"#).unwrap();
+        assert!(c.v4.is_none() && c.v6.is_some());
+        assert!(err(r#"{"EnableIPv4":false,"Network":"10.5.0.0/16"}"#).contains("both false"));
     }
 }

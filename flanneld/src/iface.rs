@@ -4,7 +4,7 @@
 //! address, the PublicIP (`--public-ip` or that address), its first global IPv6 address (for
 //! a dual-stack backend: Go's `GetInterfaceIP6Addr`), and its MTU.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::IpNetwork;
 use node_kernel::addr::AddressFlags;
@@ -78,28 +78,52 @@ pub enum IfaceError {
     Kernel(#[from] KernelError),
 }
 
-/// Picks the interface and its address (pure: the links, addresses and default route are
-/// given).
+/// Picks the interface and its IPv4 address (pure: the links, addresses and default route
+/// are given).
 pub fn choose(
     links: &[LinkAddrs],
     ifaces: &[String],
     regexes: &[String],
     default_oif: Option<u32>,
 ) -> Result<(LinkAddrs, Ipv4Addr), IfaceError> {
-    let first = |l: &LinkAddrs| l.v4.first().map(|a| (l.clone(), *a));
+    let (l, a) = choose_family(links, ifaces, regexes, default_oif, true)?;
+    match a {
+        IpAddr::V4(a) => Ok((l, a)),
+        IpAddr::V6(_) => Err(IfaceError::NotFound("no IPv4 address".into())),
+    }
+}
+
+/// Picks the interface and its address of one family (`v4`, else IPv6: an IPv6-only
+/// network), as Go's `LookupExtIface` does for that IP stack.
+pub fn choose_family(
+    links: &[LinkAddrs],
+    ifaces: &[String],
+    regexes: &[String],
+    default_oif: Option<u32>,
+    v4: bool,
+) -> Result<(LinkAddrs, IpAddr), IfaceError> {
+    let family = if v4 { "IPv4" } else { "IPv6" };
+    let addrs = |l: &LinkAddrs| -> Vec<IpAddr> {
+        if v4 {
+            l.v4.iter().map(|a| IpAddr::V4(*a)).collect()
+        } else {
+            l.v6.iter().map(|a| IpAddr::V6(*a)).collect()
+        }
+    };
+    let first = |l: &LinkAddrs| addrs(l).first().map(|a| (l.clone(), *a));
     if !ifaces.is_empty() {
         for want in ifaces {
-            let found = match want.parse::<Ipv4Addr>() {
+            let found = match want.parse::<IpAddr>() {
                 Ok(ip) => links
                     .iter()
-                    .find(|l| l.v4.contains(&ip))
+                    .find(|l| addrs(l).contains(&ip))
                     .map(|l| (l.clone(), ip)),
                 Err(_) => links.iter().find(|l| &l.name == want).and_then(first),
             };
             match found {
                 Some(f) => return Ok(f),
                 None => crate::log::error!(
-                    "could not use --iface {want}: no such interface or no IPv4 address on it"
+                    "could not use --iface {want}: no such interface or no {family} address on it"
                 ),
             }
         }
@@ -115,8 +139,8 @@ pub fn choose(
                 source,
             })?;
             for l in links {
-                if let Some(ip) = l.v4.iter().find(|ip| re.is_match(&ip.to_string())) {
-                    return Ok((l.clone(), *ip));
+                if let Some(ip) = addrs(l).into_iter().find(|ip| re.is_match(&ip.to_string())) {
+                    return Ok((l.clone(), ip));
                 }
             }
             if let Some(f) = links
@@ -132,21 +156,22 @@ pub fn choose(
             regexes.join(", ")
         )));
     }
-    let oif =
-        default_oif.ok_or_else(|| IfaceError::NotFound("no default route (use --iface)".into()))?;
+    let oif = default_oif
+        .ok_or_else(|| IfaceError::NotFound(format!("no {family} default route (use --iface)")))?;
     links
         .iter()
         .find(|l| l.index == oif)
         .and_then(first)
         .ok_or_else(|| {
             IfaceError::NotFound(format!(
-                "the default route's interface (index {oif}) has no IPv4 address"
+                "the default route's interface (index {oif}) has no {family} address"
             ))
         })
 }
 
-/// Reads the links, their IPv4 addresses and the default route of the current namespace.
-pub fn gather() -> Result<(Vec<LinkAddrs>, Option<u32>), IfaceError> {
+/// Reads the links, their addresses and the default route of one family (`v4`, else
+/// IPv6) of the current namespace.
+pub fn gather(v4: bool) -> Result<(Vec<LinkAddrs>, Option<u32>), IfaceError> {
     let sock = RouteSocket::current()?;
     let mut out = Vec::new();
     for msg in sock.links().context("listing links")? {
@@ -176,7 +201,7 @@ pub fn gather() -> Result<(Vec<LinkAddrs>, Option<u32>), IfaceError> {
         });
     }
     let default = sock
-        .routes(true)
+        .routes(v4)
         .context("listing routes")?
         .iter()
         .filter(|r| r.header.table == node_kernel::route_packet::route::RouteHeader::RT_TABLE_MAIN)
@@ -185,28 +210,43 @@ pub fn gather() -> Result<(Vec<LinkAddrs>, Option<u32>), IfaceError> {
     Ok((out, default))
 }
 
-/// The external interface for the flags given.
+/// The external interface for the flags given, chosen by its IPv4 address, or by its IPv6
+/// address when the network's IPv4 is off (`v4` false); there the IPv4 address and
+/// `PublicIP` are unspecified (`0.0.0.0`, as Go publishes them) unless given.
 pub fn lookup(
     ifaces: &[String],
     regexes: &[String],
     public_ip: Option<Ipv4Addr>,
     public_ipv6: Option<Ipv6Addr>,
+    v4: bool,
 ) -> Result<ExternalInterface, IfaceError> {
-    let (links, default) = gather()?;
-    let (link, addr) = choose(&links, ifaces, regexes, default)?;
+    let (links, default) = gather(v4)?;
+    let (link, addr) = choose_family(&links, ifaces, regexes, default, v4)?;
     if link.mtu == 0 {
         return Err(IfaceError::NotFound(format!(
             "interface {} has MTU 0",
             link.name
         )));
     }
+    let (iface_addr, iface_addr6) = match addr {
+        IpAddr::V4(a) => (a, link.v6.first().copied()),
+        IpAddr::V6(a) => (
+            link.v4.first().copied().unwrap_or(Ipv4Addr::UNSPECIFIED),
+            Some(a),
+        ),
+    };
+    let own_v4 = if v4 {
+        iface_addr
+    } else {
+        Ipv4Addr::UNSPECIFIED
+    };
     Ok(ExternalInterface {
         name: link.name,
         index: link.index,
-        iface_addr: addr,
-        public_ip: public_ip.unwrap_or(addr),
-        iface_addr6: link.v6.first().copied(),
-        public_ipv6: public_ipv6.or(link.v6.first().copied()),
+        iface_addr,
+        public_ip: public_ip.unwrap_or(own_v4),
+        iface_addr6,
+        public_ipv6: public_ipv6.or(iface_addr6),
         mtu: link.mtu,
     })
 }
@@ -272,7 +312,7 @@ mod tests {
             choose(&ls, &[], &[], None)
                 .unwrap_err()
                 .to_string()
-                .contains("no default route")
+                .contains("no IPv4 default route")
         );
     }
 

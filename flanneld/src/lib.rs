@@ -288,7 +288,13 @@ impl Node<'_> {
         // An address the node's operator stored for it wins over the flags, as in Go.
         let public_ip = stored.public_ip.or(opts.public_ip);
         let public_ipv6 = stored.public_ipv6.or(opts.public_ipv6);
-        let ext = iface::lookup(&opts.iface, &opts.iface_regex, public_ip, public_ipv6)?;
+        let ext = iface::lookup(
+            &opts.iface,
+            &opts.iface_regex,
+            public_ip,
+            public_ipv6,
+            config.v4.is_some(),
+        )?;
         info!(
             "using interface {} (index {}), address {}, PublicIP {}, MTU {}",
             ext.name, ext.index, ext.iface_addr, ext.public_ip, ext.mtu

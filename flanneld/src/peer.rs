@@ -24,6 +24,7 @@ pub struct PeerCheck {
     own_ip6: Option<Ipv6Addr>,
     backend_type: String,
     own_mac: Option<String>,
+    own_mac6: Option<String>,
 }
 
 /// The largest `BackendData` (or `BackendV6Data`) a peer's lease may carry, serialized.
@@ -42,12 +43,12 @@ impl PeerCheck {
     /// The checks for a node with `config` publishing `own` (its PublicIP, BackendType and,
     /// for vxlan, its VtepMAC).
     pub fn new(config: &NetworkConfig, own: &LeaseAttrs) -> PeerCheck {
-        let own_mac = own
-            .backend_data
-            .as_ref()
-            .and_then(|d| cni_common::gojson::get(d.as_object()?, "VtepMAC"))
-            .and_then(|m| m.as_str())
-            .map(str::to_owned);
+        let mac = |data: &Option<serde_json::Value>| {
+            data.as_ref()
+                .and_then(|d| cni_common::gojson::get(d.as_object()?, "VtepMAC"))
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+        };
         PeerCheck {
             network: config.v4.as_ref().map(|r| r.network),
             subnet_len: Some(config.v4.as_ref().map_or(0, |r| r.subnet_len)),
@@ -55,7 +56,8 @@ impl PeerCheck {
             own_ip: own.public_ip,
             own_ip6: own.public_ipv6,
             backend_type: own.backend_type.clone(),
-            own_mac,
+            own_mac: mac(&own.backend_data),
+            own_mac6: mac(&own.backend_v6_data),
         }
     }
 
@@ -70,20 +72,61 @@ impl PeerCheck {
 
     /// Why `lease` must not be programmed; `None` when it may. A lease inside the Network
     /// but outside SubnetMin..SubnetMax is taken: an admin narrowing the range must not cut
-    /// the nodes that hold older leases.
+    /// the nodes that hold older leases. An IPv6-only network's leases are checked on their
+    /// IPv6 side alone.
     pub fn problem(&self, lease: &Lease) -> Option<String> {
-        let sn = lease.subnet.v4;
-        let network = self.network?;
+        let first = match self.network {
+            Some(network) => self.v4_problem(lease, network),
+            None if lease.subnet.v6.is_none() => Some("it has no IPv6 subnet".into()),
+            None if lease.attrs.public_ipv6.is_none() => Some("it has no PublicIPv6".into()),
+            None => None,
+        };
+        first
+            .or_else(|| self.v6_problem(lease))
+            .or_else(|| self.data_problem(lease))
+    }
+
+    fn v4_problem(&self, lease: &Lease, network: Ipv4Network) -> Option<String> {
+        let Some(sn) = lease.subnet.v4 else {
+            return Some("it has no IPv4 subnet".into());
+        };
+        let problem = Some;
         if let Some(len) = self.subnet_len
             && sn.prefix() != len
         {
-            return Some(format!(
+            return problem(format!(
                 "its subnet {sn} is not of the config's SubnetLen /{len}"
             ));
         }
         if !network.contains(sn.network()) || sn.prefix() < network.prefix() {
-            return Some(format!("its subnet {sn} is outside the Network {network}"));
+            return problem(format!("its subnet {sn} is outside the Network {network}"));
         }
+        let ip = lease.attrs.public_ip;
+        if !unicast(ip.into()) {
+            return problem(format!(
+                "PublicIP {ip} is not a unicast address a peer can have"
+            ));
+        }
+        if ip == self.own_ip {
+            return problem(format!(
+                "PublicIP {ip} is this node's own (only this node's lease may name it)"
+            ));
+        }
+        if network.contains(ip) {
+            return problem(format!(
+                "PublicIP {ip} lies inside the flannel Network {network}"
+            ));
+        }
+        if sn.contains(self.own_ip) {
+            return problem(format!(
+                "its subnet {sn} contains this node's PublicIP {}",
+                self.own_ip
+            ));
+        }
+        None
+    }
+
+    fn v6_problem(&self, lease: &Lease) -> Option<String> {
         if let (Some((net6, len6)), Some(sn6)) = (self.v6, lease.subnet.v6)
             && (len6.is_some_and(|l| sn6.prefix() != l)
                 || !net6.contains(sn6.network())
@@ -96,47 +139,28 @@ impl PeerCheck {
                 "its IPv6 subnet {sn6} is not a {len} of the IPv6Network {net6}"
             ));
         }
-        let ip = lease.attrs.public_ip;
-        if !unicast(ip.into()) {
+        let ip6 = lease.attrs.public_ipv6?;
+        if !unicast(ip6.into()) {
             return Some(format!(
-                "PublicIP {ip} is not a unicast address a peer can have"
+                "PublicIPv6 {ip6} is not a unicast address a peer can have"
             ));
         }
-        if ip == self.own_ip {
+        if Some(ip6) == self.own_ip6 {
             return Some(format!(
-                "PublicIP {ip} is this node's own (only this node's lease may name it)"
+                "PublicIPv6 {ip6} is this node's own (only this node's lease may name it)"
             ));
         }
-        if network.contains(ip) {
+        if let Some((net6, _)) = self.v6
+            && net6.contains(ip6)
+        {
             return Some(format!(
-                "PublicIP {ip} lies inside the flannel Network {network}"
+                "PublicIPv6 {ip6} lies inside the flannel IPv6Network {net6}"
             ));
         }
-        if sn.contains(self.own_ip) {
-            return Some(format!(
-                "its subnet {sn} contains this node's PublicIP {}",
-                self.own_ip
-            ));
-        }
-        if let Some(ip6) = lease.attrs.public_ipv6 {
-            if !unicast(ip6.into()) {
-                return Some(format!(
-                    "PublicIPv6 {ip6} is not a unicast address a peer can have"
-                ));
-            }
-            if Some(ip6) == self.own_ip6 {
-                return Some(format!(
-                    "PublicIPv6 {ip6} is this node's own (only this node's lease may name it)"
-                ));
-            }
-            if let Some((net6, _)) = self.v6
-                && net6.contains(ip6)
-            {
-                return Some(format!(
-                    "PublicIPv6 {ip6} lies inside the flannel IPv6Network {net6}"
-                ));
-            }
-        }
+        None
+    }
+
+    fn data_problem(&self, lease: &Lease) -> Option<String> {
         for (field, data) in [
             ("BackendData", &lease.attrs.backend_data),
             ("BackendV6Data", &lease.attrs.backend_v6_data),
@@ -159,11 +183,17 @@ impl PeerCheck {
             ));
         }
         if self.backend_type == crate::vtep::VXLAN {
-            return crate::vtep::check_peer_data(
-                lease.attrs.backend_data.as_ref(),
-                self.own_mac.as_deref(),
-            )
-            .err();
+            // The IPv4 VTEP where IPv4 is on (a dual-stack peer's unusable IPv6 side still
+            // leaves its IPv4 side: the backend skips that half); else the IPv6 one.
+            let (field, data, own) = match self.network {
+                Some(_) => ("BackendData", &lease.attrs.backend_data, &self.own_mac),
+                None => (
+                    "BackendV6Data",
+                    &lease.attrs.backend_v6_data,
+                    &self.own_mac6,
+                ),
+            };
+            return crate::vtep::check_peer_data(data.as_ref(), field, own.as_deref()).err();
         }
         None
     }

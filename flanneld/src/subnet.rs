@@ -4,7 +4,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::{Ipv4Network, Ipv6Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 
 /// `ip + n`, wrapping.
 pub fn v4_add(ip: Ipv4Addr, n: u32) -> Ipv4Addr {
@@ -16,24 +16,29 @@ pub fn v6_add(ip: Ipv6Addr, n: u128) -> Ipv6Addr {
     Ipv6Addr::from(u128::from(ip).wrapping_add(n))
 }
 
-/// A lease's subnets: the key of `<prefix>/subnets/<key>`.
+/// A lease's subnets: the key of `<prefix>/subnets/<key>`. At least one is set: etcd's
+/// leases always have the IPv4 one; a kube lease of an IPv6-only network has only the IPv6
+/// one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SubnetKey {
     /// The IPv4 subnet (always present with etcd).
-    pub v4: Ipv4Network,
-    /// The IPv6 subnet of a dual-stack lease.
+    pub v4: Option<Ipv4Network>,
+    /// The IPv6 subnet of a dual-stack or IPv6-only lease.
     pub v6: Option<Ipv6Network>,
 }
 
 impl fmt::Display for SubnetKey {
     /// Go's `MakeSubnetKey`: `.`-separated address, `-` before the prefix length; `&` joins
-    /// the IPv6 part in its compressed form.
+    /// the IPv6 part in its compressed form (alone without an IPv4 subnet).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.v4.ip(), self.v4.prefix())?;
-        if let Some(v6) = self.v6 {
-            write!(f, "&{}-{}", v6.ip(), v6.prefix())?;
+        if let Some(v4) = self.v4 {
+            write!(f, "{}-{}", v4.ip(), v4.prefix())?;
         }
-        Ok(())
+        match (self.v4, self.v6) {
+            (Some(_), Some(v6)) => write!(f, "&{}-{}", v6.ip(), v6.prefix()),
+            (None, Some(v6)) => write!(f, "{}-{}", v6.ip(), v6.prefix()),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -83,7 +88,15 @@ impl SubnetKey {
                 Some(v6)
             }
         };
-        Some(SubnetKey { v4, v6 })
+        Some(SubnetKey { v4: Some(v4), v6 })
+    }
+
+    /// The subnet that names the lease among the others: the IPv4 one, else the IPv6 one
+    /// (a peer re-keyed to another IPv6 subnet under the same IPv4 one is the same peer).
+    pub fn id(&self) -> Option<IpNetwork> {
+        self.v4
+            .map(IpNetwork::V4)
+            .or_else(|| self.v6.map(IpNetwork::V6))
     }
 }
 
@@ -124,14 +137,14 @@ mod tests {
     #[test]
     fn key_forms_as_go_writes_them() {
         let k = key("10.5.52.0-24");
-        assert_eq!(k.v4.to_string(), "10.5.52.0/24");
+        assert_eq!(k.v4.unwrap().to_string(), "10.5.52.0/24");
         assert_eq!(k.to_string(), "10.5.52.0-24");
         let d = key("10.5.52.0-24&fc00:0:0:5::-64");
         assert_eq!(d.v6.unwrap().to_string(), "fc00:0:0:5::/64");
         assert_eq!(d.to_string(), "10.5.52.0-24&fc00:0:0:5::-64");
         // Rust prints IPv6 as Go does (RFC 5952).
         let k = SubnetKey {
-            v4: "10.0.1.0/24".parse().unwrap(),
+            v4: Some("10.0.1.0/24".parse().unwrap()),
             v6: Some("2001:db8:0:1::/64".parse().unwrap()),
         };
         assert_eq!(k.to_string(), "10.0.1.0-24&2001:db8:0:1::-64");

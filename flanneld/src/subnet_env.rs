@@ -17,12 +17,12 @@ use crate::subnet::SubnetKey;
 /// first address (`.1`), every line `\n`-terminated.
 pub fn render(config: &NetworkConfig, ip_masq: bool, subnet: &SubnetKey, mtu: u32) -> String {
     let mut s = String::new();
-    if let Some(v4) = &config.v4 {
-        let first = Ipv4Addr::from(u32::from(subnet.v4.ip()).wrapping_add(1));
+    if let (Some(v4), Some(sn4)) = (&config.v4, subnet.v4) {
+        let first = Ipv4Addr::from(u32::from(sn4.ip()).wrapping_add(1));
         s += &format!(
             "FLANNEL_NETWORK={}\nFLANNEL_SUBNET={first}/{}\n",
             v4.network,
-            subnet.v4.prefix()
+            sn4.prefix()
         );
     }
     if let (Some(v6), Some(sn6)) = (&config.v6, subnet.v6) {

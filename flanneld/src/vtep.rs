@@ -102,12 +102,17 @@ pub fn decode_vtep(
     Ok((d.vni, mac))
 }
 
-/// Whether a peer lease's `BackendData` is one this backend can program (an object with a
-/// `VtepMAC` that passes [`check_vtep_mac`] against `own_mac`); checked before the lease
-/// reaches the backend (`crate::peer`), so a bad one is never handed to it.
-pub fn check_peer_data(data: Option<&Value>, own_mac: Option<&str>) -> Result<(), String> {
+/// Whether a peer lease's `field` (`BackendData`, or `BackendV6Data` in an IPv6-only
+/// network) is one this backend can program (an object with a `VtepMAC` that passes
+/// [`check_vtep_mac`] against `own_mac`); checked before the lease reaches the backend
+/// (`crate::peer`), so a bad one is never handed to it.
+pub fn check_peer_data(
+    data: Option<&Value>,
+    field: &str,
+    own_mac: Option<&str>,
+) -> Result<(), String> {
     let own = own_mac
         .and_then(|m| parse_mac(&m.to_ascii_lowercase()))
         .unwrap_or([0; 6]);
-    decode_vtep(data, "BackendData", &own).map(|_| ())
+    decode_vtep(data, field, &own).map(|_| ())
 }

@@ -236,7 +236,7 @@ pub async fn run_with_links<M: SubnetManager>(
         Ok(false) => {}
         Err(e) => warning!("sd_notify: {e}"),
     }
-    let cache = LeaseCache::new(lease.subnet.v4).guarded(manager.peer_check(config, &attrs));
+    let cache = LeaseCache::new(lease.subnet.id()).guarded(manager.peer_check(config, &attrs));
     let agent = Agent {
         watch: manager.watch(&lease, metrics),
         renew_at: renew_at(&lease, settings.renew_margin),
@@ -509,7 +509,7 @@ impl<M: SubnetManager> Agent<'_, M> {
                 old.subnet,
                 new.subnet
             );
-            let events = self.cache.set_own(new.subnet.v4);
+            let events = self.cache.set_own(new.subnet.id());
             hand(self.backend, metrics, &events);
             write_subnet_file(self.settings, self.config, &new.subnet, self.backend.mtu())?;
         }

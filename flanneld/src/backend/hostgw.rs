@@ -1,18 +1,20 @@
 //! The host-gw backend (`pkg/backend/hostgw`): each peer's subnet routed via the peer's
-//! PublicIP out of the external interface, `<peer subnet> via <peer PublicIP> dev <iface>`;
-//! the route removed when the peer's lease goes. No device, no BackendData; the MTU is the
+//! PublicIP out of the external interface, `<peer subnet> via <peer PublicIP> dev <iface>`,
+//! and, with IPv6 on, `<peer IPv6 subnet> via <peer PublicIPv6> dev <iface>`; the routes
+//! removed when the peer's lease goes. No device, no BackendData; the MTU is the
 //! interface's.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use node_kernel::route::{main_table, via_gateway, via_link};
 use node_kernel::{Context, KernelError, RouteSocket};
 
 use super::{Backend, BackendError};
 use crate::cache::LeaseEvent;
+use crate::config::NetworkConfig;
 use crate::iface::ExternalInterface;
 use crate::lease::{Lease, LeaseAttrs};
 use crate::log::{error, info, warning};
@@ -23,13 +25,14 @@ pub const TYPE: &str = "host-gw";
 /// The route changes host-gw makes.
 pub trait RouteTable {
     /// Adds `dst via gw dev oif`, replacing a route to the same destination.
-    fn replace(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<()>;
+    fn replace(&mut self, dst: IpNetwork, gw: IpAddr, oif: u32) -> io::Result<()>;
     /// Deletes that route (gone already is no error).
-    fn delete(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<()>;
-    /// The main table's routes through `oif` with a gateway, as (destination, gateway): one
-    /// listing per reconcile, however many peers (a listing per peer made a reconcile at
-    /// 5,000 peers dump 25 million routes).
-    fn present(&mut self, oif: u32) -> io::Result<BTreeSet<(Ipv4Network, Ipv4Addr)>>;
+    fn delete(&mut self, dst: IpNetwork, gw: IpAddr, oif: u32) -> io::Result<()>;
+    /// The main table's routes of one family (`v4`, else IPv6) through `oif` with a
+    /// gateway, as (destination, gateway): one listing per reconcile and family, however
+    /// many peers (a listing per peer made a reconcile at 5,000 peers dump 25 million
+    /// routes).
+    fn present(&mut self, oif: u32, v4: bool) -> io::Result<BTreeSet<(IpNetwork, IpAddr)>>;
 }
 
 /// The kernel's main routing table of the agent's namespace.
@@ -43,33 +46,27 @@ impl KernelRoutes {
     }
 }
 
-fn message(dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> node_kernel::route::RouteMessage {
-    via_gateway(
-        via_link(main_table(dst.ip().into(), dst.prefix()), oif),
-        gw.into(),
-    )
+fn message(dst: IpNetwork, gw: IpAddr, oif: u32) -> node_kernel::route::RouteMessage {
+    via_gateway(via_link(main_table(dst.ip(), dst.prefix()), oif), gw)
 }
 
 impl RouteTable for KernelRoutes {
-    fn replace(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<()> {
+    fn replace(&mut self, dst: IpNetwork, gw: IpAddr, oif: u32) -> io::Result<()> {
         self.0.replace_route(&message(dst, gw, oif))
     }
 
-    fn delete(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<()> {
+    fn delete(&mut self, dst: IpNetwork, gw: IpAddr, oif: u32) -> io::Result<()> {
         self.0.delete_route(&message(dst, gw, oif))
     }
 
-    fn present(&mut self, oif: u32) -> io::Result<BTreeSet<(Ipv4Network, Ipv4Addr)>> {
+    fn present(&mut self, oif: u32, v4: bool) -> io::Result<BTreeSet<(IpNetwork, IpAddr)>> {
         use node_kernel::route::{destination, gateway, in_main_table, output_link};
         Ok(self
             .0
-            .routes(true)?
+            .routes(v4)?
             .iter()
             .filter(|m| in_main_table(m) && output_link(m) == Some(oif))
-            .filter_map(|m| match (destination(m)?, gateway(m)?) {
-                (ipnetwork::IpNetwork::V4(dst), std::net::IpAddr::V4(gw)) => Some((dst, gw)),
-                _ => None,
-            })
+            .filter_map(|m| Some((destination(m)?, gateway(m)?)))
             .collect())
     }
 }
@@ -79,31 +76,61 @@ impl RouteTable for KernelRoutes {
 pub struct HostGw<R> {
     ext: ExternalInterface,
     routes: R,
+    /// The families the network config enables.
+    v4: bool,
+    v6: bool,
     /// The peers' routes wanted: destination → gateway.
-    wanted: std::collections::BTreeMap<(u32, u8), (Ipv4Network, Ipv4Addr)>,
+    wanted: BTreeMap<IpNetwork, IpAddr>,
     /// Routes whose last attempt failed and was logged: the next failures of the same
     /// route are not (a peer behind another link would log a line every reconcile).
-    failing: std::collections::BTreeSet<(Ipv4Network, Ipv4Addr)>,
+    failing: BTreeSet<(IpNetwork, IpAddr)>,
     /// The last reconcile could not list the routes.
     listing_failed: bool,
     restored: u64,
 }
 
 impl<R: RouteTable> HostGw<R> {
-    /// Refuses a PublicIP that is not the interface's address (Go: "probably behind NAT").
-    pub fn new(ext: ExternalInterface, routes: R) -> Result<HostGw<R>, BackendError> {
-        if ext.public_ip != ext.iface_addr {
+    /// Refuses a PublicIP that is not the interface's address (Go: "probably behind NAT"),
+    /// and, with IPv6 on, a node without an IPv6 address or whose PublicIPv6 is not the
+    /// interface's.
+    pub fn new(
+        ext: ExternalInterface,
+        routes: R,
+        config: &NetworkConfig,
+    ) -> Result<HostGw<R>, BackendError> {
+        let (v4, v6) = (config.v4.is_some(), config.v6.is_some());
+        if v4 && ext.public_ip != ext.iface_addr {
             return Err(BackendError::Nat {
-                public_ip: ext.public_ip,
+                public_ip: ext.public_ip.into(),
                 iface: ext.name,
-                iface_addr: ext.iface_addr,
+                iface_addr: ext.iface_addr.into(),
             });
+        }
+        if v6 {
+            match (ext.public_ipv6, ext.iface_addr6) {
+                (Some(public), Some(addr)) if public == addr => {}
+                (Some(public), Some(addr)) => {
+                    return Err(BackendError::Nat {
+                        public_ip: public.into(),
+                        iface: ext.name,
+                        iface_addr: addr.into(),
+                    });
+                }
+                _ => {
+                    return Err(BackendError::Config(format!(
+                        "EnableIPv6: the host-gw backend needs a global IPv6 address on {}",
+                        ext.name
+                    )));
+                }
+            }
         }
         Ok(HostGw {
             ext,
             routes,
-            wanted: Default::default(),
-            failing: Default::default(),
+            v4,
+            v6,
+            wanted: BTreeMap::new(),
+            failing: BTreeSet::new(),
             listing_failed: false,
             restored: 0,
         })
@@ -112,6 +139,22 @@ impl<R: RouteTable> HostGw<R> {
     /// The route table (tests read the fake's record).
     pub fn routes(&self) -> &R {
         &self.routes
+    }
+
+    /// The routes a peer's lease asks for, of the families the network enables.
+    fn routes_of(&self, lease: &Lease) -> Vec<(IpNetwork, IpAddr)> {
+        let mut out = Vec::new();
+        if self.v4
+            && let Some(sn) = lease.subnet.v4
+        {
+            out.push((IpNetwork::V4(sn), IpAddr::V4(lease.attrs.public_ip)));
+        }
+        if self.v6
+            && let (Some(sn6), Some(ip6)) = (lease.subnet.v6, lease.attrs.public_ipv6)
+        {
+            out.push((IpNetwork::V6(sn6), IpAddr::V6(ip6)));
+        }
+        out
     }
 }
 
@@ -123,7 +166,7 @@ impl<R: RouteTable> Backend for HostGw<R> {
     fn lease_attrs(&self) -> LeaseAttrs {
         LeaseAttrs {
             public_ip: self.ext.public_ip,
-            public_ipv6: None,
+            public_ipv6: if self.v6 { self.ext.public_ipv6 } else { None },
             backend_type: TYPE.to_owned(),
             backend_data: None,
             backend_v6_data: None,
@@ -139,30 +182,31 @@ impl<R: RouteTable> Backend for HostGw<R> {
     }
 
     fn handle(&mut self, events: &[LeaseEvent]) {
+        let oif = self.ext.index;
         for (lease, add) in super::events_of_type(events, TYPE) {
-            let (dst, gw, oif) = (lease.subnet.v4, lease.attrs.public_ip, self.ext.index);
-            let k = (u32::from(dst.network()), dst.prefix());
-            if add {
-                self.wanted.insert(k, (dst, gw));
-            } else {
-                self.wanted.remove(&k);
-            }
-            let what = format!("{dst} via {gw} dev {}", self.ext.name);
-            let result = if add {
-                self.routes.replace(dst, gw, oif)
-            } else {
-                self.routes.delete(dst, gw, oif)
-            };
-            self.failing.remove(&(dst, gw));
-            match result.context(format!(
-                "{} route {what}",
-                if add { "adding" } else { "deleting" }
-            )) {
-                Ok(()) => info!("{} route {what}", if add { "added" } else { "deleted" }),
-                Err(e) => {
-                    error!("{e} (retried by every reconcile, logged again once it worked)");
-                    if add {
-                        self.failing.insert((dst, gw));
+            for (dst, gw) in self.routes_of(lease) {
+                if add {
+                    self.wanted.insert(dst, gw);
+                } else {
+                    self.wanted.remove(&dst);
+                }
+                let what = format!("{dst} via {gw} dev {}", self.ext.name);
+                let result = if add {
+                    self.routes.replace(dst, gw, oif)
+                } else {
+                    self.routes.delete(dst, gw, oif)
+                };
+                self.failing.remove(&(dst, gw));
+                match result.context(format!(
+                    "{} route {what}",
+                    if add { "adding" } else { "deleting" }
+                )) {
+                    Ok(()) => info!("{} route {what}", if add { "added" } else { "deleted" }),
+                    Err(e) => {
+                        error!("{e} (retried by every reconcile, logged again once it worked)");
+                        if add {
+                            self.failing.insert((dst, gw));
+                        }
                     }
                 }
             }
@@ -172,20 +216,26 @@ impl<R: RouteTable> Backend for HostGw<R> {
     /// Re-adds any peer route that disappeared (Go does this every 10 s).
     fn reconcile(&mut self) {
         let oif = self.ext.index;
-        let present = match self.routes.present(oif) {
-            Ok(p) => p,
-            Err(e) => {
-                error!("reconcile: listing routes: {e}");
-                self.listing_failed = true;
-                return;
+        let mut present = BTreeSet::new();
+        for (on, v4) in [(self.v4, true), (self.v6, false)] {
+            if !on {
+                continue;
             }
-        };
+            match self.routes.present(oif, v4) {
+                Ok(p) => present.extend(p),
+                Err(e) => {
+                    error!("reconcile: listing routes: {e}");
+                    self.listing_failed = true;
+                    return;
+                }
+            }
+        }
         self.listing_failed = false;
-        let wanted: std::collections::BTreeSet<_> = self.wanted.values().copied().collect();
+        let wanted: BTreeSet<(IpNetwork, IpAddr)> =
+            self.wanted.iter().map(|(d, g)| (*d, *g)).collect();
         self.failing.retain(|r| wanted.contains(r));
-        let missing: Vec<(Ipv4Network, Ipv4Addr)> = self
-            .wanted
-            .values()
+        let missing: Vec<(IpNetwork, IpAddr)> = wanted
+            .iter()
             .filter(|r| !present.contains(r))
             .copied()
             .collect();
@@ -245,21 +295,27 @@ pub mod tests {
     use super::*;
     use crate::subnet::SubnetKey;
 
+    const V4: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#;
+
+    fn config(json: &str) -> NetworkConfig {
+        NetworkConfig::parse(json.as_bytes()).unwrap()
+    }
+
     /// Records route changes; fails on a chosen destination.
     #[derive(Debug, Default)]
     pub struct FakeRoutes {
         /// `replace 10.5.2.0/24 via 192.168.1.3 dev 7` / `delete ...`.
         pub log: Vec<String>,
         /// A destination whose change fails.
-        pub fail: Option<Ipv4Network>,
+        pub fail: Option<IpNetwork>,
         /// Destinations deleted "by hand" (until replaced again).
-        pub gone: Vec<Ipv4Network>,
+        pub gone: Vec<IpNetwork>,
         /// How many times the routes were listed.
         pub listings: usize,
     }
 
     impl RouteTable for FakeRoutes {
-        fn replace(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<()> {
+        fn replace(&mut self, dst: IpNetwork, gw: IpAddr, oif: u32) -> io::Result<()> {
             if self.fail == Some(dst) {
                 return Err(io::Error::other("network unreachable"));
             }
@@ -267,19 +323,21 @@ pub mod tests {
             self.log.push(format!("replace {dst} via {gw} dev {oif}"));
             Ok(())
         }
-        fn delete(&mut self, dst: Ipv4Network, gw: Ipv4Addr, oif: u32) -> io::Result<()> {
+        fn delete(&mut self, dst: IpNetwork, gw: IpAddr, oif: u32) -> io::Result<()> {
             self.log.push(format!("delete {dst} via {gw} dev {oif}"));
             Ok(())
         }
-        fn present(&mut self, oif: u32) -> io::Result<BTreeSet<(Ipv4Network, Ipv4Addr)>> {
+        fn present(&mut self, oif: u32, v4: bool) -> io::Result<BTreeSet<(IpNetwork, IpAddr)>> {
             self.listings += 1;
             let mut routes = BTreeSet::new();
             for l in &self.log {
                 let f: Vec<&str> = l.split(' ').collect();
-                let (Some(dst), Some(gw)) = (f[1].parse().ok(), f[3].parse().ok()) else {
+                let (Some(dst), Some(gw)) =
+                    (f[1].parse::<IpNetwork>().ok(), f[3].parse::<IpAddr>().ok())
+                else {
                     continue;
                 };
-                if f[5] != oif.to_string() {
+                if f[5] != oif.to_string() || dst.is_ipv4() != v4 {
                     continue;
                 }
                 if f[0] == "replace" {
@@ -319,6 +377,7 @@ pub mod tests {
         let mut hg = HostGw::new(
             ext([192, 168, 1, 2], [192, 168, 1, 2]),
             FakeRoutes::default(),
+            &config(V4),
         )
         .unwrap();
         assert_eq!(
@@ -359,6 +418,7 @@ pub mod tests {
         let mut hg = HostGw::new(
             ext([192, 168, 1, 2], [192, 168, 1, 2]),
             FakeRoutes::default(),
+            &config(V4),
         )
         .unwrap();
         let peer = lease(
@@ -387,6 +447,7 @@ pub mod tests {
                 fail: Some("10.5.2.0/24".parse().unwrap()),
                 ..FakeRoutes::default()
             },
+            &config(V4),
         )
         .unwrap();
         hg.handle(&[LeaseEvent::Added(lease(
@@ -422,6 +483,7 @@ pub mod tests {
         let mut hg = HostGw::new(
             ext([192, 168, 1, 2], [192, 168, 1, 2]),
             FakeRoutes::default(),
+            &config(V4),
         )
         .unwrap();
         let peers: Vec<LeaseEvent> = (10..60)
@@ -446,10 +508,81 @@ pub mod tests {
     }
 
     #[test]
+    fn dual_stack_and_ipv6_only_routes_go_via_the_peers_public_ipv6() {
+        // Before: host-gw routed IPv4 only; a dual-stack network's IPv6 subnets went unrouted.
+        let mut e = ext([192, 168, 1, 2], [192, 168, 1, 2]);
+        e.iface_addr6 = Some("fd00::2".parse().unwrap());
+        e.public_ipv6 = e.iface_addr6;
+        let dual = config(
+            r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"host-gw"}}"#,
+        );
+        let mut hg = HostGw::new(e.clone(), FakeRoutes::default(), &dual).unwrap();
+        assert_eq!(
+            hg.lease_attrs().to_json(),
+            r#"{"PublicIP":"192.168.1.2","PublicIPv6":"fd00::2","BackendType":"host-gw"}"#
+        );
+        let peer = lease(
+            "10.5.2.0-24&fc00:0:0:2::-64",
+            r#"{"PublicIP":"192.168.1.3","PublicIPv6":"fd00::3","BackendType":"host-gw"}"#,
+        );
+        hg.handle(&[LeaseEvent::Added(peer.clone())]);
+        assert_eq!(
+            hg.routes.log,
+            [
+                "replace 10.5.2.0/24 via 192.168.1.3 dev 7",
+                "replace fc00:0:0:2::/64 via fd00::3 dev 7"
+            ]
+        );
+        hg.routes.gone.push("fc00:0:0:2::/64".parse().unwrap());
+        hg.reconcile();
+        assert_eq!(hg.repairs().route, 1);
+        assert_eq!(hg.routes.listings, 2, "one listing per family");
+        hg.handle(&[LeaseEvent::Removed(peer)]);
+        assert_eq!(hg.routes.log.len(), 5);
+        assert!(hg.routes.log[3..].iter().all(|l| l.starts_with("delete")));
+
+        // IPv6 only (a kube network): no IPv4 route, PublicIP 0.0.0.0 as Go publishes it.
+        let v6only = config(
+            r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"host-gw"}}"#,
+        );
+        let mut e6 = e.clone();
+        e6.public_ip = std::net::Ipv4Addr::UNSPECIFIED;
+        let mut hg = HostGw::new(e6, FakeRoutes::default(), &v6only).unwrap();
+        assert_eq!(
+            hg.lease_attrs().to_json(),
+            r#"{"PublicIP":"0.0.0.0","PublicIPv6":"fd00::2","BackendType":"host-gw"}"#
+        );
+        let peer6 = Lease {
+            subnet: SubnetKey {
+                v4: None,
+                v6: Some("fc00:0:0:3::/64".parse().unwrap()),
+            },
+            attrs: LeaseAttrs::from_json(
+                br#"{"PublicIP":"0.0.0.0","PublicIPv6":"fd00::3","BackendType":"host-gw"}"#,
+            )
+            .unwrap(),
+            lease_id: 0,
+            expiration: None,
+        };
+        hg.handle(&[LeaseEvent::Added(peer6)]);
+        assert_eq!(hg.routes.log, ["replace fc00:0:0:3::/64 via fd00::3 dev 7"]);
+
+        // IPv6 on without an IPv6 address, or behind NAT: refused with the reason.
+        let e = HostGw::new(
+            ext([192, 168, 1, 2], [192, 168, 1, 2]),
+            FakeRoutes::default(),
+            &dual,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("needs a global IPv6 address"), "{e}");
+    }
+
+    #[test]
     fn refuses_nat() {
         let e = HostGw::new(
             ext([203, 0, 113, 5], [192, 168, 1, 2]),
             FakeRoutes::default(),
+            &config(V4),
         )
         .unwrap_err();
         assert!(e.to_string().contains("behind NAT"), "{e}");

@@ -119,12 +119,8 @@ pub fn forward_rules(network: IpNetwork) -> Vec<Rule> {
 pub fn batch(config: &NetworkConfig, lease: &SubnetKey, fully_random: bool) -> Batch {
     let mut b = Batch::new();
     let mut families = Vec::new();
-    if let Some(v4) = &config.v4 {
-        families.push((
-            Family::Ip,
-            IpNetwork::V4(v4.network),
-            IpNetwork::V4(lease.v4),
-        ));
+    if let (Some(v4), Some(sn)) = (&config.v4, lease.v4) {
+        families.push((Family::Ip, IpNetwork::V4(v4.network), IpNetwork::V4(sn)));
     }
     if let (Some(v6), Some(sn)) = (&config.v6, lease.v6) {
         families.push((Family::Ip6, IpNetwork::V6(v6.network), IpNetwork::V6(sn)));
@@ -306,6 +302,7 @@ mod tests {
         let hg = HostGw::new(
             ext([192, 168, 1, 2], [192, 168, 1, 2]),
             FakeRoutes::default(),
+            &c,
         )
         .unwrap();
         Masqueraded::new(hg, FakeFirewall::new(), c)

@@ -42,12 +42,12 @@ pub enum BackendError {
         "the host-gw backend needs PublicIP {public_ip} to be an address of interface {iface} ({iface_addr}): is the node behind NAT?"
     )]
     Nat {
-        /// `--public-ip`.
-        public_ip: std::net::Ipv4Addr,
+        /// `--public-ip` (or `--public-ipv6`).
+        public_ip: std::net::IpAddr,
         /// The external interface.
         iface: String,
-        /// Its address.
-        iface_addr: std::net::Ipv4Addr,
+        /// Its address of that family.
+        iface_addr: std::net::IpAddr,
     },
     /// The kernel refused something.
     #[error(transparent)]
@@ -281,13 +281,8 @@ pub fn create(
 ) -> Result<Box<dyn Backend>, BackendError> {
     match config.backend_type.as_str() {
         hostgw::TYPE => {
-            if config.v6.is_some() {
-                crate::log::warning!(
-                    "EnableIPv6: the host-gw backend of this flanneld routes IPv4 only; the IPv6 subnets are leased but not routed (use vxlan for dual-stack)"
-                );
-            }
             let routes = hostgw::KernelRoutes::current()?;
-            Ok(Box::new(hostgw::HostGw::new(ext.clone(), routes)?))
+            Ok(Box::new(hostgw::HostGw::new(ext.clone(), routes, config)?))
         }
         vxlan::TYPE => {
             let kernel = vxlan::KernelVxlan::current()?;

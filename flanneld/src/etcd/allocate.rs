@@ -22,7 +22,7 @@ pub trait Fits {
 
 impl Fits for SubnetKey {
     fn fits(&self, config: &NetworkConfig) -> bool {
-        let v4_ok = config.v4.as_ref().is_some_and(|r| fits_v4(r, self.v4));
+        let v4_ok = matches!((&config.v4, self.v4), (Some(r), Some(sn)) if fits_v4(r, sn));
         let v6_ok = match (&config.v6, self.v6) {
             (Some(r), Some(sn)) => fits_v6(r, sn),
             (None, None) => true,
@@ -51,7 +51,7 @@ fn overlaps_v6(a: Ipv6Network, b: Ipv6Network) -> bool {
 /// Whether `key` overlaps any of `taken` (either family).
 pub fn is_taken(key: &SubnetKey, taken: &[SubnetKey]) -> bool {
     taken.iter().any(|t| {
-        overlaps_v4(t.v4, key.v4)
+        matches!((t.v4, key.v4), (Some(a), Some(b)) if overlaps_v4(a, b))
             || matches!((t.v6, key.v6), (Some(a), Some(b)) if overlaps_v6(a, b))
     })
 }
@@ -63,7 +63,9 @@ pub fn free_v4(r: &V4Range, taken: &[SubnetKey]) -> Vec<Ipv4Network> {
     let mut ip = u64::from(u32::from(r.subnet_min));
     while ip <= u64::from(u32::from(r.subnet_max)) && out.len() < CANDIDATES {
         if let Ok(sn) = Ipv4Network::new(Ipv4Addr::from(ip as u32), r.subnet_len)
-            && !taken.iter().any(|t| overlaps_v4(t.v4, sn))
+            && !taken
+                .iter()
+                .any(|t| t.v4.is_some_and(|a| overlaps_v4(a, sn)))
         {
             out.push(sn);
         }
@@ -110,7 +112,7 @@ pub fn allocate(
             Some(*bag.get(pick(bag.len()).min(bag.len().checked_sub(1)?))?)
         }
     };
-    Some(SubnetKey { v4, v6 })
+    Some(SubnetKey { v4: Some(v4), v6 })
 }
 
 #[cfg(test)]

@@ -142,7 +142,7 @@ impl<S: Store> LeaseManager<S> {
 
     /// Replaces the subnet preferred after the node's own lease is gone (the one it held).
     pub fn prefer(&mut self, sn: &SubnetKey) {
-        self.previous = (Some(sn.v4), sn.v6);
+        self.previous = (sn.v4, sn.v6);
     }
 
     /// The network config, once.
@@ -157,6 +157,16 @@ impl<S: Store> LeaseManager<S> {
             key: key.clone(),
             source,
         })?;
+        if config.v4.is_none() {
+            // Go accepts an IPv6-only config, but its etcd key form cannot hold one (the
+            // key's IPv4 part is mandatory), so it fails later; say so here.
+            return Err(LeaseError::BadConfig {
+                key,
+                source: ConfigError::Invalid(
+                    "EnableIPv4 is false: an etcd subnet lease needs IPv4 (IPv6-only is not possible with etcd; it is with --kube-subnet-mgr)".into(),
+                ),
+            });
+        }
         crate::backend::check(&config).map_err(|source| LeaseError::BadBackend { key, source })?;
         Ok(config)
     }
@@ -214,7 +224,7 @@ impl<S: Store> LeaseManager<S> {
                 .iter()
                 .filter(|l| l.attrs.public_ip == attrs.public_ip)
                 .collect();
-            mine.sort_by_key(|l| Some(l.subnet.v4) != self.previous.0);
+            mine.sort_by_key(|l| l.subnet.v4 != self.previous.0);
             let mut reused = None;
             let mut deleted = Vec::new();
             for l in mine {
@@ -253,10 +263,9 @@ impl<S: Store> LeaseManager<S> {
             // quarter of the Network (or outside it): `0.0.0.0-0` would "overlap" every
             // subnet, and the node would never get one.
             let plausible = |sn: &SubnetKey| {
-                config.v4.as_ref().is_some_and(|r| {
-                    r.network.contains(sn.v4.network())
-                        && u32::from(sn.v4.prefix()) >= u32::from(r.network.prefix()) + 2
-                })
+                matches!((&config.v4, sn.v4), (Some(r), Some(v4))
+                    if r.network.contains(v4.network())
+                        && u32::from(v4.prefix()) >= u32::from(r.network.prefix()) + 2)
             };
             // The listing predates the delete above.
             let ours = |sn: &SubnetKey| deleted.contains(sn);
@@ -268,7 +277,7 @@ impl<S: Store> LeaseManager<S> {
             let previous = match self.previous {
                 (Some(v4), v6) => {
                     let sn = SubnetKey {
-                        v4,
+                        v4: Some(v4),
                         v6: if config.v6.is_some() { v6 } else { None },
                     };
                     (sn.fits(config) && !allocate::is_taken(&sn, &taken)).then_some(sn)
@@ -563,7 +572,7 @@ mod tests {
             );
         }
         let previous = SubnetKey::parse("10.5.7.0-24").unwrap();
-        let mut m = LeaseManager::new(store.clone(), DEFAULT_PREFIX, (Some(previous.v4), None));
+        let mut m = LeaseManager::new(store.clone(), DEFAULT_PREFIX, (previous.v4, None));
         let l = m.acquire(&c, &attrs(2)).await.unwrap();
         assert_eq!(l.subnet, previous);
         assert_eq!(
@@ -740,14 +749,14 @@ mod tests {
         store.put_raw("/coreos.com/network/subnets/10.5.128.0-18", peer);
         let l = m.acquire(&c, &attrs(2)).await.unwrap();
         assert!(l.subnet.fits(&c));
-        assert!(l.subnet.v4.ip() < "10.5.128.0".parse::<Ipv4Addr>().unwrap());
+        assert!(l.subnet.v4.unwrap().ip() < "10.5.128.0".parse::<Ipv4Addr>().unwrap());
         // A quarter of the Network still counts: that much may be a real (older) lease.
         let only = m.acquire(&c, &attrs(3)).await.unwrap();
         assert!(
             !"10.5.128.0/18"
                 .parse::<Ipv4Network>()
                 .unwrap()
-                .contains(only.subnet.v4.ip())
+                .contains(only.subnet.v4.unwrap().ip())
         );
     }
 

@@ -192,11 +192,12 @@ impl<S: Store> State<S> {
                     None => changes.extend(
                         self.keys
                             .subnet_of(&kv.key)
-                            .map(|sn| Change::Invalid(sn.v4)),
+                            .and_then(|sn| sn.id())
+                            .map(Change::Invalid),
                     ),
                 },
-                WatchEvent::Delete(key) => match self.keys.subnet_of(&key) {
-                    Some(sn) => changes.push(Change::Delete(sn.v4)),
+                WatchEvent::Delete(key) => match self.keys.subnet_of(&key).and_then(|sn| sn.id()) {
+                    Some(id) => changes.push(Change::Delete(id)),
                     None => warning!("skipping deletion of {}: not a subnet key", shown(&key)),
                 },
             }

@@ -213,7 +213,7 @@ pub fn subnets(
                     r.network
                 )));
             }
-            sn
+            Some(sn)
         }
         (Some(_), None) => {
             return Err(KubeError::PodCidrMismatch(format!(
@@ -221,11 +221,7 @@ pub fn subnets(
                 spec.pod_cidrs.join(",")
             )));
         }
-        (None, _) => {
-            return Err(KubeError::PodCidrMismatch(
-                "EnableIPv4 false (IPv6 only) is not supported yet".into(),
-            ));
-        }
+        (None, _) => None,
     };
     let v6 = match (&config.v6, v6) {
         (Some(r), Some(sn)) => {

@@ -218,11 +218,11 @@ pub fn to_lease(
             backend_data(ann.get(&names.backend_v6_data), &names.backend_v6_data)?;
         subnet_v6 = Some(v6.ok_or("no IPv6 podCIDR")?);
     }
-    let Some(v4) = subnet_v4 else {
-        return Err("an IPv6-only lease (EnableIPv4 false) is not supported yet".into());
-    };
     Ok(Some(Lease {
-        subnet: SubnetKey { v4, v6: subnet_v6 },
+        subnet: SubnetKey {
+            v4: subnet_v4,
+            v6: subnet_v6,
+        },
         attrs,
         lease_id: 0,
         expiration: None,

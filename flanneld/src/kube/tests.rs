@@ -27,22 +27,30 @@ const NET: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const P: &str = "flannel.alpha.coreos.com/";
 const OWN_MAC: &str = "02:aa:00:00:00:01";
 
-/// A vxlan backend that records what it is told.
-#[derive(Debug, Clone, Default)]
-struct Recorder(Rc<RefCell<Vec<String>>>);
+/// A backend that records what it is told (vxlan's attributes unless given others).
+#[derive(Debug, Clone)]
+struct Recorder(Rc<RefCell<Vec<String>>>, LeaseAttrs);
+
+fn vxlan_attrs() -> LeaseAttrs {
+    LeaseAttrs {
+        public_ip: Ipv4Addr::new(192, 168, 50, 2),
+        public_ipv6: None,
+        backend_type: "vxlan".into(),
+        backend_data: Some(json!({"VNI": 1, "VtepMAC": OWN_MAC})),
+        backend_v6_data: None,
+    }
+}
 
 impl Backend for Recorder {
     fn backend_type(&self) -> &'static str {
-        "vxlan"
+        if self.1.backend_type == "host-gw" {
+            "host-gw"
+        } else {
+            "vxlan"
+        }
     }
     fn lease_attrs(&self) -> LeaseAttrs {
-        LeaseAttrs {
-            public_ip: Ipv4Addr::new(192, 168, 50, 2),
-            public_ipv6: None,
-            backend_type: "vxlan".into(),
-            backend_data: Some(json!({"VNI": 1, "VtepMAC": OWN_MAC})),
-            backend_v6_data: None,
-        }
+        self.1.clone()
     }
     fn mtu(&self) -> u32 {
         1450
@@ -54,10 +62,18 @@ impl Backend for Recorder {
     fn handle(&mut self, events: &[LeaseEvent]) {
         for e in events {
             self.0.borrow_mut().push(match e {
-                LeaseEvent::Added(l) => format!("add {} {}", l.subnet, l.attrs.public_ip),
-                LeaseEvent::Removed(l) => format!("del {} {}", l.subnet, l.attrs.public_ip),
+                LeaseEvent::Added(l) => format!("add {} {}", l.subnet, public(l)),
+                LeaseEvent::Removed(l) => format!("del {} {}", l.subnet, public(l)),
             });
         }
+    }
+}
+
+/// A lease's address as the log shows it: its PublicIP, or PublicIPv6 in an IPv6-only one.
+fn public(l: &Lease) -> String {
+    match (l.subnet.v4, l.attrs.public_ipv6) {
+        (None, Some(ip6)) => ip6.to_string(),
+        _ => l.attrs.public_ip.to_string(),
     }
 }
 
@@ -107,12 +123,21 @@ fn options(dir: &std::path::Path) -> KubeOptions {
 }
 
 fn start_with(api: &FakeApi, net: &str, opts: impl FnOnce(&mut KubeOptions)) -> Rig {
+    start_as(api, net, vxlan_attrs(), opts)
+}
+
+fn start_as(
+    api: &FakeApi,
+    net: &str,
+    attrs: LeaseAttrs,
+    opts: impl FnOnce(&mut KubeOptions),
+) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("net-conf.json"), net).unwrap();
     let mut o = options(dir.path());
     opts(&mut o);
     let log = Rc::new(RefCell::new(Vec::new()));
-    let mut backend = Recorder(log.clone());
+    let mut backend = Recorder(log.clone(), attrs);
     let metrics = Metrics::new();
     let ready = Readiness::default();
     let (stop, rx) = watch::channel(false);
@@ -612,4 +637,103 @@ async fn the_node_name_from_node_name_or_the_pods_spec() {
         e.contains("node name not present in pod spec 'kube-flannel/unscheduled'"),
         "{e}"
     );
+}
+
+fn host_gw_attrs(ip: &str, ip6: Option<&str>) -> LeaseAttrs {
+    LeaseAttrs {
+        public_ip: ip.parse().unwrap(),
+        public_ipv6: ip6.map(|s| s.parse().unwrap()),
+        backend_type: "host-gw".into(),
+        backend_data: None,
+        backend_v6_data: None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dual_stack_podcidrs_are_the_nodes_two_subnets() {
+    LocalSet::new()
+        .run_until(async {
+            let net = r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"host-gw"}}"#;
+            let api = FakeApi::default();
+            api.put_node("node-a", &["10.244.1.0/24", "fd00:10:244:1::/64"], &[]);
+            api.put_node(
+                "node-b",
+                &["fd00:10:244:2::/64", "10.244.2.0/24"],
+                &[
+                    (&format!("{P}backend-data"), "null"),
+                    (&format!("{P}backend-v6-data"), "null"),
+                    (&format!("{P}backend-type"), "host-gw"),
+                    (&format!("{P}kube-subnet-manager"), "true"),
+                    (&format!("{P}public-ip"), "192.168.50.3"),
+                    (&format!("{P}public-ipv6"), "fd00:50::3"),
+                ],
+            );
+            let rig = start_as(&api, net, host_gw_attrs("192.168.50.2", Some("fd00:50::2")), |_| {});
+            settle().await;
+            assert!(rig.ready.get());
+            assert_eq!(
+                rig.subnet_env(),
+                "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:1::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
+            );
+            assert_eq!(
+                api.patches()[0].1,
+                json!({"metadata": {"annotations": {
+                    "flannel.alpha.coreos.com/backend-data": "null",
+                    "flannel.alpha.coreos.com/backend-type": "host-gw",
+                    "flannel.alpha.coreos.com/backend-v6-data": "null",
+                    "flannel.alpha.coreos.com/kube-subnet-manager": "true",
+                    "flannel.alpha.coreos.com/public-ip": "192.168.50.2",
+                    "flannel.alpha.coreos.com/public-ipv6": "fd00:50::2",
+                }}})
+            );
+            assert_eq!(
+                rig.take(),
+                [
+                    "own 10.244.1.0-24&fd00:10:244:1::-64",
+                    "add 10.244.2.0-24&fd00:10:244:2::-64 192.168.50.3"
+                ]
+            );
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn ipv6_only_nodes_lease_and_peer_by_their_ipv6_podcidr() {
+    LocalSet::new()
+        .run_until(async {
+            let net = r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"host-gw"}}"#;
+            let api = FakeApi::default();
+            api.put_node("node-a", &["fd00:10:244:1::/64"], &[]);
+            let go_peer = [
+                (format!("{P}backend-data"), "null".to_owned()),
+                (format!("{P}backend-v6-data"), "null".to_owned()),
+                (format!("{P}backend-type"), "host-gw".to_owned()),
+                (format!("{P}kube-subnet-manager"), "true".to_owned()),
+                (format!("{P}public-ip"), "0.0.0.0".to_owned()),
+                (format!("{P}public-ipv6"), "fd00:50::3".to_owned()),
+            ];
+            let ann: Vec<(&str, &str)> = go_peer.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            api.put_node("node-b", &["fd00:10:244:2::/64"], &ann);
+            let rig = start_as(&api, net, host_gw_attrs("0.0.0.0", Some("fd00:50::2")), |_| {});
+            settle().await;
+            assert!(rig.ready.get());
+            assert_eq!(
+                rig.subnet_env(),
+                "FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:1::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
+            );
+            // Go writes the IPv4 pair of a host-gw node even then: null and 0.0.0.0.
+            let ann = api.node_now("node-a").unwrap().metadata.annotations;
+            assert_eq!(ann[&format!("{P}public-ip")], "0.0.0.0");
+            assert_eq!(ann[&format!("{P}public-ipv6")], "fd00:50::2");
+            assert_eq!(
+                rig.take(),
+                ["own fd00:10:244:1::-64", "add fd00:10:244:2::-64 fd00:50::3"]
+            );
+            api.delete_node("node-b");
+            settle().await;
+            assert_eq!(rig.take(), ["del fd00:10:244:2::-64 fd00:50::3"]);
+            rig.stop.send(true).unwrap();
+        })
+        .await;
 }

@@ -20,6 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
+use ipnetwork::IpNetwork;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, timeout_at};
 
@@ -333,7 +334,7 @@ impl<A: NodeApi> Run<A> {
                         None
                     } else {
                         self.skipped.clear(&n.metadata.name);
-                        removed(&n)
+                        removed(&n, self.w.families)
                     }
                 }
             };
@@ -370,10 +371,10 @@ impl<A: NodeApi> Run<A> {
                 Some(LeaseUpdate::Changes(vec![Change::Put(l)]))
             }
             // Not (or no longer) managed: a peer it was goes (Go keeps it).
-            Ok(None) => removed(n),
+            Ok(None) => removed(n, self.w.families),
             Err(why) => {
                 self.skipped.skip(name, why);
-                removed(n)
+                removed(n, self.w.families)
             }
         }
     }
@@ -420,12 +421,9 @@ impl<A: NodeApi> Run<A> {
                 self.w.own_name
             ));
         }
+        let f = self.w.families;
         match pod_cidrs(&n.spec) {
-            Ok((v4, v6))
-                if v4 == Some(self.own.v4) && (v6 == self.own.v6 || !self.w.families.v6) =>
-            {
-                None
-            }
+            Ok((v4, v6)) if (v4 == self.own.v4 || !f.v4) && (v6 == self.own.v6 || !f.v6) => None,
             Ok((v4, v6)) => Some(format!(
                 "this node's podCIDRs changed to {}{}",
                 v4.map(|n| n.to_string()).unwrap_or_default(),
@@ -440,9 +438,14 @@ impl<A: NodeApi> Run<A> {
 }
 
 /// The change a Node deleted, no longer managed or no longer usable makes: the peer it was
-/// goes (found by its IPv4 podCIDR); nothing when it was none (most Nodes change every few
-/// minutes, managed or not: no line for each).
-fn removed(n: &NodeLite) -> Option<LeaseUpdate> {
-    let (v4, _) = pod_cidrs(&n.spec).ok()?;
-    Some(LeaseUpdate::Changes(vec![Change::Invalid(v4?)]))
+/// goes (found by its podCIDR of the lease's first family); nothing when it was none (most
+/// Nodes change every few minutes, managed or not: no line for each).
+fn removed(n: &NodeLite, families: Families) -> Option<LeaseUpdate> {
+    let (v4, v6) = pod_cidrs(&n.spec).ok()?;
+    let id = if families.v4 {
+        IpNetwork::V4(v4?)
+    } else {
+        IpNetwork::V6(v6?)
+    };
+    Some(LeaseUpdate::Changes(vec![Change::Invalid(id)]))
 }

@@ -24,13 +24,15 @@ pub(crate) mod fake;
 mod tests;
 #[cfg(test)]
 mod tests_v6;
+#[cfg(test)]
+mod tests_v6only;
 
 mod stack;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::IpNetwork;
 use node_kernel::link::VxlanSpec;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -242,18 +244,22 @@ pub struct Vxlan<K> {
     kernel: K,
     ext: ExternalInterface,
     config: VxlanConfig,
-    v4: Stack,
+    /// `flannel.<VNI>`, unless IPv4 is off (a kube IPv6-only network).
+    v4: Option<Stack>,
+    /// `flannel-v6.<VNI>`, with IPv6 on.
     v6: Option<Stack>,
-    /// The IPv6 subnet programmed for each peer (by IPv4 subnet, the lease cache's key): a
-    /// peer whose lease now names another IPv6 subnet, or none, arrives as one `Added`.
-    v6_of: BTreeMap<Ipv4Network, IpNetwork>,
+    /// The IPv6 subnet programmed for each peer (by the lease cache's key, its IPv4 subnet
+    /// in a dual-stack network): a peer whose lease now names another IPv6 subnet, or none,
+    /// arrives as one `Added`.
+    v6_of: BTreeMap<IpNetwork, IpNetwork>,
     repairs: Repairs,
 }
 
 impl<K: VxlanKernel> Vxlan<K> {
-    /// Reads the config, then creates `flannel.<VNI>` with `mac` (and, with `EnableIPv6`,
-    /// `flannel-v6.<VNI>` with `mac6` on the external interface's IPv6 address), or reuses
-    /// a compatible device of that name (keeping its MAC), or replaces an incompatible one.
+    /// Reads the config, then creates `flannel.<VNI>` with `mac` (unless IPv4 is off) and,
+    /// with `EnableIPv6`, `flannel-v6.<VNI>` with `mac6` on the external interface's IPv6
+    /// address, or reuses a compatible device of that name (keeping its MAC), or replaces
+    /// an incompatible one.
     pub fn new(
         kernel: K,
         ext: ExternalInterface,
@@ -262,9 +268,6 @@ impl<K: VxlanKernel> Vxlan<K> {
         mac6: [u8; 6],
     ) -> Result<Vxlan<K>, BackendError> {
         let vx = VxlanConfig::parse(&config.backend)?;
-        let v4 = config.v4.as_ref().ok_or_else(|| {
-            BackendError::Config("the vxlan backend of this flanneld needs an IPv4 network".into())
-        })?;
         let underlay = if vx.mtu == 0 { ext.mtu } else { vx.mtu };
         let spec = |name: String, local: IpAddr, overhead: u32, mac: [u8; 6]| VxlanSpec {
             name,
@@ -277,11 +280,13 @@ impl<K: VxlanKernel> Vxlan<K> {
             mtu: underlay.saturating_sub(overhead),
             mac,
         };
-        let stack4 = Stack::new(
-            spec(vx.device_name(), ext.iface_addr.into(), OVERHEAD, mac),
-            IpNetwork::V4(v4.network),
-            v4.subnet_len,
-        );
+        let stack4 = config.v4.as_ref().map(|v4| {
+            Stack::new(
+                spec(vx.device_name(), ext.iface_addr.into(), OVERHEAD, mac),
+                IpNetwork::V4(v4.network),
+                v4.subnet_len,
+            )
+        });
         let stack6 = match &config.v6 {
             None => None,
             Some(r) => {
@@ -305,7 +310,7 @@ impl<K: VxlanKernel> Vxlan<K> {
                 ))
             }
         };
-        for st in std::iter::once(&stack4).chain(&stack6) {
+        for st in stack4.iter().chain(&stack6) {
             check_spec(&st.spec)?;
         }
         let mut backend = Vxlan {
@@ -317,21 +322,27 @@ impl<K: VxlanKernel> Vxlan<K> {
             v6_of: BTreeMap::new(),
             repairs: Repairs::default(),
         };
-        backend.v4.ensure_device(&mut backend.kernel)?;
-        if let Some(s6) = &mut backend.v6 {
-            s6.ensure_device(&mut backend.kernel)?;
+        let kernel = &mut backend.kernel;
+        for s in backend.v4.iter_mut().chain(backend.v6.as_mut()) {
+            s.ensure_device(kernel)?;
         }
         Ok(backend)
     }
 
-    /// The IPv4 device's name.
-    pub fn device_name(&self) -> &str {
-        self.v4.name()
+    /// The devices, IPv4's first.
+    fn stacks(&self) -> impl Iterator<Item = &Stack> {
+        self.v4.iter().chain(&self.v6)
     }
 
-    /// The VTEP MAC published in the lease (`BackendData`).
+    /// The first device's name (`flannel.<VNI>`, or `flannel-v6.<VNI>` when IPv4 is off).
+    pub fn device_name(&self) -> &str {
+        self.stacks().next().map_or("", Stack::name)
+    }
+
+    /// The VTEP MAC published in the lease (`BackendData`; `BackendV6Data`'s when IPv4 is
+    /// off).
     pub fn mac(&self) -> [u8; 6] {
-        self.v4.mac()
+        self.stacks().next().map_or([0; 6], Stack::mac)
     }
 
     /// The IPv6 device's VTEP MAC (`BackendV6Data`), for a dual-stack network.
@@ -382,10 +393,11 @@ impl<K: VxlanKernel> Vxlan<K> {
     }
 
     fn peer4(&mut self, lease: &Lease) -> Result<Peer, String> {
-        let own = self.v4.mac();
+        let own = self.v4.as_ref().map_or([0; 6], Stack::mac);
+        let subnet = lease.subnet.v4.ok_or("no IPv4 subnet")?;
         self.peer(
             lease,
-            IpNetwork::V4(lease.subnet.v4),
+            IpNetwork::V4(subnet),
             IpAddr::V4(lease.attrs.public_ip),
             "BackendData",
             lease.attrs.backend_data.as_ref(),
@@ -418,7 +430,7 @@ impl<K: VxlanKernel> Vxlan<K> {
     fn reconcile_stacks(&mut self, entries: bool) {
         let mut repairs = self.repairs;
         let kernel = &mut self.kernel;
-        for s in std::iter::once(&mut self.v4).chain(self.v6.as_mut()) {
+        for s in self.v4.iter_mut().chain(self.v6.as_mut()) {
             if let Err(e) = s.reconcile(kernel, &mut repairs, entries) {
                 error!("reconcile: {e}");
             }
@@ -430,12 +442,22 @@ impl<K: VxlanKernel> Vxlan<K> {
     /// programmed with it: a lease that changed into one we cannot program does not leave
     /// the old entries behind (reconcile would keep restoring them).
     fn added(&mut self, lease: &Lease) {
-        let v4 = lease.subnet.v4;
-        match self.peer4(lease) {
-            Ok(p) => self.v4.added(&mut self.kernel, p),
-            Err(e) => {
-                error!("ignoring vxlan lease {}: {e}", lease.subnet);
-                self.v4.removed(&mut self.kernel, IpNetwork::V4(v4));
+        let Some(id) = lease.subnet.id() else {
+            return;
+        };
+        if self.v4.is_some() {
+            let peer = self.peer4(lease);
+            let Some(s4) = &mut self.v4 else {
+                return;
+            };
+            match peer {
+                Ok(p) => s4.added(&mut self.kernel, p),
+                Err(e) => {
+                    error!("ignoring vxlan lease {}: {e}", lease.subnet);
+                    if let Some(v4) = lease.subnet.v4 {
+                        s4.removed(&mut self.kernel, IpNetwork::V4(v4));
+                    }
+                }
             }
         }
         if self.v6.is_none() {
@@ -452,8 +474,8 @@ impl<K: VxlanKernel> Vxlan<K> {
             }
         };
         let before = match &now {
-            Some(p) => self.v6_of.insert(v4, p.subnet),
-            None => self.v6_of.remove(&v4),
+            Some(p) => self.v6_of.insert(id, p.subnet),
+            None => self.v6_of.remove(&id),
         };
         let Some(s6) = &mut self.v6 else {
             return;
@@ -474,9 +496,10 @@ impl<K: VxlanKernel> Vxlan<K> {
     }
 
     fn removed(&mut self, lease: &Lease) {
-        self.v4
-            .removed(&mut self.kernel, IpNetwork::V4(lease.subnet.v4));
-        let programmed = self.v6_of.remove(&lease.subnet.v4);
+        if let (Some(s4), Some(v4)) = (&mut self.v4, lease.subnet.v4) {
+            s4.removed(&mut self.kernel, IpNetwork::V4(v4));
+        }
+        let programmed = lease.subnet.id().and_then(|id| self.v6_of.remove(&id));
         if let Some(s6) = &mut self.v6 {
             for sn6 in programmed
                 .into_iter()
@@ -499,19 +522,28 @@ impl<K: VxlanKernel> Backend for Vxlan<K> {
             public_ip: self.ext.public_ip,
             public_ipv6: self.v6.as_ref().and(self.ext.public_ipv6),
             backend_type: TYPE.to_owned(),
-            backend_data: Some(data(self.v4.mac())),
+            backend_data: self.v4.as_ref().map(|s| data(s.mac())),
             backend_v6_data: self.v6.as_ref().map(|s| data(s.mac())),
         }
     }
 
-    /// The IPv4 device's MTU, as Go writes `FLANNEL_MTU` (underlay − 50).
+    /// The IPv4 device's MTU, as Go writes `FLANNEL_MTU` (underlay − 50); the IPv6 one's
+    /// when IPv4 is off.
     fn mtu(&self) -> u32 {
-        self.v4.spec.mtu
+        self.stacks().next().map_or(0, |s| s.spec.mtu)
     }
 
     fn lease_acquired(&mut self, lease: &Lease) -> Result<(), BackendError> {
-        self.v4
-            .configure(&mut self.kernel, IpNetwork::V4(lease.subnet.v4))?;
+        if let Some(s4) = &mut self.v4 {
+            let sn = lease.subnet.v4.ok_or_else(|| {
+                BackendError::Config(format!(
+                    "failed to configure interface {}: IPv4 is enabled but the lease {} has no IPv4 subnet",
+                    s4.name(),
+                    lease.subnet
+                ))
+            })?;
+            s4.configure(&mut self.kernel, IpNetwork::V4(sn))?;
+        }
         if let Some(s6) = &mut self.v6 {
             let sn6 = lease.subnet.v6.ok_or_else(|| {
                 BackendError::Config(format!(
@@ -545,9 +577,7 @@ impl<K: VxlanKernel> Backend for Vxlan<K> {
     }
 
     fn settled(&self) -> bool {
-        std::iter::once(&self.v4)
-            .chain(&self.v6)
-            .all(Stack::settled)
+        self.stacks().all(Stack::settled)
     }
 
     fn repairs(&self) -> Repairs {
@@ -555,22 +585,18 @@ impl<K: VxlanKernel> Backend for Vxlan<K> {
     }
 
     fn watched_links(&self) -> Vec<String> {
-        let mut links = vec![self.v4.name().to_owned()];
-        links.extend(self.v6.as_ref().map(|s| s.name().to_owned()));
+        let mut links: Vec<String> = self.stacks().map(|s| s.name().to_owned()).collect();
         links.push(self.ext.name.clone());
         links
     }
 
     fn programmed(&self) -> usize {
-        // Peers are counted once, by their IPv4 side (every lease has one).
-        self.v4.peer_count()
+        // Peers are counted once, by their first family's side.
+        self.stacks().next().map_or(0, Stack::peer_count)
     }
 
     fn watched_entries(&self) -> WatchedEntries {
-        let devices: Vec<u32> = std::iter::once(&self.v4)
-            .chain(&self.v6)
-            .map(Stack::index)
-            .collect();
+        let devices: Vec<u32> = self.stacks().map(Stack::index).collect();
         let mut routes = devices.clone();
         if self.config.direct_routing {
             // Direct routes go through the external interface.
@@ -579,10 +605,7 @@ impl<K: VxlanKernel> Backend for Vxlan<K> {
         WatchedEntries {
             neighbours: devices,
             routes,
-            networks: std::iter::once(&self.v4)
-                .chain(&self.v6)
-                .map(Stack::network)
-                .collect(),
+            networks: self.stacks().map(Stack::network).collect(),
         }
     }
 }
