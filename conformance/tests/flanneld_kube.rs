@@ -257,3 +257,222 @@ fn kube_host_gw() {
 fn kube_vxlan() {
     whole_system(Backend::Vxlan);
 }
+
+/// Dual-stack and IPv6-only networks on the real apiserver: two nodes on a dual-stack LAN,
+/// their Nodes with `podCIDRs` of the network's families, our agents in kube mode (the
+/// apiserver keeps both podCIDRs only with the IPv6DualStack feature gate, as 1.20 needs),
+/// a pod on each, pings over every family the network has.
+fn families(backend: Backend, v4: bool) {
+    use conformance::chain::Chain;
+    use conformance::etcd::{Agent, Lan};
+    use conformance::flannel::conflist;
+    use conformance::node::Node;
+    use conformance::pod::Pod;
+
+    let what = if v4 { "dual_stack" } else { "ipv6_only" };
+    let test = format!("flanneld_kube::{what}_{}", backend.name());
+    if !kube_or_skip(&test) {
+        return;
+    }
+    let before = machine_state();
+    let mut lan = Lan::new();
+    let cp = kube::ControlPlane::start(&lan);
+    cp.install_flannel_rbac();
+    let token = cp.flannel_token();
+    let kubeconfig = cp.dir().join("flannel.kubeconfig");
+    cp.kubeconfig(&token, &kubeconfig);
+    let net = format!(
+        r#"{{{}"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{{"Type":"{}"}}}}"#,
+        if v4 {
+            r#""Network":"10.244.0.0/16","#
+        } else {
+            r#""EnableIPv4":false,"#
+        },
+        backend.name()
+    );
+    let nodes = [Node::new(), Node::new()];
+    let mut agents = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let n = i + 1;
+        let (_ip, _ip6) = lan.attach_dual_stack(node, 10 + n as u8);
+        let name = format!("node{n}");
+        let v6 = format!("fd00:10:244:{n}::/64");
+        let v4c = format!("10.244.{n}.0/24");
+        let cidrs: Vec<&str> = if v4 { vec![&v4c, &v6] } else { vec![&v6] };
+        cp.create_node(&name, &cidrs, &[]);
+        std::fs::write(node.dir().join("net-conf.json"), &net).unwrap();
+        let p = |f: &str| node.dir().join(f).display().to_string();
+        let args = vec![
+            "--kube-subnet-mgr".to_owned(),
+            format!("--kubeconfig-file={}", kubeconfig.display()),
+            format!("--net-config-path={}", p("net-conf.json")),
+            format!("--subnet-file={}", p("subnet.env")),
+            "--iface=eth0".to_owned(),
+        ];
+        agents.push(Agent::start(
+            node,
+            "flanneld.log",
+            &args,
+            &[("NODE_NAME", &name)],
+        ));
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        let env = node.dir().join("subnet.env");
+        agents[i].wait_for("subnet.env", 30, || env.exists());
+        let text = std::fs::read_to_string(&env).unwrap();
+        assert_eq!(text.contains("FLANNEL_SUBNET="), v4, "{text}");
+        assert!(
+            text.contains(&format!("FLANNEL_IPV6_SUBNET=fd00:10:244:{}::1/64", i + 1)),
+            "{text}"
+        );
+    }
+    let node1 = cp.node_json("node1");
+    let ann = conformance::cluster::kube::flannel_annotations(&node1);
+    assert_eq!(ann["public-ipv6"], "fd00:5::b", "{ann:?}");
+    assert_eq!(ann["kube-subnet-manager"], "true");
+    match (backend, v4) {
+        (Backend::Vxlan, true) => {
+            assert!(ann.contains_key("backend-data") && ann.contains_key("backend-v6-data"))
+        }
+        (Backend::Vxlan, false) => {
+            assert!(!ann.contains_key("backend-data") && !ann.contains_key("public-ip"))
+        }
+        (Backend::HostGw, _) => assert_eq!(ann["backend-v6-data"], "null"),
+    }
+    let chains: Vec<Chain> = nodes
+        .iter()
+        .map(|n| Chain::new(conflist(n, "0.3.1")))
+        .collect();
+    let pods: Vec<Pod> = nodes
+        .iter()
+        .zip(&chains)
+        .map(|(n, c)| Pod::add(n, c))
+        .collect();
+    let mut fams = vec![false];
+    if v4 {
+        fams.push(true);
+    }
+    for fam in fams {
+        let to = pods[1].ip(fam);
+        poll::secs(
+            &format!("pod on node1 pings {to}"),
+            20,
+            || {
+                pods[0]
+                    .ns
+                    .run("ping", &["-c1", "-W1", "-q", &to])
+                    .status
+                    .success()
+            },
+            || {
+                agents
+                    .iter()
+                    .map(|a| a.log())
+                    .collect::<Vec<_>>()
+                    .join("\n==\n")
+                    + &nodes[0].host().sh("ip", &["-6", "route"])
+            },
+        );
+    }
+    for ((p, n), c) in pods.iter().zip(&nodes).zip(&chains) {
+        p.del(n, c);
+    }
+    for a in &mut agents {
+        assert_eq!(a.terminate(), Some(0));
+    }
+    drop(agents);
+    drop(pods);
+    drop(nodes);
+    drop(cp);
+    drop(lan);
+    assert_eq!(machine_state(), before, "the machine's state changed");
+}
+
+#[test]
+fn kube_dual_stack_host_gw() {
+    families(Backend::HostGw, true);
+}
+
+#[test]
+fn kube_dual_stack_vxlan() {
+    families(Backend::Vxlan, true);
+}
+
+#[test]
+fn kube_ipv6_only_host_gw() {
+    families(Backend::HostGw, false);
+}
+
+#[test]
+fn kube_ipv6_only_vxlan() {
+    families(Backend::Vxlan, false);
+}
+
+/// The control of the role check: kube-flannel's ClusterRole without `patch` on
+/// nodes/status is not enough (the agent reports the apiserver's refusal and keeps retrying,
+/// not ready), and with the whole role back it becomes ready. The whole-system tests above
+/// run with exactly that role, so an agent needing any other verb fails them.
+#[test]
+fn kube_flannels_role_is_needed_whole() {
+    use conformance::etcd::{Agent, Lan};
+    use conformance::node::Node;
+
+    if !kube_or_skip("flanneld_kube::kube_flannels_role_is_needed_whole") {
+        return;
+    }
+    let before = machine_state();
+    let mut lan = Lan::new();
+    let cp = kube::ControlPlane::start(&lan);
+    cp.install_flannel_rbac();
+    let full = include_str!("../../testdata/kube/flannel-rbac.yml");
+    let start = full.find("kind: ClusterRole\n").unwrap();
+    let end = start + full[start..].find("---").unwrap();
+    let role = &full[start..end];
+    let reduced = role.replace(
+        "  - apiGroups: [\"\"]\n    resources: [nodes/status]\n    verbs: [patch]\n",
+        "",
+    );
+    assert_ne!(reduced, role, "the rule is in the role");
+    cp.apply(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\n{reduced}"
+    ));
+    let token = cp.flannel_token();
+    let kubeconfig = cp.dir().join("flannel.kubeconfig");
+    cp.kubeconfig(&token, &kubeconfig);
+    let node = Node::new();
+    lan.attach(&node, 11);
+    cp.create_node("node1", &["10.244.1.0/24"], &[]);
+    std::fs::write(
+        node.dir().join("net-conf.json"),
+        r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#,
+    )
+    .unwrap();
+    let p = |f: &str| node.dir().join(f).display().to_string();
+    let args = vec![
+        "--kube-subnet-mgr".to_owned(),
+        format!("--kubeconfig-file={}", kubeconfig.display()),
+        format!("--net-config-path={}", p("net-conf.json")),
+        format!("--subnet-file={}", p("subnet.env")),
+        "--iface=eth0".to_owned(),
+    ];
+    let mut agent = Agent::start(&node, "flanneld.log", &args, &[("NODE_NAME", "node1")]);
+    let log = node.dir().join("flanneld.log");
+    agent.wait_for("the refusal of the status patch", 20, || {
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        log.contains("forbidden") && log.contains("nodes/status")
+    });
+    assert!(agent.running(), "it keeps retrying");
+    assert!(
+        !node.dir().join("subnet.env").exists(),
+        "not ready without its role"
+    );
+    cp.install_flannel_rbac();
+    let env = node.dir().join("subnet.env");
+    agent.wait_for("ready once the role is whole", 40, || env.exists());
+    assert_eq!(agent.terminate(), Some(0));
+    drop(agent);
+    drop(node);
+    drop(cp);
+    drop(lan);
+    assert_eq!(machine_state(), before, "the machine's state changed");
+}
