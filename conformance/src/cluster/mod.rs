@@ -810,9 +810,9 @@ impl Cluster {
     /// every namespace and temp dir, and checks nothing is left: no process, no mount under
     /// the temp dirs, no temp dir.
     pub fn shut_down(mut self) -> Result<String, String> {
-        let mut pids: Vec<u32> = match &self.control {
-            Control::Etcd { etcd, .. } => vec![etcd.pid()],
-            Control::Kube(k) => k.pids(),
+        let (mut pids, control): (Vec<u32>, _) = match &self.control {
+            Control::Etcd { etcd, .. } => (vec![etcd.pid()], "etcd"),
+            Control::Kube(k) => (k.pids(), "the control plane (kube-apiserver, its etcd)"),
         };
         let mut dirs: Vec<PathBuf> = vec![self.lan.dir().to_owned()];
         let mut codes = Vec::new();
@@ -849,7 +849,7 @@ impl Cluster {
             ));
         }
         Ok(format!(
-            "{} agents exited 0 on SIGTERM; etcd stopped; processes {pids:?} gone; no mount or \
+            "{} agents exited 0 on SIGTERM; {control} stopped; processes {pids:?} gone; no mount or \
              temp dir left of {} dirs",
             codes.len(),
             dirs.len()

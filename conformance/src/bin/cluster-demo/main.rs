@@ -23,13 +23,15 @@ use conformance::cluster::{
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use serde_json::json;
 
+mod kube_demo;
+
 static STOP: AtomicBool = AtomicBool::new(false);
 
-fn say(s: &str) {
+pub(crate) fn say(s: &str) {
     println!("\n\x1b[1m== {s}\x1b[0m");
 }
 
-fn indent(s: &str) {
+pub(crate) fn indent(s: &str) {
     for l in s.lines() {
         println!("  {l}");
     }
@@ -37,7 +39,7 @@ fn indent(s: &str) {
 
 /// Stops the demo when Ctrl-C or SIGTERM came: unwinding drops the cluster, which stops
 /// every process and removes every namespace and temp dir.
-fn step(s: &str) {
+pub(crate) fn step(s: &str) {
     if STOP.load(Ordering::Relaxed) {
         eprintln!("\ninterrupted: removing everything");
         std::panic::resume_unwind(Box::new("interrupted"));
@@ -72,7 +74,11 @@ fn main() {
         }
     }));
 
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let kube = args.first().is_some_and(|a| a == "--kube");
+    if kube {
+        args.remove(0);
+    }
     let asked = match args.as_slice() {
         [] => None,
         [flag, b] if flag == "--backend" => Some(Backend::parse(b).unwrap_or_else(|| {
@@ -80,10 +86,15 @@ fn main() {
             std::process::exit(2)
         })),
         _ => {
-            eprintln!("usage: cluster-demo [--backend vxlan|host-gw]");
+            eprintln!("usage: cluster-demo [--kube] [--backend vxlan|host-gw]");
             std::process::exit(2)
         }
     };
+    if kube {
+        // Seed 000 (kubeasz) checks its install with host-gw.
+        kube_demo::run(asked.unwrap_or(Backend::HostGw));
+        return;
+    }
     let start = Instant::now();
     let mut backend = asked.unwrap_or(Backend::Vxlan);
     let mut c = loop {
