@@ -117,9 +117,31 @@ fn parse_v6(field: &str, s: &str) -> Result<Ipv6Addr, ConfigError> {
         .map_err(|_| invalid(format!("{field}: {} is not an IPv6 address", shown(s))))
 }
 
+/// What the subnets of a config are checked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ranges {
+    /// etcd: the node leases a subnet of `SubnetLen` between `SubnetMin` and `SubnetMax`,
+    /// all checked as Go's `CheckNetworkConfig` checks them.
+    Leased,
+    /// kube: the node's subnet is its podCIDR; `SubnetLen`/`Min`/`Max` are not used and not
+    /// checked (Go does not check them there either).
+    PodCidr,
+}
+
 impl NetworkConfig {
-    /// Decodes and checks the config's bytes.
+    /// Decodes and checks the config's bytes (etcd's `<prefix>/config`).
     pub fn parse(bytes: &[u8]) -> Result<NetworkConfig, ConfigError> {
+        Self::parse_for(bytes, Ranges::Leased)
+    }
+
+    /// Decodes and checks kube mode's `net-conf.json`: the networks as [`NetworkConfig::parse`]
+    /// checks them, the subnet ranges not at all (the podCIDRs are the subnets). The ranges
+    /// hold the networks' own bounds and prefix length.
+    pub fn parse_kube(bytes: &[u8]) -> Result<NetworkConfig, ConfigError> {
+        Self::parse_for(bytes, Ranges::PodCidr)
+    }
+
+    fn parse_for(bytes: &[u8], ranges: Ranges) -> Result<NetworkConfig, ConfigError> {
         if is_array(bytes) {
             // serde fills a struct from an array, field by field; Go refuses it.
             return Err(invalid(
@@ -145,12 +167,12 @@ impl NetworkConfig {
             }
         };
         let v4 = if raw.enable_ipv4.unwrap_or(true) {
-            Some(check_v4(&raw)?)
+            Some(check_v4(&raw, ranges)?)
         } else {
             None
         };
         let v6 = if raw.enable_ipv6 {
-            Some(check_v6(&raw)?)
+            Some(check_v6(&raw, ranges)?)
         } else {
             None
         };
@@ -170,7 +192,7 @@ impl NetworkConfig {
     }
 }
 
-fn check_v4(raw: &Raw) -> Result<V4Range, ConfigError> {
+fn check_v4(raw: &Raw, ranges: Ranges) -> Result<V4Range, ConfigError> {
     let network: Ipv4Network = match raw.network.as_deref() {
         None | Some("") => None,
         Some(s) => Some(
@@ -196,6 +218,14 @@ fn check_v4(raw: &Raw) -> Result<V4Range, ConfigError> {
                 "Network {network} overlaps {reserved} ({what} addresses): refusing to route it"
             )));
         }
+    }
+    if ranges == Ranges::PodCidr {
+        return Ok(V4Range {
+            network,
+            subnet_len: network.prefix(),
+            subnet_min: network.network(),
+            subnet_max: network.broadcast(),
+        });
     }
     let plen = u32::from(network.prefix());
     let subnet_len = if raw.subnet_len > 0 {
@@ -272,7 +302,7 @@ fn check_v4(raw: &Raw) -> Result<V4Range, ConfigError> {
     })
 }
 
-fn check_v6(raw: &Raw) -> Result<V6Range, ConfigError> {
+fn check_v6(raw: &Raw, ranges: Ranges) -> Result<V6Range, ConfigError> {
     let network: Ipv6Network = match raw.ipv6_network.as_deref() {
         None | Some("") => None,
         Some(s) => Some(
@@ -295,6 +325,14 @@ fn check_v6(raw: &Raw) -> Result<V6Range, ConfigError> {
         return Err(invalid(format!(
             "IPv6Network {network} overlaps ::1 (loopback) or ff00::/8 (multicast): refusing to route it"
         )));
+    }
+    if ranges == Ranges::PodCidr {
+        return Ok(V6Range {
+            network,
+            subnet_len: network.prefix(),
+            subnet_min: network.network(),
+            subnet_max: network.broadcast(),
+        });
     }
     let plen = u32::from(network.prefix());
     let subnet_len = if raw.ipv6_subnet_len > 0 {
@@ -541,6 +579,14 @@ mod tests {
             err(r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/125"}"#),
             "IPv6Network is too small. Minimum useful network prefix is /124"
         );
+        // kube's net-conf.json: the ranges are not checked (the podCIDRs are the subnets).
+        let k = NetworkConfig::parse_kube(
+            br#"{"Network":"10.5.0.0/29","SubnetLen":99,"SubnetMin":"1.2.3.4","EnableIPv6":true,"IPv6Network":"fc00::/126"}"#,
+        )
+        .unwrap();
+        assert_eq!(k.v4.unwrap().network.to_string(), "10.5.0.0/29");
+        assert!(NetworkConfig::parse_kube(br#"{"Network":"127.0.0.0/8"}"#).is_err());
+        assert!(NetworkConfig::parse_kube(br#"{"Backend":{"Type":"vxlan"}}"#).is_err());
         // IPv6 only: a config (kube mode takes it; etcd refuses it, see etcd::manager).
         let c =
             parse(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fc00::/48"}"#).unwrap();

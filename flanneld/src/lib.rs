@@ -1,12 +1,15 @@
-//! flanneld, the flannel node agent, etcd edition: leases the node's pod subnet from etcd in
-//! Go flanneld's data model (the same keys, values and lease TTLs, so Go and Rust agents
-//! share one etcd), writes `/run/flannel/subnet.env` for the flannel CNI plugin, and hands
-//! the other nodes' leases to a backend (`vxlan` or `host-gw`), with `--ip-masq`'s nftables
+//! flanneld, the flannel node agent: leases the node's pod subnet from etcd in Go flanneld's
+//! data model (the same keys, values and lease TTLs, so Go and Rust agents share one etcd),
+//! or takes it from its Node's podCIDR in the Kubernetes API (`--kube-subnet-mgr`, Go's
+//! annotations), writes `/run/flannel/subnet.env` for the flannel CNI plugin, and hands the
+//! other nodes' leases to a backend (`vxlan` or `host-gw`), with `--ip-masq`'s nftables
 //! rules, and reconciles the kernel with the leases every few seconds.
 //!
 //! `main.rs` only calls [`main_with`]; everything is in this library and testable without
-//! exec: the agent core ([`manager`], [`cache`], [`agent`]) runs against the [`store::Store`]
-//! trait, with an in-memory fake in unit tests and real etcd ([`etcd`]) in `conformance/`.
+//! exec: the agent core ([`agent`], [`cache`]) runs against the [`manager::SubnetManager`]
+//! trait, implemented by the etcd wing ([`etcd`], over its `Store` trait) and the kube wing
+//! ([`kube`], over its `NodeApi` trait), each with an in-memory fake in unit tests and the
+//! real thing in `conformance/`.
 
 pub mod agent;
 pub mod backend;
@@ -209,7 +212,8 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
         if !manager.sync(&config, cont, &mut node.shutdown).await? {
             return Ok(());
         }
-        return node.serve(manager).await;
+        // The config the listing was made for (the families of its leases).
+        return node.serve(manager, Some(config)).await;
     }
     let previous = subnet_env::previous(&node.subnet_file);
     let etcd = EtcdOptions {
@@ -228,7 +232,7 @@ pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Er
     if let Some(ttl) = opts.test_lease_ttl {
         manager = manager.with_ttl(ttl);
     }
-    node.serve(manager).await
+    node.serve(manager, None).await
 }
 
 /// What the agent needs besides its subnet manager, set up by [`run`].
@@ -261,12 +265,20 @@ impl Node<'_> {
         }
     }
 
-    /// The agent with `manager`: the network config, the external interface, the backend,
-    /// then the agent's loop until asked to stop.
-    async fn serve<M: manager::SubnetManager>(mut self, mut manager: M) -> Result<(), Error> {
+    /// The agent with `manager`: the network config (`config` when it was read already),
+    /// the external interface, the backend, then the agent's loop until asked to stop.
+    async fn serve<M: manager::SubnetManager>(
+        mut self,
+        mut manager: M,
+        config: Option<config::NetworkConfig>,
+    ) -> Result<(), Error> {
         let opts = self.opts;
-        let Some(config) = agent::wait_for_config(&manager, &mut self.shutdown).await else {
-            return Ok(());
+        let config = match config {
+            Some(c) => c,
+            None => match agent::wait_for_config(&manager, &mut self.shutdown).await {
+                Some(c) => c,
+                None => return Ok(()),
+            },
         };
         info!(
             "network config: {}{} backend {}",

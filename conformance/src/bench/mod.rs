@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod exec;
 pub mod floor;
+pub mod kube;
 pub mod parallel;
 pub mod plugins;
 pub mod stats;

@@ -31,6 +31,9 @@ usage: bench [--ours DIR] [--static DIR] [--go DIR] [--work DIR] COMMAND [COUNTS
   agent [peers=1000,5000] [events=200] [idle-secs=20] [out-dir]
                                             flanneld at scale (scripts/bench-agent.sh); writes
                                             bench-agent.md and bench-agent.svg to out-dir
+  kube [nodes=3,1000]                       flanneld --kube-subnet-mgr on a real kube-apiserver
+                                            holding that many Nodes: start and memory
+                                            (scripts/bench-kube.sh)
   parallel <cni-path> <conflist> <work-dir> <id-prefix> <pods> <first-host-port>
 Runs only in a private network namespace (scripts/bench*.sh make one).";
 
@@ -91,6 +94,22 @@ fn parallel(args: &[String]) -> Result<bool, String> {
 }
 
 /// `bench agent`: runs the plan, prints the table, writes the table and the plot.
+fn kube(b: &Bench, rest: &[String]) -> Result<(), String> {
+    let counts = match rest.first() {
+        None => vec![3, 1000],
+        Some(list) => list
+            .split(',')
+            .map(|c| {
+                c.parse()
+                    .map_err(|_| format!("not a count: {c:?}\n{USAGE}"))
+            })
+            .collect::<Result<Vec<u32>, String>>()?,
+    };
+    let rows = bench::kube::run(&counts, &b.dirs.ours.join("flanneld"))?;
+    println!("{}", bench::kube::markdown(&rows));
+    Ok(())
+}
+
 fn agent(b: &Bench, rest: &[String]) -> Result<(), String> {
     use bench::agent::{Plan, report};
     let counts = match rest.first() {
@@ -182,6 +201,7 @@ fn run(args: Args) -> Result<bool, String> {
         }
         "flannel" => bench::plugins::flannel(&b, count(rest, 0, 100)?)?,
         "agent" => agent(&b, rest)?,
+        "kube" => kube(&b, rest)?,
         other => return Err(format!("unknown command {other:?}\n{USAGE}")),
     }
     Ok(true)

@@ -142,7 +142,8 @@ pub(crate) async fn node_name<A: NodeApi>(
                 )));
             }
             Ok(n) => return Ok(Some(n)),
-            Err(e) if matches!(e.code(), Some(403 | 404)) => return Err(e.into()),
+            // A 403 may be an apiserver that just started and has not loaded its roles yet.
+            Err(e) if e.code() == Some(404) => return Err(e.into()),
             Err(e) => warning!("{e}; retrying in {delay:?}"),
         }
         if stopped_during(delay, shutdown).await {

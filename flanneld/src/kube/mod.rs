@@ -287,7 +287,7 @@ impl<A: NodeApi> SubnetManager for KubeManager<A> {
             path: path.clone(),
             source,
         })?;
-        let config = NetworkConfig::parse(&bytes).map_err(|source| KubeError::BadNetConf {
+        let config = NetworkConfig::parse_kube(&bytes).map_err(|source| KubeError::BadNetConf {
             path: path.clone(),
             source,
         })?;

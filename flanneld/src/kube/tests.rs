@@ -737,3 +737,73 @@ async fn ipv6_only_nodes_lease_and_peer_by_their_ipv6_podcidr() {
         })
         .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn changes_of_nodes_that_give_no_lease_wake_no_one() {
+    use futures_util::StreamExt;
+
+    use super::annotations::{Annotations, DEFAULT_PREFIX};
+    use super::watch::Watcher;
+    use crate::cache::Change;
+    use crate::manager::LeaseUpdate;
+
+    let api = FakeApi::default();
+    peer(&api, "node-a", "10.244.1.0/24", "192.168.50.2", OWN_MAC);
+    api.put_node("plain", &["10.244.9.0/24"], &[("unrelated", "x")]);
+    let own = Lease {
+        subnet: crate::subnet::SubnetKey {
+            v4: Some("10.244.1.0/24".parse().unwrap()),
+            v6: None,
+        },
+        attrs: vxlan_attrs(),
+        lease_id: 0,
+        expiration: None,
+    };
+    let mut updates = Watcher {
+        api: api.clone(),
+        names: Annotations::new(DEFAULT_PREFIX).unwrap(),
+        families: Families {
+            v4: true,
+            v6: false,
+        },
+        own_name: "node-a".into(),
+        depth: 16,
+        metrics: Metrics::new(),
+    }
+    .start(&own, None);
+    async fn next(s: &mut crate::manager::LeaseWatch) -> Option<LeaseUpdate> {
+        tokio::time::timeout(Duration::from_secs(1), s.next())
+            .await
+            .ok()
+            .flatten()
+    }
+    // The listing: the own Node's lease only (the cache leaves it out).
+    assert!(matches!(next(&mut updates).await, Some(LeaseUpdate::Snapshot(l)) if l.len() == 1));
+    // The kubelet's status updates of a Node flannel does not manage: nothing.
+    for _ in 0..5 {
+        api.touch("plain");
+    }
+    assert_eq!(next(&mut updates).await, None);
+    // Managed now: a lease; its own updates are handed on (the cache finds them equal).
+    for (k, v) in go_annotations("192.168.50.9", "02:99:00:00:00:01") {
+        api.annotate("plain", &[(&k, Some(&v))]);
+    }
+    let mut puts = 0;
+    while let Some(u) = next(&mut updates).await {
+        assert!(
+            matches!(&u, LeaseUpdate::Changes(c) if matches!(c[..], [Change::Put(_)])),
+            "{u:?}"
+        );
+        puts += 1;
+    }
+    assert!(puts >= 1);
+    // No longer managed: it goes once, and nothing more after.
+    api.annotate("plain", &[(&format!("{P}kube-subnet-manager"), None)]);
+    assert!(matches!(
+        next(&mut updates).await,
+        Some(LeaseUpdate::Changes(c)) if matches!(c[..], [Change::Invalid(_)])
+    ));
+    api.touch("plain");
+    api.delete_node("plain");
+    assert_eq!(next(&mut updates).await, None);
+}

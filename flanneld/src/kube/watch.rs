@@ -14,7 +14,7 @@
 //! `kubectl delete node` and the kubelet's re-registration), or given other podCIDRs, the
 //! node's lease is reported lost, and the agent acquires (annotates) it again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -57,6 +57,8 @@ pub struct Listing {
     pub own: Option<NodeLite>,
     /// How many Nodes were listed.
     pub nodes: usize,
+    /// The names of the Nodes whose lease is in `leases`.
+    pub managed: BTreeSet<String>,
 }
 
 /// What the watch needs to know.
@@ -117,6 +119,7 @@ async fn list_pages<A: NodeApi>(
         resource_version: String::new(),
         own: None,
         nodes: 0,
+        managed: BTreeSet::new(),
     };
     let mut token = String::new();
     loop {
@@ -126,6 +129,7 @@ async fn list_pages<A: NodeApi>(
             match to_lease(&node, names, families) {
                 Ok(Some(l)) => {
                     skipped.clear(&node.metadata.name);
+                    listing.managed.insert(node.metadata.name.clone());
                     listing.leases.push(l);
                 }
                 Ok(None) => {}
@@ -161,6 +165,7 @@ impl<A: NodeApi> Watcher<A> {
                 backoff: BACKOFF_MIN,
                 skipped: Skipped::default(),
                 own_deleted: false,
+                managed: BTreeSet::new(),
             };
             run.run(initial).await;
         });
@@ -202,6 +207,9 @@ struct Run<A> {
     skipped: Skipped,
     /// The own Node was deleted: waiting for it to be registered again.
     own_deleted: bool,
+    /// The Nodes whose lease the agent was given (names only): a change of any other Node
+    /// (the kubelets' status updates of unmanaged ones) does not wake the agent.
+    managed: BTreeSet<String>,
 }
 
 /// Whether the watch task goes on.
@@ -215,6 +223,7 @@ impl<A: NodeApi> Run<A> {
         if let Some(l) = initial {
             // Made before the node's annotations were written: its own Node is not judged.
             self.resource_version = Some(l.resource_version);
+            self.managed = l.managed;
             if self.send(LeaseUpdate::Snapshot(l.leases)).await.is_err() {
                 return;
             }
@@ -245,6 +254,7 @@ impl<A: NodeApi> Run<A> {
             Ok(listing) => {
                 self.backoff = BACKOFF_MIN;
                 self.resource_version = Some(listing.resource_version);
+                self.managed = listing.managed;
                 match &listing.own {
                     None => self.own_gone(),
                     Some(n) => {
@@ -273,7 +283,7 @@ impl<A: NodeApi> Run<A> {
         let mut events = match self.w.api.watch(rv, WATCH_TIMEOUT).await {
             Ok(ev) => ev,
             Err(e) if e.code() == Some(410) => {
-                self.gone(&e.to_string());
+                self.expired(&e.to_string());
                 return Next::Go;
             }
             Err(e) => {
@@ -288,7 +298,9 @@ impl<A: NodeApi> Run<A> {
         loop {
             let ev = match timeout_at(deadline, events.next()).await {
                 Err(_) => {
-                    warning!("the watch of nodes was silent past its timeout: watching again");
+                    warning!(
+                        "the watch of nodes did not end {WATCH_GRACE:?} past its {WATCH_TIMEOUT:?} timeout: watching again"
+                    );
                     self.w.metrics.watch_restart(WatchRestart::Broken);
                     return Next::Go;
                 }
@@ -309,7 +321,7 @@ impl<A: NodeApi> Run<A> {
                     None
                 }
                 NodeEvent::Gone(why) => {
-                    self.gone(&why);
+                    self.expired(&why);
                     return Next::Go;
                 }
                 NodeEvent::Error(e) => {
@@ -334,7 +346,7 @@ impl<A: NodeApi> Run<A> {
                         None
                     } else {
                         self.skipped.clear(&n.metadata.name);
-                        removed(&n, self.w.families)
+                        self.gone(&n)
                     }
                 }
             };
@@ -353,7 +365,7 @@ impl<A: NodeApi> Run<A> {
     }
 
     /// A watch answered 410 Gone: its start is no longer in the apiserver's history.
-    fn gone(&mut self, why: &str) {
+    fn expired(&mut self, why: &str) {
         warning!(
             "the watch of nodes lost its place ({}): listing again",
             crate::log::bounded(why)
@@ -368,13 +380,14 @@ impl<A: NodeApi> Run<A> {
         match to_lease(n, &self.w.names, self.w.families) {
             Ok(Some(l)) => {
                 self.skipped.clear(name);
+                self.managed.insert(name.clone());
                 Some(LeaseUpdate::Changes(vec![Change::Put(l)]))
             }
             // Not (or no longer) managed: a peer it was goes (Go keeps it).
-            Ok(None) => removed(n, self.w.families),
+            Ok(None) => self.gone(n),
             Err(why) => {
                 self.skipped.skip(name, why);
-                removed(n, self.w.families)
+                self.gone(n)
             }
         }
     }
@@ -394,6 +407,15 @@ impl<A: NodeApi> Run<A> {
                 warning!("{e}: this node's Node is checked again at its next change");
                 None
             }
+        }
+    }
+
+    /// The change a Node that no longer gives a lease makes: none unless it gave one.
+    fn gone(&mut self, n: &NodeLite) -> Option<LeaseUpdate> {
+        if self.managed.remove(&n.metadata.name) {
+            removed(n, self.w.families)
+        } else {
+            None
         }
     }
 
@@ -438,8 +460,7 @@ impl<A: NodeApi> Run<A> {
 }
 
 /// The change a Node deleted, no longer managed or no longer usable makes: the peer it was
-/// goes (found by its podCIDR of the lease's first family); nothing when it was none (most
-/// Nodes change every few minutes, managed or not: no line for each).
+/// goes (found by its podCIDR of the lease's first family).
 fn removed(n: &NodeLite, families: Families) -> Option<LeaseUpdate> {
     let (v4, v6) = pod_cidrs(&n.spec).ok()?;
     let id = if families.v4 {
