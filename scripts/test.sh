@@ -14,7 +14,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo build --release"
 cargo build --workspace --release --bins --locked
 echo "== cargo test (plugins from target/release)"
-rm -f target/test-skips.txt target/flanneld-etcdctl.txt target/e2e-*.txt
+rm -f target/test-skips.txt target/flanneld-etcdctl.txt target/e2e-*.txt target/kube-*.txt
 CNI_PLUGIN_DIR="$PWD/target/release" cargo test --workspace --locked
 if [ -s target/flanneld-etcdctl.txt ]; then
     echo "== flanneld: etcd as the agent left it (conformance/tests/flanneld.rs)"
@@ -23,6 +23,11 @@ fi
 for f in target/e2e-*.txt; do
     [ -s "$f" ] || continue
     echo "== the whole system on one machine, $(basename "$f" .txt | sed 's/^e2e-//') (conformance/tests/overlay.rs)"
+    cat "$f"
+done
+for f in target/kube-*.txt; do
+    [ -s "$f" ] || continue
+    echo "== flanneld on a real kube-apiserver, $(basename "$f" .txt | sed 's/^kube-//') (conformance/tests/flanneld_kube.rs)"
     cat "$f"
 done
 if [ -s target/test-skips.txt ]; then

@@ -476,3 +476,125 @@ fn kube_flannels_role_is_needed_whole() {
     drop(lan);
     assert_eq!(machine_state(), before, "the machine's state changed");
 }
+
+/// A rebooted vxlan node (its device gone, the agent started again) takes the VtepMAC of its
+/// Node's `backend-data` annotation again, as Go does: the peers' FDB entries stay valid and
+/// nothing is re-annotated. An operator's `public-ip-overwrite` is what the node publishes.
+#[test]
+fn kube_vxlan_keeps_its_mac_across_a_reboot() {
+    use conformance::etcd::{Agent, Lan};
+    use conformance::node::Node;
+
+    if !kube_or_skip("flanneld_kube::kube_vxlan_keeps_its_mac_across_a_reboot") {
+        return;
+    }
+    let before = machine_state();
+    let mut lan = Lan::new();
+    let cp = kube::ControlPlane::start(&lan);
+    cp.install_flannel_rbac();
+    let token = cp.flannel_token();
+    let kubeconfig = cp.dir().join("flannel.kubeconfig");
+    cp.kubeconfig(&token, &kubeconfig);
+    let nodes = [Node::new(), Node::new()];
+    let start = |i: usize, node: &Node| {
+        let p = |f: &str| node.dir().join(f).display().to_string();
+        let args = vec![
+            "--kube-subnet-mgr".to_owned(),
+            format!("--kubeconfig-file={}", kubeconfig.display()),
+            format!("--net-config-path={}", p("net-conf.json")),
+            format!("--subnet-file={}", p("subnet.env")),
+            "--iface=eth0".to_owned(),
+        ];
+        let name = format!("node{}", i + 1);
+        let mut a = Agent::start(node, "flanneld.log", &args, &[("NODE_NAME", &name)]);
+        let env = node.dir().join("subnet.env");
+        a.wait_for("subnet.env", 30, || env.exists());
+        a
+    };
+    let mut agents = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        lan.attach(node, 11 + i as u8);
+        let name = format!("node{}", i + 1);
+        let ann: &[(&str, &str)] = if i == 0 {
+            &[(
+                "flannel.alpha.coreos.com/public-ip-overwrite",
+                "203.0.113.7",
+            )]
+        } else {
+            &[]
+        };
+        cp.create_node(&name, &[&format!("10.244.{}.0/24", i + 1)], ann);
+        std::fs::write(
+            node.dir().join("net-conf.json"),
+            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#,
+        )
+        .unwrap();
+        agents.push(start(i, node));
+    }
+    let annotations =
+        |name: &str| conformance::cluster::kube::flannel_annotations(&cp.node_json(name));
+    let mac = |node: &Node| {
+        let out = node.host().sh("ip", &["-o", "link", "show", "flannel.1"]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    let mac1 = mac(&nodes[0]);
+    let ann1 = annotations("node1");
+    assert_eq!(
+        ann1["backend-data"],
+        format!(r#"{{"VNI":1,"VtepMAC":"{mac1}"}}"#)
+    );
+    assert_eq!(
+        ann1["public-ip"], "203.0.113.7",
+        "the operator's overwrite is published"
+    );
+    let fdb = || {
+        nodes[1]
+            .host()
+            .sh("bridge", &["fdb", "show", "dev", "flannel.1"])
+    };
+    poll::secs(
+        "node2 programs node1",
+        20,
+        || fdb().contains(&format!("{mac1} dst 203.0.113.7")),
+        || agents[1].log(),
+    );
+    // The reboot: the agent stops (SIGTERM: nothing is torn down); the device and /run
+    // (subnet.env) are gone.
+    assert_eq!(agents[0].terminate(), Some(0));
+    nodes[0].host().sh("ip", &["link", "del", "flannel.1"]);
+    std::fs::remove_file(nodes[0].dir().join("subnet.env")).unwrap();
+    let patches_before = annotations("node1");
+    agents[0] = start(0, &nodes[0]);
+    assert_eq!(
+        mac(&nodes[0]),
+        mac1,
+        "the device is made again with the annotation's MAC"
+    );
+    assert_eq!(
+        annotations("node1"),
+        patches_before,
+        "nothing to write again"
+    );
+    assert!(
+        fdb().contains(&format!("{mac1} dst 203.0.113.7")),
+        "{}",
+        fdb()
+    );
+    assert!(
+        agents[0].log().contains("created vxlan device flannel.1"),
+        "{}",
+        agents[0].log()
+    );
+    for a in &mut agents {
+        assert_eq!(a.terminate(), Some(0));
+    }
+    drop(agents);
+    drop(nodes);
+    drop(cp);
+    drop(lan);
+    assert_eq!(machine_state(), before, "the machine's state changed");
+}
