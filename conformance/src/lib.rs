@@ -24,6 +24,7 @@ pub mod plugin;
 pub mod pod;
 pub mod podman;
 pub mod poll;
+pub mod report;
 pub mod traffic;
 
 pub use chain::Chain;

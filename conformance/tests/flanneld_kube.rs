@@ -12,37 +12,12 @@
 // Test helpers fail the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conformance::cluster::{Backend, Cluster, go_subnet, machine_state};
+use conformance::report::Report;
 use conformance::{kube, poll, skip};
 use nix::sys::signal::Signal;
-
-/// Progress on stderr (shown with `--nocapture`) and in the report file.
-struct Report {
-    start: Instant,
-    text: String,
-}
-
-impl Report {
-    fn line(&mut self, s: impl AsRef<str>) {
-        let line = format!(
-            "[{:5.1}s] {}",
-            self.start.elapsed().as_secs_f64(),
-            s.as_ref()
-        );
-        eprintln!("{line}");
-        self.text.push_str(&line);
-        self.text.push('\n');
-    }
-    fn block(&mut self, s: impl AsRef<str>) {
-        for l in s.as_ref().lines() {
-            let _ = writeln!(self.text, "    {l}");
-            eprintln!("    {l}");
-        }
-    }
-}
 
 fn kube_or_skip(test: &str) -> bool {
     if kube::available() {
@@ -50,6 +25,61 @@ fn kube_or_skip(test: &str) -> bool {
     }
     skip(test, &kube::missing());
     false
+}
+
+/// A control plane on a LAN with kube-flannel's RBAC and a kubeconfig of its service account,
+/// for the tests that start agents one by one.
+struct Plane {
+    // The control plane goes before the LAN whose namespace it runs in.
+    cp: kube::ControlPlane,
+    kubeconfig: std::path::PathBuf,
+    lan: conformance::etcd::Lan,
+}
+
+impl Plane {
+    /// Up, with the RBAC installed (`role` then applied over kube-flannel's ClusterRole, if
+    /// given) and the token taken.
+    fn start(role: Option<&str>) -> Plane {
+        let lan = conformance::etcd::Lan::new();
+        let cp = kube::ControlPlane::start(&lan);
+        cp.install_flannel_rbac();
+        if let Some(role) = role {
+            cp.apply(role);
+        }
+        let token = cp.flannel_token();
+        let kubeconfig = cp.dir().join("flannel.kubeconfig");
+        cp.kubeconfig(&token, &kubeconfig);
+        Plane {
+            cp,
+            kubeconfig,
+            lan,
+        }
+    }
+
+    /// Starts flanneld in kube mode on `node` as Node `name`, by kubeconfig, with `net_conf`.
+    fn agent(
+        &self,
+        node: &conformance::node::Node,
+        name: &str,
+        net_conf: &str,
+    ) -> conformance::etcd::Agent {
+        std::fs::write(node.dir().join("net-conf.json"), net_conf).unwrap();
+        let p = |f: &str| node.dir().join(f).display().to_string();
+        let args = vec![
+            "--kube-subnet-mgr".to_owned(),
+            format!("--kubeconfig-file={}", self.kubeconfig.display()),
+            format!("--net-config-path={}", p("net-conf.json")),
+            format!("--subnet-file={}", p("subnet.env")),
+            "--iface=eth0".to_owned(),
+        ];
+        conformance::etcd::Agent::start(node, "flanneld.log", &args, &[("NODE_NAME", name)])
+    }
+}
+
+/// Waits until the agent on `node` wrote subnet.env.
+fn ready(agent: &mut conformance::etcd::Agent, node: &conformance::node::Node) {
+    let env = node.dir().join("subnet.env");
+    agent.wait_for("subnet.env", 30, || env.exists());
 }
 
 /// Waits until every agent programmed every managed Node but its own.
@@ -72,10 +102,7 @@ fn whole_system(backend: Backend) {
         return;
     }
     let before = machine_state();
-    let mut r = Report {
-        start: Instant::now(),
-        text: String::new(),
-    };
+    let mut r = Report::new();
     let mut c = Cluster::start_kube(backend);
     r.line(format!(
         "kube-apiserver {} up (TLS, Node,RBAC), kube-flannel's RBAC, net-conf {}",
@@ -245,7 +272,7 @@ fn whole_system(backend: Backend) {
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target")
         .join(format!("kube-{}.txt", backend.name()));
-    let _ = std::fs::write(out, &r.text);
+    let _ = std::fs::write(out, r.text());
 }
 
 #[test]
@@ -264,7 +291,6 @@ fn kube_vxlan() {
 /// a pod on each, pings over every family the network has.
 fn families(backend: Backend, v4: bool) {
     use conformance::chain::Chain;
-    use conformance::etcd::{Agent, Lan};
     use conformance::flannel::conflist;
     use conformance::node::Node;
     use conformance::pod::Pod;
@@ -275,12 +301,7 @@ fn families(backend: Backend, v4: bool) {
         return;
     }
     let before = machine_state();
-    let mut lan = Lan::new();
-    let cp = kube::ControlPlane::start(&lan);
-    cp.install_flannel_rbac();
-    let token = cp.flannel_token();
-    let kubeconfig = cp.dir().join("flannel.kubeconfig");
-    cp.kubeconfig(&token, &kubeconfig);
+    let mut plane = Plane::start(None);
     let net = format!(
         r#"{{{}"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{{"Type":"{}"}}}}"#,
         if v4 {
@@ -294,39 +315,24 @@ fn families(backend: Backend, v4: bool) {
     let mut agents = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         let n = i + 1;
-        let (_ip, _ip6) = lan.attach_dual_stack(node, 10 + n as u8);
+        plane.lan.attach_dual_stack(node, 10 + n as u8);
         let name = format!("node{n}");
         let v6 = format!("fd00:10:244:{n}::/64");
         let v4c = format!("10.244.{n}.0/24");
         let cidrs: Vec<&str> = if v4 { vec![&v4c, &v6] } else { vec![&v6] };
-        cp.create_node(&name, &cidrs, &[]);
-        std::fs::write(node.dir().join("net-conf.json"), &net).unwrap();
-        let p = |f: &str| node.dir().join(f).display().to_string();
-        let args = vec![
-            "--kube-subnet-mgr".to_owned(),
-            format!("--kubeconfig-file={}", kubeconfig.display()),
-            format!("--net-config-path={}", p("net-conf.json")),
-            format!("--subnet-file={}", p("subnet.env")),
-            "--iface=eth0".to_owned(),
-        ];
-        agents.push(Agent::start(
-            node,
-            "flanneld.log",
-            &args,
-            &[("NODE_NAME", &name)],
-        ));
+        plane.cp.create_node(&name, &cidrs, &[]);
+        agents.push(plane.agent(node, &name, &net));
     }
     for (i, node) in nodes.iter().enumerate() {
-        let env = node.dir().join("subnet.env");
-        agents[i].wait_for("subnet.env", 30, || env.exists());
-        let text = std::fs::read_to_string(&env).unwrap();
+        ready(&mut agents[i], node);
+        let text = std::fs::read_to_string(node.dir().join("subnet.env")).unwrap();
         assert_eq!(text.contains("FLANNEL_SUBNET="), v4, "{text}");
         assert!(
             text.contains(&format!("FLANNEL_IPV6_SUBNET=fd00:10:244:{}::1/64", i + 1)),
             "{text}"
         );
     }
-    let node1 = cp.node_json("node1");
+    let node1 = plane.cp.node_json("node1");
     let ann = conformance::cluster::kube::flannel_annotations(&node1);
     assert_eq!(ann["public-ipv6"], "fd00:5::b", "{ann:?}");
     assert_eq!(ann["kube-subnet-manager"], "true");
@@ -383,8 +389,7 @@ fn families(backend: Backend, v4: bool) {
     drop(agents);
     drop(pods);
     drop(nodes);
-    drop(cp);
-    drop(lan);
+    drop(plane);
     assert_eq!(machine_state(), before, "the machine's state changed");
 }
 
@@ -414,16 +419,12 @@ fn kube_ipv6_only_vxlan() {
 /// run with exactly that role, so an agent needing any other verb fails them.
 #[test]
 fn kube_flannels_role_is_needed_whole() {
-    use conformance::etcd::{Agent, Lan};
     use conformance::node::Node;
 
     if !kube_or_skip("flanneld_kube::kube_flannels_role_is_needed_whole") {
         return;
     }
     let before = machine_state();
-    let mut lan = Lan::new();
-    let cp = kube::ControlPlane::start(&lan);
-    cp.install_flannel_rbac();
     let full = include_str!("../../testdata/kube/flannel-rbac.yml");
     let start = full.find("kind: ClusterRole\n").unwrap();
     let end = start + full[start..].find("---").unwrap();
@@ -433,29 +434,17 @@ fn kube_flannels_role_is_needed_whole() {
         "",
     );
     assert_ne!(reduced, role, "the rule is in the role");
-    cp.apply(&format!(
+    let mut plane = Plane::start(Some(&format!(
         "apiVersion: rbac.authorization.k8s.io/v1\n{reduced}"
-    ));
-    let token = cp.flannel_token();
-    let kubeconfig = cp.dir().join("flannel.kubeconfig");
-    cp.kubeconfig(&token, &kubeconfig);
+    )));
     let node = Node::new();
-    lan.attach(&node, 11);
-    cp.create_node("node1", &["10.244.1.0/24"], &[]);
-    std::fs::write(
-        node.dir().join("net-conf.json"),
+    plane.lan.attach(&node, 11);
+    plane.cp.create_node("node1", &["10.244.1.0/24"], &[]);
+    let mut agent = plane.agent(
+        &node,
+        "node1",
         r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#,
-    )
-    .unwrap();
-    let p = |f: &str| node.dir().join(f).display().to_string();
-    let args = vec![
-        "--kube-subnet-mgr".to_owned(),
-        format!("--kubeconfig-file={}", kubeconfig.display()),
-        format!("--net-config-path={}", p("net-conf.json")),
-        format!("--subnet-file={}", p("subnet.env")),
-        "--iface=eth0".to_owned(),
-    ];
-    let mut agent = Agent::start(&node, "flanneld.log", &args, &[("NODE_NAME", "node1")]);
+    );
     let log = node.dir().join("flanneld.log");
     agent.wait_for("the refusal of the status patch", 20, || {
         let log = std::fs::read_to_string(&log).unwrap_or_default();
@@ -466,14 +455,13 @@ fn kube_flannels_role_is_needed_whole() {
         !node.dir().join("subnet.env").exists(),
         "not ready without its role"
     );
-    cp.install_flannel_rbac();
+    plane.cp.install_flannel_rbac();
     let env = node.dir().join("subnet.env");
     agent.wait_for("ready once the role is whole", 40, || env.exists());
     assert_eq!(agent.terminate(), Some(0));
     drop(agent);
     drop(node);
-    drop(cp);
-    drop(lan);
+    drop(plane);
     assert_eq!(machine_state(), before, "the machine's state changed");
 }
 
@@ -482,38 +470,18 @@ fn kube_flannels_role_is_needed_whole() {
 /// nothing is re-annotated. An operator's `public-ip-overwrite` is what the node publishes.
 #[test]
 fn kube_vxlan_keeps_its_mac_across_a_reboot() {
-    use conformance::etcd::{Agent, Lan};
     use conformance::node::Node;
 
     if !kube_or_skip("flanneld_kube::kube_vxlan_keeps_its_mac_across_a_reboot") {
         return;
     }
+    const NET: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
     let before = machine_state();
-    let mut lan = Lan::new();
-    let cp = kube::ControlPlane::start(&lan);
-    cp.install_flannel_rbac();
-    let token = cp.flannel_token();
-    let kubeconfig = cp.dir().join("flannel.kubeconfig");
-    cp.kubeconfig(&token, &kubeconfig);
+    let mut plane = Plane::start(None);
     let nodes = [Node::new(), Node::new()];
-    let start = |i: usize, node: &Node| {
-        let p = |f: &str| node.dir().join(f).display().to_string();
-        let args = vec![
-            "--kube-subnet-mgr".to_owned(),
-            format!("--kubeconfig-file={}", kubeconfig.display()),
-            format!("--net-config-path={}", p("net-conf.json")),
-            format!("--subnet-file={}", p("subnet.env")),
-            "--iface=eth0".to_owned(),
-        ];
-        let name = format!("node{}", i + 1);
-        let mut a = Agent::start(node, "flanneld.log", &args, &[("NODE_NAME", &name)]);
-        let env = node.dir().join("subnet.env");
-        a.wait_for("subnet.env", 30, || env.exists());
-        a
-    };
     let mut agents = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
-        lan.attach(node, 11 + i as u8);
+        plane.lan.attach(node, 11 + i as u8);
         let name = format!("node{}", i + 1);
         let ann: &[(&str, &str)] = if i == 0 {
             &[(
@@ -523,16 +491,15 @@ fn kube_vxlan_keeps_its_mac_across_a_reboot() {
         } else {
             &[]
         };
-        cp.create_node(&name, &[&format!("10.244.{}.0/24", i + 1)], ann);
-        std::fs::write(
-            node.dir().join("net-conf.json"),
-            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#,
-        )
-        .unwrap();
-        agents.push(start(i, node));
+        plane
+            .cp
+            .create_node(&name, &[&format!("10.244.{}.0/24", i + 1)], ann);
+        let mut a = plane.agent(node, &name, NET);
+        ready(&mut a, node);
+        agents.push(a);
     }
     let annotations =
-        |name: &str| conformance::cluster::kube::flannel_annotations(&cp.node_json(name));
+        |name: &str| conformance::cluster::kube::flannel_annotations(&plane.cp.node_json(name));
     let mac = |node: &Node| {
         let out = node.host().sh("ip", &["-o", "link", "show", "flannel.1"]);
         out.split_whitespace()
@@ -568,7 +535,8 @@ fn kube_vxlan_keeps_its_mac_across_a_reboot() {
     nodes[0].host().sh("ip", &["link", "del", "flannel.1"]);
     std::fs::remove_file(nodes[0].dir().join("subnet.env")).unwrap();
     let patches_before = annotations("node1");
-    agents[0] = start(0, &nodes[0]);
+    agents[0] = plane.agent(&nodes[0], "node1", NET);
+    ready(&mut agents[0], &nodes[0]);
     assert_eq!(
         mac(&nodes[0]),
         mac1,
@@ -594,7 +562,6 @@ fn kube_vxlan_keeps_its_mac_across_a_reboot() {
     }
     drop(agents);
     drop(nodes);
-    drop(cp);
-    drop(lan);
+    drop(plane);
     assert_eq!(machine_state(), before, "the machine's state changed");
 }

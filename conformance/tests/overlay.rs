@@ -14,40 +14,15 @@
 // Test helpers fail the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use conformance::cluster::{
     Backend, Cluster, HOST_PORT, INTERNET_IP, Unsupported, VXLAN_DEV, go_vtep_mac, machine_state,
 };
 use conformance::etcd::available;
+use conformance::report::Report;
 use conformance::skip;
 use serde_json::json;
-
-/// Progress on stderr (shown with `--nocapture`) and in the report file.
-struct Report {
-    start: Instant,
-    text: String,
-}
-
-impl Report {
-    fn line(&mut self, s: impl AsRef<str>) {
-        let line = format!(
-            "[{:5.1}s] {}",
-            self.start.elapsed().as_secs_f64(),
-            s.as_ref()
-        );
-        eprintln!("{line}");
-        self.text.push_str(&line);
-        self.text.push('\n');
-    }
-    fn block(&mut self, s: impl AsRef<str>) {
-        for l in s.as_ref().lines() {
-            let _ = writeln!(self.text, "    {l}");
-            eprintln!("    {l}");
-        }
-    }
-}
 
 fn whole_system(backend: Backend) {
     let test = format!("overlay::{}", backend.name());
@@ -59,10 +34,7 @@ fn whole_system(backend: Backend) {
         return;
     }
     let before = machine_state();
-    let mut r = Report {
-        start: Instant::now(),
-        text: String::new(),
-    };
+    let mut r = Report::new();
     let mut c = Cluster::start(backend);
     r.line(format!(
         "etcd up (mutual TLS) at {}, config {}",
@@ -259,7 +231,7 @@ fn whole_system(backend: Backend) {
     ));
     let _ = std::fs::write(
         concat!(env!("CARGO_MANIFEST_DIR"), "/../target/e2e-").to_owned() + backend.name() + ".txt",
-        &r.text,
+        r.text(),
     );
 }
 

@@ -93,35 +93,32 @@ fn parallel(args: &[String]) -> Result<bool, String> {
     Ok(round.clean())
 }
 
-/// `bench agent`: runs the plan, prints the table, writes the table and the plot.
-fn kube(b: &Bench, rest: &[String]) -> Result<(), String> {
-    let counts = match rest.first() {
-        None => vec![3, 1000],
+/// The first argument as a comma-separated list of counts, `default` if absent.
+fn counts(rest: &[String], default: &[u32]) -> Result<Vec<u32>, String> {
+    match rest.first() {
+        None => Ok(default.to_vec()),
         Some(list) => list
             .split(',')
             .map(|c| {
                 c.parse()
                     .map_err(|_| format!("not a count: {c:?}\n{USAGE}"))
             })
-            .collect::<Result<Vec<u32>, String>>()?,
-    };
+            .collect(),
+    }
+}
+
+/// `bench kube`: memory and start at each count of Nodes, the table printed.
+fn kube(b: &Bench, rest: &[String]) -> Result<(), String> {
+    let counts = counts(rest, &[3, 1000])?;
     let rows = bench::kube::run(&counts, &b.dirs.ours.join("flanneld"))?;
     println!("{}", bench::kube::markdown(&rows));
     Ok(())
 }
 
+/// `bench agent`: runs the plan, prints the table, writes the table and the plot.
 fn agent(b: &Bench, rest: &[String]) -> Result<(), String> {
     use bench::agent::{Plan, report};
-    let counts = match rest.first() {
-        None => vec![1000, 5000],
-        Some(list) => list
-            .split(',')
-            .map(|c| {
-                c.parse()
-                    .map_err(|_| format!("not a count: {c:?}\n{USAGE}"))
-            })
-            .collect::<Result<Vec<u32>, String>>()?,
-    };
+    let counts = counts(rest, &[1000, 5000])?;
     let plan = Plan {
         counts,
         events: count(rest, 1, 200)?,

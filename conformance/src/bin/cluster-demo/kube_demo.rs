@@ -10,7 +10,7 @@ use std::time::Instant;
 use conformance::cluster::{Backend, Cluster};
 use conformance::kube;
 
-use super::{indent, say, step};
+use super::{indent, step, teardown};
 
 /// The kubectl columns seed 000 looks at, and flannel's annotations.
 const COLUMNS: &str = "custom-columns=NAME:.metadata.name,\
@@ -68,15 +68,11 @@ pub fn run(backend: Backend) {
     );
     println!("$ kubectl get nodes -o custom-columns=...");
     indent(&k.kubectl_ok(&["get", "nodes", "-o", COLUMNS]));
-    println!("$ kubectl get node node1 -o jsonpath='{{.metadata.annotations}}'");
-    indent(&k.kubectl_ok(&[
-        "get",
-        "node",
-        "node1",
-        "-o",
-        "jsonpath={.metadata.annotations}",
-    ]));
-    println!();
+    println!("$ kubectl get node node1 -o yaml   (its annotations and conditions)");
+    indent(&yaml_blocks(
+        &k.kubectl_ok(&["get", "node", "node1", "-o", "yaml"]),
+        &["  annotations:", "  conditions:"],
+    ));
 
     step("each node's routes: <podCIDR> via <node IP> dev eth0 for every other node");
     for m in &c.members {
@@ -126,17 +122,27 @@ pub fn run(backend: Backend) {
     indent(&matrix.to_string());
     assert!(matrix.failures().is_empty(), "{:?}", matrix.failures());
 
-    step("teardown: every pod deleted (CNI DEL), agents stopped, the control plane stopped");
-    match c.delete_pods() {
-        Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
-        Err(e) => panic!("after DEL: {e}"),
+    teardown(c, "the control plane", start);
+}
+
+/// The blocks of a YAML text that start with one of `heads` (a key line), each up to the next
+/// line indented as little as its head.
+fn yaml_blocks(yaml: &str, heads: &[&str]) -> String {
+    let mut out = Vec::new();
+    let mut inside: Option<usize> = None;
+    for line in yaml.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(depth) = inside {
+            if indent > depth || line.trim_start().starts_with("- ") && indent == depth {
+                out.push(line);
+                continue;
+            }
+            inside = None;
+        }
+        if heads.contains(&line) {
+            inside = Some(indent);
+            out.push(line);
+        }
     }
-    match c.shut_down() {
-        Ok(report) => println!("{report}"),
-        Err(e) => panic!("{e}"),
-    }
-    say(&format!(
-        "done in {:.1} s: nothing of the demo is left (namespaces, processes, files)",
-        start.elapsed().as_secs_f64()
-    ));
+    out.join("\n")
 }

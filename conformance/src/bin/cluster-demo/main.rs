@@ -246,7 +246,15 @@ fn main() {
         }
     }
 
-    step("teardown: every pod deleted (CNI DEL), agents stopped, etcd stopped");
+    teardown(c, "etcd", start);
+}
+
+/// The last step: every pod deleted, every process stopped (`control` names the store's),
+/// nothing left, and the time since `start`.
+pub(crate) fn teardown(mut c: Cluster, control: &str, start: Instant) {
+    step(&format!(
+        "teardown: every pod deleted (CNI DEL), agents stopped, {control} stopped"
+    ));
     match c.delete_pods() {
         Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
         Err(e) => panic!("after DEL: {e}"),
