@@ -473,6 +473,112 @@ impl ControlPlane {
         &self.ca
     }
 
+    /// The CA's private key (it signs the client certificates of
+    /// [`ControlPlane::client_cert_kubeconfig`]; a controller-manager's CSR signer may use it).
+    pub fn ca_key_file(&self) -> PathBuf {
+        self.pki("ca.key")
+    }
+
+    /// The service-account signing key (the apiserver's `--service-account-signing-key-file`,
+    /// a controller-manager's `--service-account-private-key-file`).
+    pub fn service_account_key_file(&self) -> PathBuf {
+        self.pki("sa.key")
+    }
+
+    /// The service-account public key (the apiserver's `--service-account-key-file`).
+    pub fn service_account_public_key_file(&self) -> PathBuf {
+        self.pki("sa.pub")
+    }
+
+    /// Writes a kubeconfig at `path` whose user is a client certificate signed by the CA:
+    /// common name `user`, one organization per entry of `groups` (what the apiserver takes
+    /// as user and groups: `system:node:<name>` in `system:nodes` for a kubelet, which the
+    /// Node authorizer then governs; `system:kube-controller-manager`, `system:kube-scheduler`
+    /// for the bootstrap roles of those). The key and certificate lie next to `path`.
+    pub fn client_cert_kubeconfig(&self, user: &str, groups: &[&str], path: &Path) {
+        let dir = path.parent().unwrap();
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let key = dir.join(format!("{stem}.key"));
+        let csr = dir.join(format!("{stem}.csr"));
+        let crt = dir.join(format!("{stem}.crt"));
+        let ext = dir.join(format!("{stem}.ext"));
+        fs::write(
+            &ext,
+            "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        let subject: String = std::iter::once(format!("/CN={user}"))
+            .chain(groups.iter().map(|g| format!("/O={g}")))
+            .collect();
+        let s = |p: &Path| p.display().to_string();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &s(&key),
+                "-out",
+                &s(&csr),
+                "-subj",
+                &subject,
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &s(&csr),
+                "-CA",
+                &s(&self.ca),
+                "-CAkey",
+                &s(&self.ca_key_file()),
+                "-CAserial",
+                &s(&self.pki("ca.srl")),
+                "-days",
+                "2",
+                "-out",
+                &s(&crt),
+                "-extfile",
+                &s(&ext),
+            ],
+        );
+        let config = format!(
+            "apiVersion: v1\n\
+             kind: Config\n\
+             clusters:\n\
+             - name: cni-rs-test\n\
+             \x20 cluster:\n\
+             \x20   server: {server}\n\
+             \x20   certificate-authority: {ca}\n\
+             users:\n\
+             - name: {user}\n\
+             \x20 user:\n\
+             \x20   client-certificate: {crt}\n\
+             \x20   client-key: {key}\n\
+             contexts:\n\
+             - name: cni-rs-test\n\
+             \x20 context:\n\
+             \x20   cluster: cni-rs-test\n\
+             \x20   user: {user}\n\
+             current-context: cni-rs-test\n",
+            server = self.server(),
+            ca = self.ca.display(),
+            crt = crt.display(),
+            key = key.display(),
+        );
+        fs::write(path, config).unwrap();
+    }
+
+    /// The admin's kubeconfig (bearer token, `system:masters`).
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.dir.join("admin.kubeconfig")
+    }
+
     /// The apiserver's URL.
     pub fn server(&self) -> String {
         format!("https://{LAN_IP}:{PORT}")
