@@ -14,15 +14,23 @@
 #   scripts/demo.sh --single-node      # one node, subnet.env by hand, three pods (no flanneld)
 #   scripts/demo.sh --kube             # flanneld --kube-subnet-mgr on a real kube-apiserver,
 #                                      # host-gw (seed 000's check); --kube --backend vxlan
+#   scripts/demo.sh --cluster          # kube-flannel, ours (deploy/kube-flannel.yml, our image)
+#                                      # on a real cluster: kubelets, containerd, scheduler...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 fail() { printf '\n\033[31mdemo failed: %s\033[0m\n' "$*" >&2; exit 1; }
 args=()
 kube=
+cluster=
 if [ "${1:-}" = --kube ]; then
     kube=1
     args=(--kube)
+    shift
+elif [ "${1:-}" = --cluster ]; then
+    kube=1
+    cluster=1
+    args=(--cluster)
     shift
 fi
 case "${1:-}" in
@@ -30,13 +38,17 @@ case "${1:-}" in
                    exec scripts/demo-single-node.sh ;;
     --backend) [ -n "${2:-}" ] || fail "--backend vxlan|host-gw"; args+=(--backend "$2") ;;
     "") ;;
-    *) fail "usage: $0 [--single-node | [--kube] [--backend vxlan|host-gw]]" ;;
+    *) fail "usage: $0 [--single-node | [--kube | --cluster] [--backend vxlan|host-gw]]" ;;
 esac
 [ "$(id -u)" -eq 0 ] || fail "run as root: the demo creates network namespaces"
 scripts/setup.sh
 if [ -n "$kube" ]; then
     # Kubernetes 1.20.2 from Debian's source package: about 6 minutes once, cached after.
     scripts/kube-build.sh
+fi
+if [ -n "$cluster" ]; then
+    printf '\n\033[1m== building our image (static binaries, FROM scratch; about 3 minutes the first time)\033[0m\n'
+    scripts/image.sh
 fi
 printf '\n\033[1m== building the release plugins, cnitool, flanneld and the demo\033[0m\n'
 cargo build --workspace --release --bins --locked -q

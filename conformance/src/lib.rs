@@ -17,6 +17,7 @@ pub mod etcd;
 pub mod flannel;
 pub mod k8s;
 pub mod kube;
+pub mod kube_flannel;
 pub mod lease;
 pub mod netns;
 pub mod node;

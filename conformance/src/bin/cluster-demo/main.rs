@@ -23,6 +23,7 @@ use conformance::cluster::{
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use serde_json::json;
 
+mod k8s_demo;
 mod kube_demo;
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -76,7 +77,8 @@ fn main() {
 
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let kube = args.first().is_some_and(|a| a == "--kube");
-    if kube {
+    let cluster = args.first().is_some_and(|a| a == "--cluster");
+    if kube || cluster {
         args.remove(0);
     }
     let asked = match args.as_slice() {
@@ -86,10 +88,15 @@ fn main() {
             std::process::exit(2)
         })),
         _ => {
-            eprintln!("usage: cluster-demo [--kube] [--backend vxlan|host-gw]");
+            eprintln!("usage: cluster-demo [--kube | --cluster] [--backend vxlan|host-gw]");
             std::process::exit(2)
         }
     };
+    if cluster {
+        // kube-flannel's default backend.
+        k8s_demo::run(asked.unwrap_or(Backend::Vxlan).name());
+        return;
+    }
     if kube {
         // Seed 000 (kubeasz) checks its install with host-gw.
         kube_demo::run(asked.unwrap_or(Backend::HostGw));
