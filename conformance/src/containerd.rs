@@ -320,7 +320,11 @@ impl<'n> Containerd<'n> {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        fs::write(dir.join("config.toml"), config_toml(&dir, &bin_dir)).unwrap();
+        fs::write(
+            dir.join("config.toml"),
+            config_toml(&dir, &bin_dir, &dir.join("net.d")),
+        )
+        .unwrap();
         let image = build_image(&dir);
 
         let holder_log = fs::File::create(dir.join("holder.log")).unwrap();
@@ -700,7 +704,9 @@ fn install_shims(real: &Path, bin: &Path, log: &Path) {
     }
 }
 
-fn config_toml(dir: &Path, bin_dir: &Path) -> String {
+/// containerd's config with its root, state and sockets under `dir`, the CRI plugin with the
+/// local pause image, and CNI from `bin_dir` and `conf_dir`.
+pub fn config_toml(dir: &Path, bin_dir: &Path, conf_dir: &Path) -> String {
     let q = |p: PathBuf| serde_json::to_string(&p.display().to_string()).unwrap();
     format!(
         r#"version = 2
@@ -743,13 +749,13 @@ disabled_plugins = [
         sock = q(dir.join("containerd.sock")),
         ttrpc = q(dir.join("containerd.sock.ttrpc")),
         bin = q(bin_dir.to_owned()),
-        conf = q(dir.join("net.d")),
+        conf = q(conf_dir.to_owned()),
         snapshotter = snapshotter(),
     )
 }
 
 /// overlayfs where the kernel has it, else the copying `native` snapshotter.
-fn snapshotter() -> &'static str {
+pub fn snapshotter() -> &'static str {
     let overlay = fs::read_to_string("/proc/filesystems")
         .map(|f| f.lines().any(|l| l.trim_end().ends_with("\toverlay")))
         .unwrap_or(false);

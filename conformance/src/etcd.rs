@@ -47,6 +47,14 @@ pub fn stop(child: &mut Child, grace: Duration) -> Option<i32> {
     None
 }
 
+/// SIGKILL to the child in `slot`, if any, waited for (a crash, for the tests that need one).
+pub fn kill_now(slot: &mut Option<Child>) {
+    if let Some(mut c) = slot.take() {
+        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
+        let _ = c.wait();
+    }
+}
+
 /// The free space a tmpfs needs for the LAN's etcd data: etcd 3.4 pre-allocates 64 MB of WAL
 /// per member (three in a cluster test), the compaction test writes 20 MB more, and parallel
 /// tests each have their own LAN.
@@ -388,10 +396,7 @@ impl Etcd {
 
     /// SIGKILL, waited for: the member is gone at once, its data dir stays.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
-            let _ = c.wait();
-        }
+        kill_now(&mut self.child);
     }
 
     /// Starts the member again on the same data dir (after [`Etcd::kill`]) and waits until

@@ -64,8 +64,9 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::containerd::{BUSYBOX_IMAGE, CRI_NAMESPACE, PAUSE_IMAGE, build_image};
+use crate::containerd::{BUSYBOX_IMAGE, CRI_NAMESPACE, PAUSE_IMAGE, build_image, snapshotter};
 use crate::etcd::{LAN_IP, Lan, stop};
+use crate::kube::log_file;
 use crate::kube::{self, ControlPlane, PORT};
 use crate::netns::TestNetns;
 use crate::node::Node;
@@ -187,14 +188,6 @@ fn unique(what: &str) -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-fn log_file(path: &Path) -> fs::File {
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap()
 }
 
 /// The last `lines` lines of the file at `path`.
@@ -340,14 +333,6 @@ fn make_cgroup(name: &str) {
             }
         }
     }
-}
-
-/// overlayfs where the kernel has it, else the copying `native` snapshotter.
-fn snapshotter() -> &'static str {
-    let overlay = fs::read_to_string("/proc/filesystems")
-        .map(|f| f.lines().any(|l| l.trim_end().ends_with("\toverlay")))
-        .unwrap_or(false);
-    if overlay { "overlayfs" } else { "native" }
 }
 
 /// One node: its namespaces, its directory, containerd and kubelet. Paths named `*_dir` are
@@ -1361,6 +1346,18 @@ impl K8sCluster {
         reap_shims();
         left
     }
+
+    /// Tears the cluster down and checks that nothing is left of it: no process, mount,
+    /// directory or cgroup, and the machine's state as `before`. Panics naming what is left.
+    pub fn tear_down_checked(mut self, before: &MachineState) {
+        let (pids, dirs, cgroups) = (self.pids(), self.dirs(), self.cgroups());
+        let left = self.shut_down();
+        drop(self);
+        assert!(left.is_empty(), "teardown left: {left:#?}");
+        let left = leftovers(&pids, &dirs, &cgroups);
+        assert!(left.is_empty(), "left on the machine: {left:#?}");
+        assert_eq!(&MachineState::now(), before, "the machine's state changed");
+    }
 }
 
 impl Drop for K8sCluster {
@@ -1372,52 +1369,13 @@ impl Drop for K8sCluster {
     }
 }
 
-/// containerd's config for node `k`: its own root, state and socket, the CRI plugin with the
-/// local pause image and CNI at the node's usual paths (bound from its dirs).
+/// containerd's config for node `k`: its own root, state and socket, CNI at the node's
+/// usual paths (bound from its dirs).
 fn containerd_toml(k: &K8sNode) -> String {
-    let q = |p: PathBuf| serde_json::to_string(&p.display().to_string()).unwrap();
-    let d = k.dir().join("containerd");
-    format!(
-        r#"version = 2
-root = {root}
-state = {state}
-disabled_plugins = [
-  "io.containerd.internal.v1.opt",
-  "io.containerd.internal.v1.tracing",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-]
-
-[grpc]
-  address = {sock}
-
-[ttrpc]
-  address = {ttrpc}
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
-  # This machine's root lacks CAP_SYS_RESOURCE.
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-
-[plugins."io.containerd.grpc.v1.cri".containerd]
-  snapshotter = "{snapshotter}"
-
-[plugins."io.containerd.grpc.v1.cri".cni]
-  bin_dir = "/opt/cni/bin"
-  conf_dir = "/etc/cni/net.d"
-  max_conf_num = 1
-"#,
-        root = q(d.join("root")),
-        state = q(d.join("state")),
-        sock = q(d.join("containerd.sock")),
-        ttrpc = q(d.join("containerd.sock.ttrpc")),
-        snapshotter = snapshotter(),
+    crate::containerd::config_toml(
+        &k.dir().join("containerd"),
+        Path::new("/opt/cni/bin"),
+        Path::new("/etc/cni/net.d"),
     )
 }
 

@@ -18,8 +18,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 use crate::etcd::{LAN_IP, Lan, openssl, stop};
@@ -126,7 +124,7 @@ fn run_with_stdin(mut cmd: Command, input: &[u8]) -> Output {
 }
 
 /// Opens `path` for appending (a process's log).
-fn log_file(path: &Path) -> fs::File {
+pub fn log_file(path: &Path) -> fs::File {
     fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -321,10 +319,7 @@ impl ControlPlane {
 
     /// SIGKILL to the apiserver, waited for; etcd and its data stay.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.apiserver.take() {
-            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
-            let _ = c.wait();
-        }
+        crate::etcd::kill_now(&mut self.apiserver);
     }
 
     /// Starts the apiserver (again, after [`ControlPlane::kill`]) on the same etcd and waits
@@ -375,10 +370,7 @@ impl ControlPlane {
 
     /// SIGKILL to etcd, waited for; its data dir stays.
     pub fn kill_etcd(&mut self) {
-        if let Some(mut c) = self.etcd.take() {
-            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
-            let _ = c.wait();
-        }
+        crate::etcd::kill_now(&mut self.etcd);
     }
 
     /// Starts etcd (again, after [`ControlPlane::kill_etcd`]) on the same data and waits until

@@ -34,6 +34,7 @@ pub fn manifest(c: &K8sCluster, backend: &str) -> String {
     yaml.replacen("        env:\n", &env, 1)
 }
 
+/// A busybox Deployment (label `app=busybox`) of `replicas` pods spread one per node.
 pub fn deployment(image: &str, replicas: u32) -> Value {
     json!({
         "apiVersion": "apps/v1",

@@ -22,6 +22,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use conformance::k8s::{self, K8sCluster, MachineState, POD_NETWORK, leftovers};
+use conformance::kube_flannel::deployment;
 use conformance::report::Report;
 use conformance::skip;
 use ipnetwork::Ipv4Network;
@@ -52,37 +53,6 @@ fn conflist(pod_cidr: &str) -> Value {
                 "routes": [{ "dst": "0.0.0.0/0" }],
             },
         }],
-    })
-}
-
-fn deployment(image: &str) -> Value {
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": { "name": "spread", "namespace": "default" },
-        "spec": {
-            "replicas": 3,
-            "selector": { "matchLabels": { "app": "spread" } },
-            "template": {
-                "metadata": { "labels": { "app": "spread" } },
-                "spec": {
-                    // sleep as PID 1 ignores SIGTERM.
-                    "terminationGracePeriodSeconds": 1,
-                    "topologySpreadConstraints": [{
-                        "maxSkew": 1,
-                        "topologyKey": "kubernetes.io/hostname",
-                        "whenUnsatisfiable": "DoNotSchedule",
-                        "labelSelector": { "matchLabels": { "app": "spread" } },
-                    }],
-                    "containers": [{
-                        "name": "busybox",
-                        "image": image,
-                        "imagePullPolicy": "Never",
-                        "command": ["sleep", "3600"],
-                    }],
-                },
-            },
-        },
     })
 }
 
@@ -230,8 +200,8 @@ fn three_nodes_deployment_and_teardown() {
     ));
 
     let t = Instant::now();
-    c.apply(&deployment(c.busybox_image()).to_string());
-    let pods = c.wait_pods_running("default", "app=spread", 3, 120);
+    c.apply(&deployment(c.busybox_image(), 3).to_string());
+    let pods = c.wait_pods_running("default", "app=busybox", 3, 120);
     r.line(format!(
         "Deployment of 3 busybox replicas Running in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -315,7 +285,7 @@ fn three_nodes_deployment_and_teardown() {
     );
 
     let t = Instant::now();
-    c.kubectl(&["delete", "deployment", "spread"]);
+    c.kubectl(&["delete", "deployment", "busybox"]);
     c.kubectl(&["delete", "pod", "buddy", "probe", "--wait=false"]);
     // Every pod's sandbox stopped (its CNI DEL done) and every address released: only
     // host-local's lock and last_reserved_ip files remain. The pods' objects go later (up to
@@ -368,15 +338,7 @@ fn three_nodes_deployment_and_teardown() {
     ));
 
     let t = Instant::now();
-    let pids = c.pids();
-    let dirs = c.dirs();
-    let cgroups = c.cgroups();
-    let left = c.shut_down();
-    drop(c);
-    assert!(left.is_empty(), "teardown left: {left:#?}");
-    let left = leftovers(&pids, &dirs, &cgroups);
-    assert!(left.is_empty(), "left on the machine: {left:#?}");
-    assert_eq!(MachineState::now(), before, "the machine's state changed");
+    c.tear_down_checked(&before);
     r.line(format!(
         "teardown in {:.1} s: no process, mount, directory or cgroup left; /run/netns, \
          default paths and kernel tunables as before",
@@ -402,10 +364,8 @@ fn a_failure_half_way_leaves_nothing() {
         let n = c.node(0);
         n.write_conflist("10-test.conflist", &conflist(&c.pod_cidr("solo").unwrap()));
         c.wait_nodes_ready(1, 90);
-        let mut d = deployment(c.busybox_image());
-        d["spec"]["replicas"] = json!(2);
-        c.apply(&d.to_string());
-        c.wait_pods_running("default", "app=spread", 2, 120);
+        c.apply(&deployment(c.busybox_image(), 2).to_string());
+        c.wait_pods_running("default", "app=busybox", 2, 120);
         *seen.lock().unwrap() = (c.pids(), c.dirs(), c.cgroups());
         panic!("deliberate: a test failing with two pods running (the teardown is checked)");
     }));

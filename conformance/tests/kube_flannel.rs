@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use conformance::k8s::{self, K8sCluster, MachineState, POD_NETWORK, leftovers};
+use conformance::k8s::{self, K8sCluster, MachineState, POD_NETWORK};
 use conformance::kube_flannel::{
     busyboxes, deployment, flannel_ready, image_archive, manifest, ping_all, running, str_of,
 };
@@ -121,13 +121,7 @@ fn whole_cluster(backend: &str) {
             );
         }
     }
-    let (table, failed) = ping_all(&c, &pods);
-    r.block(table);
-    assert!(
-        failed.is_empty(),
-        "pings failed: {failed:?}\n{}",
-        c.diagnostics()
-    );
+    pings_all_ok(&c, &pods, &mut r);
     r.line("every node pings every pod, every pod pings every pod");
 
     // A fourth node joins: the DaemonSet runs there, every node routes it.
@@ -138,13 +132,7 @@ fn whole_cluster(backend: &str) {
     c.wait_nodes_ready(4, 120);
     c.kubectl(&["scale", "deployment", "busybox", "--replicas=4"]);
     let pods = busyboxes(&c, 4);
-    let (table, failed) = ping_all(&c, &pods);
-    r.block(table);
-    assert!(
-        failed.is_empty(),
-        "pings failed: {failed:?}\n{}",
-        c.diagnostics()
-    );
+    pings_all_ok(&c, &pods, &mut r);
     r.line(format!(
         "node4 joined, its flannel pod Ready and its pod reached by all in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -190,15 +178,7 @@ fn whole_cluster(backend: &str) {
 
     c.kubectl(&["delete", "deployment", "busybox"]);
     c.wait_pods_gone("default", "app=busybox", 120);
-    let pids = c.pids();
-    let dirs = c.dirs();
-    let cgroups = c.cgroups();
-    let left = c.shut_down();
-    drop(c);
-    assert!(left.is_empty(), "teardown left: {left:#?}");
-    let left = leftovers(&pids, &dirs, &cgroups);
-    assert!(left.is_empty(), "left on the machine: {left:#?}");
-    assert_eq!(MachineState::now(), before, "the machine's state changed");
+    c.tear_down_checked(&before);
     r.line("torn down: nothing left (processes, mounts, directories, cgroups, namespaces)");
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../target")
@@ -214,4 +194,15 @@ fn kube_flannel_vxlan() {
 #[test]
 fn kube_flannel_host_gw() {
     whole_cluster("host-gw");
+}
+
+/// Every node and every pod pings every pod; the table goes to the report.
+fn pings_all_ok(c: &K8sCluster, pods: &[(String, String, String)], r: &mut Report) {
+    let (table, failed) = ping_all(c, pods);
+    r.block(table);
+    assert!(
+        failed.is_empty(),
+        "pings failed: {failed:?}\n{}",
+        c.diagnostics()
+    );
 }

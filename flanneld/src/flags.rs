@@ -386,6 +386,10 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     })))
 }
 
+/// The largest `EVENT_QUEUE_DEPTH` taken: a thousand times Go's default, many times any
+/// cluster's Node count (and far below where tokio's channel would refuse, or panic).
+const MAX_QUEUE_DEPTH: i64 = 5_000_000;
+
 /// The kube subnet manager's flags, and the environment Go's reads (`NODE_NAME`,
 /// `POD_NAME`, `POD_NAMESPACE`, `EVENT_QUEUE_DEPTH`, `CONT_WHEN_CACHE_NOT_READY`).
 fn kube_options(
@@ -399,6 +403,15 @@ fn kube_options(
         // Go's strconv.Atoi: decimal only.
         Some(v) => match v.parse::<i64>().ok() {
             // Go: a number up to 0 keeps the default.
+            Some(n) if n > MAX_QUEUE_DEPTH => {
+                return Err(FlagError::Invalid {
+                    flag: "EVENT_QUEUE_DEPTH".into(),
+                    value: v,
+                    reason: format!(
+                        "more than {MAX_QUEUE_DEPTH} queued events: Go allocates the queue up front (gigabytes at this size)"
+                    ),
+                });
+            }
             Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
             Some(_) => d.queue_depth,
             None => {
@@ -605,6 +618,13 @@ mod tests {
             Some("fd00:5::2".parse().unwrap())
         );
         assert!(run(&["--kube-subnet-mgr"], &[("EVENT_QUEUE_DEPTH", "5k")]).is_err());
+        // Before: a depth above tokio's channel limit was taken, and the watch panicked.
+        for huge in ["5000001", "9223372036854775807"] {
+            let e = run(&["--kube-subnet-mgr"], &[("EVENT_QUEUE_DEPTH", huge)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("more than 5000000 queued events"), "{e}");
+        }
         assert_eq!(
             parse(&args(&["--version"]), &|_| None).unwrap(),
             Command::Version

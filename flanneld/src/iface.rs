@@ -221,21 +221,100 @@ pub fn lookup(
     v4: bool,
 ) -> Result<ExternalInterface, IfaceError> {
     let (links, default) = gather(v4)?;
-    let (link, addr) = choose_family(&links, ifaces, regexes, default, v4)?;
+    let flags = Selection {
+        ifaces,
+        regexes,
+        public_ip,
+        public_ipv6,
+        v4,
+    };
+    external(&links, default, &flags)
+}
+
+/// What picks the external interface: the flags and the public addresses (given, or stored
+/// for the node).
+#[derive(Debug, Clone, Copy)]
+pub struct Selection<'a> {
+    /// `--iface`.
+    pub ifaces: &'a [String],
+    /// `--iface-regex`.
+    pub regexes: &'a [String],
+    /// The PublicIP to publish, if given.
+    pub public_ip: Option<Ipv4Addr>,
+    /// The PublicIPv6 to publish, if given.
+    pub public_ipv6: Option<Ipv6Addr>,
+    /// Whether the network's IPv4 is on.
+    pub v4: bool,
+}
+
+/// The link holding the node's public address of the selection's family, with that
+/// address (Go looks the interface up by `--public-ip` when no `--iface` is given); in a
+/// network with IPv4, a public IPv6 address names the link too, with its first IPv4 one.
+fn by_public_address(links: &[LinkAddrs], s: &Selection) -> Option<(LinkAddrs, IpAddr)> {
+    let holding_v4 = |ip: Ipv4Addr| links.iter().find(|l| l.v4.contains(&ip));
+    let holding_v6 = |ip: Ipv6Addr| links.iter().find(|l| l.v6.contains(&ip));
+    if !s.v4 {
+        let ip6 = s.public_ipv6?;
+        return holding_v6(ip6).map(|l| (l.clone(), IpAddr::V6(ip6)));
+    }
+    if let Some(l) = s.public_ip.and_then(holding_v4) {
+        return Some((l.clone(), IpAddr::V4(s.public_ip?)));
+    }
+    let l = s.public_ipv6.and_then(holding_v6)?;
+    Some((l.clone(), IpAddr::V4(*l.v4.first()?)))
+}
+
+/// The external interface among `links` (pure: the kernel's view is given).
+pub fn external(
+    links: &[LinkAddrs],
+    default_oif: Option<u32>,
+    s: &Selection,
+) -> Result<ExternalInterface, IfaceError> {
+    let unpinned = s.ifaces.is_empty() && s.regexes.is_empty();
+    let by_public = if unpinned {
+        by_public_address(links, s)
+    } else {
+        None
+    };
+    let (link, addr) = match by_public {
+        Some(found) => found,
+        None => {
+            let public = if s.v4 {
+                s.public_ip.map(IpAddr::V4)
+            } else {
+                s.public_ipv6.map(IpAddr::V6)
+            };
+            if let (true, Some(ip)) = (unpinned, public) {
+                // Go exits here; a node behind NAT publishes an address it does not hold.
+                crate::log::info!(
+                    "the public address {ip} is on no interface here (behind NAT?): using the default route's interface"
+                );
+            }
+            choose_family(links, s.ifaces, s.regexes, default_oif, s.v4)?
+        }
+    };
     if link.mtu == 0 {
         return Err(IfaceError::NotFound(format!(
             "interface {} has MTU 0",
             link.name
         )));
     }
-    let (iface_addr, iface_addr6) = match addr {
+    let (mut iface_addr, mut iface_addr6) = match addr {
         IpAddr::V4(a) => (a, link.v6.first().copied()),
         IpAddr::V6(a) => (
             link.v4.first().copied().unwrap_or(Ipv4Addr::UNSPECIFIED),
             Some(a),
         ),
     };
-    let own_v4 = if v4 {
+    // A public address the link holds is the one it uses (not its first): a node with two
+    // addresses that publishes its second is not behind NAT.
+    if let Some(ip) = s.public_ip.filter(|ip| link.v4.contains(ip)) {
+        iface_addr = ip;
+    }
+    if let Some(ip6) = s.public_ipv6.filter(|ip6| link.v6.contains(ip6)) {
+        iface_addr6 = Some(ip6);
+    }
+    let own_v4 = if s.v4 {
         iface_addr
     } else {
         Ipv4Addr::UNSPECIFIED
@@ -244,9 +323,9 @@ pub fn lookup(
         name: link.name,
         index: link.index,
         iface_addr,
-        public_ip: public_ip.unwrap_or(own_v4),
+        public_ip: s.public_ip.unwrap_or(own_v4),
         iface_addr6,
-        public_ipv6: public_ipv6.or(iface_addr6),
+        public_ipv6: s.public_ipv6.or(iface_addr6),
         mtu: link.mtu,
     })
 }
@@ -297,6 +376,60 @@ mod tests {
             (l.name.as_str(), a),
             ("eth0", Ipv4Addr::new(192, 168, 1, 2))
         );
+    }
+
+    #[test]
+    fn without_iface_flags_the_link_holding_the_public_address_is_used() {
+        // Before: the default route's interface was used whatever --public-ip (or the
+        // Node's public-ip-overwrite) said, and host-gw then refused the node as "behind
+        // NAT" because the public IP was not that interface's first address.
+        let ls = links();
+        let sel = |public_ip: Option<[u8; 4]>| Selection {
+            ifaces: &[],
+            regexes: &[],
+            public_ip: public_ip.map(Ipv4Addr::from),
+            public_ipv6: None,
+            v4: true,
+        };
+        let e = external(&ls, Some(2), &sel(Some([10, 9, 0, 2]))).unwrap();
+        assert_eq!(
+            (e.name.as_str(), e.iface_addr),
+            ("wg0", Ipv4Addr::new(10, 9, 0, 2))
+        );
+        assert_eq!(e.public_ip, e.iface_addr);
+        // The default route's link, its second address published: that one is used.
+        let e = external(&ls, Some(2), &sel(Some([192, 168, 1, 20]))).unwrap();
+        assert_eq!(e.name, "eth0");
+        assert_eq!(e.iface_addr, e.public_ip);
+        // An address no link holds (behind NAT): the default route's link, its first.
+        let e = external(&ls, Some(2), &sel(Some([203, 0, 113, 7]))).unwrap();
+        assert_eq!(
+            (e.name.as_str(), e.iface_addr),
+            ("eth0", Ipv4Addr::new(192, 168, 1, 2))
+        );
+        assert_eq!(e.public_ip, Ipv4Addr::new(203, 0, 113, 7));
+        // --iface wins over the public address.
+        let wg = s(&["eth0"]);
+        let pinned = Selection {
+            ifaces: &wg,
+            ..sel(Some([10, 9, 0, 2]))
+        };
+        assert_eq!(external(&ls, Some(2), &pinned).unwrap().name, "eth0");
+        // IPv6 only: the link holding the public IPv6 address.
+        let mut ls6 = links();
+        ls6[2].v6 = vec!["fd00::9".parse().unwrap()];
+        ls6[1].v6 = vec!["fd00::2".parse().unwrap()];
+        let v6only = Selection {
+            public_ipv6: Some("fd00::9".parse().unwrap()),
+            v4: false,
+            ..sel(None)
+        };
+        let e = external(&ls6, Some(2), &v6only).unwrap();
+        assert_eq!(
+            (e.name.as_str(), e.public_ip),
+            ("wg0", Ipv4Addr::UNSPECIFIED)
+        );
+        assert_eq!(e.iface_addr6, v6only.public_ipv6);
     }
 
     #[test]

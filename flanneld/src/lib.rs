@@ -145,7 +145,8 @@ async fn connect(opts: &EtcdOptions, shutdown: &mut watch::Receiver<bool>) -> Op
     }
 }
 
-/// The agent on real etcd and the kernel, with the given options.
+/// The agent on etcd (or the Kubernetes API with `--kube-subnet-mgr`) and the kernel, with
+/// the given options.
 pub async fn run(opts: &Options, notify_socket: Option<String>) -> Result<(), Error> {
     info!("flanneld {VERSION} starting");
     let (stop_tx, shutdown) = watch::channel(false);

@@ -42,8 +42,8 @@ pub enum LeaseUpdate {
     Snapshot(Vec<Lease>),
     /// Changes since the last update.
     Changes(Vec<Change>),
-    /// The node's own lease was rewritten for it by someone else (an operator): the lease
-    /// as it is now (its expiry).
+    /// The node's own lease was rewritten for it by someone else (an operator's `etcdctl
+    /// put` on another etcd lease): the lease as it is now (that etcd lease and its expiry).
     Own(Lease),
     /// The node's own lease is gone, or names another node now: acquire one again.
     OwnLost(String),

@@ -157,6 +157,14 @@ impl PeerCheck {
                 "PublicIPv6 {ip6} lies inside the flannel IPv6Network {net6}"
             ));
         }
+        // Its route would capture the traffic to this node's own underlay address.
+        if let (Some(sn6), Some(own6)) = (lease.subnet.v6, self.own_ip6)
+            && sn6.contains(own6)
+        {
+            return Some(format!(
+                "its IPv6 subnet {sn6} contains this node's PublicIPv6 {own6}"
+            ));
+        }
         None
     }
 
@@ -305,6 +313,25 @@ mod tests {
             let got = problem(&c6, "10.5.2.0-24&fc00:0:0:2::-64", &v).unwrap_or_default();
             assert!(got.contains(why), "{ip6}: {got}");
         }
+        // Before: an IPv6 subnet holding this node's own PublicIPv6 passed (its route
+        // would capture the traffic to the node's underlay address).
+        let own6 =
+            LeaseAttrs::from_json(br#"{"PublicIP":"192.168.1.2","PublicIPv6":"fc00:0:0:2::5"}"#)
+                .unwrap();
+        let c6 = PeerCheck::new(
+            &NetworkConfig::parse(
+                br#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48"}"#,
+            )
+            .unwrap(),
+            &own6,
+        );
+        let v = r#"{"PublicIP":"192.168.1.3","PublicIPv6":"fd00::3"}"#;
+        assert!(
+            problem(&c6, "10.5.2.0-24&fc00:0:0:2::-64", v)
+                .unwrap_or_default()
+                .contains("contains this node's PublicIPv6 fc00:0:0:2::5")
+        );
+        assert_eq!(problem(&c6, "10.5.3.0-24&fc00:0:0:3::-64", v), None);
         let c = check(r#"{"Network":"10.5.0.0/16"}"#);
         let vx = r#"{"PublicIP":"192.168.1.3","BackendType":"vxlan"}"#;
         assert!(

@@ -224,12 +224,47 @@ async fn own_key_deleted_is_reacquired() {
             let sn = own.strip_prefix(SUBNETS).unwrap().to_owned();
             store.delete_raw(&own);
             store.put_raw(&own, &peer("192.168.1.66"));
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            // Lost again within the minute: a 1 s pause, then the failed create's 1 s retry.
+            tokio::time::sleep(Duration::from_secs(3)).await;
             let new_own = rig.own_key();
             assert_ne!(new_own, own);
             assert_eq!(store.value(&new_own).unwrap(), peer("192.168.1.2"));
             let log = rig.take();
             assert!(log.contains(&format!("add {sn} 192.168.1.66")), "{log:?}");
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_lost_again_and_again_is_acquired_again_ever_more_slowly() {
+    // Before: each loss was answered at once: two agents fighting over a key rewrote it
+    // in a tight loop.
+    LocalSet::new()
+        .run_until(async {
+            let store = MemStore::default();
+            store.put_raw("/coreos.com/network/config", CONFIG);
+            let rig = start(store.clone(), Duration::from_secs(3600));
+            settle().await;
+            let own = rig.own_key();
+            let mine = peer("192.168.1.2");
+            // The first loss: acquired again at once.
+            store.delete_raw(&own);
+            settle().await;
+            assert_eq!(store.value(&own).as_deref(), Some(mine.as_str()));
+            // Lost again within the minute: 1 s, then 2 s before acquiring again.
+            for pause in [1, 2] {
+                store.delete_raw(&own);
+                tokio::time::sleep(Duration::from_millis(pause * 1000 - 100)).await;
+                assert_eq!(store.value(&own), None, "acquired again before {pause} s");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                assert_eq!(store.value(&own).as_deref(), Some(mine.as_str()));
+            }
+            // A quiet minute: at once again.
+            tokio::time::sleep(Duration::from_secs(61)).await;
+            store.delete_raw(&own);
+            settle().await;
+            assert_eq!(store.value(&own).as_deref(), Some(mine.as_str()));
             rig.stop.send(true).unwrap();
         })
         .await;
@@ -298,6 +333,36 @@ async fn renewed_before_expiry() {
             store.expire();
             assert!(store.value(&own).is_some());
             assert!(rig.ready.get() && !rig.task.is_finished());
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_agents_own_renewal_is_not_taken_for_an_operators_rewrite() {
+    // Before: the watch knew only the etcd lease the key was on when it started, so every
+    // renewal (a new etcd lease) looked like an operator's `etcdctl put`: a TTL read per
+    // renewal, and when that read failed the stale expiry made the agent renew again at once.
+    LocalSet::new()
+        .run_until(async {
+            let store = MemStore::default();
+            store.put_raw("/coreos.com/network/config", CONFIG);
+            let rig = start(store.clone(), Duration::from_secs(3600));
+            settle().await;
+            store.fail_once("ttl");
+            tokio::time::sleep(Duration::from_secs(23 * 3600 + 60)).await;
+            let m = &rig.metrics;
+            assert_eq!(
+                metric(m, "flanneld_lease_renewals_total{result=\"ok\"}"),
+                1.0
+            );
+            // The scripted TTL failure is still pending: nobody read a TTL.
+            assert!(
+                crate::etcd::store::Store::time_to_live(&store, 1)
+                    .await
+                    .is_err(),
+                "the renewal's own write was read as someone else's"
+            );
             rig.stop.send(true).unwrap();
         })
         .await;

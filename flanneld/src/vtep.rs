@@ -69,7 +69,8 @@ pub fn check_vtep_mac(mac: &[u8; 6], own: &[u8; 6]) -> Result<(), String> {
 
 /// A peer's `BackendData` (or `BackendV6Data`, named by `field`) decoded: its VNI and a
 /// VTEP MAC that passes [`check_vtep_mac`] against `own`. The one reading of it, for the
-/// check before the backend ([`check_peer_data`]) and for programming ([`vtep_mac`]).
+/// check before the backend ([`check_peer_data`]), for programming (the vxlan backend) and
+/// for the MAC a kube node stored.
 pub fn decode_vtep(
     data: Option<&Value>,
     field: &str,

@@ -4,11 +4,13 @@
 //! - `install-conf SRC DEST`: Go flanneld's `install-conf` (kube-flannel.yml's `install-cni`
 //!   init container runs it as `install-conf /etc/kube-flannel/cni-conf.json
 //!   /etc/cni/net.d/10-flannel.conflist`): `SRC` becomes the file `DEST`.
-//! - `install-conf SRC... DIR/` (the destination ends in `/`, or there are more than two
-//!   arguments): each `SRC` goes into the directory `DIR` under its own name (the plugins into
-//!   `/opt/cni/bin/`).
+//! - `install-conf SRC... DIR` (the destination ends in `/`, is an existing directory, or
+//!   there are more than two arguments): each `SRC` goes into the directory `DIR` under its
+//!   own name (the plugins into `/opt/cni/bin`), as `cp` does.
 //!
-//! Each file is written to `.<name>.tmp` in the destination's directory, synced, given the
+//! Each file is written to a new temp file of its own (`.<name>.<pid>.<n>.tmp`, created
+//! exclusively: two installs at once, or a link planted at that name, cannot make one
+//! write through another) in the destination's directory, synced, given the
 //! source's permission bits and renamed over the destination, and the directory is synced: a
 //! runtime executing or reading the old file is not disturbed, and a reader never sees part
 //! of one (as `install.sh` installs, and as Go's `CopyFileAtomic`). A destination that already
@@ -89,9 +91,29 @@ pub fn install(src: &Path, dest: &Path) -> Result<Outcome, InstallError> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let mut f;
+    let mut attempt = 0u32;
+    let tmp = loop {
+        let tmp = dir.join(format!(
+            ".{}.{}.{attempt}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(file) => {
+                f = file;
+                break tmp;
+            }
+            // Left by a killed run of the same PID (a container's PID 1), or taken.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
+            Err(e) => return Err(write_err("creating", &tmp)(e)),
+        }
+    };
     let written = (|| {
-        let mut f = fs::File::create(&tmp).map_err(write_err("creating", &tmp))?;
         f.write_all(&bytes).map_err(write_err("writing", &tmp))?;
         f.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(write_err("setting the mode of", &tmp))?;
@@ -115,7 +137,8 @@ pub fn plan(args: &[OsString]) -> Option<Vec<(PathBuf, PathBuf)>> {
     if srcs.is_empty() {
         return None;
     }
-    let into_dir = srcs.len() > 1 || last.to_string_lossy().ends_with('/');
+    let into_dir =
+        srcs.len() > 1 || last.to_string_lossy().ends_with('/') || Path::new(last).is_dir();
     srcs.iter()
         .map(|s| {
             let src = PathBuf::from(s);
@@ -133,7 +156,7 @@ pub fn plan(args: &[OsString]) -> Option<Vec<(PathBuf, PathBuf)>> {
 /// on stdout and what failed on stderr; the exit code.
 pub fn main_with(args: &[OsString]) -> i32 {
     let Some(plan) = plan(args) else {
-        eprintln!("usage: install-conf SRC DEST\n       install-conf SRC... DIR/");
+        eprintln!("usage: install-conf SRC DEST\n       install-conf SRC... DIR");
         return 2;
     };
     for (src, dest) in plan {
@@ -180,6 +203,14 @@ mod tests {
             plan(&os(&["/flannel", "/opt/cni/bin/"])),
             Some(vec![("/flannel".into(), "/opt/cni/bin/flannel".into())])
         );
+        // Before: an existing directory without a trailing `/` was taken as the file to
+        // replace, and the rename failed.
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().to_str().unwrap();
+        assert_eq!(
+            plan(&os(&["/flannel", dir])),
+            Some(vec![("/flannel".into(), d.path().join("flannel"))])
+        );
         assert_eq!(plan(&os(&["/flannel"])), None);
         assert_eq!(plan(&os(&[])), None);
         assert_eq!(main_with(&os(&["only-one"])), 2);
@@ -210,6 +241,17 @@ mod tests {
             inode
         );
         assert_eq!(fs::read(&dest).unwrap(), b"plugin v2");
+        // Before: the temp name was fixed and opened with O_TRUNC, following a link planted
+        // there. Now a name taken is passed over, and what it points to is not touched.
+        let victim = d.path().join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        let planted = bin.join(format!(".flannel.{}.0.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        fs::write(&src, b"plugin v3").unwrap();
+        assert_eq!(install(&src, &dest).unwrap(), Outcome::Installed);
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(fs::read(&dest).unwrap(), b"plugin v3");
+        fs::remove_file(&planted).unwrap();
         // No temp file left.
         let names: Vec<_> = fs::read_dir(&bin)
             .unwrap()

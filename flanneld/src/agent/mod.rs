@@ -9,6 +9,7 @@
 //! The agent knows leases and lease updates only ([`crate::manager`]): where they are stored
 //! is the subnet manager's business.
 
+mod churn;
 mod links;
 mod upkeep;
 
@@ -20,6 +21,7 @@ use node_kernel::LinkChange;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until};
 
+use churn::Churn;
 use links::next_link;
 pub use links::{Debounce, EntryNotices, LINK_LONGEST, LINK_QUIET, LinkEvents, concerns, describe};
 use upkeep::{Upkeep, pause, reconcile_now, sleep_until_some, stopped};
@@ -250,6 +252,7 @@ pub async fn run_with_links<M: SubnetManager>(
         shutdown,
         links,
         ticks: Ticks::new(settings),
+        churn: Churn::default(),
     };
     agent.run().await
 }
@@ -302,6 +305,8 @@ struct Agent<'a, M: SubnetManager> {
     shutdown: watch::Receiver<bool>,
     links: Option<LinkEvents>,
     ticks: Ticks,
+    /// How often the lease was lost lately.
+    churn: Churn,
 }
 
 enum Wake {
@@ -480,8 +485,17 @@ impl<M: SubnetManager> Agent<'_, M> {
         let metrics = &settings.metrics;
         metrics.lease_lost();
         warning!(
-            "{why}: acquiring one again (Go flanneld exits 0 here, and is not restarted under Restart=on-failure)"
+            "{why}: acquiring one again (Go flanneld exits in etcd mode, and does not notice in kube mode)"
         );
+        if let Some(pause) = self.churn.pause_before(Instant::now()) {
+            warning!(
+                "the lease was lost again within {:?} of the last reacquisition (another agent claiming it?): waiting {pause:?} first",
+                churn::CHURN_WINDOW
+            );
+            if waiting!(self, sleep(pause)).is_none() {
+                return Ok(Flow::Stop);
+            }
+        }
         let old = self.lease.clone();
         let acquired = {
             let mut upkeep = Upkeep {
@@ -503,6 +517,7 @@ impl<M: SubnetManager> Agent<'_, M> {
             return Ok(Flow::Stop);
         };
         info!("re-acquired lease {}", new.subnet);
+        self.churn.reacquired(Instant::now());
         if new.subnet != old.subnet {
             warning!(
                 "the node's subnet changed from {} to {}: pods started before keep addresses of the old subnet until recreated",

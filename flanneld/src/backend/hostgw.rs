@@ -81,6 +81,9 @@ pub struct HostGw<R> {
     v6: bool,
     /// The peers' routes wanted: destination → gateway.
     wanted: BTreeMap<IpNetwork, IpAddr>,
+    /// Each peer's destinations (by its lease's id): a peer whose IPv6 subnet changed
+    /// under the same IPv4 one is re-announced, and its old route must go.
+    by_peer: BTreeMap<IpNetwork, Vec<IpNetwork>>,
     /// Routes whose last attempt failed and was logged: the next failures of the same
     /// route are not (a peer behind another link would log a line every reconcile).
     failing: BTreeSet<(IpNetwork, IpAddr)>,
@@ -130,6 +133,7 @@ impl<R: RouteTable> HostGw<R> {
             v4,
             v6,
             wanted: BTreeMap::new(),
+            by_peer: BTreeMap::new(),
             failing: BTreeSet::new(),
             listing_failed: false,
             restored: 0,
@@ -139,6 +143,33 @@ impl<R: RouteTable> HostGw<R> {
     /// The route table (tests read the fake's record).
     pub fn routes(&self) -> &R {
         &self.routes
+    }
+
+    /// Adds (replaces) or deletes one peer route, logging the outcome.
+    fn apply(&mut self, dst: IpNetwork, gw: IpAddr, add: bool) {
+        let oif = self.ext.index;
+        if add {
+            self.wanted.insert(dst, gw);
+        } else {
+            self.wanted.remove(&dst);
+        }
+        let what = format!("{dst} via {gw} dev {}", self.ext.name);
+        let result = if add {
+            self.routes.replace(dst, gw, oif)
+        } else {
+            self.routes.delete(dst, gw, oif)
+        };
+        self.failing.remove(&(dst, gw));
+        let doing = if add { "adding" } else { "deleting" };
+        match result.context(format!("{doing} route {what}")) {
+            Ok(()) => info!("{} route {what}", if add { "added" } else { "deleted" }),
+            Err(e) => {
+                error!("{e} (retried by every reconcile, logged again once it worked)");
+                if add {
+                    self.failing.insert((dst, gw));
+                }
+            }
+        }
     }
 
     /// The routes a peer's lease asks for, of the families the network enables.
@@ -182,32 +213,30 @@ impl<R: RouteTable> Backend for HostGw<R> {
     }
 
     fn handle(&mut self, events: &[LeaseEvent]) {
-        let oif = self.ext.index;
         for (lease, add) in super::events_of_type(events, TYPE) {
-            for (dst, gw) in self.routes_of(lease) {
-                if add {
-                    self.wanted.insert(dst, gw);
-                } else {
-                    self.wanted.remove(&dst);
-                }
-                let what = format!("{dst} via {gw} dev {}", self.ext.name);
-                let result = if add {
-                    self.routes.replace(dst, gw, oif)
-                } else {
-                    self.routes.delete(dst, gw, oif)
-                };
-                self.failing.remove(&(dst, gw));
-                match result.context(format!(
-                    "{} route {what}",
-                    if add { "adding" } else { "deleting" }
-                )) {
-                    Ok(()) => info!("{} route {what}", if add { "added" } else { "deleted" }),
-                    Err(e) => {
-                        error!("{e} (retried by every reconcile, logged again once it worked)");
-                        if add {
-                            self.failing.insert((dst, gw));
-                        }
-                    }
+            let Some(id) = lease.subnet.id() else {
+                continue;
+            };
+            let routes = self.routes_of(lease);
+            let dsts: Vec<IpNetwork> = routes.iter().map(|(dst, _)| *dst).collect();
+            let before = if add {
+                self.by_peer.insert(id, dsts.clone())
+            } else {
+                self.by_peer.remove(&id)
+            };
+            // What the peer had and no longer asks for (all of it when it goes).
+            let stale: Vec<(IpNetwork, IpAddr)> = before
+                .unwrap_or_else(|| if add { Vec::new() } else { dsts })
+                .into_iter()
+                .filter(|dst| !add || !routes.iter().any(|(d, _)| d == dst))
+                .filter_map(|dst| Some((dst, *self.wanted.get(&dst)?)))
+                .collect();
+            for (dst, gw) in stale {
+                self.apply(dst, gw, false);
+            }
+            if add {
+                for (dst, gw) in routes {
+                    self.apply(dst, gw, true);
                 }
             }
         }
@@ -507,15 +536,21 @@ pub mod tests {
         assert_eq!((hg.routes.listings, hg.repairs().route), (2, 1));
     }
 
-    #[test]
-    fn dual_stack_and_ipv6_only_routes_go_via_the_peers_public_ipv6() {
-        // Before: host-gw routed IPv4 only; a dual-stack network's IPv6 subnets went unrouted.
+    /// A dual-stack node's interface (192.168.1.2, fd00::2) and network config.
+    fn dual_stack() -> (ExternalInterface, NetworkConfig) {
         let mut e = ext([192, 168, 1, 2], [192, 168, 1, 2]);
         e.iface_addr6 = Some("fd00::2".parse().unwrap());
         e.public_ipv6 = e.iface_addr6;
         let dual = config(
             r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"host-gw"}}"#,
         );
+        (e, dual)
+    }
+
+    #[test]
+    fn dual_stack_and_ipv6_only_routes_go_via_the_peers_public_ipv6() {
+        // Before: host-gw routed IPv4 only; a dual-stack network's IPv6 subnets went unrouted.
+        let (e, dual) = dual_stack();
         let mut hg = HostGw::new(e.clone(), FakeRoutes::default(), &dual).unwrap();
         assert_eq!(
             hg.lease_attrs().to_json(),
@@ -575,6 +610,41 @@ pub mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("needs a global IPv6 address"), "{e}");
+    }
+
+    #[test]
+    fn a_peer_re_keyed_to_another_ipv6_subnet_loses_its_old_route() {
+        // Before: the new IPv6 route was added and the old one stayed, in the kernel and
+        // in what every reconcile restored.
+        let (e, dual) = dual_stack();
+        let mut hg = HostGw::new(e, FakeRoutes::default(), &dual).unwrap();
+        let attrs = r#"{"PublicIP":"192.168.1.3","PublicIPv6":"fd00::3","BackendType":"host-gw"}"#;
+        hg.handle(&[LeaseEvent::Added(lease(
+            "10.5.2.0-24&fc00:0:0:2::-64",
+            attrs,
+        ))]);
+        hg.routes.log.clear();
+        let moved = lease("10.5.2.0-24&fc00:0:0:9::-64", attrs);
+        hg.handle(&[LeaseEvent::Added(moved.clone())]);
+        assert_eq!(
+            hg.routes.log,
+            [
+                "delete fc00:0:0:2::/64 via fd00::3 dev 7",
+                "replace 10.5.2.0/24 via 192.168.1.3 dev 7",
+                "replace fc00:0:0:9::/64 via fd00::3 dev 7"
+            ]
+        );
+        assert_eq!(hg.programmed(), 2);
+        hg.routes.log.clear();
+        hg.handle(&[LeaseEvent::Removed(moved)]);
+        assert_eq!(
+            hg.routes.log,
+            [
+                "delete 10.5.2.0/24 via 192.168.1.3 dev 7",
+                "delete fc00:0:0:9::/64 via fd00::3 dev 7"
+            ]
+        );
+        assert_eq!(hg.programmed(), 0);
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! The lease manager: the network config, acquiring the node's subnet, renewing it, listing
-//! the other nodes' leases (`pkg/subnet/etcd/local_manager.go` and `registry.go`), over any
-//! [`Store`].
+//! The etcd subnet manager: the network config, acquiring the node's subnet, renewing it
+//! (`pkg/subnet/etcd/local_manager.go` and `registry.go`), over any [`Store`]; the other
+//! nodes' leases are watched in `watch.rs`.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
@@ -87,6 +89,9 @@ pub enum LeaseError {
 pub struct LeaseManager<S> {
     store: S,
     keys: Keys,
+    /// The etcd lease the node's key is on as this manager last wrote it (shared with the
+    /// lease watch: a write of the key on another lease is someone else's).
+    own_lease: Rc<Cell<i64>>,
     previous: (Option<Ipv4Network>, Option<Ipv6Network>),
     pick: Pick,
     ttl: Duration,
@@ -102,6 +107,7 @@ impl<S: Store> LeaseManager<S> {
         LeaseManager {
             store,
             keys: Keys::new(prefix),
+            own_lease: Rc::default(),
             previous,
             pick: Pick::seeded(),
             ttl: SUBNET_TTL,
@@ -113,16 +119,6 @@ impl<S: Store> LeaseManager<S> {
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
-    }
-
-    /// The TTL of the leases it grants.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
-    /// The store.
-    pub fn store(&self) -> &S {
-        &self.store
     }
 
     /// `<prefix>/config`.
@@ -406,7 +402,9 @@ impl<S: Store + Clone + 'static> SubnetManager for LeaseManager<S> {
         config: &NetworkConfig,
         attrs: &LeaseAttrs,
     ) -> Result<Lease, LeaseError> {
-        LeaseManager::acquire(self, config, attrs).await
+        let lease = LeaseManager::acquire(self, config, attrs).await?;
+        self.own_lease.set(lease.lease_id);
+        Ok(lease)
     }
 
     async fn reacquire(
@@ -415,11 +413,15 @@ impl<S: Store + Clone + 'static> SubnetManager for LeaseManager<S> {
         old: &Lease,
     ) -> Result<Lease, LeaseError> {
         self.prefer(&old.subnet);
-        LeaseManager::acquire(self, config, &old.attrs).await
+        let lease = LeaseManager::acquire(self, config, &old.attrs).await?;
+        self.own_lease.set(lease.lease_id);
+        Ok(lease)
     }
 
     async fn renew(&mut self, lease: &Lease) -> Result<Lease, LeaseError> {
-        LeaseManager::renew(self, lease).await
+        let renewed = LeaseManager::renew(self, lease).await?;
+        self.own_lease.set(renewed.lease_id);
+        Ok(renewed)
     }
 
     fn renew_margin(&self, margin: Duration) -> Duration {
@@ -431,7 +433,8 @@ impl<S: Store + Clone + 'static> SubnetManager for LeaseManager<S> {
     }
 
     fn watch(&mut self, own: &Lease, metrics: &Metrics) -> LeaseWatch {
-        super::watch::watch(&self.store, &self.keys, own, metrics)
+        self.own_lease.set(own.lease_id);
+        super::watch::watch(&self.store, &self.keys, own, &self.own_lease, metrics)
     }
 }
 

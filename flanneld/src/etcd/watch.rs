@@ -5,7 +5,9 @@
 //! key is watched too: deleted, or written with another node's value, it is reported lost;
 //! rewritten for this node (an operator's put), its new expiry is reported.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::time::{Instant, sleep_until};
@@ -27,6 +29,8 @@ struct State<S: Store> {
     store: S,
     keys: Keys,
     own: Lease,
+    /// The etcd lease the node's own key is on as its manager last wrote it.
+    own_lease: Rc<Cell<i64>>,
     metrics: Metrics,
     /// The revision seen last; `None`: list (again) before watching.
     revision: Option<i64>,
@@ -43,12 +47,14 @@ pub fn watch<S: Store + Clone + 'static>(
     store: &S,
     keys: &Keys,
     own: &Lease,
+    own_lease: &Rc<Cell<i64>>,
     metrics: &Metrics,
 ) -> LeaseWatch {
     let state = State {
         store: store.clone(),
         keys: keys.clone(),
         own: own.clone(),
+        own_lease: own_lease.clone(),
         metrics: metrics.clone(),
         revision: None,
         watcher: None,
@@ -181,7 +187,8 @@ impl<S: Store> State<S> {
                         lost = Some(format!("the node's lease {own_key} names another node now"));
                     } else {
                         lost = None;
-                        if kv.lease != self.own.lease_id {
+                        // The manager's own renewals write it on the lease it keeps here.
+                        if kv.lease != self.own_lease.get() {
                             rewritten = Some(kv);
                         }
                     }
@@ -207,22 +214,29 @@ impl<S: Store> State<S> {
         }
         if let Some(why) = lost {
             self.pending.push_back(LeaseUpdate::OwnLost(why));
-        } else if let Some(kv) = rewritten {
-            self.refresh_own(&kv).await;
-            self.pending.push_back(LeaseUpdate::Own(self.own.clone()));
+        } else if let Some(kv) = rewritten
+            && let Some(own) = self.refresh_own(&kv).await
+        {
+            self.pending.push_back(LeaseUpdate::Own(own));
         }
     }
 
-    /// Someone else wrote our key (an admin's `etcdctl put`): take its lease's expiry.
-    async fn refresh_own(&mut self, kv: &KeyValue) {
-        self.own.lease_id = kv.lease;
-        self.own.expiration = match self.store.time_to_live(kv.lease).await {
-            Ok(Some(ttl)) => Some(Instant::now() + ttl),
-            Ok(None) => Some(Instant::now()),
+    /// Someone else wrote our key (an admin's `etcdctl put`): the lease with that etcd
+    /// lease's expiry; `None` when its TTL cannot be read (the renewal keeps its schedule).
+    async fn refresh_own(&mut self, kv: &KeyValue) -> Option<Lease> {
+        self.own_lease.set(kv.lease);
+        let expiration = match self.store.time_to_live(kv.lease).await {
+            Ok(Some(ttl)) => Instant::now() + ttl,
+            Ok(None) => Instant::now(),
             Err(e) => {
                 warning!("reading the TTL of lease {:x}: {e}", kv.lease);
-                self.own.expiration
+                return None;
             }
         };
+        Some(Lease {
+            lease_id: kv.lease,
+            expiration: Some(expiration),
+            ..self.own.clone()
+        })
     }
 }

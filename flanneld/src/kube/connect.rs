@@ -67,8 +67,11 @@ impl Default for KubeOptions {
     }
 }
 
-fn client_error(what: &str, e: impl std::fmt::Display) -> KubeError {
-    KubeError::Client(format!("{what}: {e}"))
+fn client_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> KubeError {
+    KubeError::Client {
+        what: what.to_owned(),
+        source: Box::new(e),
+    }
 }
 
 /// The client's configuration, as Go's `clientcmd.BuildConfigFromFlags` picks it.
@@ -117,6 +120,28 @@ async fn stopped_during(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bo
     }
 }
 
+/// `name` when it is a Kubernetes object name (a DNS subdomain of at most `max`
+/// characters: lowercase letters, digits, `-` and `.`, starting and ending with a letter or
+/// digit): it goes into API paths, where a `/` or `..` would name another object.
+fn checked_name(what: &str, name: &str, max: usize) -> Result<String, KubeError> {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let ok = name.len() <= max
+        && edge(name.chars().next())
+        && edge(name.chars().last())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !name.contains("..");
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(KubeError::NodeName(format!(
+            "{what} {} is not a Kubernetes name (lowercase letters, digits, '-' and '.', at most {max})",
+            shown(name)
+        )))
+    }
+}
+
 /// The node's name: `NODE_NAME`, else the Pod's `spec.nodeName`; `None` when asked to stop
 /// while the apiserver cannot be reached.
 pub(crate) async fn node_name<A: NodeApi>(
@@ -125,23 +150,32 @@ pub(crate) async fn node_name<A: NodeApi>(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<String>, KubeError> {
     if !opts.node_name.is_empty() {
-        return Ok(Some(opts.node_name.clone()));
+        return checked_name("NODE_NAME", &opts.node_name, 253).map(Some);
     }
     if opts.pod_name.is_empty() || opts.pod_namespace.is_empty() {
-        return Err(KubeError::Client(
+        return Err(KubeError::NodeName(
             "env variables POD_NAME and POD_NAMESPACE must be set (or NODE_NAME)".into(),
         ));
     }
+    checked_name("POD_NAME", &opts.pod_name, 253)?;
+    // A namespace is a DNS label: no dots.
+    if opts.pod_namespace.contains('.') {
+        return Err(KubeError::NodeName(format!(
+            "POD_NAMESPACE {} is not a namespace name (a DNS label: no dots)",
+            shown(&opts.pod_namespace)
+        )));
+    }
+    checked_name("POD_NAMESPACE", &opts.pod_namespace, 63)?;
     let mut delay = Duration::from_secs(1);
     loop {
         match api.pod_node_name(&opts.pod_namespace, &opts.pod_name).await {
             Ok(n) if n.is_empty() => {
-                return Err(KubeError::Client(format!(
+                return Err(KubeError::NodeName(format!(
                     "node name not present in pod spec '{}/{}'",
                     opts.pod_namespace, opts.pod_name
                 )));
             }
-            Ok(n) => return Ok(Some(n)),
+            Ok(n) => return checked_name("the Pod's spec.nodeName", &n, 253).map(Some),
             // A 403 may be an apiserver that just started and has not loaded its roles yet.
             Err(e) if e.code() == Some(404) => return Err(e.into()),
             Err(e) => warning!("{e}; retrying in {delay:?}"),
@@ -159,7 +193,7 @@ pub async fn connect(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<KubeManager<KubeApi>>, KubeError> {
     // Checked first: a bad prefix must not wait for an apiserver.
-    super::Annotations::new(&opts.annotation_prefix).map_err(KubeError::Client)?;
+    super::Annotations::new(&opts.annotation_prefix).map_err(KubeError::AnnotationPrefix)?;
     let config = client_config(opts).await?;
     info!("Kubernetes API at {}", config.cluster_url);
     let client = kube::Client::try_from(config)

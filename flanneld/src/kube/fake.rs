@@ -37,6 +37,9 @@ struct State {
     calls: BTreeMap<&'static str, usize>,
     /// Bumped to end every open watch (the apiserver's timeout or restart).
     generation: u64,
+    /// Every watch is answered 410, even from a fresh listing's resourceVersion (an
+    /// apiserver whose watch cache lags its listings).
+    always_expired: bool,
 }
 
 /// The in-memory apiserver; clones share it.
@@ -217,6 +220,12 @@ impl FakeApi {
         self.notify();
     }
 
+    /// Every watch answered 410 Gone (`true`) or as usual again.
+    pub fn expire_every_watch(&self, on: bool) {
+        self.lock().always_expired = on;
+        self.end_watches();
+    }
+
     /// The apiserver unreachable (every call fails, open watches end) or back.
     pub fn set_down(&self, down: bool) {
         self.lock().down = down;
@@ -320,7 +329,7 @@ impl NodeApi for FakeApi {
         let from: u64 = resource_version.parse().unwrap_or(0);
         let generation = {
             let s = self.lock();
-            if from + 1 < s.oldest {
+            if from + 1 < s.oldest || s.always_expired {
                 return Err(status("watch", 410, "Expired"));
             }
             s.generation

@@ -18,7 +18,6 @@ pub mod watch;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde_json::json;
 
 pub use annotations::Annotations;
@@ -43,8 +42,19 @@ pub enum KubeError {
     #[error(transparent)]
     Api(#[from] ApiError),
     /// The client could not be configured.
+    #[error("{what}: {source}")]
+    Client {
+        /// What was read (a flag, the in-cluster config).
+        what: String,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The node's name cannot be known (`NODE_NAME`, `POD_NAME`, `POD_NAMESPACE`).
     #[error("{0}")]
-    Client(String),
+    NodeName(String),
+    /// `--kube-annotation-prefix` is refused (why, as Go words it).
+    #[error("{0}")]
+    AnnotationPrefix(String),
     /// The network config file could not be read.
     #[error("reading the network config {path}: {source}")]
     NetConf {
@@ -106,7 +116,9 @@ impl ManagerError for KubeError {
         match self {
             KubeError::Api(_) => Failure::Transient,
             KubeError::NodeMissing(_) | KubeError::NoPodCidr { .. } => Failure::Wait,
-            KubeError::Client(_)
+            KubeError::Client { .. }
+            | KubeError::NodeName(_)
+            | KubeError::AnnotationPrefix(_)
             | KubeError::NetConf { .. }
             | KubeError::BadNetConf { .. }
             | KubeError::BadBackend { .. }
@@ -145,18 +157,14 @@ impl<A: NodeApi> KubeManager<A> {
         Ok(KubeManager {
             api,
             node_name: node_name.to_owned(),
-            names: Annotations::new(&opts.annotation_prefix).map_err(KubeError::Client)?,
+            names: Annotations::new(&opts.annotation_prefix)
+                .map_err(KubeError::AnnotationPrefix)?,
             net_config_path: opts.net_config_path.clone(),
             set_node_network_unavailable: opts.set_node_network_unavailable,
             depth: opts.queue_depth,
             families,
             initial,
         })
-    }
-
-    /// The node's name.
-    pub fn node_name(&self) -> &str {
-        &self.node_name
     }
 
     /// The node's own Node; an error when it is not there.
@@ -207,7 +215,7 @@ pub fn subnets(
     );
     let v4 = match (&config.v4, v4) {
         (Some(r), Some(sn)) => {
-            if !contains_v4(r.network, sn) {
+            if !sn.is_subnet_of(r.network) {
                 return Err(KubeError::PodCidrMismatch(format!(
                     "node {node}'s podCIDR {sn} is outside the Network {}: {fix}",
                     r.network
@@ -225,7 +233,7 @@ pub fn subnets(
     };
     let v6 = match (&config.v6, v6) {
         (Some(r), Some(sn)) => {
-            if !contains_v6(r.network, sn) {
+            if !sn.is_subnet_of(r.network) {
                 return Err(KubeError::PodCidrMismatch(format!(
                     "node {node}'s IPv6 podCIDR {sn} is outside the IPv6Network {}: {fix}",
                     r.network
@@ -248,34 +256,26 @@ pub fn subnets(
     Ok(SubnetKey { v4, v6 })
 }
 
-fn contains_v4(net: Ipv4Network, sn: Ipv4Network) -> bool {
-    net.prefix() <= sn.prefix() && net.contains(sn.network())
-}
-
-fn contains_v6(net: Ipv6Network, sn: Ipv6Network) -> bool {
-    net.prefix() <= sn.prefix() && net.contains(sn.network())
-}
-
-/// The MAC of a `backend-data` annotation's `VtepMAC`; `None` when absent or unusable
-/// (logged: a new MAC is chosen, and published).
+/// The MAC of a `backend-data` annotation's `VtepMAC`, read as a peer's is; `None` when
+/// absent or unusable (logged: a new MAC is chosen, and published).
 fn stored_mac(ann: &std::collections::BTreeMap<String, String>, name: &str) -> Option<[u8; 6]> {
     let text = ann.get(name)?;
-    let mac = serde_json::from_str::<serde_json::Value>(text)
-        .ok()
-        .and_then(|v| {
-            let m = cni_common::gojson::get(v.as_object()?, "VtepMAC")?
-                .as_str()?
-                .to_ascii_lowercase();
-            crate::vtep::parse_mac(&m)
-        })
-        .filter(|m| crate::vtep::check_vtep_mac(m, &[0; 6]).is_ok());
-    if mac.is_none() && text != "null" {
-        warning!(
-            "annotation {name} holds no usable VtepMAC ({}): a new MAC is chosen",
-            shown(text)
-        );
+    if text == "null" {
+        return None;
     }
-    mac
+    let decoded = serde_json::from_str::<serde_json::Value>(text)
+        .map_err(|e| e.to_string())
+        .and_then(|v| crate::vtep::decode_vtep(Some(&v), name, &[0; 6]));
+    match decoded {
+        Ok((_, mac)) => Some(mac),
+        Err(why) => {
+            warning!(
+                "annotation {name} holds no usable VtepMAC ({}: {why}): a new MAC is chosen",
+                shown(text)
+            );
+            None
+        }
+    }
 }
 
 impl<A: NodeApi> SubnetManager for KubeManager<A> {

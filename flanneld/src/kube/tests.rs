@@ -327,6 +327,45 @@ async fn peers_are_the_managed_nodes_and_follow_their_annotations() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_peer_is_removed_under_the_key_it_was_handed() {
+    // Before: a removal was keyed by the event's podCIDRs: a Node whose podCIDR changed
+    // left its old peer programmed, and one whose podCIDR was cleared was never removed.
+    LocalSet::new()
+        .run_until(async {
+            let api = FakeApi::default();
+            api.put_node("node-a", &["10.244.1.0/24"], &[]);
+            let (ip, mac) = ("192.168.50.3", "02:bb:00:00:00:01");
+            peer(&api, "node-b", "10.244.2.0/24", ip, mac);
+            let rig = start(&api);
+            settle().await;
+            assert_eq!(
+                rig.take(),
+                ["own 10.244.1.0-24", "add 10.244.2.0-24 192.168.50.3"]
+            );
+            // Registered again with another podCIDR (deleted and re-created while a watch
+            // event was missed shows as one change).
+            peer(&api, "node-b", "10.244.7.0/24", ip, mac);
+            settle().await;
+            assert_eq!(
+                rig.take(),
+                [
+                    "del 10.244.2.0-24 192.168.50.3",
+                    "add 10.244.7.0-24 192.168.50.3"
+                ]
+            );
+            // Its podCIDR cleared: unusable, its peer goes.
+            let ann = go_annotations(ip, mac);
+            let ann: Vec<(&str, &str)> =
+                ann.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            api.put_node("node-b", &[], &ann);
+            settle().await;
+            assert_eq!(rig.take(), ["del 10.244.7.0-24 192.168.50.3"]);
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_podcidr_assigned_later_is_waited_for() {
     LocalSet::new()
         .run_until(async {
@@ -420,6 +459,19 @@ async fn a_watch_answered_gone_lists_again_and_diffs_without_a_hot_loop() {
                     .encode()
                     .contains("flanneld_watch_restarts_total{reason=\"compacted\"} 1")
             );
+            // An apiserver that cannot watch even from its own listing's resourceVersion:
+            // listed again with the backoff, not in a loop (before: listed at once, again
+            // and again).
+            api.expire_every_watch(true);
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            let lists = api.calls("list") - 2;
+            assert!((4..=10).contains(&lists), "{lists} listings in 20 s");
+            api.expire_every_watch(false);
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            let lists = api.calls("list");
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            assert_eq!(api.calls("list"), lists, "watching again");
+            assert!(rig.take().is_empty());
             rig.stop.send(true).unwrap();
         })
         .await;
@@ -636,6 +688,25 @@ async fn the_node_name_from_node_name_or_the_pods_spec() {
     assert!(
         e.contains("node name not present in pod spec 'kube-flannel/unscheduled'"),
         "{e}"
+    );
+    // Before: any string went into the API paths (`../` and `/` name other objects).
+    api.put_pod("kube-flannel", "bad-node", "node-b/status");
+    for (o, what) in [
+        (name("../pods/x", "", ""), "NODE_NAME"),
+        (name("Node-A", "", ""), "NODE_NAME"),
+        (name("", "a/b", "kube-flannel"), "POD_NAME"),
+        (name("", "x", "kube.flannel"), "POD_NAMESPACE"),
+        (name("", "bad-node", "kube-flannel"), "spec.nodeName"),
+    ] {
+        let e = get(&api, &o, &mut rx).await.unwrap_err().to_string();
+        assert!(e.contains(what) && e.contains("not a"), "{e}");
+    }
+    assert_eq!(
+        get(&api, &name("ip-10-0-0-1.ec2.internal", "", ""), &mut rx)
+            .await
+            .unwrap()
+            .unwrap(),
+        "ip-10-0-0-1.ec2.internal"
     );
 }
 

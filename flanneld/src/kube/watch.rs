@@ -57,8 +57,8 @@ pub struct Listing {
     pub own: Option<NodeLite>,
     /// How many Nodes were listed.
     pub nodes: usize,
-    /// The names of the Nodes whose lease is in `leases`.
-    pub managed: BTreeSet<String>,
+    /// The Nodes whose lease is in `leases`, each with its lease's cache key.
+    pub managed: BTreeMap<String, IpNetwork>,
 }
 
 /// What the watch needs to know.
@@ -94,6 +94,11 @@ impl Skipped {
     fn clear(&mut self, node: &str) {
         self.0.remove(node);
     }
+
+    /// Forgets the nodes not in `listed` (deleted while no watch ran).
+    fn keep_only(&mut self, listed: &BTreeSet<String>) {
+        self.0.retain(|node, _| listed.contains(node));
+    }
 }
 
 /// Every Node, page by page, as leases.
@@ -119,8 +124,9 @@ async fn list_pages<A: NodeApi>(
         resource_version: String::new(),
         own: None,
         nodes: 0,
-        managed: BTreeSet::new(),
+        managed: BTreeMap::new(),
     };
+    let mut listed = BTreeSet::new();
     let mut token = String::new();
     loop {
         let page = api.list(PAGE, &token).await?;
@@ -129,12 +135,15 @@ async fn list_pages<A: NodeApi>(
             match to_lease(&node, names, families) {
                 Ok(Some(l)) => {
                     skipped.clear(&node.metadata.name);
-                    listing.managed.insert(node.metadata.name.clone());
+                    if let Some(id) = l.subnet.id() {
+                        listing.managed.insert(node.metadata.name.clone(), id);
+                    }
                     listing.leases.push(l);
                 }
                 Ok(None) => {}
                 Err(why) => skipped.skip(&node.metadata.name, why),
             }
+            listed.insert(node.metadata.name.clone());
             if node.metadata.name == own_name {
                 listing.own = Some(node);
             }
@@ -144,6 +153,7 @@ async fn list_pages<A: NodeApi>(
             listing.resource_version = page.metadata.resource_version;
         }
         if page.metadata.continue_token.is_empty() {
+            skipped.keep_only(&listed);
             return Ok(listing);
         }
         token = page.metadata.continue_token;
@@ -165,7 +175,8 @@ impl<A: NodeApi> Watcher<A> {
                 backoff: BACKOFF_MIN,
                 skipped: Skipped::default(),
                 own_deleted: false,
-                managed: BTreeSet::new(),
+                just_listed: false,
+                managed: BTreeMap::new(),
             };
             run.run(initial).await;
         });
@@ -207,9 +218,13 @@ struct Run<A> {
     skipped: Skipped,
     /// The own Node was deleted: waiting for it to be registered again.
     own_deleted: bool,
-    /// The Nodes whose lease the agent was given (names only): a change of any other Node
-    /// (the kubelets' status updates of unmanaged ones) does not wake the agent.
-    managed: BTreeSet<String>,
+    /// Nothing was watched since the last listing: a 410 now means the apiserver cannot
+    /// watch from its own listings, and listing again at once would loop.
+    just_listed: bool,
+    /// The Nodes whose lease the agent was given, each with the lease's cache key: a change
+    /// of any other Node (the kubelets' status updates of unmanaged ones) does not wake the
+    /// agent, and a Node's peer is removed by the key it was handed under.
+    managed: BTreeMap<String, IpNetwork>,
 }
 
 /// Whether the watch task goes on.
@@ -252,7 +267,7 @@ impl<A: NodeApi> Run<A> {
         let w = &self.w;
         match list_pages(&w.api, &w.names, w.families, &w.own_name, &mut self.skipped).await {
             Ok(listing) => {
-                self.backoff = BACKOFF_MIN;
+                self.just_listed = true;
                 self.resource_version = Some(listing.resource_version);
                 self.managed = listing.managed;
                 match &listing.own {
@@ -283,7 +298,7 @@ impl<A: NodeApi> Run<A> {
         let mut events = match self.w.api.watch(rv, WATCH_TIMEOUT).await {
             Ok(ev) => ev,
             Err(e) if e.code() == Some(410) => {
-                self.expired(&e.to_string());
+                self.expired(&e.to_string()).await;
                 return Next::Go;
             }
             Err(e) => {
@@ -314,14 +329,17 @@ impl<A: NodeApi> Run<A> {
                 Ok(Some(Ok(ev))) => ev,
             };
             seen = true;
-            self.backoff = BACKOFF_MIN;
+            if !matches!(ev, NodeEvent::Gone(_)) {
+                self.just_listed = false;
+                self.backoff = BACKOFF_MIN;
+            }
             let update = match ev {
                 NodeEvent::Bookmark(rv) => {
                     self.resource_version = Some(rv);
                     None
                 }
                 NodeEvent::Gone(why) => {
-                    self.expired(&why);
+                    self.expired(&why).await;
                     return Next::Go;
                 }
                 NodeEvent::Error(e) => {
@@ -360,18 +378,27 @@ impl<A: NodeApi> Run<A> {
         // The apiserver ended the watch (its timeout): resume where it left off.
         if !seen && started.elapsed() < SHORT_WATCH {
             self.back_off().await;
+        } else if started.elapsed() >= SHORT_WATCH {
+            self.backoff = BACKOFF_MIN;
         }
         Next::Go
     }
 
-    /// A watch answered 410 Gone: its start is no longer in the apiserver's history.
-    fn expired(&mut self, why: &str) {
-        warning!(
-            "the watch of nodes lost its place ({}): listing again",
-            crate::log::bounded(why)
-        );
+    /// A watch answered 410 Gone: its start is no longer in the apiserver's history. Right
+    /// after a listing, the next one waits for the backoff.
+    async fn expired(&mut self, why: &str) {
+        let why = crate::log::bounded(why);
         self.w.metrics.watch_restart(WatchRestart::Compacted);
         self.resource_version = None;
+        if self.just_listed {
+            warning!(
+                "the watch of nodes from a fresh listing was refused ({why}): listing again in {:?}",
+                self.backoff
+            );
+            self.back_off().await;
+        } else {
+            warning!("the watch of nodes lost its place ({why}): listing again");
+        }
     }
 
     /// A Node other than ours added or changed.
@@ -380,8 +407,16 @@ impl<A: NodeApi> Run<A> {
         match to_lease(n, &self.w.names, self.w.families) {
             Ok(Some(l)) => {
                 self.skipped.clear(name);
-                self.managed.insert(name.clone());
-                Some(LeaseUpdate::Changes(vec![Change::Put(l)]))
+                let mut changes = Vec::with_capacity(2);
+                let id = l.subnet.id()?;
+                // Handed under another key before (its podCIDRs changed): that peer goes.
+                if let Some(old) = self.managed.insert(name.clone(), id)
+                    && old != id
+                {
+                    changes.push(Change::Invalid(old));
+                }
+                changes.push(Change::Put(l));
+                Some(LeaseUpdate::Changes(changes))
             }
             // Not (or no longer) managed: a peer it was goes (Go keeps it).
             Ok(None) => self.gone(n),
@@ -410,13 +445,12 @@ impl<A: NodeApi> Run<A> {
         }
     }
 
-    /// The change a Node that no longer gives a lease makes: none unless it gave one.
+    /// The change a Node that no longer gives a lease makes: none unless it gave one, then
+    /// the removal of the peer under the key it was handed (not the event's podCIDRs, which
+    /// a Node's last state may lack).
     fn gone(&mut self, n: &NodeLite) -> Option<LeaseUpdate> {
-        if self.managed.remove(&n.metadata.name) {
-            removed(n, self.w.families)
-        } else {
-            None
-        }
+        let id = self.managed.remove(&n.metadata.name)?;
+        Some(LeaseUpdate::Changes(vec![Change::Invalid(id)]))
     }
 
     fn own_gone(&mut self) {
@@ -459,14 +493,34 @@ impl<A: NodeApi> Run<A> {
     }
 }
 
-/// The change a Node deleted, no longer managed or no longer usable makes: the peer it was
-/// goes (found by its podCIDR of the lease's first family).
-fn removed(n: &NodeLite, families: Families) -> Option<LeaseUpdate> {
-    let (v4, v6) = pod_cidrs(&n.spec).ok()?;
-    let id = if families.v4 {
-        IpNetwork::V4(v4?)
-    } else {
-        IpNetwork::V6(v6?)
-    };
-    Some(LeaseUpdate::Changes(vec![Change::Invalid(id)]))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::fake::FakeApi;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_listing_forgets_the_skipped_nodes_no_longer_there() {
+        // Before: a skipped node's entry outlived the node: with nodes coming and going
+        // (autoscaled pools), the map only grew.
+        let api = FakeApi::default();
+        let names = Annotations::new("flannel.alpha.coreos.com").unwrap();
+        let p = "flannel.alpha.coreos.com/";
+        let (managed, bad_ip) = (format!("{p}kube-subnet-manager"), format!("{p}public-ip"));
+        let ann = [(managed.as_str(), "true"), (bad_ip.as_str(), "not-an-ip")];
+        api.put_node("node-x", &["10.244.9.0/24"], &ann);
+        let families = Families {
+            v4: true,
+            v6: false,
+        };
+        let mut skipped = Skipped::default();
+        let l = list_pages(&api, &names, families, "node-a", &mut skipped)
+            .await
+            .unwrap();
+        assert!(l.leases.is_empty() && skipped.0.contains_key("node-x"));
+        api.delete_node("node-x");
+        list_pages(&api, &names, families, "node-a", &mut skipped)
+            .await
+            .unwrap();
+        assert!(skipped.0.is_empty(), "{skipped:?}");
+    }
 }

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use conformance::k8s::{self, K8sCluster, MachineState, POD_NETWORK, leftovers};
+use conformance::k8s::{self, K8sCluster, MachineState, POD_NETWORK};
 use conformance::kube;
 use conformance::kube_flannel::{
     busyboxes, deployment, flannel_ready, image_archive, manifest, ping_all,
@@ -90,13 +90,7 @@ pub fn run(backend: &str) {
 
     step("teardown: the cluster stopped (kubelets, pods, containerd, control plane), nothing left");
     c.kubectl(&["delete", "deployment", "busybox"]);
-    let (pids, dirs, cgroups) = (c.pids(), c.dirs(), c.cgroups());
-    let left = c.shut_down();
-    drop(c);
-    assert!(left.is_empty(), "teardown left: {left:#?}");
-    let left = leftovers(&pids, &dirs, &cgroups);
-    assert!(left.is_empty(), "left on the machine: {left:#?}");
-    assert_eq!(MachineState::now(), before, "the machine's state changed");
+    c.tear_down_checked(&before);
     println!("no process, mount, directory, cgroup or namespace left");
     say(&format!("done in {:.1} s", start.elapsed().as_secs_f64()));
 }
