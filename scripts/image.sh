@@ -4,8 +4,9 @@
 # (/flannel, /bridge, /host-local, /portmap, /loopback: /flannel is where kube-flannel's
 # plugin image keeps it) and /opt/bin/install-conf, which the init containers run to put the
 # plugins and the conflist on the node (atomically, with no shell in the image). The binaries
-# are static (glibc static-pie, as scripts/install.sh builds them); the image has nothing
-# else: no base image, no shell, no package.
+# are static (glibc static-pie, as scripts/install.sh builds them); beside them only Debian's
+# iptables tools with what they load (flanneld removes Go flanneld's iptables chains with
+# them): no base image, no shell, no package manager.
 #
 #   scripts/image.sh [--out FILE]   # default target/image/cni-rs-flannel.tar
 #
@@ -51,11 +52,32 @@ install -m 0755 "$bin/flanneld" "$bin/install-conf" "$work/root/opt/bin/"
 for p in "${PLUGINS[@]}"; do
     install -m 0755 "$bin/$p" "$work/root/$p"
 done
+# iptables' tools (Debian's, with the libraries and extensions they load): flanneld removes Go
+# flanneld's iptables-mode chains with them at start, so a node moved from Go's DaemonSet to
+# this one does not keep Go's masquerade rules beside ours. Only flanneld runs them.
+for multi in xtables-nft-multi xtables-legacy-multi; do
+    [ -x "/usr/sbin/$multi" ] || { echo "image: /usr/sbin/$multi missing (apt-get install iptables)" >&2; exit 1; }
+    cp --parents -L "/usr/sbin/$multi" "$work/root/"
+    ldd "/usr/sbin/$multi" | awk '/=> \//{print $3} /^\t\//{print $1}' | while read -r lib; do
+        cp --parents -L "$lib" "$work/root/"
+    done
+done
+for v in iptables ip6tables; do
+    ln -s xtables-nft-multi "$work/root/usr/sbin/$v-nft"
+    ln -s xtables-legacy-multi "$work/root/usr/sbin/$v-legacy"
+done
+xt=/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)/xtables
+mkdir -p "$work/root$xt"
+cp -L "$xt"/*.so "$work/root$xt/"
+# The copied tools start inside the image's tree (its loader, its libraries).
+chroot "$work/root" /usr/sbin/iptables-legacy --version >/dev/null
+chroot "$work/root" /usr/sbin/iptables-nft --version >/dev/null
+
 cat >"$work/Containerfile" <<CONTAINERFILE
 FROM scratch
 COPY root/ /
 LABEL org.opencontainers.image.title="cni-rs flannel" \\
-      org.opencontainers.image.description="flanneld, the five CNI plugins and install-conf of cni-rs, static, nothing else" \\
+      org.opencontainers.image.description="flanneld, the five CNI plugins and install-conf of cni-rs, static; iptables' tools for removing Go flanneld's chains" \\
       org.opencontainers.image.version="$version"
 ENTRYPOINT ["/opt/bin/flanneld"]
 CONTAINERFILE
@@ -68,4 +90,5 @@ rm -f "$out"
 pod save --quiet --format docker-archive --output "$out" "$name"
 size=$(pod image inspect --format '{{.Size}}' "$name")
 echo "image: $name saved to $out ($(stat -c %s "$out") bytes; image size $size bytes):"
-(cd "$work/root" && find . -type f -printf '  /%P %s bytes\n' | sort)
+(cd "$work/root" && find . -type f -not -path './usr/lib/*' -not -path './lib*' -printf '  /%P %s bytes\n' | sort)
+echo "  + $(cd "$work/root" && find ./usr/lib ./lib* -type f | wc -l) libraries and iptables extensions, $(cd "$work/root" && du -cb ./usr/lib ./lib* | tail -1 | cut -f1) bytes"

@@ -21,6 +21,8 @@ declare -A needed=(
     [curl]=curl
     [file]=file
     [setpriv]=util-linux
+    # flanneld's --vxlan-tx-checksum-off test reads the feature back with it.
+    [ethtool]=ethtool
 )
 missing=()
 for cmd in "${!needed[@]}"; do

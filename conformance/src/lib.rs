@@ -15,6 +15,7 @@ pub mod containerd;
 pub mod cri;
 pub mod etcd;
 pub mod flannel;
+pub mod go_iptables;
 pub mod k8s;
 pub mod kube;
 pub mod kube_flannel;

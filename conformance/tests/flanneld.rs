@@ -593,7 +593,7 @@ fn vxlan_two_agents_one_etcd_with_ip_masq_and_reconcile() {
             .contains(&format!("dst {b_ip} self permanent"))
     );
 
-    // --ip-masq: A has the rules, B (without it) none.
+    // --ip-masq: A has the masquerade rules, B (without it) none.
     let ruleset = a_node.host().sh("nft", &["list", "ruleset"]);
     assert!(ruleset.contains("table ip flannel-ipv4"), "{ruleset}");
     assert!(
@@ -603,7 +603,12 @@ fn vxlan_two_agents_one_etcd_with_ip_masq_and_reconcile() {
         )),
         "{ruleset}"
     );
-    assert_eq!(b_node.host().sh("nft", &["list", "ruleset"]), "");
+    // B: Go's default --iptables-forward-rules, without masquerade.
+    let ruleset = b_node.host().sh("nft", &["list", "ruleset"]);
+    assert!(
+        ruleset.contains("chain forward") && !ruleset.contains("chain postrtg"),
+        "{ruleset}"
+    );
 
     // The device deleted by hand on A: the agent recreates it, with its MAC and B's entries.
     a_node.host().sh("ip", &["link", "del", "flannel.1"]);

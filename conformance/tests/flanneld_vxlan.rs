@@ -12,7 +12,7 @@
 use conformance::Node;
 use conformance::netns::TestNetns;
 use flanneld::backend::Backend;
-use flanneld::backend::masq::Masqueraded;
+use flanneld::backend::masq::{Firewalled, RuleSet};
 use flanneld::backend::vxlan::{KernelVxlan, Vxlan, mac_string};
 use flanneld::cache::LeaseEvent;
 use flanneld::config::NetworkConfig;
@@ -63,7 +63,16 @@ fn start(
     own: &str,
 ) -> Vxlan<KernelVxlan> {
     in_ns(ns, || {
-        let ext = iface::lookup(&[iface_name.to_owned()], &[], None, None, true).unwrap();
+        let ext = iface::lookup(
+            iface::Pins {
+                ifaces: &[iface_name.to_owned()],
+                ..iface::Pins::default()
+            },
+            None,
+            None,
+            true,
+        )
+        .unwrap();
         let mac6 = [0x0e, 6, 0, 0, 0, mac[5]];
         let mut b = Vxlan::new(
             KernelVxlan::current().unwrap(),
@@ -319,7 +328,18 @@ fn ip_masq_rules_in_one_transaction_replaced_on_a_new_subnet_and_restored() {
     let (node, _b) = two_nodes();
     let a = node.host();
     let va = start(a, "ext0", CONFIG, MAC_A, "10.5.1.0-24");
-    let mut m = Masqueraded::new(va, cni_nft::Nftables, config(CONFIG));
+    let all = RuleSet {
+        masq: true,
+        fully_random: true,
+        forward: true,
+    };
+    let mut m = Firewalled::new(
+        va,
+        cni_nft::Nftables,
+        config(CONFIG),
+        all,
+        std::time::Duration::ZERO,
+    );
     in_ns(a, || m.lease_acquired(&lease("10.5.1.0-24", GO_B))).unwrap();
     let ruleset = a.sh("nft", &["list", "ruleset"]);
     eprintln!("$ nft list ruleset\n{ruleset}");

@@ -48,6 +48,11 @@ fn whole_cluster(backend: &str) {
     ));
     c.join_all(&["node1", "node2", "node3"]);
     c.import_image(&image);
+    // node1 ran Go's kube-flannel before (iptables mode): its chains, legacy and nft.
+    let go_node = c.nodes().next().unwrap().netns();
+    for tool in ["iptables-nft", "iptables-legacy"] {
+        conformance::go_iptables::write(go_node, tool, POD_NETWORK, "10.244.99.0/24");
+    }
     r.line(format!(
         "3 nodes joined (kubelet + containerd each, no CNI config: NotReady); {} imported on each",
         image.display()
@@ -62,6 +67,34 @@ fn whole_cluster(backend: &str) {
         t.elapsed().as_secs_f64()
     ));
     r.block(c.kubectl(&["get", "pods", "-n", "kube-flannel", "-o", "wide"]));
+    // Moved from Go: node1's Go chains were removed by our flanneld (the image's iptables).
+    let node1 = c.nodes().next().unwrap();
+    for tool in ["iptables-nft", "iptables-legacy"] {
+        let after = conformance::go_iptables::saved(node1.netns(), tool);
+        assert!(!after.contains("FLANNEL-"), "{tool} on node1:\n{after}");
+        assert!(
+            after.contains("-A POSTROUTING -j KUBE-POSTROUTING"),
+            "{after}"
+        );
+    }
+    let on_node1 = pods
+        .iter()
+        .find(|p| str_of(p, &["spec", "nodeName"]) == node1.name())
+        .map(|p| str_of(p, &["metadata", "name"]).to_owned())
+        .unwrap();
+    let log = c.kubectl(&[
+        "logs",
+        "-n",
+        "kube-flannel",
+        &on_node1,
+        "-c",
+        "kube-flannel",
+    ]);
+    assert!(
+        log.contains("removed Go flanneld's iptables rules"),
+        "{log}"
+    );
+    r.line("node1 had Go flanneld's iptables chains (iptables-nft and iptables-legacy): our flanneld removed them at start, KUBE-POSTROUTING kept");
     for p in &pods {
         let init: Vec<&str> = p["status"]["initContainerStatuses"]
             .as_array()

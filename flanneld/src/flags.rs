@@ -61,8 +61,25 @@ pub struct Options {
     pub renew_margin_minutes: u32,
     /// [`TEST_LEASE_TTL_ENV`] (tests only; no flag): the subnet lease TTL instead of 24 h.
     pub test_lease_ttl: Option<Duration>,
-    /// `--ip-masq` (written to subnet.env; the rules come with the next issue).
+    /// `--ip-masq`: the masquerade rules (and `FLANNEL_IPMASQ` in subnet.env).
     pub ip_masq: bool,
+    /// Not `--ip-masq-fully-random-disable`: masquerade with `fully-random`.
+    pub masq_fully_random: bool,
+    /// `--iptables-forward-rules` (default true): accept forwarding from and to the
+    /// network, with or without `--ip-masq`.
+    pub forward_rules: bool,
+    /// `--iptables-resync` (seconds, default 5): how often the firewall rules are checked
+    /// against the kernel and rewritten when they differ.
+    pub rules_resync: Duration,
+    /// `--ip-blackhole-route`: a blackhole route for the node's own subnet(s).
+    pub blackhole_route: bool,
+    /// `--iface-can-reach`: the interface the kernel would route this address through.
+    pub iface_can_reach: Option<std::net::IpAddr>,
+    /// `--vxlan-tx-checksum-off` (not a Go flag): `tx-checksum-ip-generic` off on the vxlan
+    /// devices, the workaround for the kernel bug behind flannel #1279/#2152.
+    pub vxlan_tx_checksum_off: bool,
+    /// `-v`, `-vmodule`, `-stderrthreshold`, `-skip_headers`: what the log prints.
+    pub log: crate::log::LogConfig,
     /// `--healthz-ip`.
     pub healthz_ip: String,
     /// `--healthz-port` (0: off).
@@ -157,7 +174,9 @@ const FLAGS: &[(&str, Kind)] = &[
     ("ip-masq-fully-random-disable", Kind::Bool),
     ("ip-blackhole-route", Kind::Bool),
     ("use-multi-cluster-cidr", Kind::Bool),
-    // klog's flags: accepted, logging always goes to stderr.
+    ("vxlan-tx-checksum-off", Kind::Bool),
+    // klog's flags. Go flanneld forces `logtostderr`, which makes the file flags no-ops;
+    // they are accepted for the units of older releases that still pass them.
     ("v", Kind::Int),
     ("vmodule", Kind::Str),
     ("log_backtrace_at", Kind::Str),
@@ -308,11 +327,27 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     } else {
         crate::kube::KubeOptions::default()
     };
-    if last("iface-can-reach").is_some_and(|v| !v.is_empty()) {
-        return Err(FlagError::Unsupported(
-            "--iface-can-reach is not supported yet: use --iface or --iface-regex".into(),
-        ));
+    let iface_can_reach = match last("iface-can-reach").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => Some(
+            v.parse::<std::net::IpAddr>()
+                .map_err(|_| FlagError::Invalid {
+                    flag: "iface-can-reach".into(),
+                    value: v.clone(),
+                    reason: "not an IP address".into(),
+                })?,
+        ),
+    };
+    refuse_unsupported(&last, &flag)?;
+    let resync = int("iptables-resync", 5);
+    if !(1..=86_400).contains(&resync) {
+        return Err(FlagError::Invalid {
+            flag: "iptables-resync".into(),
+            value: resync.to_string(),
+            reason: "the firewall check period must be 1..86400 seconds".into(),
+        });
     }
+    let log = log_config(&last)?;
     let margin = int("subnet-lease-renew-margin", 60);
     if !(1..=1439).contains(&margin) {
         return Err(FlagError::Invalid {
@@ -378,12 +413,89 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         renew_margin_minutes: margin as u32,
         test_lease_ttl,
         ip_masq: flag("ip-masq"),
+        masq_fully_random: !flag("ip-masq-fully-random-disable"),
+        forward_rules: last("iptables-forward-rules")
+            .and_then(|v| parse_bool(&v))
+            .unwrap_or(true),
+        rules_resync: Duration::from_secs(resync as u64),
+        blackhole_route: flag("ip-blackhole-route"),
+        iface_can_reach,
+        vxlan_tx_checksum_off: flag("vxlan-tx-checksum-off"),
+        log,
         healthz_ip: string("healthz-ip", "0.0.0.0"),
         healthz_port,
         metrics_port,
         kube_subnet_mgr,
         kube,
     })))
+}
+
+/// Flags Go accepts that this agent refuses when they ask for something, with the reason.
+fn refuse_unsupported(
+    last: &dyn Fn(&str) -> Option<String>,
+    flag: &dyn Fn(&str) -> bool,
+) -> Result<(), FlagError> {
+    if flag("use-multi-cluster-cidr") {
+        return Err(FlagError::Unsupported(
+            "--use-multi-cluster-cidr: the MultiClusterCIDR API left Kubernetes (1.31) and Go flannel (v0.26); the node's podCIDRs are used".into(),
+        ));
+    }
+    if last("logtostderr").and_then(|v| parse_bool(&v)) == Some(false) {
+        return Err(FlagError::Unsupported(
+            "--logtostderr=false: log files are not written (Go flanneld forces logtostderr too); the log goes to stderr (journald, kubectl logs)".into(),
+        ));
+    }
+    if last("log_backtrace_at").is_some_and(|v| !v.is_empty()) {
+        return Err(FlagError::Unsupported(
+            "--log_backtrace_at names a line of Go's source files, which this agent does not have"
+                .into(),
+        ));
+    }
+    if flag("add_dir_header") {
+        return Err(FlagError::Unsupported(
+            "--add_dir_header: the log header names no source file here (only \"flanneld]\")"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `-v`, `-vmodule`, `-stderrthreshold` and `-skip_headers`, as klog reads them.
+fn log_config(last: &dyn Fn(&str) -> Option<String>) -> Result<crate::log::LogConfig, FlagError> {
+    let bad = |flag: &str, value: &str, reason: &str| FlagError::Invalid {
+        flag: flag.into(),
+        value: value.into(),
+        reason: reason.into(),
+    };
+    let verbosity = match last("v").filter(|v| !v.is_empty()) {
+        None => 0,
+        Some(v) => parse_int(&v)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| bad("v", &v, "not a verbosity level (0 or more)"))?,
+    };
+    let vmodule = match last("vmodule").filter(|v| !v.is_empty()) {
+        None => Vec::new(),
+        Some(v) => crate::log::parse_vmodule(&v).map_err(|reason| bad("vmodule", &v, &reason))?,
+    };
+    let threshold = match last("stderrthreshold").filter(|v| !v.is_empty()) {
+        None => crate::log::Severity::Info,
+        Some(v) => crate::log::Severity::parse(&v).ok_or_else(|| {
+            bad(
+                "stderrthreshold",
+                &v,
+                "not INFO, WARNING, ERROR or FATAL (or 0..3)",
+            )
+        })?,
+    };
+    let skip_headers = last("skip_headers")
+        .and_then(|v| parse_bool(&v))
+        .unwrap_or(false);
+    Ok(crate::log::LogConfig {
+        verbosity,
+        vmodule,
+        threshold,
+        skip_headers,
+    })
 }
 
 /// The largest `EVENT_QUEUE_DEPTH` taken: a thousand times Go's default, many times any
@@ -546,6 +658,84 @@ mod tests {
         assert_eq!(
             (o.ip_masq, o.healthz_ip.as_str(), o.healthz_port),
             (false, "0.0.0.0", 0)
+        );
+    }
+
+    #[test]
+    fn firewall_route_and_log_flags_as_go_reads_them() {
+        let o = run(&[], &[]).unwrap();
+        assert!(o.forward_rules && o.masq_fully_random && !o.blackhole_route);
+        assert_eq!(o.rules_resync, Duration::from_secs(5));
+        assert_eq!(o.log, crate::log::LogConfig::default());
+        assert_eq!(o.iface_can_reach, None);
+        let o = run(
+            &[
+                "--ip-masq-fully-random-disable",
+                "--iptables-forward-rules=false",
+                "--iptables-resync=30",
+                "--ip-blackhole-route",
+                "--iface-can-reach=fd00::1",
+                "-v=4",
+                "-vmodule=stack=6,hostgw=1",
+                "-stderrthreshold=WARNING",
+                "-skip_headers",
+                "--vxlan-tx-checksum-off",
+                "--log_dir=/var/log/flannel",
+                "--logtostderr",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert!(!o.forward_rules && !o.masq_fully_random && o.blackhole_route);
+        assert!(o.vxlan_tx_checksum_off);
+        assert_eq!(o.rules_resync, Duration::from_secs(30));
+        assert_eq!(o.iface_can_reach, Some("fd00::1".parse().unwrap()));
+        assert_eq!(o.log.verbosity, 4);
+        assert_eq!(
+            o.log.vmodule,
+            [("stack".to_owned(), 6), ("hostgw".to_owned(), 1)]
+        );
+        assert_eq!(o.log.threshold, crate::log::Severity::Warning);
+        assert!(o.log.skip_headers);
+        // The environment, as for every flag.
+        let o = run(
+            &[],
+            &[
+                ("FLANNELD_IPTABLES_FORWARD_RULES", "false"),
+                ("FLANNELD_IP_BLACKHOLE_ROUTE", "true"),
+            ],
+        )
+        .unwrap();
+        assert!(!o.forward_rules && o.blackhole_route);
+        // Bad values and flags that ask for what this agent does not do: refused, with why.
+        for (bad, why) in [
+            (&["--iface-can-reach=eth0"][..], "not an IP address"),
+            (&["--iptables-resync=0"], "1..86400"),
+            (&["-v=-1"], "verbosity"),
+            (&["-vmodule=stack"], "pattern=N"),
+            (&["-stderrthreshold=LOUD"], "INFO, WARNING"),
+            (&["--use-multi-cluster-cidr"], "MultiClusterCIDR"),
+            (&["--logtostderr=false"], "log files are not written"),
+            (&["--log_backtrace_at=main.go:120"], "Go's source files"),
+            (&["--add_dir_header"], "no source file"),
+        ] {
+            let e = run(bad, &[]).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        // Through the whole program: exit 1 for a refused value, 2 for an unknown flag.
+        let no_env = |_: &str| None;
+        assert_eq!(
+            crate::main_with(&args(&["--use-multi-cluster-cidr"]), &no_env),
+            1
+        );
+        assert_eq!(
+            crate::main_with(&args(&["--iface-can-reach=x"]), &no_env),
+            1
+        );
+        assert_eq!(crate::main_with(&args(&["--no-such-flag"]), &no_env), 2);
+        assert_eq!(
+            crate::main_with(&args(&["--iptables-resync=x"]), &no_env),
+            2
         );
     }
 

@@ -1,6 +1,8 @@
 //! The external interface (Go's `LookupExtIface`, `pkg/ipmatch`): `--iface` (a name or an
-//! address, repeatable, first usable wins), else `--iface-regex` (matched against every
-//! interface's addresses, then names), else the default route's interface; its first IPv4
+//! address, repeatable, first usable wins); when none of them is usable, `--iface-regex`
+//! (matched against every interface's addresses, then names); when none matches,
+//! `--iface-can-reach` (the interface of the route the kernel would take to that address);
+//! with none of the three given, the default route's interface; its first IPv4
 //! address, the PublicIP (`--public-ip` or that address), its first global IPv6 address (for
 //! a dual-stack backend: Go's `GetInterfaceIP6Addr`), and its MTU.
 
@@ -65,6 +67,14 @@ pub enum IfaceError {
     /// Nothing matched.
     #[error("failed to find any valid interface to use: {0}")]
     NotFound(String),
+    /// `--iface-can-reach`'s address has no route.
+    #[error("--iface-can-reach {target}: {why}")]
+    NoRoute {
+        /// The address.
+        target: IpAddr,
+        /// The kernel's answer.
+        why: String,
+    },
     /// A `--iface-regex` that does not compile.
     #[error("invalid --iface-regex {pattern:?}: {source}")]
     Regex {
@@ -78,6 +88,34 @@ pub enum IfaceError {
     Kernel(#[from] KernelError),
 }
 
+/// `--iface-can-reach`: the address, and the route the kernel would take to it (its output
+/// link and preferred source address), or why there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reach {
+    /// The address given.
+    pub target: IpAddr,
+    /// `(output link, source address)` of the kernel's route, or the kernel's refusal.
+    pub route: Result<(u32, Option<IpAddr>), String>,
+}
+
+/// What the operator pinned the interface with: `--iface`, `--iface-regex`,
+/// `--iface-can-reach` (tried in that order, each when the ones before found nothing).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pins<'a> {
+    /// `--iface`.
+    pub ifaces: &'a [String],
+    /// `--iface-regex`.
+    pub regexes: &'a [String],
+    /// `--iface-can-reach`, resolved.
+    pub reach: Option<&'a Reach>,
+}
+
+impl Pins<'_> {
+    fn none(&self) -> bool {
+        self.ifaces.is_empty() && self.regexes.is_empty() && self.reach.is_none()
+    }
+}
+
 /// Picks the interface and its IPv4 address (pure: the links, addresses and default route
 /// are given).
 pub fn choose(
@@ -86,7 +124,12 @@ pub fn choose(
     regexes: &[String],
     default_oif: Option<u32>,
 ) -> Result<(LinkAddrs, Ipv4Addr), IfaceError> {
-    let (l, a) = choose_family(links, ifaces, regexes, default_oif, true)?;
+    let pins = Pins {
+        ifaces,
+        regexes,
+        reach: None,
+    };
+    let (l, a) = choose_family(links, &pins, default_oif, true)?;
     match a {
         IpAddr::V4(a) => Ok((l, a)),
         IpAddr::V6(_) => Err(IfaceError::NotFound("no IPv4 address".into())),
@@ -97,8 +140,7 @@ pub fn choose(
 /// network), as Go's `LookupExtIface` does for that IP stack.
 pub fn choose_family(
     links: &[LinkAddrs],
-    ifaces: &[String],
-    regexes: &[String],
+    pins: &Pins,
     default_oif: Option<u32>,
     v4: bool,
 ) -> Result<(LinkAddrs, IpAddr), IfaceError> {
@@ -111,62 +153,107 @@ pub fn choose_family(
         }
     };
     let first = |l: &LinkAddrs| addrs(l).first().map(|a| (l.clone(), *a));
-    if !ifaces.is_empty() {
-        for want in ifaces {
-            let found = match want.parse::<IpAddr>() {
-                Ok(ip) => links
-                    .iter()
-                    .find(|l| addrs(l).contains(&ip))
-                    .map(|l| (l.clone(), ip)),
-                Err(_) => links.iter().find(|l| &l.name == want).and_then(first),
-            };
-            match found {
-                Some(f) => return Ok(f),
-                None => crate::log::error!(
-                    "could not use --iface {want}: no such interface or no {family} address on it"
-                ),
-            }
-        }
-        return Err(IfaceError::NotFound(format!(
-            "none of --iface {}",
-            ifaces.join(", ")
-        )));
+    if pins.none() {
+        let oif = default_oif.ok_or_else(|| {
+            IfaceError::NotFound(format!("no {family} default route (use --iface)"))
+        })?;
+        return links
+            .iter()
+            .find(|l| l.index == oif)
+            .and_then(first)
+            .ok_or_else(|| {
+                IfaceError::NotFound(format!(
+                    "the default route's interface (index {oif}) has no {family} address"
+                ))
+            });
     }
-    if !regexes.is_empty() {
-        for pattern in regexes {
-            let re = regex_lite::Regex::new(pattern).map_err(|source| IfaceError::Regex {
-                pattern: pattern.clone(),
-                source,
-            })?;
-            for l in links {
-                if let Some(ip) = addrs(l).into_iter().find(|ip| re.is_match(&ip.to_string())) {
-                    return Ok((l.clone(), ip));
-                }
-            }
-            if let Some(f) = links
+    for want in pins.ifaces {
+        let found = match want.parse::<IpAddr>() {
+            Ok(ip) => links
                 .iter()
-                .filter(|l| re.is_match(&l.name))
-                .find_map(first)
-            {
-                return Ok(f);
+                .find(|l| addrs(l).contains(&ip))
+                .map(|l| (l.clone(), ip)),
+            Err(_) => links.iter().find(|l| &l.name == want).and_then(first),
+        };
+        match found {
+            Some(f) => return Ok(f),
+            None => crate::log::info!(
+                "could not use --iface {want}: no such interface or no {family} address on it"
+            ),
+        }
+    }
+    for pattern in pins.regexes {
+        let re = regex_lite::Regex::new(pattern).map_err(|source| IfaceError::Regex {
+            pattern: pattern.clone(),
+            source,
+        })?;
+        for l in links {
+            if let Some(ip) = addrs(l).into_iter().find(|ip| re.is_match(&ip.to_string())) {
+                return Ok((l.clone(), ip));
             }
         }
-        return Err(IfaceError::NotFound(format!(
-            "no interface or address matches --iface-regex {}",
-            regexes.join(", ")
-        )));
+        if let Some(f) = links
+            .iter()
+            .filter(|l| re.is_match(&l.name))
+            .find_map(first)
+        {
+            return Ok(f);
+        }
+        crate::log::info!("no interface or {family} address matches --iface-regex {pattern}");
     }
-    let oif = default_oif
-        .ok_or_else(|| IfaceError::NotFound(format!("no {family} default route (use --iface)")))?;
-    links
-        .iter()
-        .find(|l| l.index == oif)
-        .and_then(first)
-        .ok_or_else(|| {
-            IfaceError::NotFound(format!(
-                "the default route's interface (index {oif}) has no {family} address"
-            ))
-        })
+    if let Some(reach) = pins.reach {
+        match &reach.route {
+            Err(why) => {
+                crate::log::info!("could not use --iface-can-reach {}: {why}", reach.target)
+            }
+            Ok((oif, src)) => match links.iter().find(|l| l.index == *oif) {
+                None => crate::log::info!(
+                    "could not use --iface-can-reach {}: its route leaves by link {oif}, which is gone",
+                    reach.target
+                ),
+                Some(l) => {
+                    // Go takes the route's source address, else the link's first one.
+                    let src = src.filter(|a| a.is_ipv4() == v4 && addrs(l).contains(a));
+                    match src.map(|a| (l.clone(), a)).or_else(|| first(l)) {
+                        Some(f) => return Ok(f),
+                        None => crate::log::info!(
+                            "could not use --iface-can-reach {}: {} has no {family} address",
+                            reach.target,
+                            l.name
+                        ),
+                    }
+                }
+            },
+        }
+    }
+    let mut given = Vec::new();
+    if !pins.ifaces.is_empty() {
+        given.push(format!("--iface {}", pins.ifaces.join(", ")));
+    }
+    if !pins.regexes.is_empty() {
+        given.push(format!("--iface-regex {}", pins.regexes.join(", ")));
+    }
+    if let Some(r) = pins.reach {
+        given.push(format!("--iface-can-reach {}", r.target));
+    }
+    Err(IfaceError::NotFound(format!(
+        "nothing matches {}",
+        given.join(", then ")
+    )))
+}
+
+/// The route the kernel would take to `target` (`ip route get`), as [`Reach`] keeps it.
+pub fn reach(target: IpAddr) -> Result<Reach, IfaceError> {
+    let sock = RouteSocket::current()?;
+    let route = match sock.route_to(target) {
+        Ok(Some(m)) => match node_kernel::route::output_link(&m) {
+            Some(oif) => Ok((oif, node_kernel::route::preferred_source(&m))),
+            None => Err("the kernel's route has no output link".to_owned()),
+        },
+        Ok(None) => Err("the kernel has no route to it".to_owned()),
+        Err(e) => Err(format!("route lookup: {e}")),
+    };
+    Ok(Reach { target, route })
 }
 
 /// Reads the links, their addresses and the default route of one family (`v4`, else
@@ -214,16 +301,14 @@ pub fn gather(v4: bool) -> Result<(Vec<LinkAddrs>, Option<u32>), IfaceError> {
 /// address when the network's IPv4 is off (`v4` false); there the IPv4 address and
 /// `PublicIP` are unspecified (`0.0.0.0`, as Go publishes them) unless given.
 pub fn lookup(
-    ifaces: &[String],
-    regexes: &[String],
+    pins: Pins,
     public_ip: Option<Ipv4Addr>,
     public_ipv6: Option<Ipv6Addr>,
     v4: bool,
 ) -> Result<ExternalInterface, IfaceError> {
     let (links, default) = gather(v4)?;
     let flags = Selection {
-        ifaces,
-        regexes,
+        pins,
         public_ip,
         public_ipv6,
         v4,
@@ -235,10 +320,8 @@ pub fn lookup(
 /// for the node).
 #[derive(Debug, Clone, Copy)]
 pub struct Selection<'a> {
-    /// `--iface`.
-    pub ifaces: &'a [String],
-    /// `--iface-regex`.
-    pub regexes: &'a [String],
+    /// `--iface`, `--iface-regex`, `--iface-can-reach`.
+    pub pins: Pins<'a>,
     /// The PublicIP to publish, if given.
     pub public_ip: Option<Ipv4Addr>,
     /// The PublicIPv6 to publish, if given.
@@ -270,7 +353,7 @@ pub fn external(
     default_oif: Option<u32>,
     s: &Selection,
 ) -> Result<ExternalInterface, IfaceError> {
-    let unpinned = s.ifaces.is_empty() && s.regexes.is_empty();
+    let unpinned = s.pins.none();
     let by_public = if unpinned {
         by_public_address(links, s)
     } else {
@@ -290,7 +373,7 @@ pub fn external(
                     "the public address {ip} is on no interface here (behind NAT?): using the default route's interface"
                 );
             }
-            choose_family(links, s.ifaces, s.regexes, default_oif, s.v4)?
+            choose_family(links, &s.pins, default_oif, s.v4)?
         }
     };
     if link.mtu == 0 {
@@ -385,8 +468,7 @@ mod tests {
         // NAT" because the public IP was not that interface's first address.
         let ls = links();
         let sel = |public_ip: Option<[u8; 4]>| Selection {
-            ifaces: &[],
-            regexes: &[],
+            pins: Pins::default(),
             public_ip: public_ip.map(Ipv4Addr::from),
             public_ipv6: None,
             v4: true,
@@ -411,7 +493,10 @@ mod tests {
         // --iface wins over the public address.
         let wg = s(&["eth0"]);
         let pinned = Selection {
-            ifaces: &wg,
+            pins: Pins {
+                ifaces: &wg,
+                ..Pins::default()
+            },
             ..sel(Some([10, 9, 0, 2]))
         };
         assert_eq!(external(&ls, Some(2), &pinned).unwrap().name, "eth0");
@@ -430,6 +515,55 @@ mod tests {
             ("wg0", Ipv4Addr::UNSPECIFIED)
         );
         assert_eq!(e.iface_addr6, v6only.public_ipv6);
+    }
+
+    #[test]
+    fn iface_falls_through_to_the_regex_then_can_reach() {
+        let ls = links();
+        let pick = |ifaces: &[&str], regexes: &[&str], reach: Option<Reach>| {
+            let (i, r) = (s(ifaces), s(regexes));
+            let pins = Pins {
+                ifaces: &i,
+                regexes: &r,
+                reach: reach.as_ref(),
+            };
+            choose_family(&ls, &pins, Some(2), true).map(|(l, a)| (l.name, a))
+        };
+        let to = |oif: u32, src: Option<[u8; 4]>| Reach {
+            target: IpAddr::V4([10, 9, 0, 1].into()),
+            route: Ok((oif, src.map(|a| IpAddr::V4(a.into())))),
+        };
+        let wg = ("wg0".to_owned(), IpAddr::V4([10, 9, 0, 2].into()));
+        // Before: an --iface that matched nothing failed although the regex matched.
+        assert_eq!(pick(&["nope"], &["^wg"], None).unwrap(), wg);
+        assert_eq!(pick(&["nope"], &["^zz"], Some(to(3, None))).unwrap(), wg);
+        assert_eq!(pick(&[], &[], Some(to(3, None))).unwrap(), wg);
+        // The route's source address, when the link holds it.
+        assert_eq!(
+            pick(&[], &[], Some(to(2, Some([192, 168, 1, 20])))).unwrap(),
+            ("eth0".to_owned(), IpAddr::V4([192, 168, 1, 20].into()))
+        );
+        // An --iface that matches wins over the rest.
+        assert_eq!(
+            pick(&["eth0"], &["^wg"], Some(to(3, None))).unwrap().0,
+            "eth0"
+        );
+        // can-reach without a route, or to a link without an address: nothing.
+        let unroutable = Reach {
+            target: IpAddr::V4([10, 99, 0, 1].into()),
+            route: Err("the kernel has no route to it".into()),
+        };
+        let e = pick(&["nope"], &[], Some(unroutable))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--iface nope, then --iface-can-reach 10.99.0.1"),
+            "{e}"
+        );
+        assert!(
+            pick(&[], &[], Some(to(4, None))).is_err(),
+            "dummy has no address"
+        );
     }
 
     #[test]

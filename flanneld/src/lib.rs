@@ -21,7 +21,7 @@ pub mod health;
 pub mod iface;
 pub mod kube;
 pub mod lease;
-pub(crate) mod log;
+pub mod log;
 pub mod manager;
 pub mod metrics;
 pub mod peer;
@@ -89,7 +89,10 @@ pub enum Error {
 /// line Go's flag package refuses).
 pub fn main_with(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> i32 {
     let opts = match flags::parse(args, env) {
-        Ok(Command::Run(o)) => o,
+        Ok(Command::Run(o)) => {
+            log::configure(o.log.clone());
+            o
+        }
         Ok(Command::Version) => {
             eprintln!("{VERSION}");
             return 0;
@@ -301,13 +304,13 @@ impl Node<'_> {
         // An address the node's operator stored for it wins over the flags, as in Go.
         let public_ip = stored.public_ip.or(opts.public_ip);
         let public_ipv6 = stored.public_ipv6.or(opts.public_ipv6);
-        let ext = iface::lookup(
-            &opts.iface,
-            &opts.iface_regex,
-            public_ip,
-            public_ipv6,
-            config.v4.is_some(),
-        )?;
+        let reach = opts.iface_can_reach.map(iface::reach).transpose()?;
+        let pins = iface::Pins {
+            ifaces: &opts.iface,
+            regexes: &opts.iface_regex,
+            reach: reach.as_ref(),
+        };
+        let ext = iface::lookup(pins, public_ip, public_ipv6, config.v4.is_some())?;
         info!(
             "using interface {} (index {}), address {}, PublicIP {}, MTU {}",
             ext.name, ext.index, ext.iface_addr, ext.public_ip, ext.mtu
@@ -322,19 +325,37 @@ impl Node<'_> {
             v4: stored.vtep_mac,
             v6: stored.vtep_mac_v6,
         };
-        let mut backend = backend::create(&config, &ext, macs)?;
-        if opts.ip_masq {
-            if !config.enable_nftables {
-                info!(
-                    "--ip-masq: rules go to nftables tables flannel-ipv4/flannel-ipv6 (Go uses iptables unless EnableNFTables)"
-                );
+        let mut backend = backend::create(&config, &ext, macs, opts.vxlan_tx_checksum_off)?;
+        info!(
+            "firewall rules: nftables (tables flannel-ipv4/flannel-ipv6), whether EnableNFTables is {} or not{}",
+            config.enable_nftables,
+            if config.enable_nftables {
+                ""
+            } else {
+                " (Go would use iptables; its chains are removed at start)"
             }
-            backend = Box::new(backend::masq::Masqueraded::new(
-                backend,
-                cni_nft::Nftables,
-                config.clone(),
-            ));
-        }
+        );
+        backend::go_iptables::remove_go_chains(&mut backend::go_iptables::Binaries::from_path());
+        warn_without_br_netfilter(config.v4.is_some(), config.v6.is_some());
+        let set = backend::masq::RuleSet {
+            masq: opts.ip_masq,
+            fully_random: opts.masq_fully_random,
+            forward: opts.forward_rules,
+        };
+        let routes = backend::blackhole::KernelBlackholes::current()
+            .map_err(|e| Error::Backend(backend::BackendError::from(e)))?;
+        backend = Box::new(backend::blackhole::Blackholed::new(
+            backend,
+            routes,
+            opts.blackhole_route,
+        ));
+        backend = Box::new(backend::masq::Firewalled::new(
+            backend,
+            cni_nft::Nftables,
+            config.clone(),
+            set,
+            opts.rules_resync,
+        ));
         let subscribed = if backend.watched_links().is_empty() {
             None
         } else {
@@ -356,7 +377,8 @@ impl Node<'_> {
                 u64::from(opts.renew_margin_minutes) * 60,
             )),
             notify_socket: self.notify_socket,
-            reconcile_every: agent::RECONCILE_EVERY,
+            // A firewall check more often than the kernel's reconcile brings the tick forward.
+            reconcile_every: agent::RECONCILE_EVERY.min(opts.rules_resync),
             metrics: self.metrics,
         };
         agent::run_with_links(
@@ -370,6 +392,31 @@ impl Node<'_> {
         )
         .await?;
         Ok(())
+    }
+}
+
+/// Says once, at start, that bridged pod traffic bypasses the host firewall when
+/// `br_netfilter` is not loaded or is off: kube-proxy's Service rules then miss pod-to-pod
+/// traffic on the same bridge. Not a refusal (Go exits in iptables mode): nftables-only and
+/// rootless nodes run without it.
+fn warn_without_br_netfilter(v4: bool, v6: bool) {
+    let mut keys = Vec::new();
+    if v4 {
+        keys.push("bridge-nf-call-iptables");
+    }
+    if v6 {
+        keys.push("bridge-nf-call-ip6tables");
+    }
+    for key in keys {
+        let path = format!("/proc/sys/net/bridge/{key}");
+        let why = match std::fs::read_to_string(&path) {
+            Ok(v) if v.trim() == "1" => continue,
+            Ok(v) => format!("is {}", v.trim()),
+            Err(_) => "is missing (the br_netfilter module is not loaded)".to_owned(),
+        };
+        warning!(
+            "{path} {why}: traffic between pods on one bridge skips the host's iptables/nftables, so kube-proxy Services between pods of this node do not work (modprobe br_netfilter; sysctl net.bridge.{key}=1)"
+        );
     }
 }
 

@@ -5,8 +5,8 @@
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The severity of a line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The severity of a line (ordered: a threshold keeps its own and the higher ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
     /// `I`: what the agent did.
     Info,
@@ -14,6 +14,116 @@ pub enum Severity {
     Warning,
     /// `E`: something failed.
     Error,
+}
+
+impl Severity {
+    /// klog's `-stderrthreshold` value: a name (any case) or its number; FATAL lines are
+    /// errors here (the agent exits after them).
+    pub fn parse(v: &str) -> Option<Severity> {
+        match v.to_ascii_uppercase().as_str() {
+            "INFO" | "0" => Some(Severity::Info),
+            "WARNING" | "1" => Some(Severity::Warning),
+            "ERROR" | "2" | "FATAL" | "3" => Some(Severity::Error),
+            _ => None,
+        }
+    }
+}
+
+/// What the log prints: klog's `-v`, `-vmodule`, `-stderrthreshold` and `-skip_headers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `-v`: detail lines up to this level are printed (0: none).
+    pub verbosity: u32,
+    /// `-vmodule`: `(pattern, level)`, the first pattern that matches a source file's
+    /// name wins over `-v`.
+    pub vmodule: Vec<(String, u32)>,
+    /// `-stderrthreshold`: lines below it are not printed.
+    pub threshold: Severity,
+    /// `-skip_headers`: lines without the klog header.
+    pub skip_headers: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            verbosity: 0,
+            vmodule: Vec::new(),
+            threshold: Severity::Info,
+            skip_headers: false,
+        }
+    }
+}
+
+/// klog's `-vmodule` value: comma-separated `pattern=N`; a pattern is a glob (`*`, `?`)
+/// matched against a source file's name without `.rs` (`stack`, `hostgw`), or, when it
+/// holds a `/`, against its path within the crate (`backend/vxlan/*`).
+pub fn parse_vmodule(v: &str) -> Result<Vec<(String, u32)>, String> {
+    v.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (pattern, level) = p
+                .split_once('=')
+                .ok_or_else(|| format!("{p:?} is not pattern=N"))?;
+            let level = level
+                .parse::<u32>()
+                .map_err(|_| format!("{level:?} in {p:?} is not a level (0 or more)"))?;
+            if pattern.is_empty() {
+                return Err(format!("{p:?} has an empty pattern"));
+            }
+            Ok((pattern.to_owned(), level))
+        })
+        .collect()
+}
+
+/// A glob with `*` (any run) and `?` (one character).
+fn glob(pattern: &[char], text: &[char]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some(('*', rest)) => (0..=text.len()).any(|i| glob(rest, &text[i..])),
+        Some((c, rest)) => match text.split_first() {
+            Some((t, tail)) if *c == '?' || c == t => glob(rest, tail),
+            _ => false,
+        },
+    }
+}
+
+impl LogConfig {
+    /// Whether a detail line of `level` from the source file `file` (`file!()`) prints.
+    pub fn enabled(&self, level: u32, file: &str) -> bool {
+        let path = file
+            .strip_suffix(".rs")
+            .unwrap_or(file)
+            .split_once("src/")
+            .map_or(file, |(_, p)| p);
+        let stem = path.rsplit('/').next().unwrap_or(path);
+        let chars = |s: &str| s.chars().collect::<Vec<_>>();
+        for (pattern, max) in &self.vmodule {
+            let target = if pattern.contains('/') { path } else { stem };
+            if glob(&chars(pattern), &chars(target)) {
+                return level <= *max;
+            }
+        }
+        level <= self.verbosity
+    }
+}
+
+static CONFIG: std::sync::OnceLock<LogConfig> = std::sync::OnceLock::new();
+
+/// Sets what the log prints, once, before the agent starts (later calls are ignored).
+pub fn configure(config: LogConfig) {
+    let _ = CONFIG.set(config);
+}
+
+fn config() -> &'static LogConfig {
+    static DEFAULT: std::sync::OnceLock<LogConfig> = std::sync::OnceLock::new();
+    CONFIG
+        .get()
+        .unwrap_or_else(|| DEFAULT.get_or_init(LogConfig::default))
+}
+
+/// Whether a detail line of `level` from `file` prints with the configured flags.
+pub fn v_enabled(level: u32, file: &str) -> bool {
+    config().enabled(level, file)
 }
 
 /// The civil (proleptic Gregorian) date of a day count since 1970-01-01.
@@ -83,7 +193,15 @@ pub fn bounded(msg: &str) -> String {
 
 /// Prints one line; errors writing to stderr are ignored (there is nowhere else to report them).
 pub fn line(severity: Severity, args: std::fmt::Arguments<'_>) {
-    let text = format!("{} {args}\n", header(severity, SystemTime::now()));
+    let c = config();
+    if severity < c.threshold {
+        return;
+    }
+    let text = if c.skip_headers {
+        format!("{args}\n")
+    } else {
+        format!("{} {args}\n", header(severity, SystemTime::now()))
+    };
     #[cfg(test)]
     capture::record(&text);
     let _ = std::io::stderr().write_all(text.as_bytes());
@@ -130,12 +248,56 @@ macro_rules! warning {
 macro_rules! error {
     ($($arg:tt)*) => { $crate::log::line($crate::log::Severity::Error, format_args!($($arg)*)) };
 }
-pub(crate) use {error, info, warning};
+/// A detail line, printed at `-v` `level` or more (or a `-vmodule` level for this file):
+/// klog's `V(level).Infof`.
+macro_rules! detail {
+    ($level:expr, $($arg:tt)*) => {
+        if $crate::log::v_enabled($level, file!()) {
+            $crate::log::line($crate::log::Severity::Info, format_args!($($arg)*))
+        }
+    };
+}
+pub(crate) use {detail, error, info, warning};
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn verbosity_and_vmodule_as_klog_reads_them() {
+        let file = "flanneld/src/backend/vxlan/stack.rs";
+        let quiet = LogConfig::default();
+        assert!(quiet.enabled(0, file));
+        assert!(!quiet.enabled(2, file), "V(2) is quiet at the default");
+        let v2 = LogConfig {
+            verbosity: 2,
+            ..LogConfig::default()
+        };
+        assert!(v2.enabled(2, file) && !v2.enabled(3, file));
+        for (spec, on) in [
+            ("stack=2", true),
+            ("st*=4", true),
+            ("sta?k=2", true),
+            ("backend/vxlan/*=2", true),
+            ("hostgw=2", false),
+            ("stack=1", false),
+            ("stack=1,st*=5", false),
+        ] {
+            let c = LogConfig {
+                vmodule: parse_vmodule(spec).unwrap(),
+                ..LogConfig::default()
+            };
+            assert_eq!(c.enabled(2, file), on, "{spec}");
+        }
+        for bad in ["stack", "stack=x", "=2", "stack=-1"] {
+            assert!(parse_vmodule(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Severity::parse("warning"), Some(Severity::Warning));
+        assert_eq!(Severity::parse("2"), Some(Severity::Error));
+        assert_eq!(Severity::parse("loud"), None);
+        assert!(Severity::Warning > Severity::Info);
+    }
 
     #[test]
     fn klog_header() {

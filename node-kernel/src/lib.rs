@@ -1,7 +1,8 @@
 //! The node's kernel interface, shared by the CNI plugins and the node agent: netlink sockets
 //! typed by family and bound to a network namespace ([`socket`]), one typed request per kernel
-//! operation ([`link`], [`addr`], [`route`], [`neigh`], [`nft`], [`conntrack`]), link
-//! notifications ([`events`]), namespaces and sysctls ([`netns`]).
+//! operation ([`link`], [`addr`], [`route`], [`neigh`], [`nft`], [`conntrack`], device
+//! features in [`ethtool`]), link notifications ([`events`]), namespaces and sysctls
+//! ([`netns`]).
 //!
 //! Message types never leave the crate: a caller asks for `create_link`, `route_to` or
 //! `nft_transaction`, not for message 16 with flags 0x600. Below the requests, a
@@ -12,6 +13,7 @@
 pub mod addr;
 pub mod conntrack;
 pub mod error;
+pub mod ethtool;
 pub mod events;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -30,7 +32,7 @@ mod tests;
 pub use error::{Context, KernelError};
 pub use events::{EntryJoiner, EntryKind, LinkChange, LinkEvents};
 pub use netns::{Netns, NetnsError, read_sysctl, write_sysctl};
-pub use socket::{Netfilter, NetfilterSocket, Route, RouteSocket, Socket};
+pub use socket::{Ethtool, EthtoolSocket, Netfilter, NetfilterSocket, Route, RouteSocket, Socket};
 
 /// The message crates the typed requests take and return, for callers that build bodies.
 pub use netlink_packet_netfilter as netfilter_packet;

@@ -28,6 +28,31 @@ pub fn main_table(dst: IpAddr, prefix: u8) -> RouteMessage {
     m
 }
 
+/// A blackhole route of the main table to `dst/prefix` (`ip route add blackhole`): the
+/// kernel drops what matches nothing more specific.
+pub fn blackhole(dst: IpAddr, prefix: u8) -> RouteMessage {
+    let mut m = main_table(dst, prefix);
+    m.header.kind = RouteType::BlackHole;
+    m
+}
+
+/// Whether the route is a blackhole route.
+pub fn is_blackhole(m: &RouteMessage) -> bool {
+    m.header.kind == RouteType::BlackHole
+}
+
+/// Marks the route as made by the routing protocol numbered `protocol` (`proto N` in
+/// `ip route`), so its owner can tell its routes from everyone else's.
+pub fn with_protocol(mut route: RouteMessage, protocol: u8) -> RouteMessage {
+    route.header.protocol = RouteProtocol::from(protocol);
+    route
+}
+
+/// The route's protocol number.
+pub fn protocol(m: &RouteMessage) -> u8 {
+    u8::from(m.header.protocol)
+}
+
 /// Sends the route out of link `index`.
 pub fn via_link(mut route: RouteMessage, index: u32) -> RouteMessage {
     route.attributes.push(RouteAttribute::Oif(index));
@@ -100,6 +125,14 @@ pub fn destination(m: &RouteMessage) -> Option<IpNetwork> {
 pub fn gateway(m: &RouteMessage) -> Option<IpAddr> {
     m.attributes.iter().find_map(|a| match a {
         RouteAttribute::Gateway(g) => ip(g),
+        _ => None,
+    })
+}
+
+/// The route's preferred source address (`src` in `ip route get`).
+pub fn preferred_source(m: &RouteMessage) -> Option<IpAddr> {
+    m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::PrefSource(g) => ip(g),
         _ => None,
     })
 }

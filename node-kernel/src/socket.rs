@@ -7,20 +7,25 @@
 //! operation. Requests are written and read with blocking calls: no async runtime, no
 //! background task (docs/dependencies.md has the measurements).
 //!
-//! The family is the socket's type ([`Route`], [`Netfilter`]): a route request cannot be sent
-//! on a netfilter socket. The request primitives here are the crate's own; what other crates
-//! see are the typed requests of [`crate::link`], [`crate::addr`], [`crate::route`],
-//! [`crate::neigh`], [`crate::nft`] and [`crate::conntrack`].
+//! The family is the socket's type ([`Route`], [`Netfilter`], [`Ethtool`]): a route request
+//! cannot be sent on a netfilter socket. The request primitives here are the crate's own; what
+//! other crates see are the typed requests of [`crate::link`], [`crate::addr`],
+//! [`crate::route`], [`crate::neigh`], [`crate::nft`], [`crate::conntrack`] and
+//! [`crate::ethtool`].
 
 use std::cell::Cell;
 use std::io;
 use std::marker::PhantomData;
 
 use netlink_packet_core::{
-    DecodeError, Emitable, NLM_F_ACK, NLM_F_DUMP, NLM_F_MULTIPART, NLM_F_REQUEST, NLMSG_DONE,
-    NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, Parseable,
+    DecodeError, Emitable, NLA_TYPE_MASK, NLM_F_ACK, NLM_F_DUMP, NLM_F_MULTIPART, NLM_F_REQUEST,
+    NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, NlasIterator, Parseable, parse_u16,
 };
-use netlink_sys::protocols::{NETLINK_NETFILTER, NETLINK_ROUTE};
+use netlink_packet_generic::GenlMessage;
+use netlink_packet_generic::constants::{CTRL_ATTR_FAMILY_ID, GENL_HDRLEN, GENL_ID_CTRL};
+use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
+use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
+use netlink_sys::protocols::{NETLINK_GENERIC, NETLINK_NETFILTER, NETLINK_ROUTE};
 
 use crate::error::KernelError;
 use crate::netns::Netns;
@@ -48,11 +53,32 @@ impl Family for Netfilter {
     const PROTOCOL: isize = NETLINK_NETFILTER;
 }
 
+/// A generic netlink family: its messages carry an id the kernel assigned when the family
+/// registered, asked of the controller (nlctrl) by name.
+pub trait GenericFamily: Family {
+    /// The name the family registered (`CTRL_ATTR_FAMILY_NAME`).
+    const NAME: &'static str;
+}
+
+/// The ethtool generic netlink family: device features (offloads) and settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Ethtool;
+
+impl Family for Ethtool {
+    const PROTOCOL: isize = NETLINK_GENERIC;
+}
+
+impl GenericFamily for Ethtool {
+    const NAME: &'static str = "ethtool";
+}
+
 /// A socket of family `F` over transport `T` (the kernel, or a fake in tests).
 #[derive(Debug)]
 pub struct Socket<F: Family, T: Transport = KernelTransport> {
     transport: T,
     sequence: Cell<u32>,
+    /// A generic netlink family's id once resolved (unused by the other families).
+    generic_id: Cell<Option<u16>>,
     family: PhantomData<F>,
 }
 
@@ -60,6 +86,8 @@ pub struct Socket<F: Family, T: Transport = KernelTransport> {
 pub type RouteSocket = Socket<Route>;
 /// An nfnetlink socket to the kernel.
 pub type NetfilterSocket = Socket<Netfilter>;
+/// A generic netlink socket for the ethtool family, to the kernel.
+pub type EthtoolSocket = Socket<Ethtool>;
 
 impl<F: Family> Socket<F, KernelTransport> {
     /// A socket in the calling thread's namespace.
@@ -81,6 +109,7 @@ impl<F: Family, T: Transport> Socket<F, T> {
         Socket {
             transport,
             sequence: Cell::new(0),
+            generic_id: Cell::new(None),
             family: PhantomData,
         }
     }
@@ -230,6 +259,53 @@ impl<F: Family, T: Transport> Socket<F, T> {
                 };
             }
         }
+    }
+}
+
+impl<F: GenericFamily, T: Transport> Socket<F, T> {
+    /// The message type of the family's requests: asked of nlctrl (`CTRL_CMD_GETFAMILY`) on
+    /// first use, then kept for the socket's life. A kernel without the family answers
+    /// `ENOENT`.
+    pub(crate) fn family_id(&self) -> io::Result<u16> {
+        if let Some(id) = self.generic_id.get() {
+            return Ok(id);
+        }
+        let query = GenlMessage::from_payload(GenlCtrl {
+            cmd: GenlCtrlCmd::GetFamily,
+            nlas: vec![GenlCtrlAttrs::FamilyName(F::NAME.to_owned())],
+        });
+        let FamilyId(id) = self
+            .get(GENL_ID_CTRL, GENL_ID_CTRL, &query)?
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("nlctrl sent no answer for family {:?}", F::NAME),
+                )
+            })?;
+        self.generic_id.set(Some(id));
+        Ok(id)
+    }
+}
+
+/// The id in nlctrl's answer to `CTRL_CMD_GETFAMILY`. Read here rather than through
+/// `GenlCtrl`'s parser, which refuses the whole answer at an attribute it does not know (one
+/// a newer kernel adds).
+struct FamilyId(u16);
+
+impl Parseable<[u8]> for FamilyId {
+    fn parse(buf: &[u8]) -> Result<Self, DecodeError> {
+        let attrs = buf
+            .get(GENL_HDRLEN..)
+            .ok_or_else(|| DecodeError::buffer_too_small(buf.len(), GENL_HDRLEN))?;
+        for nla in NlasIterator::new(attrs) {
+            let nla = nla?;
+            if nla.kind() & NLA_TYPE_MASK == CTRL_ATTR_FAMILY_ID {
+                return parse_u16(nla.value()).map(FamilyId);
+            }
+        }
+        Err(DecodeError::from(
+            "nlctrl answer without CTRL_ATTR_FAMILY_ID",
+        ))
     }
 }
 

@@ -390,6 +390,7 @@ impl<M: SubnetManager> Agent<'_, M> {
             LeaseUpdate::Snapshot(leases) => {
                 let events = self.cache.reset(leases);
                 hand(self.backend, metrics, &events);
+                self.backend.listed();
                 self.join_entry_notices();
             }
             LeaseUpdate::Changes(changes) => {

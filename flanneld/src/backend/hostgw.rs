@@ -3,13 +3,19 @@
 //! and, with IPv6 on, `<peer IPv6 subnet> via <peer PublicIPv6> dev <iface>`; the routes
 //! removed when the peer's lease goes. No device, no BackendData; the MTU is the
 //! interface's.
+//!
+//! The routes carry the agent's own route protocol ([`super::ROUTE_PROTOCOL`], `proto 102`
+//! in `ip route`): once the agent holds a whole listing of the leases, a route of that
+//! protocol to a subnet no lease names (a node deleted while the agent was down) is
+//! deleted, at start and in every reconcile; routes of any other protocol (the operator's,
+//! Go flanneld's `proto boot`) are never touched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
-use node_kernel::route::{main_table, via_gateway, via_link};
+use node_kernel::route::{main_table, via_gateway, via_link, with_protocol};
 use node_kernel::{Context, KernelError, RouteSocket};
 
 use super::{Backend, BackendError};
@@ -29,10 +35,10 @@ pub trait RouteTable {
     /// Deletes that route (gone already is no error).
     fn delete(&mut self, dst: IpNetwork, gw: IpAddr, oif: u32) -> io::Result<()>;
     /// The main table's routes of one family (`v4`, else IPv6) through `oif` with a
-    /// gateway, as (destination, gateway): one listing per reconcile and family, however
-    /// many peers (a listing per peer made a reconcile at 5,000 peers dump 25 million
-    /// routes).
-    fn present(&mut self, oif: u32, v4: bool) -> io::Result<BTreeSet<(IpNetwork, IpAddr)>>;
+    /// gateway, as (destination, gateway) → whether the route is ours (our protocol): one
+    /// listing per reconcile and family, however many peers (a listing per peer made a
+    /// reconcile at 5,000 peers dump 25 million routes).
+    fn present(&mut self, oif: u32, v4: bool) -> io::Result<BTreeMap<(IpNetwork, IpAddr), bool>>;
 }
 
 /// The kernel's main routing table of the agent's namespace.
@@ -47,7 +53,10 @@ impl KernelRoutes {
 }
 
 fn message(dst: IpNetwork, gw: IpAddr, oif: u32) -> node_kernel::route::RouteMessage {
-    via_gateway(via_link(main_table(dst.ip(), dst.prefix()), oif), gw)
+    with_protocol(
+        via_gateway(via_link(main_table(dst.ip(), dst.prefix()), oif), gw),
+        super::ROUTE_PROTOCOL,
+    )
 }
 
 impl RouteTable for KernelRoutes {
@@ -59,14 +68,17 @@ impl RouteTable for KernelRoutes {
         self.0.delete_route(&message(dst, gw, oif))
     }
 
-    fn present(&mut self, oif: u32, v4: bool) -> io::Result<BTreeSet<(IpNetwork, IpAddr)>> {
-        use node_kernel::route::{destination, gateway, in_main_table, output_link};
+    fn present(&mut self, oif: u32, v4: bool) -> io::Result<BTreeMap<(IpNetwork, IpAddr), bool>> {
+        use node_kernel::route::{destination, gateway, in_main_table, output_link, protocol};
         Ok(self
             .0
             .routes(v4)?
             .iter()
             .filter(|m| in_main_table(m) && output_link(m) == Some(oif))
-            .filter_map(|m| Some((destination(m)?, gateway(m)?)))
+            .filter_map(|m| {
+                let ours = protocol(m) == super::ROUTE_PROTOCOL;
+                Some(((destination(m)?, gateway(m)?), ours))
+            })
             .collect())
     }
 }
@@ -89,6 +101,8 @@ pub struct HostGw<R> {
     failing: BTreeSet<(IpNetwork, IpAddr)>,
     /// The last reconcile could not list the routes.
     listing_failed: bool,
+    /// A whole listing of the leases was handed: a route of ours no lease names is stale.
+    listed: bool,
     restored: u64,
 }
 
@@ -136,6 +150,7 @@ impl<R: RouteTable> HostGw<R> {
             by_peer: BTreeMap::new(),
             failing: BTreeSet::new(),
             listing_failed: false,
+            listed: false,
             restored: 0,
         })
     }
@@ -168,6 +183,22 @@ impl<R: RouteTable> HostGw<R> {
                 if add {
                     self.failing.insert((dst, gw));
                 }
+            }
+        }
+    }
+
+    /// Deletes the routes of ours in `present` to subnets no lease names.
+    fn remove_stale(&mut self, present: &BTreeMap<(IpNetwork, IpAddr), bool>) {
+        let stale: Vec<(IpNetwork, IpAddr)> = present
+            .iter()
+            .filter(|((dst, _), ours)| **ours && !self.wanted.contains_key(dst))
+            .map(|(r, _)| *r)
+            .collect();
+        for (dst, gw) in stale {
+            let what = format!("{dst} via {gw} dev {}", self.ext.name);
+            match self.routes.delete(dst, gw, self.ext.index) {
+                Ok(()) => info!("deleted stale route {what}: no lease names {dst}"),
+                Err(e) => error!("deleting stale route {what}: {e}"),
             }
         }
     }
@@ -245,7 +276,7 @@ impl<R: RouteTable> Backend for HostGw<R> {
     /// Re-adds any peer route that disappeared (Go does this every 10 s).
     fn reconcile(&mut self) {
         let oif = self.ext.index;
-        let mut present = BTreeSet::new();
+        let mut present = BTreeMap::new();
         for (on, v4) in [(self.v4, true), (self.v6, false)] {
             if !on {
                 continue;
@@ -263,9 +294,12 @@ impl<R: RouteTable> Backend for HostGw<R> {
         let wanted: BTreeSet<(IpNetwork, IpAddr)> =
             self.wanted.iter().map(|(d, g)| (*d, *g)).collect();
         self.failing.retain(|r| wanted.contains(r));
+        if self.listed {
+            self.remove_stale(&present);
+        }
         let missing: Vec<(IpNetwork, IpAddr)> = wanted
             .iter()
-            .filter(|r| !present.contains(r))
+            .filter(|r| !present.contains_key(r))
             .copied()
             .collect();
         for (dst, gw) in missing {
@@ -286,6 +320,14 @@ impl<R: RouteTable> Backend for HostGw<R> {
                     }
                 }
             }
+        }
+    }
+
+    fn listed(&mut self) {
+        if !self.listed {
+            self.listed = true;
+            // At start: what a node deleted while the agent was down left goes now.
+            self.reconcile();
         }
     }
 
@@ -341,6 +383,10 @@ pub mod tests {
         pub gone: Vec<IpNetwork>,
         /// How many times the routes were listed.
         pub listings: usize,
+        /// Routes present that someone else made (not our protocol), `dst via gw`.
+        pub foreign: Vec<(IpNetwork, IpAddr)>,
+        /// Routes of ours present from before (an earlier run), `dst via gw`.
+        pub left: Vec<(IpNetwork, IpAddr)>,
     }
 
     impl RouteTable for FakeRoutes {
@@ -353,10 +399,15 @@ pub mod tests {
             Ok(())
         }
         fn delete(&mut self, dst: IpNetwork, gw: IpAddr, oif: u32) -> io::Result<()> {
+            self.left.retain(|r| *r != (dst, gw));
             self.log.push(format!("delete {dst} via {gw} dev {oif}"));
             Ok(())
         }
-        fn present(&mut self, oif: u32, v4: bool) -> io::Result<BTreeSet<(IpNetwork, IpAddr)>> {
+        fn present(
+            &mut self,
+            oif: u32,
+            v4: bool,
+        ) -> io::Result<BTreeMap<(IpNetwork, IpAddr), bool>> {
             self.listings += 1;
             let mut routes = BTreeSet::new();
             for l in &self.log {
@@ -376,7 +427,11 @@ pub mod tests {
                 }
             }
             routes.retain(|(d, _)| !self.gone.contains(d));
-            Ok(routes)
+            let mut out: BTreeMap<_, _> = routes.into_iter().map(|r| (r, true)).collect();
+            let family = |r: &&(IpNetwork, IpAddr)| r.0.is_ipv4() == v4;
+            out.extend(self.left.iter().filter(family).map(|r| (*r, true)));
+            out.extend(self.foreign.iter().filter(family).map(|r| (*r, false)));
+            Ok(out)
         }
     }
 
@@ -399,6 +454,61 @@ pub mod tests {
             lease_id: 0,
             expiration: None,
         }
+    }
+
+    #[test]
+    fn stale_routes_of_ours_go_once_the_leases_are_listed_others_stay() {
+        let net = |s: &str| s.parse::<IpNetwork>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // A node deleted while the agent was down, and a live one from before the restart.
+        let routes = FakeRoutes {
+            left: vec![
+                (net("10.5.66.0/24"), ip("192.168.1.66")),
+                (net("10.5.2.0/24"), ip("192.168.1.3")),
+            ],
+            foreign: vec![(net("10.5.77.0/24"), ip("192.168.1.77"))],
+            ..FakeRoutes::default()
+        };
+        let mut hg =
+            HostGw::new(ext([192, 168, 1, 2], [192, 168, 1, 2]), routes, &config(V4)).unwrap();
+        // Before the whole listing: nothing is taken for stale (routes stay over a restart).
+        hg.reconcile();
+        assert!(
+            !hg.routes.log.iter().any(|l| l.starts_with("delete")),
+            "{:?}",
+            hg.routes.log
+        );
+        hg.handle(&[LeaseEvent::Added(lease(
+            "10.5.2.0-24",
+            r#"{"PublicIP":"192.168.1.3","BackendType":"host-gw"}"#,
+        ))]);
+        hg.listed();
+        assert_eq!(
+            hg.routes.left,
+            [(net("10.5.2.0/24"), ip("192.168.1.3"))],
+            "the deleted node's route went at start: {:?}",
+            hg.routes.log
+        );
+        assert!(
+            hg.routes
+                .log
+                .contains(&"delete 10.5.66.0/24 via 192.168.1.66 dev 7".to_owned())
+        );
+        assert!(
+            !hg.routes.log.iter().any(|l| l.contains("10.5.77.0")),
+            "not ours: left alone"
+        );
+        // Later, in a reconcile: one of ours appears that no lease names.
+        hg.routes
+            .left
+            .push((net("10.5.88.0/24"), ip("192.168.1.88")));
+        hg.reconcile();
+        assert!(
+            hg.routes
+                .log
+                .contains(&"delete 10.5.88.0/24 via 192.168.1.88 dev 7".to_owned())
+        );
+        assert_eq!(hg.programmed(), 1);
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! `--ip-masq`: flanneld's masquerade and forward rules (Go's `pkg/trafficmngr/nftables`),
-//! written as ONE nf_tables netlink transaction through cni-nft (no `nft` process):
+//! flanneld's firewall rules (Go's `pkg/trafficmngr/nftables`): `--ip-masq`'s masquerade
+//! chain and `--iptables-forward-rules`' forward chain (Go's default: on, with or without
+//! `--ip-masq`), written as ONE nf_tables netlink transaction through cni-nft (no `nft`
+//! process):
 //!
 //! ```text
 //! table ip flannel-ipv4 {
@@ -15,11 +17,19 @@
 //!     ip daddr <Network> accept } }
 //! ```
 //!
-//! and the same in `ip6 flannel-ipv6` for a dual-stack lease. Each chain is created if
-//! needed and flushed in the same transaction, so a new subnet replaces the old rules whole.
-//! [`Masqueraded`] wraps a backend with these rules and checks them on every reconcile.
+//! and the same in `ip6 flannel-ipv6` for a dual-stack lease (`fully-random` unless
+//! `--ip-masq-fully-random-disable`). Each wanted chain is created if needed and flushed in
+//! the same transaction, so a new subnet replaces the old rules whole; a chain not wanted
+//! (the flag turned off since the last run, or Go's chain of the same name) is deleted in
+//! it. [`Firewalled`] wraps a backend with these rules and checks them every
+//! `--iptables-resync` seconds.
+//!
+//! Go's nftables mode (`EnableNFTables`) uses the same tables and chains, so its rules are
+//! replaced by ours; its iptables mode's chains are removed at start by
+//! [`super::go_iptables`].
 
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use cni_nft::{Action, BaseChain, Batch, Dir, Family, Firewall, Hook, Listed, Match, Op, Rule};
 use ipnetwork::IpNetwork;
@@ -114,9 +124,20 @@ pub fn forward_rules(network: IpNetwork) -> Vec<Rule> {
     ]
 }
 
-/// The whole transaction for the node's lease: both chains of every family the network
-/// and the lease have.
-pub fn batch(config: &NetworkConfig, lease: &SubnetKey, fully_random: bool) -> Batch {
+/// Which rules the node writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleSet {
+    /// `--ip-masq`.
+    pub masq: bool,
+    /// Not `--ip-masq-fully-random-disable`.
+    pub fully_random: bool,
+    /// `--iptables-forward-rules`.
+    pub forward: bool,
+}
+
+/// The whole transaction for the node's lease: the wanted chains of every family the
+/// network and the lease have written, the others deleted.
+pub fn batch(config: &NetworkConfig, lease: &SubnetKey, set: RuleSet) -> Batch {
     let mut b = Batch::new();
     let mut families = Vec::new();
     if let (Some(v4), Some(sn)) = (&config.v4, lease.v4) {
@@ -126,39 +147,62 @@ pub fn batch(config: &NetworkConfig, lease: &SubnetKey, fully_random: bool) -> B
         families.push((Family::Ip6, IpNetwork::V6(v6.network), IpNetwork::V6(sn)));
     }
     for (family, network, pod) in families {
-        chain(family, "postrtg", Hook::NAT_POSTROUTING).replace(
-            &mut b,
-            MASQ_COMMENT,
-            masq_rules(network, pod, fully_random),
-        );
-        chain(family, "forward", Hook::FILTER_FORWARD).replace(
-            &mut b,
-            FORWARD_COMMENT,
-            forward_rules(network),
-        );
+        let postrtg = chain(family, "postrtg", Hook::NAT_POSTROUTING);
+        if set.masq {
+            postrtg.replace(
+                &mut b,
+                MASQ_COMMENT,
+                masq_rules(network, pod, set.fully_random),
+            );
+        } else {
+            postrtg.remove(&mut b);
+        }
+        let forward = chain(family, "forward", Hook::FILTER_FORWARD);
+        if set.forward {
+            forward.replace(&mut b, FORWARD_COMMENT, forward_rules(network));
+        } else {
+            forward.remove(&mut b);
+        }
     }
     b
 }
 
-/// A backend with `--ip-masq`'s rules: written when the lease is acquired (again: a new
-/// subnet rewrites them), checked on every reconcile against what the kernel listed right
+/// How early a reconcile may come and still check the rules: the agent's timer is not
+/// exact, and a check skipped for a few milliseconds would wait a whole period more.
+const RESYNC_SLACK: Duration = Duration::from_millis(500);
+
+/// A backend with the node's firewall rules: written when the lease is acquired (again: a
+/// new subnet rewrites them), checked every `resync` against what the kernel listed right
 /// after writing them, and rewritten when they differ.
 #[derive(Debug)]
-pub struct Masqueraded<B, F> {
+pub struct Firewalled<B, F> {
     inner: B,
     fw: F,
     config: NetworkConfig,
+    set: RuleSet,
+    resync: Duration,
+    checked: Option<Instant>,
     written: Option<(Batch, Vec<Listed>)>,
     rules_repaired: u64,
 }
 
-impl<B: Backend, F: Firewall> Masqueraded<B, F> {
-    /// `inner` with the rules of `config`'s networks written through `fw`.
-    pub fn new(inner: B, fw: F, config: NetworkConfig) -> Masqueraded<B, F> {
-        Masqueraded {
+impl<B: Backend, F: Firewall> Firewalled<B, F> {
+    /// `inner` with `set`'s rules for `config`'s networks written through `fw`, checked
+    /// every `resync`.
+    pub fn new(
+        inner: B,
+        fw: F,
+        config: NetworkConfig,
+        set: RuleSet,
+        resync: Duration,
+    ) -> Firewalled<B, F> {
+        Firewalled {
             inner,
             fw,
             config,
+            set,
+            resync,
+            checked: None,
             written: None,
             rules_repaired: 0,
         }
@@ -183,14 +227,15 @@ impl<B: Backend, F: Firewall> Masqueraded<B, F> {
     }
 
     fn write(&mut self, b: Batch) -> Result<(), BackendError> {
-        self.fw.apply(&b, "writing flanneld's masquerade rules")?;
+        self.fw.apply(&b, "writing flanneld's firewall rules")?;
         let listed = self.listing()?;
         self.written = Some((b, listed));
+        self.checked = Some(Instant::now());
         Ok(())
     }
 }
 
-impl<B: Backend, F: Firewall> Backend for Masqueraded<B, F> {
+impl<B: Backend, F: Firewall> Backend for Firewalled<B, F> {
     fn backend_type(&self) -> &'static str {
         self.inner.backend_type()
     }
@@ -205,13 +250,24 @@ impl<B: Backend, F: Firewall> Backend for Masqueraded<B, F> {
 
     fn lease_acquired(&mut self, lease: &Lease) -> Result<(), BackendError> {
         self.inner.lease_acquired(lease)?;
-        let b = batch(&self.config, &lease.subnet, true);
+        let b = batch(&self.config, &lease.subnet, self.set);
         self.write(b)?;
+        let what = match (self.set.masq, self.set.forward) {
+            (true, true) => "masquerade and forward rules",
+            (true, false) => "masquerade rules (no forward rules: --iptables-forward-rules=false)",
+            (false, true) => "forward rules (no masquerade: --ip-masq is off)",
+            (false, false) => "no rules (--ip-masq off, --iptables-forward-rules=false)",
+        };
         info!(
-            "wrote masquerade and forward rules for {} (nftables tables {TABLE_V4}{})",
+            "wrote {what} for {} (nftables tables {TABLE_V4}{}{})",
             lease.subnet,
             if self.config.v6.is_some() {
                 ", flannel-ipv6"
+            } else {
+                ""
+            },
+            if self.set.masq && !self.set.fully_random {
+                "; masquerade without fully-random"
             } else {
                 ""
             }
@@ -221,6 +277,10 @@ impl<B: Backend, F: Firewall> Backend for Masqueraded<B, F> {
 
     fn handle(&mut self, events: &[LeaseEvent]) {
         self.inner.handle(events);
+    }
+
+    fn listed(&mut self) {
+        self.inner.listed();
     }
 
     fn reconcile(&mut self) {
@@ -257,13 +317,20 @@ impl<B: Backend, F: Firewall> Backend for Masqueraded<B, F> {
     }
 }
 
-impl<B: Backend, F: Firewall> Masqueraded<B, F> {
+impl<B: Backend, F: Firewall> Firewalled<B, F> {
     /// The rules compared with the kernel's listing, rewritten on a difference (nftables
-    /// changes come with no notification the agent reads: checked on every tick).
+    /// changes come with no notification the agent reads: checked every `resync`).
     fn reconcile_rules(&mut self) {
         let Some((b, want)) = &self.written else {
             return;
         };
+        if self
+            .checked
+            .is_some_and(|t| t.elapsed() + RESYNC_SLACK < self.resync)
+        {
+            return;
+        }
+        self.checked = Some(Instant::now());
         let listed = match self.listing() {
             Ok(l) => l,
             Err(e) => {
@@ -297,7 +364,20 @@ mod tests {
     }
 
     /// host-gw on 10.5.0.0/16 with masquerade, over in-memory routes and firewall.
-    fn masqueraded_host_gw() -> Masqueraded<HostGw<FakeRoutes>, FakeFirewall> {
+    const ALL: RuleSet = RuleSet {
+        masq: true,
+        fully_random: true,
+        forward: true,
+    };
+
+    fn masqueraded_host_gw() -> Firewalled<HostGw<FakeRoutes>, FakeFirewall> {
+        firewalled_host_gw(ALL, Duration::ZERO)
+    }
+
+    fn firewalled_host_gw(
+        set: RuleSet,
+        resync: Duration,
+    ) -> Firewalled<HostGw<FakeRoutes>, FakeFirewall> {
         let c = config(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#);
         let hg = HostGw::new(
             ext([192, 168, 1, 2], [192, 168, 1, 2]),
@@ -305,7 +385,7 @@ mod tests {
             &c,
         )
         .unwrap();
-        Masqueraded::new(hg, FakeFirewall::new(), c)
+        Firewalled::new(hg, FakeFirewall::new(), c, set, resync)
     }
 
     fn lease(key: &str) -> Lease {
@@ -337,7 +417,7 @@ add rule ip flannel-ipv4 forward ip daddr 10.5.0.0/16 accept comment \"flanneld 
     #[test]
     fn golden_nft_text_for_ipv4() {
         let c = config(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
-        let b = batch(&c, &SubnetKey::parse("10.5.7.0-24").unwrap(), true);
+        let b = batch(&c, &SubnetKey::parse("10.5.7.0-24").unwrap(), ALL);
         assert_eq!(b.to_string(), GOLDEN_V4);
     }
 
@@ -349,7 +429,10 @@ add rule ip flannel-ipv4 forward ip daddr 10.5.0.0/16 accept comment \"flanneld 
         let text = batch(
             &c,
             &SubnetKey::parse("10.5.7.0-24&fc00:5:0:7::-64").unwrap(),
-            false,
+            RuleSet {
+                fully_random: false,
+                ..ALL
+            },
         )
         .to_string();
         assert!(text.contains("add rule ip6 flannel-ipv6 postrtg ip6 saddr fc00:5::/48 ip6 daddr != ff00::/8 masquerade comment"), "{text}");
@@ -398,10 +481,68 @@ add rule ip flannel-ipv4 forward ip daddr 10.5.0.0/16 accept comment \"flanneld 
     }
 
     #[test]
+    fn forward_rules_without_masquerade_and_neither_when_both_are_off() {
+        // Before: without --ip-masq no forward rule was written (Go writes them by default),
+        // and --iptables-forward-rules=false was accepted and ignored.
+        let forward_only = RuleSet { masq: false, ..ALL };
+        let mut m = firewalled_host_gw(forward_only, Duration::ZERO);
+        m.lease_acquired(&lease("10.5.7.0-24")).unwrap();
+        assert_eq!(m.firewall().rules_in("forward"), 2);
+        assert_eq!(m.firewall().rules_in("postrtg"), 0);
+        assert!(m.firewall().applied()[0].contains("delete chain ip flannel-ipv4 postrtg"));
+        let none = RuleSet {
+            masq: false,
+            fully_random: true,
+            forward: false,
+        };
+        let mut m = firewalled_host_gw(none, Duration::ZERO);
+        // A chain left by an earlier run (or Go's nftables mode) goes.
+        let mut earlier = Batch::new();
+        chain(Family::Ip, "forward", Hook::FILTER_FORWARD).replace(
+            &mut earlier,
+            FORWARD_COMMENT,
+            forward_rules("10.5.0.0/16".parse().unwrap()),
+        );
+        m.firewall().apply(&earlier, "test").unwrap();
+        m.lease_acquired(&lease("10.5.7.0-24")).unwrap();
+        assert_eq!(m.firewall().chains(), Vec::<String>::new());
+        let masq_only = RuleSet {
+            forward: false,
+            fully_random: false,
+            ..ALL
+        };
+        let mut m = firewalled_host_gw(masq_only, Duration::ZERO);
+        m.lease_acquired(&lease("10.5.7.0-24")).unwrap();
+        assert_eq!(m.firewall().rules_in("postrtg"), 6);
+        assert_eq!(m.firewall().rules_in("forward"), 0);
+        let text = &m.firewall().applied()[0];
+        assert!(text.contains(" masquerade comment") && !text.contains("fully-random"));
+    }
+
+    #[test]
+    fn rules_are_checked_every_resync_period() {
+        let mut m = firewalled_host_gw(ALL, Duration::from_secs(1));
+        m.lease_acquired(&lease("10.5.7.0-24")).unwrap();
+        let mut gone = Batch::new();
+        chain(Family::Ip, "postrtg", Hook::NAT_POSTROUTING).remove(&mut gone);
+        m.firewall().apply(&gone, "test").unwrap();
+        m.reconcile();
+        assert_eq!(
+            m.firewall().rules_in("postrtg"),
+            0,
+            "not checked before the period ends"
+        );
+        std::thread::sleep(Duration::from_millis(600)); // past the period less the slack
+        m.reconcile();
+        assert_eq!(m.firewall().rules_in("postrtg"), 6);
+        assert_eq!(m.repairs().rules, 1);
+    }
+
+    #[test]
     fn a_refused_transaction_is_an_error_of_the_lease() {
         let mut m = masqueraded_host_gw();
         m.firewall().fail_next("EPERM");
         let e = m.lease_acquired(&lease("10.5.7.0-24")).unwrap_err();
-        assert!(e.to_string().contains("masquerade"), "{e}");
+        assert!(e.to_string().contains("firewall rules"), "{e}");
     }
 }

@@ -1,9 +1,11 @@
 //! Backends: what a node does with its own lease and its peers' leases (Go's
 //! `pkg/backend`). Each sits behind [`Backend`]; [`create`] picks one by the config's
 //! `Backend.Type`: `vxlan` (device, neighbours, FDB entries, onlink routes) or `host-gw`
-//! (routes via the peers' addresses). [`masq::Masqueraded`] wraps either with `--ip-masq`'s
+//! (routes via the peers' addresses). [`masq::Firewalled`] wraps either with the firewall
 //! nftables rules.
 
+pub mod blackhole;
+pub mod go_iptables;
 pub mod hostgw;
 pub mod masq;
 pub mod vxlan;
@@ -66,6 +68,9 @@ pub trait Backend {
     fn lease_acquired(&mut self, lease: &Lease) -> Result<(), BackendError>;
     /// Peers' leases changed. Failures are logged per lease, never fatal (as in Go).
     fn handle(&mut self, events: &[LeaseEvent]);
+    /// The events handed so far came from a whole listing of the leases: what the backend
+    /// finds of its own in the kernel that no lease names is stale.
+    fn listed(&mut self) {}
     /// Compares the kernel with the peers the backend was told of and repairs what differs
     /// (called every few seconds); failures are logged and retried next time.
     fn reconcile(&mut self) {}
@@ -100,6 +105,12 @@ pub trait Backend {
         true
     }
 }
+
+/// The route protocol number of the agent's own routes (host-gw's peer routes,
+/// `--ip-blackhole-route`'s): `proto 102` in `ip route`. Unassigned in iproute2's
+/// `rt_protos` (0–4 the kernel's, 8–18, 42, 99, 186–192 routing daemons'); it lets the agent
+/// find its routes after a restart and never take anyone else's.
+pub const ROUTE_PROTOCOL: u8 = 102;
 
 /// The links whose entries a backend programs (see [`Backend::watched_entries`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -155,6 +166,9 @@ impl Backend for Box<dyn Backend> {
     }
     fn handle(&mut self, events: &[LeaseEvent]) {
         self.as_mut().handle(events)
+    }
+    fn listed(&mut self) {
+        self.as_mut().listed()
     }
     fn reconcile(&mut self) {
         self.as_mut().reconcile()
@@ -278,8 +292,12 @@ pub fn create(
     config: &NetworkConfig,
     ext: &ExternalInterface,
     vtep_macs: StoredMacs,
+    vxlan_tx_checksum_off: bool,
 ) -> Result<Box<dyn Backend>, BackendError> {
     match config.backend_type.as_str() {
+        hostgw::TYPE if vxlan_tx_checksum_off => Err(BackendError::Config(
+            "--vxlan-tx-checksum-off: the host-gw backend has no vxlan device".into(),
+        )),
         hostgw::TYPE => {
             let routes = hostgw::KernelRoutes::current()?;
             Ok(Box::new(hostgw::HostGw::new(ext.clone(), routes, config)?))
@@ -288,12 +306,13 @@ pub fn create(
             let kernel = vxlan::KernelVxlan::current()?;
             // A MAC the node published before (kube's annotation) is taken again: the peers'
             // FDB entries name it.
-            Ok(Box::new(vxlan::Vxlan::new(
+            Ok(Box::new(vxlan::Vxlan::with_options(
                 kernel,
                 ext.clone(),
                 config,
                 vtep_macs.v4.unwrap_or_else(vxlan::random_mac),
                 vtep_macs.v6.unwrap_or_else(vxlan::random_mac),
+                vxlan_tx_checksum_off,
             )?))
         }
         other => Err(BackendError::Unsupported(other.to_owned())),

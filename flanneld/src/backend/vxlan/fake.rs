@@ -134,6 +134,14 @@ impl VxlanKernel for FakeKernel {
         self.op("accept_ra", format!("accept_ra {name} 0"))
     }
 
+    fn set_tx_checksum(&mut self, name: &str, on: bool) -> io::Result<()> {
+        let v = if on { "on" } else { "off" };
+        self.op(
+            "tx_checksum",
+            format!("ethtool -K {name} tx-checksum-ip-generic {v}"),
+        )
+    }
+
     fn addresses(&mut self, index: u32) -> io::Result<Vec<IpNetwork>> {
         Ok(self
             .addrs

@@ -103,6 +103,9 @@ pub trait VxlanKernel {
     fn set_up(&mut self, index: u32) -> io::Result<()>;
     /// `net.ipv6.conf.<name>.accept_ra = 0`.
     fn disable_accept_ra(&mut self, name: &str) -> io::Result<()>;
+    /// Turns the link's `tx-checksum-ip-generic` feature on or off (ethtool's netlink
+    /// interface; an error when the kernel did not change it).
+    fn set_tx_checksum(&mut self, name: &str, on: bool) -> io::Result<()>;
     /// The link's addresses of both families.
     fn addresses(&mut self, index: u32) -> io::Result<Vec<IpNetwork>>;
     /// Adds an address to the link (IPv6 without duplicate address detection: usable at
@@ -217,6 +220,12 @@ impl VxlanKernel for KernelVxlan {
     fn disable_accept_ra(&mut self, name: &str) -> io::Result<()> {
         node_kernel::write_sysctl(&format!("net/ipv6/conf/{name}/accept_ra"), "0")
             .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    fn set_tx_checksum(&mut self, name: &str, on: bool) -> io::Result<()> {
+        let sock =
+            node_kernel::EthtoolSocket::current().map_err(|e| io::Error::other(e.to_string()))?;
+        sock.set_feature(name, node_kernel::ethtool::TX_CHECKSUM_IP_GENERIC, on)
     }
 
     fn addresses(&mut self, index: u32) -> io::Result<Vec<IpNetwork>> {

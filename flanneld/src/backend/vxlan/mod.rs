@@ -267,6 +267,19 @@ impl<K: VxlanKernel> Vxlan<K> {
         mac: [u8; 6],
         mac6: [u8; 6],
     ) -> Result<Vxlan<K>, BackendError> {
+        Vxlan::with_options(kernel, ext, config, mac, mac6, false)
+    }
+
+    /// [`Vxlan::new`], and with `tx_checksum_off` (`--vxlan-tx-checksum-off`) the devices'
+    /// `tx-checksum-ip-generic` turned off, on every creation and reuse.
+    pub fn with_options(
+        kernel: K,
+        ext: ExternalInterface,
+        config: &NetworkConfig,
+        mac: [u8; 6],
+        mac6: [u8; 6],
+        tx_checksum_off: bool,
+    ) -> Result<Vxlan<K>, BackendError> {
         let vx = VxlanConfig::parse(&config.backend)?;
         let underlay = if vx.mtu == 0 { ext.mtu } else { vx.mtu };
         let spec = |name: String, local: IpAddr, overhead: u32, mac: [u8; 6]| VxlanSpec {
@@ -324,6 +337,7 @@ impl<K: VxlanKernel> Vxlan<K> {
         };
         let kernel = &mut backend.kernel;
         for s in backend.v4.iter_mut().chain(backend.v6.as_mut()) {
+            s.tx_checksum_off = tx_checksum_off;
             s.ensure_device(kernel)?;
         }
         Ok(backend)

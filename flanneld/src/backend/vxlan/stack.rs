@@ -14,7 +14,7 @@ use node_kernel::link::VxlanSpec;
 use super::kernel::{Fdb, Neighbour, PeerRoute, VxlanKernel};
 use super::{DeviceAction, decide, mac_string};
 use crate::backend::{BackendError, Repairs};
-use crate::log::{error, info, warning};
+use crate::log::{detail, error, info, warning};
 
 /// A peer as programmed: its subnet, PublicIP, VTEP MAC, and whether it is routed directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +89,8 @@ pub struct Stack {
     /// A kernel step failed since the last whole reconcile (programming, a repair): the
     /// next tick must compare the kernel again, notified or not.
     failed: bool,
+    /// `--vxlan-tx-checksum-off`: the device's `tx-checksum-ip-generic` turned off.
+    pub(super) tx_checksum_off: bool,
 }
 
 impl Stack {
@@ -104,6 +106,7 @@ impl Stack {
             own: None,
             peers: BTreeMap::new(),
             failed: false,
+            tx_checksum_off: false,
         }
     }
 
@@ -189,6 +192,17 @@ impl Stack {
         };
         if let Err(e) = k.disable_accept_ra(&name) {
             warning!("setting accept_ra=0 on {name}: {e}");
+        }
+        if self.tx_checksum_off {
+            // The workaround for the kernel bug behind flannel #1279/#2152 (packets with bad
+            // UDP checksums on some kernels and NICs), which operators otherwise apply by hand
+            // and lose when the device is recreated.
+            k.set_tx_checksum(&name, false).map_err(step(format!(
+                "turning tx-checksum-ip-generic off on {name} (--vxlan-tx-checksum-off)"
+            )))?;
+            if created {
+                info!("{name}: tx-checksum-ip-generic off (--vxlan-tx-checksum-off)");
+            }
         }
         Ok(created)
     }
@@ -312,7 +326,9 @@ impl Stack {
     pub(super) fn added<K: VxlanKernel>(&mut self, k: &mut K, peer: Peer) {
         let old = self.peers.insert(peer.subnet, peer);
         match self.program(k, &peer) {
-            Ok(()) => info!(
+            // Go logs a peer's entries at V(2) ("adding subnet").
+            Ok(()) => detail!(
+                2,
                 "peer {} programmed: {}",
                 peer.subnet,
                 if peer.direct {
@@ -344,7 +360,7 @@ impl Stack {
     pub(super) fn removed<K: VxlanKernel>(&mut self, k: &mut K, subnet: IpNetwork) {
         if let Some(p) = self.peers.remove(&subnet) {
             self.unprogram(k, &p, None);
-            info!("peer {} removed", p.subnet);
+            detail!(2, "peer {} removed", p.subnet);
         }
     }
 

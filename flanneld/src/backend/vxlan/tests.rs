@@ -608,3 +608,57 @@ fn a_tick_without_entries_still_restores_the_device_and_a_failed_step_unsettles(
     assert!(b.settled());
     assert_eq!(b.kernel().fdb.len(), 2);
 }
+
+#[test]
+fn tx_checksum_off_on_creation_reuse_and_recreation() {
+    let off = "ethtool -K flannel.1 tx-checksum-ip-generic off";
+    let mut b = Vxlan::with_options(
+        FakeKernel::new(),
+        ext([192, 168, 64, 2], [192, 168, 64, 2]),
+        &config(r#"{"Type":"vxlan"}"#),
+        MAC,
+        MAC6,
+        true,
+    )
+    .unwrap();
+    assert!(
+        b.kernel().log.iter().any(|l| l == off),
+        "{:?}",
+        b.kernel().log
+    );
+    b.lease_acquired(&lease("10.5.1.0-24", r#"{"PublicIP":"192.168.64.2"}"#))
+        .unwrap();
+    // The device deleted by hand: recreated by reconcile, and the feature off again.
+    b.kernel().links.remove("flannel.1");
+    b.kernel().log.clear();
+    b.reconcile();
+    assert!(b.kernel().links.contains_key("flannel.1"));
+    assert!(
+        b.kernel().log.iter().any(|l| l == off),
+        "{:?}",
+        b.kernel().log
+    );
+    // A kernel that refuses: the backend does not start without what was asked.
+    let mut refusing = FakeKernel::new();
+    refusing.fail = Some("tx_checksum");
+    let e = Vxlan::with_options(
+        refusing,
+        ext([192, 168, 64, 2], [192, 168, 64, 2]),
+        &config(r#"{"Type":"vxlan"}"#),
+        MAC,
+        MAC6,
+        true,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("--vxlan-tx-checksum-off"), "{e}");
+    // Off by default: the feature is not touched.
+    let mut plain = Vxlan::new(
+        FakeKernel::new(),
+        ext([192, 168, 64, 2], [192, 168, 64, 2]),
+        &config(r#"{"Type":"vxlan"}"#),
+        MAC,
+        MAC6,
+    )
+    .unwrap();
+    assert!(!plain.kernel().log.iter().any(|l| l.starts_with("ethtool")));
+}
