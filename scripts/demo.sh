@@ -53,4 +53,4 @@ fi
 printf '\n\033[1m== building the release plugins, cnitool, flanneld and the demo\033[0m\n'
 cargo build --workspace --release --bins --locked -q
 CNI_PLUGIN_DIR="$PWD/target/release" target/release/cluster-demo "${args[@]}" \
-    || fail "see above (everything it created is removed)"
+    || fail "see above: its last lines say what it removed"

@@ -27,6 +27,18 @@ pub fn available() -> bool {
     Path::new("/usr/bin/etcd").is_file() && Path::new("/usr/bin/etcdctl").is_file()
 }
 
+/// [`available`], or a recorded skip of `test` saying what to install.
+pub fn available_or_skip(test: &str) -> bool {
+    if !available() {
+        crate::skip(
+            test,
+            "etcd-server/etcd-client not installed (scripts/setup.sh installs them)",
+        );
+        return false;
+    }
+    true
+}
+
 /// Stops a child by PID: SIGTERM, up to `grace` to exit, then SIGKILL. Returns its exit code
 /// if it exited by itself after SIGTERM.
 pub fn stop(child: &mut Child, grace: Duration) -> Option<i32> {
@@ -82,8 +94,10 @@ pub struct Lan {
 impl Lan {
     /// A new, empty LAN.
     pub fn new() -> Lan {
+        crate::reaper::sweep_once();
+        let prefix = crate::reaper::owned_prefix("lan");
         let mut builder = tempfile::Builder::new();
-        builder.prefix("cni-rs-lan-");
+        builder.prefix(&prefix);
         let dir = match tmpfs_with_room() {
             Some(shm) => builder.tempdir_in(shm),
             None => builder.tempdir(),

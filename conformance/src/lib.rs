@@ -27,6 +27,7 @@ pub mod plugin;
 pub mod pod;
 pub mod podman;
 pub mod poll;
+pub mod reaper;
 pub mod report;
 pub mod traffic;
 

@@ -23,6 +23,7 @@ pub struct TestNetns {
 impl TestNetns {
     /// Creates a new, empty network namespace pinned at `path` (which must not exist).
     pub fn create(path: &Path) -> TestNetns {
+        crate::reaper::gate();
         File::create(path).unwrap();
         let target = path.to_owned();
         // unshare() switches only the calling thread, so a throwaway thread does it and the
@@ -75,6 +76,7 @@ impl TestNetns {
 
     /// A command that will run inside this namespace.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        crate::reaper::gate();
         let fd: OwnedFd = File::open(&self.path)
             .unwrap_or_else(|e| panic!("open {}: {e}", self.path.display()))
             .into();

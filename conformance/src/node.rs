@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::netns::TestNetns;
-use crate::plugin::{PluginCall, plugin_dir};
+use crate::plugin::PluginCall;
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
@@ -19,11 +19,13 @@ pub struct Node {
 
 impl Node {
     pub fn new() -> Node {
-        // First: a panic here (no binaries built) must not leave a namespace mounted inside
-        // a temp dir that can then not be removed.
-        let plugins = plugin_dir();
+        // What a run killed outright left goes before anything new is made.
+        crate::reaper::sweep_once();
+        // The plugins are checked when one is called: a node that runs only flanneld (the
+        // agent benchmark) needs none.
+        let plugins = crate::plugin::plugin_dir_unchecked();
         let dir = tempfile::Builder::new()
-            .prefix("cni-rs-test-")
+            .prefix(&crate::reaper::owned_prefix("node"))
             .tempdir()
             .unwrap();
         let host = TestNetns::create(&dir.path().join("host.netns"));

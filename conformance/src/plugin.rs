@@ -11,20 +11,25 @@ use crate::node::Node;
 
 /// Where the built plugins are: `$CNI_PLUGIN_DIR`, else the workspace's `target/debug`.
 pub fn plugin_dir() -> PathBuf {
-    let dir = std::env::var_os("CNI_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-                .join("debug")
-        });
+    let dir = plugin_dir_unchecked();
     assert!(
         dir.join("loopback").is_file(),
         "no plugin binaries in {}: run `cargo build --workspace --bins` (or set CNI_PLUGIN_DIR)",
         dir.display()
     );
     dir
+}
+
+/// `CNI_PLUGIN_DIR`, default `target/debug`, whether or not the plugins are built there.
+pub fn plugin_dir_unchecked() -> PathBuf {
+    std::env::var_os("CNI_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+                .join("debug")
+        })
 }
 
 /// What the plugin printed and how it exited.
@@ -92,6 +97,12 @@ pub struct PluginCall<'a> {
 
 impl<'a> PluginCall<'a> {
     pub fn new(node: &'a Node, name: &str) -> PluginCall<'a> {
+        let dir = node.plugin_dir();
+        assert!(
+            dir != plugin_dir_unchecked() || dir.join("loopback").is_file(),
+            "no plugin binaries in {}: run `cargo build --workspace --bins` (or set CNI_PLUGIN_DIR)",
+            dir.display()
+        );
         PluginCall {
             node,
             binary: node.plugin_dir().join(name),

@@ -10,23 +10,12 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use conformance::etcd::{Agent, Certs, Etcd, LAN_IP, Lan, available};
+use conformance::etcd::{Agent, Certs, Etcd, LAN_IP, Lan, available_or_skip};
 use conformance::flannel::conflist;
-use conformance::{Chain, Node, Pod, skip};
+use conformance::{Chain, Node, Pod};
 
 const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#;
 const PREFIX: &str = "/coreos.com/network";
-
-fn etcd_or_skip(test: &str) -> bool {
-    if !available() {
-        skip(
-            test,
-            "etcd-server/etcd-client not installed (scripts/setup.sh installs them)",
-        );
-        return false;
-    }
-    true
-}
 
 fn args(node: &Node, endpoints: &str, extra: &[&str]) -> Vec<String> {
     let mut v = vec![
@@ -83,7 +72,7 @@ fn http_code(node: &Node, path: &str) -> String {
 
 #[test]
 fn lease_in_go_format_subnet_env_through_the_chain() {
-    if !etcd_or_skip("flanneld::lease_in_go_format_subnet_env_through_the_chain") {
+    if !available_or_skip("flanneld::lease_in_go_format_subnet_env_through_the_chain") {
         return;
     }
     let mut lan = Lan::new();
@@ -217,7 +206,7 @@ fn agent_log_has(node: &Node, text: &str) -> bool {
 
 #[test]
 fn restart_keeps_the_subnet() {
-    if !etcd_or_skip("flanneld::restart_keeps_the_subnet") {
+    if !available_or_skip("flanneld::restart_keeps_the_subnet") {
         return;
     }
     let mut lan = Lan::new();
@@ -263,7 +252,7 @@ fn restart_keeps_the_subnet() {
 
 #[test]
 fn peers_become_host_gw_routes_two_agents_one_etcd() {
-    if !etcd_or_skip("flanneld::peers_become_host_gw_routes_two_agents_one_etcd") {
+    if !available_or_skip("flanneld::peers_become_host_gw_routes_two_agents_one_etcd") {
         return;
     }
     let mut lan = Lan::new();
@@ -333,7 +322,7 @@ fn peers_become_host_gw_routes_two_agents_one_etcd() {
 
 #[test]
 fn mutual_tls() {
-    if !etcd_or_skip("flanneld::mutual_tls") {
+    if !available_or_skip("flanneld::mutual_tls") {
         return;
     }
     let mut lan = Lan::new();
@@ -378,7 +367,7 @@ fn mutual_tls() {
 
 #[test]
 fn username_password() {
-    if !etcd_or_skip("flanneld::username_password") {
+    if !available_or_skip("flanneld::username_password") {
         return;
     }
     let mut lan = Lan::new();
@@ -409,7 +398,7 @@ fn username_password() {
 
 #[test]
 fn dead_endpoint_next_to_a_live_one() {
-    if !etcd_or_skip("flanneld::dead_endpoint_next_to_a_live_one") {
+    if !available_or_skip("flanneld::dead_endpoint_next_to_a_live_one") {
         return;
     }
     let mut lan = Lan::new();
@@ -448,7 +437,7 @@ fn etcd_store_on_real_etcd() {
     use flanneld::etcd::{EtcdOptions, EtcdStore};
     use std::time::Duration;
 
-    if !etcd_or_skip("flanneld::etcd_store_on_real_etcd") {
+    if !available_or_skip("flanneld::etcd_store_on_real_etcd") {
         return;
     }
     let lan = Lan::new();
@@ -535,7 +524,7 @@ fn etcd_store_on_real_etcd() {
 
 #[test]
 fn vxlan_two_agents_one_etcd_with_ip_masq_and_reconcile() {
-    if !etcd_or_skip("flanneld::vxlan_two_agents_one_etcd_with_ip_masq_and_reconcile") {
+    if !available_or_skip("flanneld::vxlan_two_agents_one_etcd_with_ip_masq_and_reconcile") {
         return;
     }
     let mut lan = Lan::new();
@@ -651,7 +640,7 @@ fn vxlan_two_agents_one_etcd_with_ip_masq_and_reconcile() {
 
 #[test]
 fn a_deleted_vxlan_device_is_recreated_with_its_peers_on_the_link_notification() {
-    if !etcd_or_skip(
+    if !available_or_skip(
         "flanneld::a_deleted_vxlan_device_is_recreated_with_its_peers_on_the_link_notification",
     ) {
         return;
@@ -737,7 +726,7 @@ fn mac_of(node: &Node, dev: &str) -> String {
 
 #[test]
 fn vxlan_dual_stack_three_agents_one_etcd() {
-    if !etcd_or_skip("flanneld::vxlan_dual_stack_three_agents_one_etcd") {
+    if !available_or_skip("flanneld::vxlan_dual_stack_three_agents_one_etcd") {
         return;
     }
     const V6: &str = "flannel-v6.7";
@@ -948,7 +937,9 @@ fn reconcile_runs(node: &Node) -> u64 {
 /// at the next tick, what is added by hand goes.
 #[test]
 fn vxlan_entries_changed_by_hand_are_repaired_on_the_kernels_notice() {
-    if !etcd_or_skip("flanneld::vxlan_entries_changed_by_hand_are_repaired_on_the_kernels_notice") {
+    if !available_or_skip(
+        "flanneld::vxlan_entries_changed_by_hand_are_repaired_on_the_kernels_notice",
+    ) {
         return;
     }
     let mut lan = Lan::new();

@@ -18,25 +18,14 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use conformance::Node;
-use conformance::etcd::{Agent, Etcd, LAN_IP, Lan, available};
+use conformance::etcd::{Agent, Etcd, LAN_IP, Lan, available_or_skip};
 use conformance::lease::{self, KeyEvent, KeyHistory};
-use conformance::{poll, skip};
+use conformance::poll;
 use nix::sys::signal::Signal;
 
 const PREFIX: &str = "/coreos.com/network";
 const HOSTGW: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#;
 const VXLAN: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
-
-fn etcd_or_skip(test: &str) -> bool {
-    if !available() {
-        skip(
-            test,
-            "etcd-server/etcd-client not installed (scripts/setup.sh installs them)",
-        );
-        return false;
-    }
-    true
-}
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -176,7 +165,7 @@ fn assert_renewed_in_place(history: &KeyHistory, before: i64, min: usize, log: &
 /// works as soon as etcd comes up.
 #[test]
 fn etcd_down_at_start_then_up() {
-    if !etcd_or_skip("flanneld_faults::etcd_down_at_start_then_up") {
+    if !available_or_skip("flanneld_faults::etcd_down_at_start_then_up") {
         return;
     }
     let mut lan = Lan::new();
@@ -219,7 +208,7 @@ fn etcd_down_at_start_then_up() {
 /// deleted) reach the kernel.
 #[test]
 fn etcd_killed_mid_run_data_path_stays_and_catches_up() {
-    if !etcd_or_skip("flanneld_faults::etcd_killed_mid_run_data_path_stays_and_catches_up") {
+    if !available_or_skip("flanneld_faults::etcd_killed_mid_run_data_path_stays_and_catches_up") {
         return;
     }
     let mut lan = Lan::new();
@@ -295,7 +284,9 @@ fn etcd_killed_mid_run_data_path_stays_and_catches_up() {
 fn etcd_not_answering_neither_stops_repairs_nor_a_shutdown() {
     use nix::sys::signal::kill;
     use nix::unistd::Pid;
-    if !etcd_or_skip("flanneld_faults::etcd_not_answering_neither_stops_repairs_nor_a_shutdown") {
+    if !available_or_skip(
+        "flanneld_faults::etcd_not_answering_neither_stops_repairs_nor_a_shutdown",
+    ) {
         return;
     }
     let mut lan = Lan::new();
@@ -351,7 +342,7 @@ fn etcd_not_answering_neither_stops_repairs_nor_a_shutdown() {
 /// loop and a bounded number of log lines.
 #[test]
 fn compacted_history_relists_without_a_hot_loop() {
-    if !etcd_or_skip("flanneld_faults::compacted_history_relists_without_a_hot_loop") {
+    if !available_or_skip("flanneld_faults::compacted_history_relists_without_a_hot_loop") {
         return;
     }
     let mut lan = Lan::new();
@@ -464,7 +455,8 @@ fn write_padded(etcd: &Etcd, key: &str, count: usize, size: usize) {
 /// renewing its (short) lease and its watch programs a peer put after the failure.
 #[test]
 fn cluster_member_gone_failover_keeps_renewals_and_watch() {
-    if !etcd_or_skip("flanneld_faults::cluster_member_gone_failover_keeps_renewals_and_watch") {
+    if !available_or_skip("flanneld_faults::cluster_member_gone_failover_keeps_renewals_and_watch")
+    {
         return;
     }
     let mut lan = Lan::new();
@@ -591,7 +583,7 @@ fn config_with(network: &str, free: usize) -> String {
 /// later. (×`FLANNELD_FAULTS_SCALE` in the long form.)
 #[test]
 fn agents_started_at_once_race_for_subnets() {
-    if !etcd_or_skip("flanneld_faults::agents_started_at_once_race_for_subnets") {
+    if !available_or_skip("flanneld_faults::agents_started_at_once_race_for_subnets") {
         return;
     }
     let k = scale();
@@ -722,7 +714,7 @@ fn agents_started_at_once_race_for_subnets() {
 /// own lease deleted by an operator is acquired again with the same subnet.
 #[test]
 fn short_ttl_renewal_expiry_and_deleted_own_lease() {
-    if !etcd_or_skip("flanneld_faults::short_ttl_renewal_expiry_and_deleted_own_lease") {
+    if !available_or_skip("flanneld_faults::short_ttl_renewal_expiry_and_deleted_own_lease") {
         return;
     }
     let mut lan = Lan::new();
@@ -906,7 +898,7 @@ fn vxlan_route(node: &Node, key: &str) -> bool {
 /// entries follow it.
 #[test]
 fn sigkill_restart_and_reboot_vxlan() {
-    if !etcd_or_skip("flanneld_faults::sigkill_restart_and_reboot_vxlan") {
+    if !available_or_skip("flanneld_faults::sigkill_restart_and_reboot_vxlan") {
         return;
     }
     let mut lan = Lan::new();

@@ -13,7 +13,8 @@ bench_enter() {
 }
 
 if [ -n "${CNI_BENCH_INNER:-}" ]; then
-    work=$(mktemp -d /tmp/cni-rs-bench-XXXXXX)
+    # Named for its owner (this shell), so a later run removes it if this one is killed.
+    work=$(mktemp -d "/tmp/cni-rs-bench-$$-XXXXXX")
     bench_cleanup() {
         # The runner removes what it made; this is for a runner that was killed or aborted.
         for f in "$work"/*.netns; do

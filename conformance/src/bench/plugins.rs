@@ -132,7 +132,7 @@ pub fn portmap(b: &Bench, iterations: u32) -> Result<()> {
 /// in the shared on-disk format.
 pub fn host_local(b: &Bench, leases: u32, iterations: u32) -> Result<()> {
     let dir = tempfile::Builder::new()
-        .prefix("cni-rs-bench-")
+        .prefix(&crate::reaper::owned_prefix("bench"))
         .tempdir_in("/var/tmp")
         .map_err(|e| format!("/var/tmp: {e}"))?;
     println!(
@@ -145,7 +145,7 @@ pub fn host_local(b: &Bench, leases: u32, iterations: u32) -> Result<()> {
 /// The host-local table alone, as the side-by-side benchmark prints it.
 pub fn host_local_table(b: &Bench, leases: u32, iterations: u32) -> Result<()> {
     let dir = tempfile::Builder::new()
-        .prefix("cni-rs-bench-")
+        .prefix(&crate::reaper::owned_prefix("bench"))
         .tempdir_in("/var/tmp")
         .map_err(|e| format!("/var/tmp: {e}"))?;
     host_local_in(b, dir.path(), leases, iterations)

@@ -119,11 +119,18 @@ fn kube(b: &Bench, rest: &[String]) -> Result<(), String> {
 fn agent(b: &Bench, rest: &[String]) -> Result<(), String> {
     use bench::agent::{Plan, report};
     let counts = counts(rest, &[1000, 5000])?;
+    let flanneld = b.dirs.ours.join("flanneld");
+    if !flanneld.is_file() {
+        return Err(format!(
+            "{} missing: build it (cargo build --release -p flanneld) or pass --ours DIR",
+            flanneld.display()
+        ));
+    }
     let plan = Plan {
         counts,
         events: count(rest, 1, 200)?,
         idle: std::time::Duration::from_secs(u64::from(count(rest, 2, 20)?)),
-        flanneld: b.dirs.ours.join("flanneld"),
+        flanneld,
         reps: 3,
     };
     let r = bench::agent::run(&plan, &b.dirs.ours)?;
@@ -172,7 +179,7 @@ fn run(args: Args) -> Result<bool, String> {
         Some(_) => None,
         None => Some(
             tempfile::Builder::new()
-                .prefix("cni-rs-bench-")
+                .prefix(&conformance::reaper::owned_prefix("bench"))
                 .tempdir()
                 .map_err(|e| format!("cannot make a work directory: {e}"))?,
         ),
@@ -205,7 +212,18 @@ fn run(args: Args) -> Result<bool, String> {
 }
 
 fn main() -> ExitCode {
+    // Nothing left behind on Ctrl-C, SIGTERM or a panic (release builds abort: no unwinding).
+    conformance::reaper::guard_process("bench");
     let result = parse(std::env::args().skip(1)).and_then(run);
+    // An error caused by the signal (Ctrl-C reaches etcd and the agents too) is the
+    // interruption, not a failure of its own.
+    if conformance::reaper::interrupted() {
+        conformance::reaper::teardown_and_exit("bench: interrupted", 130);
+    }
+    let left = conformance::reaper::reap(std::process::id());
+    if !left.is_empty() {
+        eprintln!("bench: left behind, removed now:\n{}", left.summary());
+    }
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

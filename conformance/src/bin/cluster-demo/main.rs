@@ -9,24 +9,26 @@
 //! `CNI_PLUGIN_DIR`. Runs as root; everything lives in private namespaces and temp dirs
 //! (`conformance::cluster`) and is removed at the end, also on Ctrl-C.
 
-// A demo: a failed step aborts it loudly (and unwinding removes everything).
+// A demo: a failed step aborts it loudly; the teardown then removes everything (without
+// unwinding: `conformance::reaper`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-// Installing a signal handler is the one unsafe call (see `main`).
-#![allow(unsafe_code)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use conformance::cluster::{
     Backend, Cluster, HOST_PORT, INTERNET_IP, PREFIX, Unsupported, VXLAN_DEV,
 };
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use conformance::reaper;
 use serde_json::json;
 
 mod k8s_demo;
 mod kube_demo;
 
-static STOP: AtomicBool = AtomicBool::new(false);
+/// The test hook of `conformance/tests/interrupts.rs`: the step of this number (from 1)
+/// fails, as a broken step would.
+const FAIL_AT_ENV: &str = "CLUSTER_DEMO_FAIL_AT";
+static STEPS: AtomicU32 = AtomicU32::new(0);
 
 pub(crate) fn say(s: &str) {
     println!("\n\x1b[1m== {s}\x1b[0m");
@@ -38,43 +40,36 @@ pub(crate) fn indent(s: &str) {
     }
 }
 
-/// Stops the demo when Ctrl-C or SIGTERM came: unwinding drops the cluster, which stops
-/// every process and removes every namespace and temp dir.
+/// The next step. Ctrl-C or SIGTERM end the demo through the teardown watchdog
+/// (`reaper::guard_process`), wherever the demo is; here it only stops starting new steps.
 pub(crate) fn step(s: &str) {
-    if STOP.load(Ordering::Relaxed) {
-        eprintln!("\ninterrupted: removing everything");
-        std::panic::resume_unwind(Box::new("interrupted"));
+    if reaper::interrupted() {
+        reaper::teardown_and_exit("demo: interrupted", 130);
+    }
+    let n = STEPS.fetch_add(1, Ordering::SeqCst) + 1;
+    if std::env::var(FAIL_AT_ENV).is_ok_and(|v| v == n.to_string()) {
+        panic!("step {n} made to fail ({FAIL_AT_ENV}={n})");
     }
     say(s);
 }
 
-extern "C" fn on_signal(_: nix::libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
+fn main() {
+    reaper::guard_process("demo");
+    run_demo();
+    // A signal during the last step (the watchdog may not have seen it yet) still ends the
+    // run as an interruption.
+    if reaper::interrupted() {
+        reaper::teardown_and_exit("demo: interrupted", 130);
+    }
+    // The demo's own teardown removed everything; this says so, or removes what it missed.
+    let left = reaper::reap(std::process::id());
+    if !left.is_empty() {
+        eprintln!("demo: left behind, removed now:\n{}", left.summary());
+        std::process::exit(1);
+    }
 }
 
-fn main() {
-    // A handler, not a blocked mask: children inherit a mask (and flanneld would then never
-    // see its SIGTERM), while handlers are reset by exec.
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { sigaction(s, &action) }.unwrap();
-    }
-    // Ctrl-C reaches the whole process group: a child killed mid-step fails that step, which
-    // is no error worth a backtrace.
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if STOP.load(Ordering::Relaxed) {
-            eprintln!("\ninterrupted: removing everything");
-        } else {
-            default_hook(info);
-        }
-    }));
-
+fn run_demo() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let kube = args.first().is_some_and(|a| a == "--kube");
     let cluster = args.first().is_some_and(|a| a == "--cluster");
