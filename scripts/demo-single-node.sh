@@ -20,10 +20,25 @@ say "building the release plugins and cnitool"
 cargo build --workspace --release --bins --locked -q
 BIN="$ROOT/target/release"
 
+# What a run killed outright (SIGKILL, power loss) left: its namespaces and work dir carry its
+# PID; those of a PID that no longer runs are removed, with the processes inside them.
+for ns in $(ip netns list | awk '{print $1}' | grep -E '^cni-demo-(node|pod[0-9])-[0-9]+$' || true); do
+    owner=${ns##*-}
+    [ -d "/proc/$owner" ] && continue
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null && echo "removed $ns, left by run $owner"
+done
+for d in /tmp/cni-demo-*-*; do
+    [ -d "$d" ] || continue
+    owner=$(basename "$d" | cut -d- -f3)
+    case "$owner" in ''|*[!0-9]*) continue ;; esac
+    [ -d "/proc/$owner" ] || { rm -rf "$d" && echo "removed $d, left by run $owner"; }
+done
+
 run_id=$$
 node="cni-demo-node-$run_id"
 pods=("cni-demo-pod1-$run_id" "cni-demo-pod2-$run_id" "cni-demo-pod3-$run_id")
-work=$(mktemp -d /tmp/cni-demo-XXXXXX)
+work=$(mktemp -d "/tmp/cni-demo-$run_id-XXXXXX")
 http_pid=""
 cleanup() {
     [ -n "$http_pid" ] && kill "$http_pid" 2>/dev/null || true

@@ -469,9 +469,11 @@ fn log_config(last: &dyn Fn(&str) -> Option<String>) -> Result<crate::log::LogCo
     };
     let verbosity = match last("v").filter(|v| !v.is_empty()) {
         None => 0,
+        // klog takes any 32-bit level; below 0 nothing beyond V(0) prints, as at 0.
         Some(v) => parse_int(&v)
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| bad("v", &v, "not a verbosity level (0 or more)"))?,
+            .filter(|n| i32::try_from(*n).is_ok())
+            .map(|n| u32::try_from(n).unwrap_or(0))
+            .ok_or_else(|| bad("v", &v, "not a verbosity level (a 32-bit number)"))?,
     };
     let vmodule = match last("vmodule").filter(|v| !v.is_empty()) {
         None => Vec::new(),
@@ -697,6 +699,11 @@ mod tests {
         );
         assert_eq!(o.log.threshold, crate::log::Severity::Warning);
         assert!(o.log.skip_headers);
+        assert_eq!(
+            run(&["-v=-1"], &[]).unwrap().log.verbosity,
+            0,
+            "klog takes it"
+        );
         // The environment, as for every flag.
         let o = run(
             &[],
@@ -711,7 +718,7 @@ mod tests {
         for (bad, why) in [
             (&["--iface-can-reach=eth0"][..], "not an IP address"),
             (&["--iptables-resync=0"], "1..86400"),
-            (&["-v=-1"], "verbosity"),
+            (&["-v=4294967296"], "verbosity"),
             (&["-vmodule=stack"], "pattern=N"),
             (&["-stderrthreshold=LOUD"], "INFO, WARNING"),
             (&["--use-multi-cluster-cidr"], "MultiClusterCIDR"),
