@@ -91,6 +91,7 @@ pub enum CniError {
 }
 
 /// A namespace that cannot be opened or entered (100).
+#[cfg(feature = "kernel")]
 impl From<node_kernel::NetnsError> for CniError {
     fn from(e: node_kernel::NetnsError) -> Self {
         CniError::plugin(code::NAMESPACE, e.to_string(), "")
@@ -98,6 +99,7 @@ impl From<node_kernel::NetnsError> for CniError {
 }
 
 /// A kernel request that failed (101), or the namespace it needed (100).
+#[cfg(feature = "kernel")]
 impl From<node_kernel::KernelError> for CniError {
     fn from(e: node_kernel::KernelError) -> Self {
         match e {

@@ -12,7 +12,6 @@ use crate::env::{Command, Environment};
 use crate::error::CniError;
 use crate::result::CniResult;
 use crate::version;
-use node_kernel::Netns;
 
 /// One validated request: the environment and the parsed config.
 #[derive(Debug)]
@@ -238,9 +237,12 @@ fn dispatch_parsed(
 /// Configuring the plugin's own namespace as if it were a container's would reconfigure the
 /// host. The Go skeleton notices only after acting; we refuse before.
 fn refuse_own_netns(netns: Option<&Path>) -> Result<(), CniError> {
+    use std::os::unix::fs::MetadataExt;
     let Some(path) = netns else { return Ok(()) };
-    match Netns::open(path) {
-        Ok(ns) if ns.is_current() => Err(CniError::invalid_env(
+    // The same namespace is the same nsfs inode on the same device, whatever path names it.
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    match (id(path), id(Path::new("/proc/self/ns/net"))) {
+        (Some(given), Some(own)) if given == own => Err(CniError::invalid_env(
             "plugin's netns and netns from CNI_NETNS should not be the same",
             path.display().to_string(),
         )),

@@ -708,6 +708,18 @@ impl ControlPlane {
     /// Creates Node `name` by hand (no kubelet), its `spec.podCIDR` the first of
     /// `pod_cidrs` and `spec.podCIDRs` all of them (none: no podCIDR yet), with `annotations`.
     pub fn create_node(&self, name: &str, pod_cidrs: &[&str], annotations: &[(&str, &str)]) {
+        if let Err(e) = self.try_create_node(name, pod_cidrs, annotations) {
+            panic!("creating Node {name}: {e}");
+        }
+    }
+
+    /// [`ControlPlane::create_node`], or the apiserver's refusal.
+    pub fn try_create_node(
+        &self,
+        name: &str,
+        pod_cidrs: &[&str],
+        annotations: &[(&str, &str)],
+    ) -> Result<(), String> {
         let annotations: serde_json::Map<String, Value> = annotations
             .iter()
             .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
@@ -721,7 +733,14 @@ impl ControlPlane {
         if let Some(first) = pod_cidrs.first() {
             node["spec"] = json!({ "podCIDR": first, "podCIDRs": pod_cidrs });
         }
-        self.kubectl_stdin(&["create", "-f", "-"], &node.to_string());
+        let mut cmd = self.kubectl_command(&self.dir.join("admin.kubeconfig"));
+        cmd.args(["create", "-f", "-"]);
+        let out = run_with_stdin(cmd, node.to_string().as_bytes());
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
     }
 
     /// Deletes Node `name`.

@@ -565,3 +565,146 @@ fn kube_vxlan_keeps_its_mac_across_a_reboot() {
     drop(plane);
     assert_eq!(machine_state(), before, "the machine's state changed");
 }
+
+/// `testdata/bad-nodes/cases.json` with its placeholders replaced: (good, bad) Nodes as
+/// (name, podCIDRs, annotations).
+type NodeCase = (String, Vec<String>, Vec<(String, String)>);
+
+fn node_cases(replace: &[(&str, &str)]) -> (Vec<NodeCase>, Vec<NodeCase>) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/bad-nodes/cases.json"
+    );
+    let mut text = std::fs::read_to_string(path).unwrap();
+    for (from, to) in replace {
+        text = text.replace(from, to);
+    }
+    assert!(!text.contains("OWN_"), "every placeholder replaced");
+    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
+    const P: &str = "flannel.alpha.coreos.com/";
+    let one = |case: &serde_json::Value| -> NodeCase {
+        let name = case["name"].as_str().unwrap().to_owned();
+        let cidrs = case["podCIDRs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect();
+        let ip = case["publicIP"].as_str().unwrap_or("192.168.50.40");
+        let mac = case["mac"].as_str().unwrap_or("02:bb:00:00:00:40");
+        let mut data = format!(r#"{{"VNI":1,"VtepMAC":"{mac}"}}"#);
+        if let Some(n) = case["hugeData"].as_u64() {
+            data = format!(
+                r#"{{"VNI":1,"VtepMAC":"{mac}","Pad":"{}"}}"#,
+                "x".repeat(n as usize)
+            );
+        }
+        let mut ann: std::collections::BTreeMap<String, Option<String>> = [
+            ("backend-data", data),
+            ("backend-type", "vxlan".to_owned()),
+            ("kube-subnet-manager", "true".to_owned()),
+            ("public-ip", ip.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("{P}{k}"), Some(v)))
+        .collect();
+        for (k, v) in case["annotations"].as_object().into_iter().flatten() {
+            ann.insert(format!("{P}{k}"), v.as_str().map(str::to_owned));
+        }
+        let ann = ann.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+        (name, cidrs, ann)
+    };
+    let list = |k: &str| cases[k].as_array().unwrap().iter().map(one).collect();
+    (list("good"), list("bad"))
+}
+
+/// The 30 hostile Nodes of `testdata/bad-nodes/` on a real apiserver, next to two good ones,
+/// and our flanneld (the binary, vxlan) on a node: each hostile Node the apiserver takes is
+/// skipped with one line and leaves nothing in the kernel; the good ones are programmed.
+#[test]
+fn kube_hostile_nodes_are_skipped_good_ones_programmed() {
+    if !kube_or_skip("flanneld_kube::kube_hostile_nodes_are_skipped_good_ones_programmed") {
+        return;
+    }
+    const NET: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
+    let mut plane = Plane::start(None);
+    let node = conformance::node::Node::new();
+    let ip = plane.lan.attach(&node, 2);
+    plane.cp.create_node("node-a", &["10.244.1.0/24"], &[]);
+    let mut agent = plane.agent(&node, "node-a", NET);
+    ready(&mut agent, &node);
+    let link = node.host().sh("ip", &["-o", "link", "show", "flannel.1"]);
+    let mac = link
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no MAC in {link}"))
+        .to_owned();
+    let (good, bad) = node_cases(&[
+        ("OWN_CIDR", "10.244.1.0/24"),
+        ("OWN_HALF", "10.244.1.128/25"),
+        ("OWN_IP", &ip),
+        ("OWN_MAC", &mac),
+        ("OUTSIDE", "10.99.0.0/24"),
+        ("NETWORK", "10.244.0.0/16"),
+    ]);
+    let mut refused = Vec::new();
+    for (name, cidrs, ann) in good.iter().chain(&bad) {
+        let cidrs: Vec<&str> = cidrs.iter().map(String::as_str).collect();
+        let ann: Vec<(&str, &str)> = ann.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if let Err(e) = plane.cp.try_create_node(name, &cidrs, &ann) {
+            assert!(name.starts_with("bad-"), "{name}: {e}");
+            refused.push(format!("{name}: {e}"));
+        }
+    }
+    let routes = || node.host().sh("ip", &["route", "show", "dev", "flannel.1"]);
+    agent.wait_for("the good Nodes' routes", 20, || {
+        let r = routes();
+        r.contains("10.244.2.0/24 via 10.244.2.0") && r.contains("10.244.3.0/24 via 10.244.3.0")
+    });
+    // A moment for anything wrongly taken to show up too.
+    std::thread::sleep(Duration::from_secs(1));
+    let r = routes();
+    assert_eq!(r.lines().count(), 2, "only the good Nodes' routes:\n{r}");
+    let neigh = node.host().sh("ip", &["neigh", "show", "dev", "flannel.1"]);
+    assert_eq!(neigh.lines().count(), 2, "{neigh}");
+    let fdb = node
+        .host()
+        .sh("bridge", &["fdb", "show", "dev", "flannel.1"]);
+    assert_eq!(
+        fdb.lines().filter(|l| l.contains(" dst ")).count(),
+        2,
+        "{fdb}"
+    );
+    let log = agent.log();
+    let mut skipped = 0;
+    for (name, cidrs, _) in &bad {
+        if refused.iter().any(|r| r.starts_with(&format!("{name}:"))) {
+            continue;
+        }
+        let key = cidrs[0].replace('/', "-");
+        let lines = log
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("skipping node \"{name}\""))
+                    || (l.contains("skipping lease") && l.contains(&format!(" {key}:")))
+            })
+            .count();
+        assert_eq!(lines, 1, "{name}: one line\n{log}");
+        skipped += 1;
+    }
+    assert!(
+        skipped >= 25,
+        "{skipped} skipped, refused by the apiserver: {refused:#?}"
+    );
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/kube-hostile.txt");
+    let _ = std::fs::write(
+        out,
+        format!(
+            "{skipped} hostile Nodes skipped by the agent with one line each, {} refused by the apiserver itself:\n{}\n",
+            refused.len(),
+            refused.join("\n")
+        ),
+    );
+    assert_eq!(agent.terminate(), Some(0));
+}

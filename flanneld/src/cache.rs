@@ -19,6 +19,20 @@ pub enum LeaseEvent {
     Removed(Lease),
 }
 
+/// A lease's digest (its subnet and value), to tell the same lease again.
+fn digest(lease: &Lease) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    lease.subnet.to_string().hash(&mut h);
+    lease.attrs.to_json().hash(&mut h);
+    h.finish()
+}
+
+/// Whether one subnet lies inside the other.
+fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
+    a.contains(b.network()) || b.contains(a.network())
+}
+
 /// One change from the watch, already parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -39,6 +53,9 @@ pub struct LeaseCache {
     own: Option<IpNetwork>,
     peers: BTreeMap<IpNetwork, Lease>,
     check: Option<PeerCheck>,
+    /// The leases skipped, by key, as a digest: the same lease again (a Node's status
+    /// update, a re-listing) is skipped without another line.
+    skipped: BTreeMap<IpNetwork, u64>,
 }
 
 impl LeaseCache {
@@ -48,6 +65,7 @@ impl LeaseCache {
             own,
             peers: BTreeMap::new(),
             check: None,
+            skipped: BTreeMap::new(),
         }
     }
 
@@ -59,13 +77,54 @@ impl LeaseCache {
         self
     }
 
-    fn refused(&self, lease: &Lease) -> bool {
-        match self.check.as_ref().and_then(|c| c.problem(lease)) {
+    /// The lease's key, `None` for the node's own subnet: the node's own lease is left out
+    /// quietly, another node's claim on the subnet with a line.
+    fn peer_key(&self, lease: &Lease) -> Option<IpNetwork> {
+        let k = lease.subnet.id()?;
+        if Some(k) != self.own {
+            return Some(k);
+        }
+        if self
+            .check
+            .as_ref()
+            .is_some_and(|c| !c.names_this_node(lease))
+        {
+            warning!(
+                "skipping lease {}: it claims this node's own subnet for PublicIP {}",
+                lease.subnet,
+                lease.attrs.public_ip
+            );
+        }
+        None
+    }
+
+    fn refused(&mut self, lease: &Lease) -> bool {
+        let overlap = match (self.own, lease.subnet.id()) {
+            (Some(own), Some(sn)) if own != sn && overlaps(own, sn) => {
+                Some(format!("its subnet {sn} overlaps this node's {own}"))
+            }
+            _ => None,
+        };
+        let Some(key) = lease.subnet.id() else {
+            return false;
+        };
+        match self
+            .check
+            .as_ref()
+            .and_then(|c| c.problem(lease))
+            .or(overlap)
+        {
             Some(why) => {
-                warning!("skipping lease {}: {why}", lease.subnet);
+                let digest = digest(lease);
+                if self.skipped.insert(key, digest) != Some(digest) {
+                    warning!("skipping lease {}: {why}", lease.subnet);
+                }
                 true
             }
-            None => false,
+            None => {
+                self.skipped.remove(&key);
+                false
+            }
         }
     }
 
@@ -90,7 +149,7 @@ impl LeaseCache {
         for change in changes {
             match change {
                 Change::Put(lease) => {
-                    let Some(k) = lease.subnet.id().filter(|k| Some(*k) != self.own) else {
+                    let Some(k) = self.peer_key(&lease) else {
                         continue;
                     };
                     if self.refused(&lease) {
@@ -107,6 +166,7 @@ impl LeaseCache {
                     }
                 }
                 Change::Delete(sn) => {
+                    self.skipped.remove(&sn);
                     if Some(sn) == self.own {
                         continue;
                     }
@@ -116,6 +176,7 @@ impl LeaseCache {
                     }
                 }
                 Change::Invalid(sn) => {
+                    self.skipped.remove(&sn);
                     if Some(sn) != self.own {
                         out.extend(self.peers.remove(&sn).map(LeaseEvent::Removed));
                     }
@@ -128,10 +189,13 @@ impl LeaseCache {
     /// Replaces the cache with a fresh listing (start, reconnection, compaction): Added for
     /// new or changed leases, Removed for vanished ones.
     pub fn reset(&mut self, snapshot: Vec<Lease>) -> Vec<LeaseEvent> {
+        let listed: std::collections::BTreeSet<IpNetwork> =
+            snapshot.iter().filter_map(|l| l.subnet.id()).collect();
+        self.skipped.retain(|k, _| listed.contains(k));
         let mut fresh = BTreeMap::new();
         let mut out = Vec::new();
         for lease in snapshot {
-            let Some(k) = lease.subnet.id().filter(|k| Some(*k) != self.own) else {
+            let Some(k) = self.peer_key(&lease) else {
                 continue;
             };
             if self.refused(&lease) {

@@ -70,6 +70,13 @@ impl PeerCheck {
         self
     }
 
+    /// Whether `lease` publishes this node's own address (it is this node's lease).
+    pub fn names_this_node(&self, lease: &Lease) -> bool {
+        let v4 = self.network.is_some() && lease.attrs.public_ip == self.own_ip;
+        let v6 = self.own_ip6.is_some() && lease.attrs.public_ipv6 == self.own_ip6;
+        v4 || v6
+    }
+
     /// Why `lease` must not be programmed; `None` when it may. A lease inside the Network
     /// but outside SubnetMin..SubnetMax is taken: an admin narrowing the range must not cut
     /// the nodes that hold older leases. An IPv6-only network's leases are checked on their

@@ -878,3 +878,109 @@ async fn changes_of_nodes_that_give_no_lease_wake_no_one() {
     api.delete_node("plain");
     assert_eq!(next(&mut updates).await, None);
 }
+
+/// One Node of `testdata/bad-nodes/cases.json` as (name, podCIDRs, annotations).
+pub(crate) fn bad_node_case(
+    case: &serde_json::Value,
+) -> (String, Vec<String>, Vec<(String, String)>) {
+    let name = case["name"].as_str().unwrap().to_owned();
+    let cidrs = case["podCIDRs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    let ip = case["publicIP"].as_str().unwrap_or("192.168.50.40");
+    let mac = case["mac"].as_str().unwrap_or("02:bb:00:00:00:40");
+    let mut ann: std::collections::BTreeMap<String, Option<String>> = go_annotations(ip, mac)
+        .into_iter()
+        .map(|(k, v)| (k, Some(v)))
+        .collect();
+    if let Some(n) = case["hugeData"].as_u64() {
+        let pad = "x".repeat(n as usize);
+        ann.insert(
+            format!("{P}backend-data"),
+            Some(format!(r#"{{"VNI":1,"VtepMAC":"{mac}","Pad":"{pad}"}}"#)),
+        );
+    }
+    for (k, v) in case["annotations"].as_object().into_iter().flatten() {
+        ann.insert(format!("{P}{k}"), v.as_str().map(str::to_owned));
+    }
+    let ann = ann.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+    (name, cidrs, ann)
+}
+
+#[tokio::test(start_paused = true)]
+async fn thirty_hostile_nodes_each_skipped_with_one_line_good_peers_programmed() {
+    let text = include_str!("../../../testdata/bad-nodes/cases.json")
+        .replace("OWN_CIDR", "10.244.1.0/24")
+        .replace("OWN_HALF", "10.244.1.128/25")
+        .replace("OWN_IP", "192.168.50.2")
+        .replace("OWN_MAC", OWN_MAC)
+        .replace("OUTSIDE", "10.99.0.0/24")
+        .replace("NETWORK", "10.244.0.0/16");
+    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
+    LocalSet::new()
+        .run_until(async {
+            crate::log::capture::start();
+            let api = FakeApi::default();
+            api.put_node("node-a", &["10.244.1.0/24"], &[]);
+            let put = |case: &serde_json::Value| {
+                let (name, cidrs, ann) = bad_node_case(case);
+                let cidrs: Vec<&str> = cidrs.iter().map(String::as_str).collect();
+                let ann: Vec<(&str, &str)> =
+                    ann.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                api.put_node(&name, &cidrs, &ann);
+            };
+            // Half of them listed at start, half arriving through the watch.
+            let bad = cases["bad"].as_array().unwrap();
+            for case in cases["good"].as_array().unwrap() {
+                put(case);
+            }
+            for case in &bad[..15] {
+                put(case);
+            }
+            let rig = start(&api);
+            settle().await;
+            for case in &bad[15..] {
+                put(case);
+            }
+            settle().await;
+            assert_eq!(
+                sorted(rig.take()),
+                [
+                    "add 10.244.2.0-24 192.168.50.3",
+                    "add 10.244.3.0-24 192.168.50.4",
+                    "own 10.244.1.0-24"
+                ],
+                "only the good peers"
+            );
+            let lines = crate::log::capture::lines();
+            assert!(!text.contains("OWN_"), "every placeholder replaced");
+            for case in bad {
+                let name = case["name"].as_str().unwrap();
+                let cidr = case["podCIDRs"][0].as_str().unwrap().replace('/', "-");
+                let about: Vec<&String> = lines
+                    .iter()
+                    .filter(|l| {
+                        l.contains(&format!("skipping node \"{name}\""))
+                            || (l.contains("skipping lease") && l.contains(&cidr))
+                    })
+                    .collect();
+                assert_eq!(about.len(), 1, "{name}: {about:#?}\n{lines:#?}");
+            }
+            // Changes of a skipped node that keep it bad say nothing more.
+            api.touch("bad-ip-garbage");
+            api.touch("bad-mac-zero");
+            settle().await;
+            let again = crate::log::capture::lines().len();
+            assert_eq!(
+                again,
+                lines.len(),
+                "{:#?}",
+                &crate::log::capture::lines()[lines.len()..]
+            );
+            rig.stop.send(true).unwrap();
+        })
+        .await;
+}

@@ -101,6 +101,25 @@ impl Skipped {
     }
 }
 
+/// Another Node that was handed `id` already, if any.
+fn holder_of<'a>(
+    managed: &'a BTreeMap<String, IpNetwork>,
+    id: IpNetwork,
+    name: &str,
+) -> Option<&'a str> {
+    managed
+        .iter()
+        .find(|(other, sn)| **sn == id && other.as_str() != name)
+        .map(|(other, _)| other.as_str())
+}
+
+fn claimed(id: IpNetwork, holder: &str) -> String {
+    format!(
+        "its podCIDR {id} is already Node {}'s",
+        crate::log::shown(holder)
+    )
+}
+
 /// Every Node, page by page, as leases.
 pub async fn list_all<A: NodeApi>(
     api: &A,
@@ -134,10 +153,16 @@ async fn list_pages<A: NodeApi>(
         for node in page.items {
             match to_lease(&node, names, families) {
                 Ok(Some(l)) => {
-                    skipped.clear(&node.metadata.name);
-                    if let Some(id) = l.subnet.id() {
-                        listing.managed.insert(node.metadata.name.clone(), id);
+                    let Some(id) = l.subnet.id() else { continue };
+                    let own = node.metadata.name == own_name;
+                    if let Some(holder) =
+                        holder_of(&listing.managed, id, &node.metadata.name).filter(|_| !own)
+                    {
+                        skipped.skip(&node.metadata.name, claimed(id, holder));
+                        continue;
                     }
+                    skipped.clear(&node.metadata.name);
+                    listing.managed.insert(node.metadata.name.clone(), id);
                     listing.leases.push(l);
                 }
                 Ok(None) => {}
@@ -406,9 +431,16 @@ impl<A: NodeApi> Run<A> {
         let name = &n.metadata.name;
         match to_lease(n, &self.w.names, self.w.families) {
             Ok(Some(l)) => {
+                let id = l.subnet.id()?;
+                // Two Nodes with one podCIDR: the first keeps it (its route must not go when
+                // the second is deleted); the second is skipped.
+                if let Some(holder) = holder_of(&self.managed, id, name) {
+                    let why = claimed(id, holder);
+                    self.skipped.skip(name, why);
+                    return self.gone(n);
+                }
                 self.skipped.clear(name);
                 let mut changes = Vec::with_capacity(2);
-                let id = l.subnet.id()?;
                 // Handed under another key before (its podCIDRs changed): that peer goes.
                 if let Some(old) = self.managed.insert(name.clone(), id)
                     && old != id
