@@ -321,7 +321,16 @@ impl<A: NodeApi> Run<A> {
     async fn watch(&mut self, rv: &str) -> Next {
         let started = Instant::now();
         let mut events = match self.w.api.watch(rv, WATCH_TIMEOUT).await {
-            Ok(ev) => ev,
+            Ok(ev) => {
+                // Said once the watch is back after failures (which each said why).
+                if self.backoff > BACKOFF_MIN {
+                    info!(
+                        "watching nodes again from resourceVersion {}",
+                        crate::log::shown(rv)
+                    );
+                }
+                ev
+            }
             Err(e) if e.code() == Some(410) => {
                 self.expired(&e.to_string()).await;
                 return Next::Go;
