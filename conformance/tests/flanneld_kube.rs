@@ -17,7 +17,8 @@ use std::time::Duration;
 use conformance::cluster::{Backend, Cluster, go_subnet, machine_state};
 use conformance::report::Report;
 use conformance::{kube, poll, skip};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 fn kube_or_skip(test: &str) -> bool {
     if kube::available() {
@@ -63,6 +64,17 @@ impl Plane {
         name: &str,
         net_conf: &str,
     ) -> conformance::etcd::Agent {
+        self.agent_env(node, name, net_conf, &[])
+    }
+
+    /// [`Plane::agent`] with more environment (`FLANNELD_TEST_WATCH_TIMEOUT`).
+    fn agent_env(
+        &self,
+        node: &conformance::node::Node,
+        name: &str,
+        net_conf: &str,
+        env: &[(&str, &str)],
+    ) -> conformance::etcd::Agent {
         std::fs::write(node.dir().join("net-conf.json"), net_conf).unwrap();
         let p = |f: &str| node.dir().join(f).display().to_string();
         let args = vec![
@@ -72,7 +84,9 @@ impl Plane {
             format!("--subnet-file={}", p("subnet.env")),
             "--iface=eth0".to_owned(),
         ];
-        conformance::etcd::Agent::start(node, "flanneld.log", &args, &[("NODE_NAME", name)])
+        let mut all = vec![("NODE_NAME", name)];
+        all.extend_from_slice(env);
+        conformance::etcd::Agent::start(node, "flanneld.log", &args, &all)
     }
 }
 
@@ -270,6 +284,12 @@ fn whole_system(backend: Backend) {
     );
     let log = c.members[1].agent.as_ref().unwrap().log();
     assert!(log.contains("listing again"), "re-listed after 410: {log}");
+    // One re-list, no loop, no burst of lines.
+    let relists = log
+        .lines()
+        .filter(|l| l.contains("lost its place") || l.contains("refused") && l.contains("410"))
+        .count();
+    assert!((1..=2).contains(&relists), "{relists} re-listings:\n{log}");
     r.line("history compacted under a frozen agent: 410 Gone, re-listed, the deleted node's routes gone, the new one's in");
 
     c.delete_pods().unwrap();
@@ -714,4 +734,188 @@ fn kube_hostile_nodes_are_skipped_good_ones_programmed() {
         ),
     );
     assert_eq!(agent.terminate(), Some(0));
+}
+
+const HOST_GW_NET: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#;
+
+/// A Node as Go flanneld annotates a host-gw node.
+fn go_host_gw_node(cp: &kube::ControlPlane, name: &str, cidr: &str, ip: &str) {
+    const P: &str = "flannel.alpha.coreos.com/";
+    let ann = [
+        (format!("{P}backend-data"), "null".to_owned()),
+        (format!("{P}backend-type"), "host-gw".to_owned()),
+        (format!("{P}kube-subnet-manager"), "true".to_owned()),
+        (format!("{P}public-ip"), ip.to_owned()),
+    ];
+    let ann: Vec<(&str, &str)> = ann.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    cp.create_node(name, &[cidr], &ann);
+}
+
+/// node-a with our agent (host-gw, watches of `watch_secs`), node-b annotated by "Go" and
+/// routed by the agent.
+fn faults_setup(watch_secs: &str) -> (Plane, conformance::node::Node, conformance::etcd::Agent) {
+    let mut plane = Plane::start(None);
+    let node = conformance::node::Node::new();
+    plane.lan.attach(&node, 2);
+    plane.cp.create_node("node-a", &["10.244.1.0/24"], &[]);
+    go_host_gw_node(&plane.cp, "node-b", "10.244.2.0/24", "192.168.50.3");
+    let mut agent = plane.agent_env(
+        &node,
+        "node-a",
+        HOST_GW_NET,
+        &[("FLANNELD_TEST_WATCH_TIMEOUT", watch_secs)],
+    );
+    ready(&mut agent, &node);
+    agent.wait_for("node-b's route", 10, || {
+        route_of(&node).contains("10.244.2.0/24 via 192.168.50.3")
+    });
+    (plane, node, agent)
+}
+
+fn route_of(node: &conformance::node::Node) -> String {
+    node.host().sh("ip", &["-4", "route"])
+}
+
+/// SIGTERM answered at once: exit 0 within two seconds.
+fn terminates_at_once(agent: &mut conformance::etcd::Agent) {
+    let t = std::time::Instant::now();
+    assert_eq!(agent.terminate(), Some(0), "{}", agent.log());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "SIGTERM took {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn kube_apiserver_down_at_start_then_up() {
+    if !kube_or_skip("flanneld_kube::kube_apiserver_down_at_start_then_up") {
+        return;
+    }
+    let mut plane = Plane::start(None);
+    let (a, b) = (
+        conformance::node::Node::new(),
+        conformance::node::Node::new(),
+    );
+    plane.lan.attach(&a, 2);
+    plane.lan.attach(&b, 3);
+    plane.cp.create_node("node-a", &["10.244.1.0/24"], &[]);
+    plane.cp.create_node("node-b", &["10.244.2.0/24"], &[]);
+    plane.cp.kill();
+    let mut agent = plane.agent(&a, "node-a", HOST_GW_NET);
+    let mut other = plane.agent(&b, "node-b", HOST_GW_NET);
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(agent.running() && !a.dir().join("subnet.env").exists());
+    // Retried without a burst of lines, and SIGTERM answered while it waits.
+    let failures = agent
+        .log()
+        .lines()
+        .filter(|l| l.starts_with('W') || l.starts_with('E'))
+        .count();
+    assert!((1..=6).contains(&failures), "{}", agent.log());
+    terminates_at_once(&mut other);
+    plane.cp.restart();
+    ready(&mut agent, &a);
+    let env = std::fs::read_to_string(a.dir().join("subnet.env")).unwrap();
+    assert!(env.contains("FLANNEL_SUBNET=10.244.1.1/24"), "{env}");
+    terminates_at_once(&mut agent);
+}
+
+#[test]
+fn kube_apiserver_frozen_past_the_watch_timeout() {
+    if !kube_or_skip("flanneld_kube::kube_apiserver_frozen_past_the_watch_timeout") {
+        return;
+    }
+    let (plane, node, mut agent) = faults_setup("3");
+    let pid = Pid::from_raw(plane.cp.apiserver_pid().unwrap() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    // Past the 3 s watch and its grace: the agent's watch gives up and tries again, in vain.
+    std::thread::sleep(Duration::from_secs(6));
+    node.host().sh("ip", &["route", "del", "10.244.2.0/24"]);
+    agent.wait_for(
+        "the route deleted by hand, back with the apiserver frozen",
+        10,
+        || route_of(&node).contains("10.244.2.0/24 via 192.168.50.3"),
+    );
+    kill(pid, Signal::SIGCONT).unwrap();
+    // Changes made as it comes back are caught up.
+    plane.cp.delete_node("node-b");
+    go_host_gw_node(&plane.cp, "node-c", "10.244.3.0/24", "192.168.50.4");
+    agent.wait_for("node-b's route gone, node-c's in", 30, || {
+        let r = route_of(&node);
+        !r.contains("10.244.2.0/24") && r.contains("10.244.3.0/24 via 192.168.50.4")
+    });
+    // Frozen again: SIGTERM is answered at once all the same.
+    kill(pid, Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    terminates_at_once(&mut agent);
+    kill(pid, Signal::SIGCONT).unwrap();
+}
+
+#[test]
+fn kube_rbac_binding_removed_then_restored() {
+    if !kube_or_skip("flanneld_kube::kube_rbac_binding_removed_then_restored") {
+        return;
+    }
+    let (plane, node, mut agent) = faults_setup("3");
+    plane
+        .cp
+        .kubectl_ok(&["delete", "clusterrolebinding", "flannel"]);
+    agent.wait_for("the refusal said", 20, || {
+        agent_log(&node).contains("forbidden")
+    });
+    std::thread::sleep(Duration::from_secs(10));
+    let log = agent.log();
+    let refusals = log.lines().filter(|l| l.contains("forbidden")).count();
+    assert!(refusals <= 2, "said once, not once a try:\n{log}");
+    // The data path stays, and is still repaired.
+    node.host().sh("ip", &["route", "del", "10.244.2.0/24"]);
+    agent.wait_for("the route back without permissions", 10, || {
+        route_of(&node).contains("10.244.2.0/24 via 192.168.50.3")
+    });
+    plane.cp.install_flannel_rbac();
+    go_host_gw_node(&plane.cp, "node-c", "10.244.3.0/24", "192.168.50.4");
+    agent.wait_for("node-c routed once the binding is back", 30, || {
+        route_of(&node).contains("10.244.3.0/24 via 192.168.50.4")
+    });
+    assert!(
+        agent.log().contains("watching nodes again"),
+        "{}",
+        agent.log()
+    );
+    terminates_at_once(&mut agent);
+}
+
+fn agent_log(node: &conformance::node::Node) -> String {
+    std::fs::read_to_string(node.dir().join("flanneld.log")).unwrap_or_default()
+}
+
+/// The own Node deleted, then registered again with another podCIDR: the routes and
+/// subnet.env stay while it is gone; then the agent takes the new podCIDR (annotating the
+/// Node again, subnet.env rewritten). Go keeps the old subnet until it is restarted.
+#[test]
+fn kube_own_node_recreated_with_another_podcidr() {
+    if !kube_or_skip("flanneld_kube::kube_own_node_recreated_with_another_podcidr") {
+        return;
+    }
+    let (plane, node, mut agent) = faults_setup("3");
+    let env = || std::fs::read_to_string(node.dir().join("subnet.env")).unwrap_or_default();
+    plane.cp.delete_node("node-a");
+    agent.wait_for("the deletion said", 20, || {
+        agent_log(&node).contains("was deleted")
+    });
+    assert!(env().contains("FLANNEL_SUBNET=10.244.1.1/24"), "{}", env());
+    assert!(route_of(&node).contains("10.244.2.0/24 via 192.168.50.3"));
+    plane.cp.create_node("node-a", &["10.244.9.0/24"], &[]);
+    agent.wait_for("subnet.env of the new podCIDR", 30, || {
+        env().contains("FLANNEL_SUBNET=10.244.9.1/24")
+    });
+    let n = plane.cp.node_json("node-a");
+    assert_eq!(
+        n["metadata"]["annotations"]["flannel.alpha.coreos.com/kube-subnet-manager"], "true",
+        "{n}"
+    );
+    assert!(route_of(&node).contains("10.244.2.0/24 via 192.168.50.3"));
+    assert!(agent.running(), "{}", agent.log());
+    terminates_at_once(&mut agent);
 }

@@ -552,7 +552,32 @@ fn kube_options(
         pod_namespace: var("POD_NAMESPACE"),
         queue_depth,
         continue_when_cache_not_ready: var("CONT_WHEN_CACHE_NOT_READY") == "true",
+        watch_timeout: test_watch_timeout(env)?.unwrap_or(d.watch_timeout),
     })
+}
+
+/// The test-only environment variable that replaces the 5-minute timeout of a watch of the
+/// Nodes (seconds, 2..=300), so that tests see watches end and start again within seconds
+/// (an apiserver frozen past it, a revoked permission noticed). Not a flag, not in Go.
+pub const TEST_WATCH_TIMEOUT_ENV: &str = "FLANNELD_TEST_WATCH_TIMEOUT";
+
+fn test_watch_timeout(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Duration>, FlagError> {
+    let Some(v) = env(TEST_WATCH_TIMEOUT_ENV).filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    match v.trim().parse::<u64>() {
+        Ok(secs) if (2..=300).contains(&secs) => {
+            warning!(
+                "{TEST_WATCH_TIMEOUT_ENV}={secs}: watches of the Nodes last {secs} s instead of 5 minutes (for tests only)"
+            );
+            Ok(Some(Duration::from_secs(secs)))
+        }
+        _ => Err(FlagError::Invalid {
+            flag: TEST_WATCH_TIMEOUT_ENV.into(),
+            value: v,
+            reason: "the test-only watch timeout must be whole seconds in 2..=300".into(),
+        }),
+    }
 }
 
 /// The test-only environment variable that replaces the 24 h subnet lease TTL (seconds,
@@ -744,6 +769,30 @@ mod tests {
             crate::main_with(&args(&["--iptables-resync=x"]), &no_env),
             2
         );
+    }
+
+    #[test]
+    fn test_watch_timeout_is_validated() {
+        let kube = |v: &str| {
+            run(
+                &["--kube-subnet-mgr"],
+                &[(TEST_WATCH_TIMEOUT_ENV, v), ("NODE_NAME", "n1")],
+            )
+        };
+        assert_eq!(
+            kube("4").unwrap().kube.watch_timeout,
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            kube("").unwrap().kube.watch_timeout,
+            Duration::from_secs(300)
+        );
+        for bad in ["1", "301", "x"] {
+            assert!(
+                kube(bad).unwrap_err().to_string().contains("2..=300"),
+                "{bad}"
+            );
+        }
     }
 
     /// The unit ansible-role-flanneld renders from its `flannel_settings`.

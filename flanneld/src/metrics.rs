@@ -50,7 +50,16 @@ pub struct Metrics {
     reconciles: Counter,
     events: Family<Label, Counter>,
     latency: Histogram,
+    listings: Family<Label, Counter>,
+    listing_time: Histogram,
+    nodes: Family<Label, Gauge>,
 }
+
+/// The buckets of [`Metrics::node_listing`], in seconds: a page of 500 Nodes takes tens of
+/// milliseconds, a 5,000-Node cluster about a second.
+pub const LISTING_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -74,6 +83,9 @@ impl Metrics {
             reconciles: Counter::default(),
             events: Family::default(),
             latency: Histogram::new(LATENCY_BUCKETS),
+            listings: Family::default(),
+            listing_time: Histogram::new(LISTING_BUCKETS),
+            nodes: Family::default(),
         };
         r.register(
             "peers_programmed",
@@ -127,8 +139,44 @@ impl Metrics {
             Unit::Seconds,
             m.latency.clone(),
         );
+        r.register(
+            "node_listings",
+            "Listings of the Nodes (kube mode: at start, after 410 Gone or a failed watch), by result",
+            m.listings.clone(),
+        );
+        r.register_with_unit(
+            "node_listing",
+            "How long a whole listing of the Nodes took, every page (kube mode)",
+            Unit::Seconds,
+            m.listing_time.clone(),
+        );
+        r.register(
+            "nodes",
+            "Nodes in the last listing (kube mode): all of them, those giving a lease, and those whose annotations or podCIDRs are unusable (skipped)",
+            m.nodes.clone(),
+        );
         m.registry = Arc::new(r);
         m
+    }
+
+    /// A listing of the Nodes (kube mode) that took `took`: `Some((listed, managed,
+    /// skipped))` when it worked, `None` when it failed.
+    pub fn node_listing(&self, took: Duration, counts: Option<(usize, usize, usize)>) {
+        let result = if counts.is_some() { "ok" } else { "failed" };
+        self.listings.get_or_create(&[("result", result)]).inc();
+        let Some((listed, managed, skipped)) = counts else {
+            return;
+        };
+        self.listing_time.observe(took.as_secs_f64());
+        for (state, n) in [
+            ("listed", listed),
+            ("managed", managed),
+            ("unusable", skipped),
+        ] {
+            self.nodes
+                .get_or_create(&[("state", state)])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// The number of peers `backend` holds programmed now.

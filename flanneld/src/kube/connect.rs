@@ -48,6 +48,9 @@ pub struct KubeOptions {
     pub queue_depth: usize,
     /// `CONT_WHEN_CACHE_NOT_READY=true`.
     pub continue_when_cache_not_ready: bool,
+    /// How long one watch of the Nodes lasts before it is made again (Go's informer: 5
+    /// minutes); [`crate::flags::TEST_WATCH_TIMEOUT_ENV`] shortens it for tests.
+    pub watch_timeout: std::time::Duration,
 }
 
 impl Default for KubeOptions {
@@ -63,6 +66,7 @@ impl Default for KubeOptions {
             pod_namespace: String::new(),
             queue_depth: DEFAULT_QUEUE_DEPTH,
             continue_when_cache_not_ready: false,
+            watch_timeout: super::watch::WATCH_TIMEOUT,
         }
     }
 }

@@ -138,6 +138,7 @@ pub struct KubeManager<A> {
     net_config_path: PathBuf,
     set_node_network_unavailable: bool,
     depth: usize,
+    watch_timeout: std::time::Duration,
     /// The families of the network config read at start (the listing's and the watch's).
     families: Families,
     /// The listing made at start, handed to the first watch.
@@ -162,6 +163,7 @@ impl<A: NodeApi> KubeManager<A> {
             net_config_path: opts.net_config_path.clone(),
             set_node_network_unavailable: opts.set_node_network_unavailable,
             depth: opts.queue_depth,
+            watch_timeout: opts.watch_timeout,
             families,
             initial,
         })
@@ -401,6 +403,7 @@ impl<A: NodeApi> SubnetManager for KubeManager<A> {
             own_name: self.node_name.clone(),
             depth: self.depth,
             metrics: metrics.clone(),
+            timeout: self.watch_timeout,
         }
         .start(own, self.initial.take())
     }

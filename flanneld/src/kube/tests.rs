@@ -493,12 +493,16 @@ async fn the_apiserver_down_keeps_the_node_running_and_it_catches_up() {
             let rig = start(&api);
             settle().await;
             rig.take();
+            crate::log::capture::start();
             api.set_down(true);
             let before = api.calls("watch") + api.calls("list");
             tokio::time::sleep(Duration::from_secs(60)).await;
             let tries = api.calls("watch") + api.calls("list") - before;
             // 100 ms doubling to 5 s: about 16 tries a minute, never a hot loop.
             assert!((5..=20).contains(&tries), "{tries} calls in a minute");
+            // And the same failure is said once a minute, not once a try.
+            let said = crate::log::capture::lines();
+            assert!((1..=2).contains(&said.len()), "{said:#?}");
             assert!(rig.ready.get() && !rig.task.is_finished());
             let ticks = rig.metrics.encode();
             assert!(ticks.contains("flanneld_reconcile_runs_total"), "{ticks}");
@@ -519,6 +523,12 @@ async fn the_apiserver_down_keeps_the_node_running_and_it_catches_up() {
                     "add 10.244.3.0-24 192.168.50.4",
                     "del 10.244.2.0-24 192.168.50.3"
                 ]
+            );
+            let back = crate::log::capture::lines();
+            assert!(
+                back.iter()
+                    .any(|l| l.contains("watching nodes again from resourceVersion")),
+                "{back:#?}"
             );
             rig.stop.send(true).unwrap();
         })
@@ -840,6 +850,7 @@ async fn changes_of_nodes_that_give_no_lease_wake_no_one() {
         own_name: "node-a".into(),
         depth: 16,
         metrics: Metrics::new(),
+        timeout: super::watch::WATCH_TIMEOUT,
     }
     .start(&own, None);
     async fn next(s: &mut crate::manager::LeaseWatch) -> Option<LeaseUpdate> {
@@ -968,6 +979,16 @@ async fn thirty_hostile_nodes_each_skipped_with_one_line_good_peers_programmed()
                     })
                     .collect();
                 assert_eq!(about.len(), 1, "{name}: {about:#?}\n{lines:#?}");
+            }
+            // The listing in the metrics: 18 Nodes, 12 giving a lease (the node's own, two
+            // good, nine skipped later by the checks of the lease), 6 unusable.
+            let m = rig.metrics.encode();
+            for want in [
+                "flanneld_node_listings_total{result=\"ok\"} 1\n",
+                "flanneld_nodes{state=\"listed\"} 18\n",
+                "flanneld_node_listing_seconds_count 1\n",
+            ] {
+                assert!(m.contains(want), "{want} in\n{m}");
             }
             // Changes of a skipped node that keep it bad say nothing more.
             api.touch("bad-ip-garbage");

@@ -45,6 +45,8 @@ pub const WATCH_GRACE: Duration = Duration::from_secs(30);
 const SHORT_WATCH: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often one failure that keeps coming back is logged again.
+const REPEAT_EVERY: Duration = Duration::from_secs(60);
 
 /// A listing of every Node as leases.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +61,10 @@ pub struct Listing {
     pub nodes: usize,
     /// The Nodes whose lease is in `leases`, each with its lease's cache key.
     pub managed: BTreeMap<String, IpNetwork>,
+    /// How long the listing took, every page.
+    pub took: Duration,
+    /// The Nodes skipped as unusable.
+    pub skipped: usize,
 }
 
 /// What the watch needs to know.
@@ -76,6 +82,8 @@ pub struct Watcher<A> {
     pub depth: usize,
     /// Where restarts are counted.
     pub metrics: Metrics,
+    /// How long one watch lasts ([`WATCH_TIMEOUT`] unless a test shortens it).
+    pub timeout: Duration,
 }
 
 /// Nodes whose lease is unusable, with the reason last logged (so a node whose status
@@ -138,12 +146,15 @@ async fn list_pages<A: NodeApi>(
     own_name: &str,
     skipped: &mut Skipped,
 ) -> Result<Listing, ApiError> {
+    let started = Instant::now();
     let mut listing = Listing {
         leases: Vec::new(),
         resource_version: String::new(),
         own: None,
         nodes: 0,
         managed: BTreeMap::new(),
+        took: Duration::ZERO,
+        skipped: 0,
     };
     let mut listed = BTreeSet::new();
     let mut token = String::new();
@@ -179,6 +190,8 @@ async fn list_pages<A: NodeApi>(
         }
         if page.metadata.continue_token.is_empty() {
             skipped.keep_only(&listed);
+            listing.took = started.elapsed();
+            listing.skipped = skipped.0.len();
             return Ok(listing);
         }
         token = page.metadata.continue_token;
@@ -202,6 +215,7 @@ impl<A: NodeApi> Watcher<A> {
                 own_deleted: false,
                 just_listed: false,
                 managed: BTreeMap::new(),
+                last_failure: None,
             };
             run.run(initial).await;
         });
@@ -250,6 +264,8 @@ struct Run<A> {
     /// of any other Node (the kubelets' status updates of unmanaged ones) does not wake the
     /// agent, and a Node's peer is removed by the key it was handed under.
     managed: BTreeMap<String, IpNetwork>,
+    /// The last failure logged, and when.
+    last_failure: Option<(String, Instant)>,
 }
 
 /// Whether the watch task goes on.
@@ -261,6 +277,7 @@ enum Next {
 impl<A: NodeApi> Run<A> {
     async fn run(&mut self, initial: Option<Listing>) {
         if let Some(l) = initial {
+            self.record(&l);
             // Made before the node's annotations were written: its own Node is not judged.
             self.resource_version = Some(l.resource_version);
             self.managed = l.managed;
@@ -279,6 +296,23 @@ impl<A: NodeApi> Run<A> {
         }
     }
 
+    /// Says why the watch or the listing failed; the same failure again (an apiserver down,
+    /// a revoked permission: every few seconds for as long as it lasts) is said again once a
+    /// minute only.
+    fn failed(&mut self, why: &str, then: &str) {
+        let repeated = self
+            .last_failure
+            .as_ref()
+            .is_some_and(|(w, at)| w == why && at.elapsed() < REPEAT_EVERY);
+        if !repeated {
+            warning!(
+                "{why}; {then} in {:?} (retried every few seconds; the same error is logged again once a minute)",
+                self.backoff
+            );
+            self.last_failure = Some((why.to_owned(), Instant::now()));
+        }
+    }
+
     async fn send(&self, u: LeaseUpdate) -> Result<(), ()> {
         self.tx.send(u).await.map_err(drop)
     }
@@ -288,10 +322,17 @@ impl<A: NodeApi> Run<A> {
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 
+    fn record(&self, l: &Listing) {
+        let counts = (l.nodes, l.managed.len(), l.skipped);
+        self.w.metrics.node_listing(l.took, Some(counts));
+    }
+
     async fn relist(&mut self) -> Next {
         let w = &self.w;
+        let started = Instant::now();
         match list_pages(&w.api, &w.names, w.families, &w.own_name, &mut self.skipped).await {
             Ok(listing) => {
+                self.record(&listing);
                 self.just_listed = true;
                 self.resource_version = Some(listing.resource_version);
                 self.managed = listing.managed;
@@ -310,7 +351,8 @@ impl<A: NodeApi> Run<A> {
                 }
             }
             Err(e) => {
-                warning!("{e}; listing again in {:?}", self.backoff);
+                self.failed(&e.to_string(), "listing again");
+                self.w.metrics.node_listing(started.elapsed(), None);
                 self.w.metrics.watch_restart(WatchRestart::Broken);
                 self.back_off().await;
                 Next::Go
@@ -320,48 +362,49 @@ impl<A: NodeApi> Run<A> {
 
     async fn watch(&mut self, rv: &str) -> Next {
         let started = Instant::now();
-        let mut events = match self.w.api.watch(rv, WATCH_TIMEOUT).await {
-            Ok(ev) => {
-                // Said once the watch is back after failures (which each said why).
-                if self.backoff > BACKOFF_MIN {
-                    info!(
-                        "watching nodes again from resourceVersion {}",
-                        crate::log::shown(rv)
-                    );
-                }
-                ev
-            }
+        let limit = self.w.timeout;
+        // A silent watch gets a grace past its timeout: a tenth of it, at most 30 s.
+        let grace = (limit / 10).min(WATCH_GRACE);
+        let mut events = match self.w.api.watch(rv, limit).await {
+            Ok(ev) => ev,
             Err(e) if e.code() == Some(410) => {
                 self.expired(&e.to_string()).await;
                 return Next::Go;
             }
             Err(e) => {
-                warning!("{e}; watching again in {:?}", self.backoff);
+                self.failed(&e.to_string(), "watching again");
                 self.w.metrics.watch_restart(WatchRestart::Broken);
                 self.back_off().await;
                 return Next::Go;
             }
         };
-        let deadline = started + WATCH_TIMEOUT + WATCH_GRACE;
+        let deadline = started + limit + grace;
         let mut seen = false;
         loop {
             let ev = match timeout_at(deadline, events.next()).await {
                 Err(_) => {
                     warning!(
-                        "the watch of nodes did not end {WATCH_GRACE:?} past its {WATCH_TIMEOUT:?} timeout: watching again"
+                        "the watch of nodes did not end {grace:?} past its {limit:?} timeout: watching again"
                     );
                     self.w.metrics.watch_restart(WatchRestart::Broken);
                     return Next::Go;
                 }
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {
-                    warning!("{e}; watching again in {:?}", self.backoff);
+                    self.failed(&e.to_string(), "watching again");
                     self.w.metrics.watch_restart(WatchRestart::Broken);
                     self.back_off().await;
                     return Next::Go;
                 }
                 Ok(Some(Ok(ev))) => ev,
             };
+            // Said once the watch works again after failures (which said why).
+            if !seen && self.last_failure.take().is_some() {
+                info!(
+                    "watching nodes again from resourceVersion {}",
+                    crate::log::shown(rv)
+                );
+            }
             seen = true;
             if !matches!(ev, NodeEvent::Gone(_)) {
                 self.just_listed = false;
@@ -377,7 +420,7 @@ impl<A: NodeApi> Run<A> {
                     return Next::Go;
                 }
                 NodeEvent::Error(e) => {
-                    warning!("{e}; watching again in {:?}", self.backoff);
+                    self.failed(&e.to_string(), "watching again");
                     self.w.metrics.watch_restart(WatchRestart::Broken);
                     self.back_off().await;
                     return Next::Go;
