@@ -562,20 +562,38 @@ fn kube_options(
 pub const TEST_WATCH_TIMEOUT_ENV: &str = "FLANNELD_TEST_WATCH_TIMEOUT";
 
 fn test_watch_timeout(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Duration>, FlagError> {
-    let Some(v) = env(TEST_WATCH_TIMEOUT_ENV).filter(|v| !v.trim().is_empty()) else {
+    test_seconds(
+        env,
+        TEST_WATCH_TIMEOUT_ENV,
+        2..=300,
+        ("watches of the Nodes last", "5 minutes", "watch timeout"),
+    )
+}
+
+/// A test-only number of seconds from `var` in `range` (unset or empty: `None`), logged as
+/// "<what> N s instead of <instead>"; refused naming the `name` it is.
+fn test_seconds(
+    env: &dyn Fn(&str) -> Option<String>,
+    var: &str,
+    range: std::ops::RangeInclusive<u64>,
+    (what, instead, name): (&str, &str, &str),
+) -> Result<Option<Duration>, FlagError> {
+    let Some(v) = env(var).filter(|v| !v.trim().is_empty()) else {
         return Ok(None);
     };
     match v.trim().parse::<u64>() {
-        Ok(secs) if (2..=300).contains(&secs) => {
-            warning!(
-                "{TEST_WATCH_TIMEOUT_ENV}={secs}: watches of the Nodes last {secs} s instead of 5 minutes (for tests only)"
-            );
+        Ok(secs) if range.contains(&secs) => {
+            warning!("{var}={secs}: {what} {secs} s instead of {instead} (for tests only)");
             Ok(Some(Duration::from_secs(secs)))
         }
         _ => Err(FlagError::Invalid {
-            flag: TEST_WATCH_TIMEOUT_ENV.into(),
+            flag: var.into(),
             value: v,
-            reason: "the test-only watch timeout must be whole seconds in 2..=300".into(),
+            reason: format!(
+                "the test-only {name} must be whole seconds in {}..={}",
+                range.start(),
+                range.end()
+            ),
         }),
     }
 }
@@ -590,26 +608,12 @@ pub const TEST_LEASE_TTL_RANGE: std::ops::RangeInclusive<u64> = 5..=86_400;
 
 /// [`TEST_LEASE_TTL_ENV`], validated (unset or empty: `None`).
 fn test_lease_ttl(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Duration>, FlagError> {
-    let Some(v) = env(TEST_LEASE_TTL_ENV).filter(|v| !v.trim().is_empty()) else {
-        return Ok(None);
-    };
-    match v.trim().parse::<u64>() {
-        Ok(secs) if TEST_LEASE_TTL_RANGE.contains(&secs) => {
-            warning!(
-                "{TEST_LEASE_TTL_ENV}={secs}: subnet leases last {secs} s instead of 24 h (for tests only)"
-            );
-            Ok(Some(Duration::from_secs(secs)))
-        }
-        _ => Err(FlagError::Invalid {
-            flag: TEST_LEASE_TTL_ENV.into(),
-            value: v,
-            reason: format!(
-                "the test-only lease TTL must be whole seconds in {}..={}",
-                TEST_LEASE_TTL_RANGE.start(),
-                TEST_LEASE_TTL_RANGE.end()
-            ),
-        }),
-    }
+    test_seconds(
+        env,
+        TEST_LEASE_TTL_ENV,
+        TEST_LEASE_TTL_RANGE,
+        ("subnet leases last", "24 h", "lease TTL"),
+    )
 }
 
 /// The usage text (`-h`).
