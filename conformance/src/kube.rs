@@ -633,6 +633,22 @@ impl ControlPlane {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `kubectl args...` as the admin with `input` on stdin, started and not waited for.
+    pub fn kubectl_spawn_stdin(&self, args: &[&str], input: &str) -> Result<Child, String> {
+        let mut cmd = self.kubectl_command(&self.dir.join("admin.kubeconfig"));
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().map_err(|e| format!("kubectl: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input.as_bytes())
+                .map_err(|e| format!("kubectl's stdin: {e}"))?;
+        }
+        Ok(child)
+    }
+
     /// `kubectl apply -f -` of `yaml` (or JSON) as the admin; its stdout.
     pub fn apply(&self, yaml: &str) -> String {
         self.kubectl_stdin(&["apply", "-f", "-"], yaml)

@@ -31,9 +31,11 @@ usage: bench [--ours DIR] [--static DIR] [--go DIR] [--work DIR] COMMAND [COUNTS
   agent [peers=1000,5000] [events=200] [idle-secs=20] [out-dir]
                                             flanneld at scale (scripts/bench-agent.sh); writes
                                             bench-agent.md and bench-agent.svg to out-dir
-  kube [nodes=3,1000]                       flanneld --kube-subnet-mgr on a real kube-apiserver
-                                            holding that many Nodes: start and memory
-                                            (scripts/bench-kube.sh)
+  kube [nodes=1,1000,5000] [events=200] [idle-secs=20] [reps=3] [out-dir]
+                                            flanneld --kube-subnet-mgr on a real kube-apiserver
+                                            holding that many Nodes: start next to the floor,
+                                            memory, event latency, idle CPU, the apiserver's
+                                            cost (scripts/bench-kube.sh); writes bench-kube.md
   parallel <cni-path> <conflist> <work-dir> <id-prefix> <pods> <first-host-port>
 Runs only in a private network namespace (scripts/bench*.sh make one).";
 
@@ -107,11 +109,30 @@ fn counts(rest: &[String], default: &[u32]) -> Result<Vec<u32>, String> {
     }
 }
 
-/// `bench kube`: memory and start at each count of Nodes, the table printed.
+/// `bench kube [nodes=1,1000,5000] [events=200] [idle-secs=20] [reps=3] [out-dir]`: the
+/// tables printed (and written to `out-dir/bench-kube.md`).
 fn kube(b: &Bench, rest: &[String]) -> Result<(), String> {
-    let counts = counts(rest, &[3, 1000])?;
-    let rows = bench::kube::run(&counts, &b.dirs.ours.join("flanneld"))?;
-    println!("{}", bench::kube::markdown(&rows));
+    let flanneld = b.dirs.ours.join("flanneld");
+    if !flanneld.is_file() {
+        return Err(format!(
+            "{} missing: build it (cargo build --release -p flanneld) or pass --ours DIR",
+            flanneld.display()
+        ));
+    }
+    let plan = bench::kube::Plan {
+        counts: counts(rest, &[1, 1000, 5000])?,
+        events: count(rest, 1, 200)?,
+        idle: std::time::Duration::from_secs(u64::from(count(rest, 2, 20)?)),
+        reps: count(rest, 3, 3)?,
+    };
+    let r = bench::kube::run(&plan, &flanneld)?;
+    let md = bench::kube::markdown(&r);
+    println!("{md}");
+    if let Some(out) = rest.get(4) {
+        let path = std::path::Path::new(out).join("bench-kube.md");
+        std::fs::write(&path, &md).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }
 

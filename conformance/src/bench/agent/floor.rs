@@ -53,6 +53,16 @@ pub fn batches(n: u32) -> (String, String) {
 /// Makes `flannel.1` in `ns` (whose `eth0` has `local`) as flanneld makes it, then times the
 /// batches for `n` peers; microseconds.
 pub fn measure(ns: &TestNetns, dir: &std::path::Path, local: &str, n: u32) -> Result<u64> {
+    measure_batches(ns, dir, local, batches(n))
+}
+
+/// [`measure`] with the batch files' text given (`ip`, `bridge`).
+pub fn measure_batches(
+    ns: &TestNetns,
+    dir: &std::path::Path,
+    local: &str,
+    (ip, bridge): (String, String),
+) -> Result<u64> {
     run(
         ns,
         "ip",
@@ -77,7 +87,6 @@ pub fn measure(ns: &TestNetns, dir: &std::path::Path, local: &str, n: u32) -> Re
         &["addr", "add", "10.0.1.0/32", "dev", "flannel.1"],
     )?;
     run(ns, "ip", &["link", "set", "flannel.1", "up"])?;
-    let (ip, bridge) = batches(n);
     let (ip_file, bridge_file) = (dir.join("floor-ip.batch"), dir.join("floor-bridge.batch"));
     std::fs::write(&ip_file, ip).map_err(|e| e.to_string())?;
     std::fs::write(&bridge_file, bridge).map_err(|e| e.to_string())?;
