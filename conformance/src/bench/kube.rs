@@ -37,6 +37,9 @@ pub struct Row {
     pub start: Duration,
     /// The same entries by `ip -batch` + `bridge -batch` (median), none for no peers.
     pub floor: Option<Duration>,
+    /// Of the start: the agent's first listing of every Node, every page (its
+    /// `flanneld_node_listing_seconds`, the last run's).
+    pub listing: Option<Duration>,
     /// The peers' routes in the node's kernel then.
     pub routes: usize,
     /// VmRSS after the next reconcile, KiB.
@@ -354,6 +357,11 @@ pub fn run(plan: &Plan, flanneld: &PathBuf) -> Result<Report> {
                 continue;
             }
             let routes = probe::peer_routes(agent.node.host().path())?;
+            let listing = agent
+                .metrics()
+                .ok()
+                .and_then(|m| probe::metric(&m, "flanneld_node_listing_seconds_sum"))
+                .map(Duration::from_secs_f64);
             // The steady state: after the next reconcile tick (5 s).
             std::thread::sleep(Duration::from_secs(6));
             let (rss_kib, hwm_kib) = probe::memory_kib(agent.child.id())?;
@@ -361,6 +369,7 @@ pub fn run(plan: &Plan, flanneld: &PathBuf) -> Result<Report> {
                 nodes: n,
                 start: Duration::from_micros(median(&starts)),
                 floor: (!floors.is_empty()).then(|| Duration::from_micros(median(&floors))),
+                listing,
                 routes,
                 rss_kib,
                 hwm_kib,
@@ -457,7 +466,7 @@ fn percentile(v: &[u64], q: f64) -> Option<u64> {
 /// The markdown tables.
 pub fn markdown(r: &Report) -> String {
     let mut s = String::from(
-        "| Node objects | start → all peers programmed | floor (`ip -batch` + `bridge -batch`) | ratio | routes | VmRSS (MiB) | VmHWM (MiB) |\n|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| Node objects | start → all peers programmed | of which the Node listing | floor (`ip -batch` + `bridge -batch`) | ratio | routes | VmRSS (MiB) | VmHWM (MiB) |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for row in &r.rows {
         let floor = row
@@ -467,8 +476,11 @@ pub fn markdown(r: &Report) -> String {
             .floor
             .filter(|f| !f.is_zero())
             .map(|f| format!("{:.2}×", row.start.as_secs_f64() / f.as_secs_f64()));
+        let listing = row.listing.map_or("—".into(), |l| {
+            format!("{:.0} ms", l.as_secs_f64() * 1000.0)
+        });
         s += &format!(
-            "| {} | {:.0} ms | {} | {} | {} | {:.1} | {:.1} |\n",
+            "| {} | {:.0} ms | {listing} | {} | {} | {} | {:.1} | {:.1} |\n",
             row.nodes,
             row.start.as_secs_f64() * 1000.0,
             floor.unwrap_or_else(|| "—".into()),
