@@ -6,12 +6,19 @@
 # namespaces (a "lan" with etcd, a node per run).
 #
 #   scripts/bench-agent.sh [peers=1000,5000] [events=200] [idle-secs=20]
+#   scripts/bench-agent.sh --kube [nodes=1,1000,5000] [events=200] [idle-secs=60] [reps=3]
+#                                   # the same in kube mode on a real kube-apiserver
+#                                   # (scripts/bench-kube.sh, docs/bench-kube.md)
 #
 # This script builds and enters a private network namespace; the runner, `bench agent`
 # (conformance/src/bench/agent/), measures and writes docs/bench-agent.md and
 # docs/bench-agent.svg (the table and plot of docs/performance.md, "flanneld at scale").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = --kube ]; then
+    shift
+    exec scripts/bench-kube.sh "$@"
+fi
 . scripts/lib/bench-common.sh
 
 if [ -z "${CNI_BENCH_INNER:-}" ]; then

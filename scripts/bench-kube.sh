@@ -3,11 +3,12 @@
 # then 5,000 Node objects as a cluster has them (peers annotated as Go flanneld annotates them,
 # vxlan); per count the agent's start to every peer programmed next to the floor (the same
 # entries by `ip -batch` + `bridge -batch`, same run, medians of `reps`), VmRSS/VmHWM; at the
-# largest count the event latency of new Nodes (creation answered → route in the kernel), idle
-# CPU and the apiserver's requests and bytes. Everything runs in private namespaces (a "lan"
-# with the control plane, a node per run). Writes docs/bench-kube.md (docs/performance.md).
+# largest count the event latency of new Nodes (creation sent → route in the kernel), idle CPU
+# and the apiserver's requests and bytes over the agent's start and the idle minute.
+# Everything runs in private namespaces (a "lan" with the control plane, a node per run).
+# Writes docs/bench-kube.md (docs/performance.md).
 #
-#   scripts/bench-kube.sh [nodes=1,1000,5000] [events=200] [idle-secs=20] [reps=3]
+#   scripts/bench-kube.sh [nodes=1,1000,5000] [events=200] [idle-secs=60] [reps=3]
 #   scripts/bench-kube.sh 1,200 20 5 1     # the short form CI runs
 #
 # This script builds and enters a private network namespace; the runner, `bench kube`
@@ -23,4 +24,4 @@ if [ -z "${CNI_BENCH_INNER:-}" ]; then
     bench_enter "$0" "$@"
 fi
 
-bench kube "${1:-1,1000,5000}" "${2:-200}" "${3:-20}" "${4:-3}" "${CNI_BENCH_OUT:-$PWD/docs}"
+bench kube "${1:-1,1000,5000}" "${2:-200}" "${3:-60}" "${4:-3}" "${CNI_BENCH_OUT:-$PWD/docs}"
