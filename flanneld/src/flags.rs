@@ -246,6 +246,14 @@ fn check(name: &str, kind: Kind, value: &str) -> Result<(), FlagError> {
 
 /// Parses the arguments (without the program name) and the environment.
 pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Command, FlagError> {
+    let mut set = command_line(args)?;
+    fill_from_env(&mut set, env);
+    options(&set, env)
+}
+
+/// The flags given and their values (a list flag's every value), as Go's `flag` reads a
+/// command line.
+fn command_line(args: &[String]) -> Result<BTreeMap<&'static str, Vec<String>>, FlagError> {
     let mut set: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     let mut i = 0;
     while i < args.len() {
@@ -296,7 +304,15 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             *slot = vec![value];
         }
     }
-    // The environment fills what the command line left unset.
+    Ok(set)
+}
+
+/// The environment fills what the command line left unset; a bad value is logged and
+/// ignored, as coreos' `flagutil.SetFlagsFromEnv` does.
+fn fill_from_env(
+    set: &mut BTreeMap<&'static str, Vec<String>>,
+    env: &dyn Fn(&str) -> Option<String>,
+) {
     for &(name, kind) in FLAGS {
         if set.contains_key(name) {
             continue;
@@ -311,6 +327,13 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             }
         }
     }
+}
+
+/// The command the flags ask for, with their values checked.
+fn options(
+    set: &BTreeMap<&'static str, Vec<String>>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Command, FlagError> {
     let last = |n: &str| set.get(n).and_then(|v| v.last()).cloned();
     let flag = |n: &str| last(n).and_then(|v| parse_bool(&v)).unwrap_or(false);
     let int = |n: &str, d: i64| last(n).and_then(|v| parse_int(&v)).unwrap_or(d);

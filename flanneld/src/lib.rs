@@ -301,61 +301,12 @@ impl Node<'_> {
         let Some(stored) = self.stored(&manager).await else {
             return Ok(());
         };
-        // An address the node's operator stored for it wins over the flags, as in Go.
-        let public_ip = stored.public_ip.or(opts.public_ip);
-        let public_ipv6 = stored.public_ipv6.or(opts.public_ipv6);
-        let reach = opts.iface_can_reach.map(iface::reach).transpose()?;
-        let pins = iface::Pins {
-            ifaces: &opts.iface,
-            regexes: &opts.iface_regex,
-            reach: reach.as_ref(),
-        };
-        let ext = iface::lookup(pins, public_ip, public_ipv6, config.v4.is_some())?;
-        info!(
-            "using interface {} (index {}), address {}, PublicIP {}, MTU {}",
-            ext.name, ext.index, ext.iface_addr, ext.public_ip, ext.mtu
-        );
-        if let Some(a6) = ext.iface_addr6 {
-            info!("interface {} has the global IPv6 address {a6}", ext.name);
-        }
-        if public_ipv6.is_some() && config.v6.is_none() {
-            warning!("--public-ipv6 is ignored: the network config does not set EnableIPv6");
-        }
+        let ext = external_interface(opts, &config, &stored)?;
         let macs = backend::StoredMacs {
             v4: stored.vtep_mac,
             v6: stored.vtep_mac_v6,
         };
-        let mut backend = backend::create(&config, &ext, macs, opts.vxlan_tx_checksum_off)?;
-        info!(
-            "firewall rules: nftables (tables flannel-ipv4/flannel-ipv6), whether EnableNFTables is {} or not{}",
-            config.enable_nftables,
-            if config.enable_nftables {
-                ""
-            } else {
-                " (Go would use iptables; its chains are removed at start)"
-            }
-        );
-        backend::go_iptables::remove_go_chains(&mut backend::go_iptables::Binaries::from_path());
-        warn_without_br_netfilter(config.v4.is_some(), config.v6.is_some());
-        let set = backend::masq::RuleSet {
-            masq: opts.ip_masq,
-            fully_random: opts.masq_fully_random,
-            forward: opts.forward_rules,
-        };
-        let routes = backend::blackhole::KernelBlackholes::current()
-            .map_err(|e| Error::Backend(backend::BackendError::from(e)))?;
-        backend = Box::new(backend::blackhole::Blackholed::new(
-            backend,
-            routes,
-            opts.blackhole_route,
-        ));
-        backend = Box::new(backend::masq::Firewalled::new(
-            backend,
-            cni_nft::Nftables,
-            config.clone(),
-            set,
-            opts.rules_resync,
-        ));
+        let mut backend = node_backend(opts, &config, &ext, macs)?;
         let subscribed = if backend.watched_links().is_empty() {
             None
         } else {
@@ -393,6 +344,72 @@ impl Node<'_> {
         .await?;
         Ok(())
     }
+}
+
+/// The external interface for the flags and what the store holds for the node (an address
+/// the node's operator stored for it wins over the flags, as in Go), logged.
+fn external_interface(
+    opts: &Options,
+    config: &config::NetworkConfig,
+    stored: &manager::Stored,
+) -> Result<iface::ExternalInterface, Error> {
+    let public_ip = stored.public_ip.or(opts.public_ip);
+    let public_ipv6 = stored.public_ipv6.or(opts.public_ipv6);
+    let reach = opts.iface_can_reach.map(iface::reach).transpose()?;
+    let pins = iface::Pins {
+        ifaces: &opts.iface,
+        regexes: &opts.iface_regex,
+        reach: reach.as_ref(),
+    };
+    let ext = iface::lookup(pins, public_ip, public_ipv6, config.v4.is_some())?;
+    info!(
+        "using interface {} (index {}), address {}, PublicIP {}, MTU {}",
+        ext.name, ext.index, ext.iface_addr, ext.public_ip, ext.mtu
+    );
+    if let Some(a6) = ext.iface_addr6 {
+        info!("interface {} has the global IPv6 address {a6}", ext.name);
+    }
+    if public_ipv6.is_some() && config.v6.is_none() {
+        warning!("--public-ipv6 is ignored: the network config does not set EnableIPv6");
+    }
+    Ok(ext)
+}
+
+/// The backend of the config, with the node's blackhole routes and firewall rules around
+/// it; Go's iptables-mode chains removed first.
+fn node_backend(
+    opts: &Options,
+    config: &config::NetworkConfig,
+    ext: &iface::ExternalInterface,
+    macs: backend::StoredMacs,
+) -> Result<Box<dyn backend::Backend>, Error> {
+    let inner = backend::create(config, ext, macs, opts.vxlan_tx_checksum_off)?;
+    info!(
+        "firewall rules: nftables (tables flannel-ipv4/flannel-ipv6), whether EnableNFTables is {} or not{}",
+        config.enable_nftables,
+        if config.enable_nftables {
+            ""
+        } else {
+            " (Go would use iptables; its chains are removed at start)"
+        }
+    );
+    backend::go_iptables::remove_go_chains(&mut backend::go_iptables::Binaries::from_path());
+    warn_without_br_netfilter(config.v4.is_some(), config.v6.is_some());
+    let set = backend::masq::RuleSet {
+        masq: opts.ip_masq,
+        fully_random: opts.masq_fully_random,
+        forward: opts.forward_rules,
+    };
+    let routes = backend::blackhole::KernelBlackholes::current()
+        .map_err(|e| Error::Backend(backend::BackendError::from(e)))?;
+    let holed = backend::blackhole::Blackholed::new(inner, routes, opts.blackhole_route);
+    Ok(Box::new(backend::masq::Firewalled::new(
+        holed,
+        cni_nft::Nftables,
+        config.clone(),
+        set,
+        opts.rules_resync,
+    )))
 }
 
 /// Says once, at start, that bridged pod traffic bypasses the host firewall when
