@@ -19,7 +19,7 @@ use tokio::task::LocalSet;
 
 use crate::agent::{self, Settings};
 use crate::backend::vxlan::Vxlan;
-use crate::backend::vxlan::fake::FakeKernel;
+use crate::backend::vxlan::tests::fake::FakeKernel;
 use crate::backend::{Backend, BackendError};
 use crate::cache::LeaseEvent;
 use crate::config::NetworkConfig;

@@ -32,6 +32,8 @@ pub mod vtep;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
+mod testkit;
+#[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;

@@ -223,7 +223,6 @@ mod tests {
     use crate::backend::hostgw::HostGw;
     use crate::backend::hostgw::tests::{FakeRoutes, ext};
     use crate::config::NetworkConfig;
-    use crate::subnet::SubnetKey;
 
     #[derive(Debug, Default)]
     struct FakeBlackholes {
@@ -244,14 +243,7 @@ mod tests {
         }
     }
 
-    fn lease(key: &str) -> Lease {
-        Lease {
-            subnet: SubnetKey::parse(key).unwrap(),
-            attrs: LeaseAttrs::from_json(br#"{"PublicIP":"192.168.1.2"}"#).unwrap(),
-            lease_id: 0,
-            expiration: None,
-        }
-    }
+    use crate::testkit::own as lease;
 
     fn nets(v: &[&str]) -> BTreeSet<IpNetwork> {
         v.iter().map(|s| s.parse().unwrap()).collect()

@@ -447,14 +447,7 @@ pub mod tests {
         }
     }
 
-    fn lease(key: &str, value: &str) -> Lease {
-        Lease {
-            subnet: SubnetKey::parse(key).unwrap(),
-            attrs: LeaseAttrs::from_json(value.as_bytes()).unwrap(),
-            lease_id: 0,
-            expiration: None,
-        }
-    }
+    use crate::testkit::lease;
 
     #[test]
     fn stale_routes_of_ours_go_once_the_leases_are_listed_others_stay() {

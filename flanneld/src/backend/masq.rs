@@ -388,14 +388,7 @@ mod tests {
         Firewalled::new(hg, FakeFirewall::new(), c, set, resync)
     }
 
-    fn lease(key: &str) -> Lease {
-        Lease {
-            subnet: SubnetKey::parse(key).unwrap(),
-            attrs: LeaseAttrs::from_json(br#"{"PublicIP":"192.168.1.2"}"#).unwrap(),
-            lease_id: 0,
-            expiration: None,
-        }
-    }
+    use crate::testkit::own as lease;
 
     const GOLDEN_V4: &str = "\
 add table ip flannel-ipv4

@@ -19,13 +19,7 @@
 mod kernel;
 
 #[cfg(test)]
-pub(crate) mod fake;
-#[cfg(test)]
-mod tests;
-#[cfg(test)]
-mod tests_v6;
-#[cfg(test)]
-mod tests_v6only;
+pub(crate) mod tests;
 
 mod stack;
 

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 use node_kernel::link::VxlanSpec;
 
-use super::kernel::{Device, Fdb, Neighbour, PeerRoute, VxlanAttrs, VxlanKernel};
+use super::super::kernel::{Device, Fdb, Neighbour, PeerRoute, VxlanAttrs, VxlanKernel};
 
 /// The external interface's index in the backend tests (`hostgw::tests::ext`): the device
 /// the kernel picks for a route given without one.
@@ -38,7 +38,7 @@ pub struct FakeKernel {
 }
 
 fn mac(m: &[u8; 6]) -> String {
-    super::mac_string(m)
+    super::super::mac_string(m)
 }
 
 impl FakeKernel {

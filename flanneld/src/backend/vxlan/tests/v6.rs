@@ -3,9 +3,8 @@
 
 use std::net::IpAddr;
 
+use super::super::*;
 use super::fake::FakeKernel;
-use super::*;
-use crate::subnet::SubnetKey;
 
 const MAC: [u8; 6] = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x01];
 const MAC6: [u8; 6] = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x06];
@@ -37,14 +36,7 @@ fn config(s: &str) -> NetworkConfig {
     NetworkConfig::parse(s.as_bytes()).unwrap()
 }
 
-fn lease(key: &str, value: &str) -> Lease {
-    Lease {
-        subnet: SubnetKey::parse(key).unwrap(),
-        attrs: LeaseAttrs::from_json(value.as_bytes()).unwrap(),
-        lease_id: 0,
-        expiration: None,
-    }
-}
+use crate::testkit::lease;
 
 fn peer(n: u8, mac4: &str, mac6: &str) -> Lease {
     lease(

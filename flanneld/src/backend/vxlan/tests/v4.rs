@@ -1,7 +1,6 @@
+use super::super::*;
 use super::fake::FakeKernel;
-use super::*;
 use crate::backend::hostgw::tests::ext;
-use crate::subnet::SubnetKey;
 
 const MAC: [u8; 6] = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x01];
 const MAC6: [u8; 6] = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x06];
@@ -13,14 +12,7 @@ fn config(backend: &str) -> NetworkConfig {
         .unwrap()
 }
 
-fn lease(key: &str, value: &str) -> Lease {
-    Lease {
-        subnet: SubnetKey::parse(key).unwrap(),
-        attrs: LeaseAttrs::from_json(value.as_bytes()).unwrap(),
-        lease_id: 0,
-        expiration: None,
-    }
-}
+use crate::testkit::lease;
 
 fn peer(key: &str, ip: &str, mac: &str) -> Lease {
     lease(

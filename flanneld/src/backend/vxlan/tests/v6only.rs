@@ -1,8 +1,8 @@
 //! IPv6 only (`EnableIPv4: false`, a kube network): `flannel-v6.<VNI>` alone, peers keyed and
 //! reached by their IPv6 side, against the fake kernel.
 
+use super::super::*;
 use super::fake::FakeKernel;
-use super::*;
 use crate::subnet::SubnetKey;
 
 const MAC6: [u8; 6] = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x06];
@@ -16,15 +16,13 @@ fn ext6() -> ExternalInterface {
 }
 
 fn lease(v6: &str, value: &str) -> Lease {
-    Lease {
-        subnet: SubnetKey {
+    crate::testkit::of(
+        SubnetKey {
             v4: None,
             v6: Some(v6.parse().unwrap()),
         },
-        attrs: LeaseAttrs::from_json(value.as_bytes()).unwrap(),
-        lease_id: 0,
-        expiration: None,
-    }
+        value,
+    )
 }
 
 fn peer(n: u8, mac6: &str) -> Lease {
