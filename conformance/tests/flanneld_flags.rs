@@ -121,6 +121,25 @@ fn go_iptables_rules_go_at_start_one_rule_set_remains_and_pods_reach_out() {
             "MASQUERADE",
         ]);
     }
+    // And Go's nftables mode (EnableNFTables) before that: its tables have our names.
+    let go_nft = "table ip flannel-ipv4 {
+  chain postrtg { type nat hook postrouting priority srcnat; policy accept;
+    meta mark 0x4000 return
+    ip saddr 10.5.99.0/24 ip daddr 10.5.0.0/16 return
+    ip saddr 10.5.0.0/16 ip daddr 10.5.99.0/24 return
+    ip saddr != 10.5.99.0/24 ip daddr 10.5.0.0/16 return
+    ip saddr 10.5.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random
+    ip saddr != 10.5.0.0/16 ip daddr 10.5.0.0/16 masquerade fully-random
+  }
+  chain forward { type filter hook forward priority filter; policy accept;
+    ip saddr 10.5.0.0/16 accept
+    ip daddr 10.5.0.0/16 accept
+  }
+}
+";
+    let file = node.dir().join("go-nft.conf");
+    std::fs::write(&file, go_nft).unwrap();
+    node.host().sh("nft", &["-f", &file.to_string_lossy()]);
     let mut agent = started(&node, &etcd, "flanneld.log", &["--iface=eth0", "--ip-masq"]);
     for tool in [
         "iptables-nft",
@@ -144,13 +163,20 @@ fn go_iptables_rules_go_at_start_one_rule_set_remains_and_pods_reach_out() {
             && log.contains("ip6tables-legacy: nat chain FLANNEL-POSTRTG"),
         "{log}"
     );
-    // One masquerade rule set: ours, in nftables.
+    // One masquerade rule set: ours, in nftables; Go's nftables-mode rules of the old subnet
+    // (and its exact-mark rule) replaced.
     let ruleset = node
         .host()
         .sh("nft", &["list", "table", "ip", "flannel-ipv4"]);
     assert_eq!(
         ruleset.matches("masquerade fully-random").count(),
         2,
+        "{ruleset}"
+    );
+    assert_eq!(ruleset.matches("flanneld masq").count(), 6, "{ruleset}");
+    assert_eq!(ruleset.matches("flanneld forward").count(), 2, "{ruleset}");
+    assert!(
+        !ruleset.contains("10.5.99.0") && !ruleset.contains("meta mark 0x00004000 return"),
         "{ruleset}"
     );
 
