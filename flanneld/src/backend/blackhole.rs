@@ -129,17 +129,17 @@ impl<B: Backend, R: Blackholes> Blackholed<B, R> {
 }
 
 impl<B: Backend, R: Blackholes> Backend for Blackholed<B, R> {
-    fn backend_type(&self) -> &'static str {
-        self.inner.backend_type()
-    }
-
-    fn lease_attrs(&self) -> LeaseAttrs {
-        self.inner.lease_attrs()
-    }
-
-    fn mtu(&self) -> u32 {
-        self.inner.mtu()
-    }
+    super::pass_to_inner!(
+        backend_type,
+        lease_attrs,
+        mtu,
+        handle,
+        listed,
+        reconcile_without_entries,
+        watched_links,
+        settled,
+        programmed,
+    );
 
     fn lease_acquired(&mut self, lease: &Lease) -> Result<(), BackendError> {
         self.inner.lease_acquired(lease)?;
@@ -166,14 +166,6 @@ impl<B: Backend, R: Blackholes> Backend for Blackholed<B, R> {
         Ok(())
     }
 
-    fn handle(&mut self, events: &[LeaseEvent]) {
-        self.inner.handle(events);
-    }
-
-    fn listed(&mut self) {
-        self.inner.listed();
-    }
-
     fn reconcile(&mut self) {
         self.inner.reconcile();
         if self.wanted.is_empty() {
@@ -186,10 +178,6 @@ impl<B: Backend, R: Blackholes> Backend for Blackholed<B, R> {
         }
     }
 
-    fn reconcile_without_entries(&mut self) {
-        self.inner.reconcile_without_entries();
-    }
-
     fn repairs(&self) -> Repairs {
         self.inner.repairs().plus(Repairs {
             route: self.restored,
@@ -197,23 +185,11 @@ impl<B: Backend, R: Blackholes> Backend for Blackholed<B, R> {
         })
     }
 
-    fn watched_links(&self) -> Vec<String> {
-        self.inner.watched_links()
-    }
-
     fn watched_entries(&self) -> WatchedEntries {
         // A deletion of the blackhole route is a route notification for the node's subnet.
         let mut w = self.inner.watched_entries();
         w.networks.extend(self.wanted.iter().copied());
         w
-    }
-
-    fn settled(&self) -> bool {
-        self.inner.settled()
-    }
-
-    fn programmed(&self) -> usize {
-        self.inner.programmed()
     }
 }
 

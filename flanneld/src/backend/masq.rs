@@ -236,17 +236,17 @@ impl<B: Backend, F: Firewall> Firewalled<B, F> {
 }
 
 impl<B: Backend, F: Firewall> Backend for Firewalled<B, F> {
-    fn backend_type(&self) -> &'static str {
-        self.inner.backend_type()
-    }
-
-    fn lease_attrs(&self) -> LeaseAttrs {
-        self.inner.lease_attrs()
-    }
-
-    fn mtu(&self) -> u32 {
-        self.inner.mtu()
-    }
+    super::pass_to_inner!(
+        backend_type,
+        lease_attrs,
+        mtu,
+        handle,
+        listed,
+        watched_links,
+        watched_entries,
+        settled,
+        programmed,
+    );
 
     fn lease_acquired(&mut self, lease: &Lease) -> Result<(), BackendError> {
         self.inner.lease_acquired(lease)?;
@@ -275,14 +275,6 @@ impl<B: Backend, F: Firewall> Backend for Firewalled<B, F> {
         Ok(())
     }
 
-    fn handle(&mut self, events: &[LeaseEvent]) {
-        self.inner.handle(events);
-    }
-
-    fn listed(&mut self) {
-        self.inner.listed();
-    }
-
     fn reconcile(&mut self) {
         self.inner.reconcile();
         self.reconcile_rules();
@@ -298,22 +290,6 @@ impl<B: Backend, F: Firewall> Backend for Firewalled<B, F> {
             rules: self.rules_repaired,
             ..Repairs::default()
         })
-    }
-
-    fn watched_links(&self) -> Vec<String> {
-        self.inner.watched_links()
-    }
-
-    fn watched_entries(&self) -> super::WatchedEntries {
-        self.inner.watched_entries()
-    }
-
-    fn settled(&self) -> bool {
-        self.inner.settled()
-    }
-
-    fn programmed(&self) -> usize {
-        self.inner.programmed()
     }
 }
 

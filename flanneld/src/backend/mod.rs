@@ -4,6 +4,27 @@
 //! (routes via the peers' addresses). [`masq::Firewalled`] wraps either with the firewall
 //! nftables rules.
 
+/// The [`Backend`] methods a wrapper of another backend (its field `inner`) passes on
+/// unchanged, named in the wrapper's `impl Backend`.
+macro_rules! pass_to_inner {
+    ($($method:ident),* $(,)?) => { $( pass_to_inner!(@ $method); )* };
+    (@ backend_type) => { fn backend_type(&self) -> &'static str { self.inner.backend_type() } };
+    (@ lease_attrs) => { fn lease_attrs(&self) -> $crate::lease::LeaseAttrs { self.inner.lease_attrs() } };
+    (@ mtu) => { fn mtu(&self) -> u32 { self.inner.mtu() } };
+    (@ handle) => { fn handle(&mut self, events: &[$crate::cache::LeaseEvent]) { self.inner.handle(events) } };
+    (@ listed) => { fn listed(&mut self) { self.inner.listed() } };
+    (@ reconcile_without_entries) => {
+        fn reconcile_without_entries(&mut self) { self.inner.reconcile_without_entries() }
+    };
+    (@ watched_links) => { fn watched_links(&self) -> Vec<String> { self.inner.watched_links() } };
+    (@ watched_entries) => {
+        fn watched_entries(&self) -> $crate::backend::WatchedEntries { self.inner.watched_entries() }
+    };
+    (@ settled) => { fn settled(&self) -> bool { self.inner.settled() } };
+    (@ programmed) => { fn programmed(&self) -> usize { self.inner.programmed() } };
+}
+pub(crate) use pass_to_inner;
+
 pub mod blackhole;
 pub mod go_iptables;
 pub mod hostgw;
