@@ -17,8 +17,7 @@ use node_kernel::route::{
 use node_kernel::{KernelError, RouteSocket};
 
 use super::{Backend, BackendError, ROUTE_PROTOCOL, Repairs, WatchedEntries};
-use crate::cache::LeaseEvent;
-use crate::lease::{Lease, LeaseAttrs};
+use crate::lease::Lease;
 use crate::log::{error, info, warning};
 
 /// The blackhole routes the agent makes.

@@ -35,9 +35,8 @@ use cni_nft::{Action, BaseChain, Batch, Dir, Family, Firewall, Hook, Listed, Mat
 use ipnetwork::IpNetwork;
 
 use super::{Backend, BackendError, Repairs};
-use crate::cache::LeaseEvent;
 use crate::config::NetworkConfig;
-use crate::lease::{Lease, LeaseAttrs};
+use crate::lease::Lease;
 use crate::log::{error, info, warning};
 use crate::subnet::SubnetKey;
 
