@@ -350,17 +350,7 @@ fn options(
     } else {
         crate::kube::KubeOptions::default()
     };
-    let iface_can_reach = match last("iface-can-reach").filter(|v| !v.is_empty()) {
-        None => None,
-        Some(v) => Some(
-            v.parse::<std::net::IpAddr>()
-                .map_err(|_| FlagError::Invalid {
-                    flag: "iface-can-reach".into(),
-                    value: v.clone(),
-                    reason: "not an IP address".into(),
-                })?,
-        ),
-    };
+    let iface_can_reach = address::<std::net::IpAddr>(&last, "iface-can-reach", "an IP address")?;
     refuse_unsupported(&last, &flag)?;
     let resync = int("iptables-resync", 5);
     if !(1..=86_400).contains(&resync) {
@@ -380,34 +370,10 @@ fn options(
         });
     }
     let test_lease_ttl = test_lease_ttl(env)?;
-    let public_ip = match last("public-ip").filter(|v| !v.is_empty()) {
-        None => None,
-        Some(v) => Some(v.parse::<Ipv4Addr>().map_err(|_| FlagError::Invalid {
-            flag: "public-ip".into(),
-            value: v.clone(),
-            reason: "not an IPv4 address".into(),
-        })?),
-    };
-    let public_ipv6 = match last("public-ipv6").filter(|v| !v.is_empty()) {
-        None => None,
-        Some(v) => Some(v.parse::<Ipv6Addr>().map_err(|_| FlagError::Invalid {
-            flag: "public-ipv6".into(),
-            value: v.clone(),
-            reason: "not an IPv6 address".into(),
-        })?),
-    };
-    let port = int("healthz-port", 0);
-    let healthz_port = u16::try_from(port).map_err(|_| FlagError::Invalid {
-        flag: "healthz-port".into(),
-        value: port.to_string(),
-        reason: "not a port".into(),
-    })?;
-    let port = int("metrics-port", 0);
-    let metrics_port = u16::try_from(port).map_err(|_| FlagError::Invalid {
-        flag: "metrics-port".into(),
-        value: port.to_string(),
-        reason: "not a port".into(),
-    })?;
+    let public_ip = address::<Ipv4Addr>(&last, "public-ip", "an IPv4 address")?;
+    let public_ipv6 = address::<Ipv6Addr>(&last, "public-ipv6", "an IPv6 address")?;
+    let healthz_port = port("healthz-port", int("healthz-port", 0))?;
+    let metrics_port = port("metrics-port", int("metrics-port", 0))?;
     let list = |n: &str| -> Vec<String> {
         set.get(n)
             .cloned()
@@ -451,6 +417,31 @@ fn options(
         kube_subnet_mgr,
         kube,
     })))
+}
+
+/// Flag `name`'s address, if given and not empty; refused when it is not `what`.
+fn address<T: std::str::FromStr>(
+    last: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    what: &str,
+) -> Result<Option<T>, FlagError> {
+    match last(name).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v.parse::<T>().map(Some).map_err(|_| FlagError::Invalid {
+            flag: name.into(),
+            value: v.clone(),
+            reason: format!("not {what}"),
+        }),
+    }
+}
+
+/// Flag `name`'s value as a port.
+fn port(name: &str, value: i64) -> Result<u16, FlagError> {
+    u16::try_from(value).map_err(|_| FlagError::Invalid {
+        flag: name.into(),
+        value: value.to_string(),
+        reason: "not a port".into(),
+    })
 }
 
 /// Flags Go accepts that this agent refuses when they ask for something, with the reason.

@@ -97,9 +97,25 @@ fn run_demo() {
         kube_demo::run(asked.unwrap_or(Backend::HostGw));
         return;
     }
+    etcd_demo(asked);
+}
+
+/// The demo on etcd: the cluster, what flanneld wrote and programmed, pods and their traffic,
+/// the teardown.
+fn etcd_demo(asked: Option<Backend>) {
     let start = Instant::now();
+    let (mut c, backend) = start_cluster(asked);
+    show_agents(&c, backend);
+    pods_and_traffic(&mut c);
+    masquerade(&mut c);
+    teardown(c, "etcd", start);
+}
+
+/// etcd and three nodes running flanneld (vxlan unless asked otherwise; host-gw when this
+/// flanneld refuses vxlan and none was asked).
+fn start_cluster(asked: Option<Backend>) -> (Cluster, Backend) {
     let mut backend = asked.unwrap_or(Backend::Vxlan);
-    let mut c = loop {
+    let c = loop {
         step(&format!(
             "etcd on the underlay (a private LAN namespace, 192.168.50.0/24), {} network config",
             backend.name()
@@ -131,6 +147,11 @@ fn run_demo() {
             Some(line) => panic!("flanneld refused {}: {line}", backend.name()),
         }
     };
+    (c, backend)
+}
+
+/// The agents, their leases, subnet.env and what the backend programmed on node1.
+fn show_agents(c: &Cluster, backend: Backend) {
     for m in &c.members {
         println!("{} at {}: flanneld running, {}", m.name, m.ip, m.subnet);
     }
@@ -170,7 +191,10 @@ fn run_demo() {
             indent(&c.members[0].routes());
         }
     }
+}
 
+/// Two pods per node, the ping matrix, a hostPort across nodes.
+fn pods_and_traffic(c: &mut Cluster) {
     step("two pods per node (our flannel → bridge → host-local, then portmap)");
     for m in 0..3 {
         let pm = (m == 0)
@@ -218,7 +242,10 @@ fn run_demo() {
     println!("node3/pod1 → {node1}:{HOST_PORT}: {}", shown(&from_pod));
     assert_eq!(from_node.as_deref(), Some("hello from node1/pod1"));
     assert_eq!(from_pod.as_deref(), Some("hello from node1/pod1"));
+}
 
+/// Pods reaching the "internet", masqueraded by flanneld, when its rules are there.
+fn masquerade(c: &mut Cluster) {
     let masquerade = c.masquerade_table(0);
     if masquerade.is_none() {
         println!(
@@ -247,8 +274,6 @@ fn run_demo() {
             );
         }
     }
-
-    teardown(c, "etcd", start);
 }
 
 /// The last step: every pod deleted, every process stopped (`control` names the store's),
