@@ -157,6 +157,8 @@ async fn list_pages<A: NodeApi>(
         skipped: 0,
     };
     let mut listed = BTreeSet::new();
+    // Which Node holds each subnet so far.
+    let mut holders: BTreeMap<IpNetwork, String> = BTreeMap::new();
     let mut token = String::new();
     loop {
         let page = api.list(PAGE, &token).await?;
@@ -166,12 +168,16 @@ async fn list_pages<A: NodeApi>(
                 Ok(Some(l)) => {
                     let Some(id) = l.subnet.id() else { continue };
                     let own = node.metadata.name == own_name;
-                    if let Some(holder) =
-                        holder_of(&listing.managed, id, &node.metadata.name).filter(|_| !own)
-                    {
-                        skipped.skip(&node.metadata.name, claimed(id, holder));
-                        continue;
+                    // By subnet: a scan of `managed` per Node made a 5,000-Node listing
+                    // compare 12.5 million pairs.
+                    match holders.get(&id) {
+                        Some(holder) if !own && holder != &node.metadata.name => {
+                            skipped.skip(&node.metadata.name, claimed(id, holder));
+                            continue;
+                        }
+                        _ => {}
                     }
+                    holders.insert(id, node.metadata.name.clone());
                     skipped.clear(&node.metadata.name);
                     listing.managed.insert(node.metadata.name.clone(), id);
                     listing.leases.push(l);
