@@ -10,7 +10,7 @@
 # same code the CI test (conformance/tests/overlay.rs) checks.
 #
 #   scripts/demo.sh                    # vxlan
-#   scripts/demo.sh --backend host-gw  # or vxlan
+#   scripts/demo.sh --backend host-gw  # or vxlan, or wireguard (etcd demo)
 #   scripts/demo.sh --single-node      # one node, subnet.env by hand, three pods (no flanneld)
 #   scripts/demo.sh --kube             # flanneld --kube-subnet-mgr on a real kube-apiserver,
 #                                      # host-gw (seed 000's check); --kube --backend vxlan
@@ -36,9 +36,9 @@ fi
 case "${1:-}" in
     --single-node) [ -z "$kube" ] || fail "--kube and --single-node exclude each other"
                    exec scripts/demo-single-node.sh ;;
-    --backend) [ -n "${2:-}" ] || fail "--backend vxlan|host-gw"; args+=(--backend "$2") ;;
+    --backend) [ -n "${2:-}" ] || fail "--backend vxlan|host-gw|wireguard"; args+=(--backend "$2") ;;
     "") ;;
-    *) fail "usage: $0 [--single-node | [--kube | --cluster] [--backend vxlan|host-gw]]" ;;
+    *) fail "usage: $0 [--single-node | [--kube | --cluster] [--backend vxlan|host-gw|wireguard]]" ;;
 esac
 [ "$(id -u)" -eq 0 ] || fail "run as root: the demo creates network namespaces"
 scripts/setup.sh

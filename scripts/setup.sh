@@ -23,6 +23,10 @@ declare -A needed=(
     [setpriv]=util-linux
     # flanneld's --vxlan-tx-checksum-off test reads the feature back with it.
     [ethtool]=ethtool
+    # The wireguard backend's tests: `wg` shows and sets WireGuard devices; wireguard-go
+    # runs a Go node's device on this kernel, which has no WireGuard module.
+    [wg]=wireguard-tools
+    [wireguard-go]=wireguard-go
 )
 missing=()
 for cmd in "${!needed[@]}"; do
@@ -77,12 +81,14 @@ dpkg -s busybox-static >/dev/null 2>&1 || services+=(busybox-static)
 command -v openssl >/dev/null 2>&1 || services+=(openssl)
 command -v protoc >/dev/null 2>&1 || services+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || services+=(libprotobuf-dev)
+# scripts/bench-wireguard.sh's throughput (its package can start a server: disabled below).
+command -v iperf3 >/dev/null 2>&1 || services+=(iperf3)
 [ "${#services[@]}" -gt 0 ] && install_services "${services[@]}"
 if command -v systemctl >/dev/null 2>&1; then
     now=()
     [ -d /run/systemd/system ] && now=(--now)
     for unit in containerd.service podman.socket podman.service podman-restart.service \
-                podman-auto-update.service podman-auto-update.timer etcd.service; do
+                podman-auto-update.service podman-auto-update.timer etcd.service iperf3.service; do
         if systemctl is-enabled "$unit" >/dev/null 2>&1; then
             systemctl disable "${now[@]}" "$unit" >/dev/null 2>&1 || true
         fi

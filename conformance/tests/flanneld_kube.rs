@@ -371,6 +371,7 @@ fn families(backend: Backend, v4: bool) {
             assert!(!ann.contains_key("backend-data") && !ann.contains_key("public-ip"))
         }
         (Backend::HostGw, _) => assert_eq!(ann["backend-v6-data"], "null"),
+        (Backend::Wireguard, _) => unreachable!("families() runs vxlan and host-gw"),
     }
     let chains: Vec<Chain> = nodes
         .iter()

@@ -80,6 +80,9 @@ pub struct Options {
     pub vxlan_tx_checksum_off: bool,
     /// `-v`, `-vmodule`, `-stderrthreshold`, `-skip_headers`: what the log prints.
     pub log: crate::log::LogConfig,
+    /// The wireguard backend's private key file: `WIREGUARD_KEY_FILE`, else
+    /// `/run/flannel/wgkey` (Go reads the same variable).
+    pub wireguard_key_file: std::path::PathBuf,
     /// `--healthz-ip`.
     pub healthz_ip: String,
     /// `--healthz-port` (0: off).
@@ -411,6 +414,10 @@ fn options(
         iface_can_reach,
         vxlan_tx_checksum_off: flag("vxlan-tx-checksum-off"),
         log,
+        wireguard_key_file: env(WIREGUARD_KEY_FILE_ENV)
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| crate::backend::wireguard::DEFAULT_KEY_FILE.to_owned())
+            .into(),
         healthz_ip: string("healthz-ip", "0.0.0.0"),
         healthz_port,
         metrics_port,
@@ -569,6 +576,9 @@ fn kube_options(
         watch_timeout: test_watch_timeout(env)?.unwrap_or(d.watch_timeout),
     })
 }
+
+/// The wireguard backend's key file, as Go names the variable.
+pub const WIREGUARD_KEY_FILE_ENV: &str = "WIREGUARD_KEY_FILE";
 
 /// The test-only environment variable that replaces the 5-minute timeout of a watch of the
 /// Nodes (seconds, 2..=300), so that tests see watches end and start again within seconds

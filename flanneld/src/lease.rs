@@ -25,11 +25,66 @@ pub struct LeaseAttrs {
     #[serde(rename = "BackendType", skip_serializing_if = "String::is_empty")]
     pub backend_type: String,
     /// Backend-specific data, e.g. vxlan's `{"VNI":1,"VtepMAC":"..."}` (`BackendData`).
-    #[serde(rename = "BackendData", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "BackendData",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "in_go_order"
+    )]
     pub backend_data: Option<Value>,
     /// The IPv6 twin of `BackendData` (`BackendV6Data`).
-    #[serde(rename = "BackendV6Data", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "BackendV6Data",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "in_go_order"
+    )]
     pub backend_v6_data: Option<Value>,
+}
+
+/// The fields of Go's backend data structs in their declaration order, which is the order
+/// `json.Marshal` writes them: vxlan's `VNI`, `VtepMAC`; wireguard's `PublicKey`, `Port`
+/// (a JSON object here keeps its keys sorted, which would put `Port` first).
+const GO_FIELD_ORDER: &[&str] = &["VNI", "VtepMAC", "PublicKey", "Port"];
+
+/// A backend data value as Go writes it: an object's keys in [`GO_FIELD_ORDER`], any other
+/// key after them by name.
+struct GoOrdered<'a>(&'a Value);
+
+impl Serialize for GoOrdered<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(m) = self.0 else {
+            return self.0.serialize(s);
+        };
+        let rank = |k: &str| {
+            GO_FIELD_ORDER
+                .iter()
+                .position(|f| *f == k)
+                .unwrap_or(usize::MAX)
+        };
+        let mut keys: Vec<&String> = m.keys().collect();
+        keys.sort_by_key(|k| rank(k));
+        let mut map = s.serialize_map(Some(m.len()))?;
+        for k in keys {
+            map.serialize_entry(k, &m[k.as_str()])?;
+        }
+        map.end()
+    }
+}
+
+fn in_go_order<S: serde::Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => GoOrdered(v).serialize(s),
+        None => s.serialize_none(),
+    }
+}
+
+/// A backend data value's JSON text as Go writes it (`null` when absent): the kube
+/// annotations' `backend-data`.
+pub fn backend_data_json(v: Option<&Value>) -> String {
+    v.map_or_else(
+        || "null".to_owned(),
+        |v| serde_json::to_string(&GoOrdered(v)).unwrap_or_default(),
+    )
 }
 
 /// The value as read: every field optional, keys matched as Go matches them, unknown keys

@@ -16,6 +16,7 @@ pub mod backend;
 pub mod cache;
 pub mod config;
 pub mod etcd;
+pub mod files;
 pub mod flags;
 pub mod health;
 pub mod iface;
@@ -334,7 +335,7 @@ impl Node<'_> {
             reconcile_every: agent::RECONCILE_EVERY.min(opts.rules_resync),
             metrics: self.metrics,
         };
-        agent::run_with_links(
+        let ran = agent::run_with_links(
             &mut manager,
             &config,
             backend.as_mut(),
@@ -343,7 +344,9 @@ impl Node<'_> {
             self.shutdown,
             links,
         )
-        .await?;
+        .await;
+        backend.stop();
+        ran?;
         Ok(())
     }
 }
@@ -385,7 +388,12 @@ fn node_backend(
     ext: &iface::ExternalInterface,
     macs: backend::StoredMacs,
 ) -> Result<Box<dyn backend::Backend>, Error> {
-    let inner = backend::create(config, ext, macs, opts.vxlan_tx_checksum_off)?;
+    let backend_opts = backend::Options {
+        vtep_macs: macs,
+        vxlan_tx_checksum_off: opts.vxlan_tx_checksum_off,
+        wireguard_key_file: opts.wireguard_key_file.clone(),
+    };
+    let inner = backend::create(config, ext, &backend_opts)?;
     info!(
         "firewall rules: nftables (tables flannel-ipv4/flannel-ipv6), whether EnableNFTables is {} or not{}",
         config.enable_nftables,

@@ -2,9 +2,7 @@
 //! reads it back at start (`-subnet-file`'s previous `FLANNEL_SUBNET`/`FLANNEL_IPV6_SUBNET`).
 
 use std::fs;
-use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
@@ -37,32 +35,9 @@ pub fn render(config: &NetworkConfig, ip_masq: bool, subnet: &SubnetKey, mtu: u3
     s
 }
 
-/// Writes `bytes` at `path` atomically: the parent directory created (0755), a temporary file
-/// in it written, made 0644 whatever the umask, synced, renamed over `path`, and the
-/// directory synced, so a reader sees the old file or the new one, never a part.
+/// Writes `bytes` at `path` atomically, mode 0644 ([`crate::files::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::DirBuilder::new().recursive(true).create(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(0o644))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::files::write_atomic(path, bytes, 0o644)
 }
 
 /// The subnets a previous run wrote (`FLANNEL_SUBNET`, `FLANNEL_IPV6_SUBNET`), masked, read
@@ -104,6 +79,8 @@ pub fn previous(path: &Path) -> (Option<Ipv4Network>, Option<Ipv6Network>) {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

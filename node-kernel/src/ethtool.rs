@@ -382,9 +382,9 @@ impl<T: Transport> Socket<Ethtool, T> {
 mod tests {
     use std::os::unix::fs::MetadataExt;
 
-    use netlink_packet_core::{DefaultNla, NLM_F_ACK, NLM_F_REQUEST};
+    use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST};
     use netlink_packet_generic::constants::{
-        CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME, CTRL_CMD_GETFAMILY, GENL_ID_CTRL,
+        CTRL_ATTR_FAMILY_NAME, CTRL_CMD_GETFAMILY, GENL_ID_CTRL,
     };
     use nix::libc::{ENODEV, ENOENT, EOPNOTSUPP};
 
@@ -407,23 +407,7 @@ mod tests {
 
     /// nlctrl's answer naming `FAMILY` (with an attribute the crate's parser would not know).
     fn family_reply() -> FakeReply {
-        let mut payload = vec![1, 2, 0, 0];
-        payload.extend(bytes(
-            &[
-                Attr::Str(CTRL_ATTR_FAMILY_NAME, "ethtool".into()),
-                Attr::Nest(99, vec![Attr::U32(1, 7)]),
-            ]
-            .as_slice(),
-        ));
-        // A u16, as the kernel sends it (two bytes, padded).
-        payload.extend(bytes(&DefaultNla::new(
-            CTRL_ATTR_FAMILY_ID,
-            FAMILY.to_ne_bytes().to_vec(),
-        )));
-        FakeReply::Message {
-            kind: GENL_ID_CTRL,
-            payload,
-        }
+        FakeReply::generic_family("ethtool", FAMILY)
     }
 
     fn bit(name: &str, value: bool) -> Attr {

@@ -72,6 +72,32 @@ impl FakeTransport {
     }
 }
 
+impl FakeReply {
+    /// nlctrl's answer to `CTRL_CMD_GETFAMILY` for `name`: the family `id` (a u16, padded, as
+    /// the kernel sends it), with an attribute a parser may not know (newer kernels add some).
+    pub fn generic_family(name: &str, id: u16) -> FakeReply {
+        use netlink_packet_core::{DefaultNla, Emitable};
+        use netlink_packet_generic::constants::{
+            CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME, GENL_ID_CTRL,
+        };
+        let mut name = name.as_bytes().to_vec();
+        name.push(0);
+        let attrs = [
+            DefaultNla::new(CTRL_ATTR_FAMILY_NAME, name),
+            DefaultNla::new(99, vec![8, 0, 1, 0, 7, 0, 0, 0]),
+            DefaultNla::new(CTRL_ATTR_FAMILY_ID, id.to_ne_bytes().to_vec()),
+        ];
+        let mut payload = vec![1, 2, 0, 0];
+        let start = payload.len();
+        payload.resize(start + attrs.as_slice().buffer_len(), 0);
+        attrs.as_slice().emit(&mut payload[start..]);
+        FakeReply::Message {
+            kind: GENL_ID_CTRL,
+            payload,
+        }
+    }
+}
+
 /// One netlink message (header and body, padded to four bytes) as the kernel would send it.
 pub(crate) fn message(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
     let len = 16 + payload.len();

@@ -1,7 +1,7 @@
 //! The node's kernel interface, shared by the CNI plugins and the node agent: netlink sockets
 //! typed by family and bound to a network namespace ([`socket`]), one typed request per kernel
 //! operation ([`link`], [`addr`], [`route`], [`neigh`], [`nft`], [`conntrack`], device
-//! features in [`ethtool`]), link notifications ([`events`]), namespaces and sysctls
+//! features in [`ethtool`], WireGuard devices in [`wireguard`]), link notifications ([`events`]), namespaces and sysctls
 //! ([`netns`]).
 //!
 //! Message types never leave the crate: a caller asks for `create_link`, `route_to` or
@@ -25,6 +25,7 @@ pub mod nft;
 pub mod route;
 pub mod socket;
 pub mod transport;
+pub mod wireguard;
 
 #[cfg(test)]
 mod tests;
@@ -32,7 +33,10 @@ mod tests;
 pub use error::{Context, KernelError};
 pub use events::{EntryJoiner, EntryKind, LinkChange, LinkEvents};
 pub use netns::{Netns, NetnsError, read_sysctl, write_sysctl};
-pub use socket::{Ethtool, EthtoolSocket, Netfilter, NetfilterSocket, Route, RouteSocket, Socket};
+pub use socket::{
+    Ethtool, EthtoolSocket, Netfilter, NetfilterSocket, Route, RouteSocket, Socket, Wireguard,
+    WireguardSocket,
+};
 
 /// The message crates the typed requests take and return, for callers that build bodies.
 pub use netlink_packet_netfilter as netfilter_packet;

@@ -148,6 +148,19 @@ pub fn vxlan(spec: &VxlanSpec) -> LinkMessage {
     m
 }
 
+/// A new WireGuard device (`ip link add NAME mtu MTU type wireguard`), down; its keys and
+/// peers are set through [`crate::wireguard`].
+pub fn wireguard(name: &str, mtu: u32) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    m.attributes.push(LinkAttribute::Mtu(mtu));
+    m.attributes
+        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+            InfoKind::Wireguard,
+        )]));
+    m
+}
+
 /// A new MTU for the link.
 pub fn with_mtu(index: u32, mtu: u32) -> LinkMessage {
     let mut m = with_index(index);

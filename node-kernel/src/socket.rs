@@ -72,6 +72,18 @@ impl GenericFamily for Ethtool {
     const NAME: &'static str = "ethtool";
 }
 
+/// The WireGuard generic netlink family: kernel WireGuard devices' keys and peers.
+#[derive(Debug, Clone, Copy)]
+pub struct Wireguard;
+
+impl Family for Wireguard {
+    const PROTOCOL: isize = NETLINK_GENERIC;
+}
+
+impl GenericFamily for Wireguard {
+    const NAME: &'static str = "wireguard";
+}
+
 /// A socket of family `F` over transport `T` (the kernel, or a fake in tests).
 #[derive(Debug)]
 pub struct Socket<F: Family, T: Transport = KernelTransport> {
@@ -88,6 +100,8 @@ pub type RouteSocket = Socket<Route>;
 pub type NetfilterSocket = Socket<Netfilter>;
 /// A generic netlink socket for the ethtool family, to the kernel.
 pub type EthtoolSocket = Socket<Ethtool>;
+/// A generic netlink socket for the WireGuard family, to the kernel.
+pub type WireguardSocket = Socket<Wireguard>;
 
 impl<F: Family> Socket<F, KernelTransport> {
     /// A socket in the calling thread's namespace.

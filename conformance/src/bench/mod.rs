@@ -15,6 +15,7 @@ pub mod parallel;
 pub mod plugins;
 pub mod stats;
 pub mod suite;
+pub mod wireguard;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

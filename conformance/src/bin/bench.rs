@@ -4,8 +4,8 @@
 //!
 //!   bench [--ours DIR] [--static DIR] [--go DIR] [--work DIR] COMMAND [COUNTS]
 //!
-//! Commands: `all` (scripts/bench.sh), `bridge`, `portmap`, `host-local`, `flannel`, `agent`
-//! (the `scripts/bench-*.sh` of the same name) and `parallel`; `bench --help` lists their
+//! Commands: `all` (scripts/bench.sh), `bridge`, `portmap`, `host-local`, `flannel`, `agent`,
+//! `kube`, `wireguard` (the `scripts/bench-*.sh` of the same name) and `parallel`; `bench --help` lists their
 //! counts.
 //! Options: `--ours DIR` (default: this binary's directory), `--static DIR` (the static
 //! build; `all` needs it), `--go DIR` (default /usr/lib/cni), `--work DIR` (configs, plugin
@@ -36,6 +36,9 @@ usage: bench [--ours DIR] [--static DIR] [--go DIR] [--work DIR] COMMAND [COUNTS
                                             holding that many Nodes: start next to the floor,
                                             memory, event latency, idle CPU, the apiserver's
                                             cost (scripts/bench-kube.sh); writes bench-kube.md
+  wireguard [secs=5] [reps=3] [out-dir]   pod-to-pod throughput over host-gw, vxlan, our userspace
+                                            WireGuard and wireguard-go (scripts/bench-wireguard.sh);
+                                            writes bench-wireguard.md
   parallel <cni-path> <conflist> <work-dir> <id-prefix> <pods> <first-host-port>
 Runs only in a private network namespace (scripts/bench*.sh make one).";
 
@@ -136,6 +139,23 @@ fn kube(b: &Bench, rest: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// `bench wireguard`: runs every path, prints the table, writes it to the out dir if given.
+fn wireguard(rest: &[String]) -> Result<(), String> {
+    let plan = bench::wireguard::Plan {
+        secs: count(rest, 0, 5)?,
+        reps: count(rest, 1, 3)?.max(1),
+    };
+    let results = bench::wireguard::run(&plan)?;
+    let md = bench::wireguard::markdown(&plan, &results);
+    println!("{md}");
+    if let Some(out) = rest.get(2) {
+        let path = std::path::Path::new(out).join("bench-wireguard.md");
+        std::fs::write(&path, &md).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 /// `bench agent`: runs the plan, prints the table, writes the table and the plot.
 fn agent(b: &Bench, rest: &[String]) -> Result<(), String> {
     use bench::agent::{Plan, report};
@@ -227,6 +247,7 @@ fn run(args: Args) -> Result<bool, String> {
         "flannel" => bench::plugins::flannel(&b, count(rest, 0, 100)?)?,
         "agent" => agent(&b, rest)?,
         "kube" => kube(&b, rest)?,
+        "wireguard" => wireguard(rest)?,
         other => return Err(format!("unknown command {other:?}\n{USAGE}")),
     }
     Ok(true)

@@ -78,9 +78,13 @@ impl KubeControl {
         self.cp.create_node(name, &[&pod_cidr(n)], &[]);
         let log = node.dir().join("flanneld.log");
         if !in_cluster {
-            let mut args = args.to_vec();
-            args.push(format!("--kubeconfig-file={}", self.kubeconfig.display()));
-            return Agent::start(node, "flanneld.log", &args, &[("NODE_NAME", name)]);
+            // A /run of its own, as in-cluster: a wireguard agent keeps its key and control
+            // socket there (the machine's /run is not touched).
+            let mut cmd = super::wireguard::with_own_run(node, flanneld_path());
+            cmd.args(args)
+                .arg(format!("--kubeconfig-file={}", self.kubeconfig.display()))
+                .env("NODE_NAME", name);
+            return Agent::spawn(cmd, &log);
         }
         let pod = format!("kube-flannel-ds-{name}");
         self.cp.kubectl_stdin(
@@ -100,16 +104,18 @@ impl KubeControl {
         );
         let sa = self.cp.service_account_dir(&self.token);
         // The service account's files where every in-cluster client looks, in a mount
-        // namespace of the agent's own (a tmpfs over /run: nothing on the machine's).
+        // namespace of the agent's own (the node's own /run over /run: nothing on the
+        // machine's; `wg show` of the test reads the same one).
         let mut cmd = node.host().command("unshare");
         cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
             .arg(
-                "mount -t tmpfs cni-rs-run /run && \
+                "mount --bind \"$1\" /run && \
                  mkdir -p /run/secrets/kubernetes.io/serviceaccount && \
-                 mount --bind \"$1\" /run/secrets/kubernetes.io/serviceaccount && \
-                 shift && exec \"$@\"",
+                 mount --bind \"$2\" /run/secrets/kubernetes.io/serviceaccount && \
+                 shift 2 && exec \"$@\"",
             )
             .arg("sh")
+            .arg(super::wireguard::run_dir(node))
             .arg(&sa)
             .arg(flanneld_path())
             .args(args)
@@ -150,16 +156,18 @@ impl KubeControl {
                 if ann.get("kube-subnet-manager").map(String::as_str) != Some("true") {
                     return None;
                 }
-                let mac = ann
+                let data = ann
                     .get("backend-data")
                     .and_then(|d| serde_json::from_str::<Value>(d).ok())
-                    .and_then(|d| d["VtepMAC"].as_str().map(str::to_owned));
+                    .unwrap_or_default();
+                let field = |f: &str| data[f].as_str().map(str::to_owned);
                 Some(LeaseEntry {
                     key: n["metadata"]["name"].as_str()?.to_owned(),
                     subnet: n["spec"]["podCIDR"].as_str()?.to_owned(),
                     value: serde_json::to_string(&ann).unwrap(),
                     public_ip: ann.get("public-ip").cloned().unwrap_or_default(),
-                    vtep_mac: mac,
+                    vtep_mac: field("VtepMAC"),
+                    public_key: field("PublicKey"),
                 })
             })
             .collect()
@@ -191,6 +199,11 @@ pub fn go_annotations(backend: Backend, ip: &str, mac: &str) -> Vec<(String, Str
     let data = match backend {
         Backend::HostGw => "null".to_owned(),
         Backend::Vxlan => format!(r#"{{"VNI":{VNI},"VtepMAC":"{mac}"}}"#),
+        // `mac` is the node's WireGuard public key here.
+        Backend::Wireguard => format!(
+            r#"{{"PublicKey":"{mac}","Port":{}}}"#,
+            super::wireguard::WG_PORT
+        ),
     };
     [
         ("backend-data", data),
@@ -238,13 +251,15 @@ impl Cluster {
     /// The annotations flanneld on node `m` must have written, as Go flanneld writes them.
     pub fn expected_annotations(&self, m: usize) -> BTreeMap<String, String> {
         let member = &self.members[m];
-        go_annotations(
-            self.backend,
-            &member.ip,
-            member.vtep_mac.as_deref().unwrap_or_default(),
-        )
-        .into_iter()
-        .map(|(k, v)| (k.trim_start_matches(ANNOTATION).to_owned(), v))
-        .collect()
+        let identity = match self.backend {
+            Backend::Wireguard => super::wireguard::dump(&member.node)
+                .map(|(key, _)| key)
+                .unwrap_or_default(),
+            _ => member.vtep_mac.clone().unwrap_or_default(),
+        };
+        go_annotations(self.backend, &member.ip, &identity)
+            .into_iter()
+            .map(|(k, v)| (k.trim_start_matches(ANNOTATION).to_owned(), v))
+            .collect()
     }
 }

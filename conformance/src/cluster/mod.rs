@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 
 pub mod kube;
+pub mod wireguard;
 
 pub use kube::KubeControl;
 
@@ -59,6 +60,8 @@ pub enum Backend {
     HostGw,
     /// The vxlan overlay, VNI 100 on port 8472.
     Vxlan,
+    /// WireGuard between the nodes (`flannel-wg`, port 51820).
+    Wireguard,
 }
 
 impl Backend {
@@ -67,6 +70,7 @@ impl Backend {
         match self {
             Backend::HostGw => "host-gw",
             Backend::Vxlan => "vxlan",
+            Backend::Wireguard => "wireguard",
         }
     }
 
@@ -75,6 +79,7 @@ impl Backend {
         match s {
             "host-gw" => Some(Backend::HostGw),
             "vxlan" => Some(Backend::Vxlan),
+            "wireguard" => Some(Backend::Wireguard),
             _ => None,
         }
     }
@@ -84,6 +89,7 @@ impl Backend {
         let backend = match self {
             Backend::HostGw => r#"{"Type":"host-gw"}"#.to_owned(),
             Backend::Vxlan => format!(r#"{{"Type":"vxlan","VNI":{VNI},"Port":8472}}"#),
+            Backend::Wireguard => r#"{"Type":"wireguard"}"#.to_owned(),
         };
         format!(
             r#"{{"Network":"10.0.0.0/8","SubnetLen":20,"SubnetMin":"10.10.0.0","SubnetMax":"10.99.0.0","Backend":{backend}}}"#
@@ -95,6 +101,7 @@ impl Backend {
         match self {
             Backend::HostGw => 1500,
             Backend::Vxlan => 1450,
+            Backend::Wireguard => 1420,
         }
     }
 }
@@ -116,6 +123,16 @@ pub struct LeaseEntry {
     pub public_ip: String,
     /// Its `BackendData.VtepMAC`, if any.
     pub vtep_mac: Option<String>,
+    /// Its `BackendData.PublicKey` (wireguard), if any.
+    pub public_key: Option<String>,
+}
+
+impl LeaseEntry {
+    /// What identifies the peer to its backend besides its address: the VTEP MAC, or the
+    /// WireGuard public key.
+    fn identity(&self) -> Option<String> {
+        self.vtep_mac.clone().or_else(|| self.public_key.clone())
+    }
 }
 
 /// A node of the cluster.
@@ -135,8 +152,11 @@ pub struct Member {
     pub pods: Vec<Pod>,
     /// Our flanneld (none for a Go node, or once stopped).
     pub agent: Option<Agent>,
+    /// A Go node's WireGuard device (wireguard-go), with the wireguard backend.
+    pub go_wg: Option<wireguard::GoDevice>,
     chain: Chain,
-    /// What a Go node's hand-made kernel side holds: peer subnet → (PublicIP, VtepMAC).
+    /// What a Go node's hand-made kernel side holds: peer subnet → (PublicIP, VtepMAC or
+    /// public key).
     go_peers: BTreeMap<String, (String, Option<String>)>,
     // Last: its namespaces and temp dir go after the pods and the agent.
     /// The node's namespace and temp dir.
@@ -303,6 +323,12 @@ impl Cluster {
         fs::create_dir_all(node.dir().join("log")).unwrap();
         let args = self.agent_args(&node, &ip);
         let mut agent = match &self.control {
+            // Its own /run: the userspace device's control socket and the key file.
+            Control::Etcd { .. } if self.backend == Backend::Wireguard => {
+                let mut cmd = wireguard::with_own_run(&node, crate::etcd::flanneld_path());
+                cmd.args(&args);
+                Agent::spawn(cmd, &node.dir().join("flanneld.log"))
+            }
             Control::Etcd { .. } => Agent::start(&node, "flanneld.log", &args, &[]),
             Control::Kube(k) => k.start_agent(&node, &name, n, &args, in_cluster),
         };
@@ -330,6 +356,15 @@ impl Cluster {
                 .unwrap_or_else(|| panic!("no FLANNEL_SUBNET in {text}")),
         );
         let vtep_mac = (self.backend == Backend::Vxlan).then(|| link_mac(&node, VXLAN_DEV));
+        if self.backend == Backend::Wireguard {
+            // The device and its control socket come with the backend, before subnet.env.
+            assert!(
+                wireguard::dump(&node).is_some(),
+                "no `wg show {}` on {name}:\n{}",
+                wireguard::WG_DEV,
+                agent.log()
+            );
+        }
         let chain = Chain::new(conflist(&node, "0.3.1"));
         self.members.push(Member {
             name,
@@ -339,6 +374,7 @@ impl Cluster {
             go: false,
             pods: Vec::new(),
             agent: Some(agent),
+            go_wg: None,
             chain,
             go_peers: BTreeMap::new(),
             node,
@@ -352,7 +388,14 @@ impl Cluster {
     /// peers are programmed by hand too ([`Cluster::sync_go_nodes`]).
     pub fn join_go_node(&mut self) -> usize {
         let (node, ip, name, k) = self.new_member(true);
-        let (subnet, mac) = (go_subnet(k), go_vtep_mac(k));
+        let subnet = go_subnet(k);
+        let go_wg = (self.backend == Backend::Wireguard)
+            .then(|| wireguard::GoDevice::start(&node, base(&subnet), "10.0.0.0/8"));
+        // Its identity in the lease: the VTEP MAC, or the WireGuard public key.
+        let mac = match &go_wg {
+            Some(d) => d.public_key.clone(),
+            None => go_vtep_mac(k),
+        };
         let host = node.host();
         let value = self.go_lease_value(&ip, &mac);
         if self.backend == Backend::Vxlan {
@@ -423,6 +466,7 @@ impl Cluster {
             go: true,
             pods: Vec::new(),
             agent: None,
+            go_wg,
             chain,
             go_peers: BTreeMap::new(),
             node,
@@ -431,7 +475,8 @@ impl Cluster {
         self.members.len() - 1
     }
 
-    /// A Go node's lease value, byte for byte as Go flanneld writes it.
+    /// A Go node's lease value, byte for byte as Go flanneld writes it (`vtep_mac` is the
+    /// WireGuard public key with that backend).
     pub fn go_lease_value(&self, ip: &str, vtep_mac: &str) -> String {
         match self.backend {
             Backend::HostGw => {
@@ -439,6 +484,10 @@ impl Cluster {
             }
             Backend::Vxlan => format!(
                 r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":{VNI},"VtepMAC":"{vtep_mac}"}}}}"#
+            ),
+            Backend::Wireguard => format!(
+                r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"wireguard","BackendData":{{"PublicKey":"{vtep_mac}","Port":{}}}}}"#,
+                wireguard::WG_PORT
             ),
         }
     }
@@ -453,11 +502,17 @@ impl Cluster {
             let want: BTreeMap<String, (String, Option<String>)> = leases
                 .iter()
                 .filter(|l| l.subnet != m.subnet)
-                .map(|l| (l.subnet.clone(), (l.public_ip.clone(), l.vtep_mac.clone())))
+                .map(|l| (l.subnet.clone(), (l.public_ip.clone(), l.identity())))
                 .collect();
             let host = m.node.host();
             for (subnet, (ip, mac)) in &m.go_peers {
                 if want.get(subnet) == Some(&(ip.clone(), mac.clone())) {
+                    continue;
+                }
+                if backend == Backend::Wireguard {
+                    if let Some(key) = mac {
+                        wireguard::remove_go_peer(&m.node, key);
+                    }
                     continue;
                 }
                 let _ = host.run("ip", &["route", "del", subnet]);
@@ -511,7 +566,11 @@ impl Cluster {
                             ],
                         );
                     }
-                    (Backend::Vxlan, None) => {}
+                    (Backend::Vxlan, None) | (Backend::Wireguard, None) => {}
+                    (Backend::Wireguard, Some(key)) => {
+                        let endpoint = format!("{ip}:{}", wireguard::WG_PORT);
+                        wireguard::set_go_peer(&m.node, key, &endpoint, subnet);
+                    }
                     (Backend::HostGw, _) => {
                         host.sh(
                             "ip",
@@ -544,6 +603,7 @@ impl Cluster {
                     value: c[1].to_owned(),
                     public_ip: v["PublicIP"].as_str().unwrap_or_default().to_owned(),
                     vtep_mac: v["BackendData"]["VtepMAC"].as_str().map(str::to_owned),
+                    public_key: v["BackendData"]["PublicKey"].as_str().map(str::to_owned),
                 }
             })
             .collect()
@@ -558,6 +618,12 @@ impl Cluster {
     pub fn expected_lease_value(&self, m: usize) -> String {
         let member = &self.members[m];
         match (self.backend, &member.vtep_mac) {
+            (Backend::Wireguard, _) => {
+                let key = wireguard::dump(&member.node)
+                    .map(|(k, _)| k)
+                    .unwrap_or_default();
+                self.go_lease_value(&member.ip, &key)
+            }
             (Backend::Vxlan, Some(mac)) => format!(
                 r#"{{"PublicIP":"{}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":{VNI},"VtepMAC":"{mac}"}}}}"#,
                 member.ip
@@ -581,6 +647,20 @@ impl Cluster {
             Backend::HostGw => routes.lines().any(|l| {
                 l.starts_with(&format!("{} via {} dev eth0", peer.subnet, peer.public_ip))
             }),
+            Backend::Wireguard => {
+                let route = routes
+                    .lines()
+                    .any(|l| l.starts_with(&format!("10.0.0.0/8 dev {}", wireguard::WG_DEV)));
+                let endpoint = format!("{}:{}", peer.public_ip, wireguard::WG_PORT);
+                let peer_set = wireguard::dump(&self.members[m].node).is_some_and(|(_, peers)| {
+                    peers.iter().any(|p| {
+                        Some(&p.public_key) == peer.public_key.as_ref()
+                            && p.endpoint == endpoint
+                            && p.allowed_ips == peer.subnet
+                    })
+                });
+                route && peer_set
+            }
             Backend::Vxlan => {
                 let Some(mac) = &peer.vtep_mac else {
                     return false;
@@ -608,6 +688,10 @@ impl Cluster {
     /// Whether node `m`'s kernel holds nothing any more for a peer's subnet and MAC.
     pub fn forgotten(&self, m: usize, subnet: &str, mac: Option<&str>) -> bool {
         let host = self.members[m].node.host();
+        if self.backend == Backend::Wireguard {
+            return wireguard::dump(&self.members[m].node)
+                .is_some_and(|(_, peers)| !peers.iter().any(|p| p.allowed_ips == subnet));
+        }
         let routes = host.sh("ip", &["-4", "route"]);
         if routes.lines().any(|l| l.starts_with(&format!("{subnet} "))) {
             return false;
@@ -821,6 +905,10 @@ impl Cluster {
             if let Some(a) = m.agent.as_mut() {
                 pids.extend(a.pid());
                 codes.push((m.name.clone(), a.terminate()));
+            }
+            if let Some(d) = m.go_wg.as_mut() {
+                pids.extend(d.daemon.pid());
+                d.daemon.terminate();
             }
         }
         if let Some((_, host)) = &self.internet {

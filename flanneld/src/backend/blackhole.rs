@@ -138,6 +138,7 @@ impl<B: Backend, R: Blackholes> Backend for Blackholed<B, R> {
         watched_links,
         settled,
         programmed,
+        stop,
     );
 
     fn lease_acquired(&mut self, lease: &Lease) -> Result<(), BackendError> {

@@ -245,6 +245,7 @@ impl<B: Backend, F: Firewall> Backend for Firewalled<B, F> {
         watched_entries,
         settled,
         programmed,
+        stop,
     );
 
     fn lease_acquired(&mut self, lease: &Lease) -> Result<(), BackendError> {

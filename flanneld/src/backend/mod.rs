@@ -22,6 +22,7 @@ macro_rules! pass_to_inner {
     };
     (@ settled) => { fn settled(&self) -> bool { self.inner.settled() } };
     (@ programmed) => { fn programmed(&self) -> usize { self.inner.programmed() } };
+    (@ stop) => { fn stop(&mut self) { self.inner.stop() } };
 }
 pub(crate) use pass_to_inner;
 
@@ -30,6 +31,7 @@ pub mod go_iptables;
 pub mod hostgw;
 pub mod masq;
 pub mod vxlan;
+pub mod wireguard;
 
 use crate::cache::LeaseEvent;
 use crate::config::NetworkConfig;
@@ -41,7 +43,7 @@ use crate::lease::{Lease, LeaseAttrs};
 pub enum BackendError {
     /// The config names a backend this agent does not have (yet).
     #[error(
-        "backend type {} is not supported by this flanneld (supported: vxlan, host-gw)",
+        "backend type {} is not supported by this flanneld (supported: vxlan, host-gw, wireguard)",
         crate::log::shown(.0)
     )]
     Unsupported(String),
@@ -125,6 +127,9 @@ pub trait Backend {
     fn settled(&self) -> bool {
         true
     }
+    /// The agent stops: ends what lives only with the agent's process (a userspace
+    /// WireGuard device and its control socket). Kernel state stays for the next run.
+    fn stop(&mut self) {}
 }
 
 /// The route protocol number of the agent's own routes (host-gw's peer routes,
@@ -212,6 +217,9 @@ impl Backend for Box<dyn Backend> {
     fn settled(&self) -> bool {
         self.as_ref().settled()
     }
+    fn stop(&mut self) {
+        self.as_mut().stop()
+    }
 }
 
 /// Repairs made by reconciling, counted by kind (exported as `flanneld_reconcile_repairs`).
@@ -236,6 +244,10 @@ pub struct Repairs {
     pub stale_route: u64,
     /// The masquerade/forward rules rewritten because they differed from what was written.
     pub rules: u64,
+    /// A WireGuard peer restored (missing, or with another endpoint, key or allowed IPs).
+    pub peer: u64,
+    /// A WireGuard peer of no current lease removed.
+    pub stale_peer: u64,
 }
 
 impl Repairs {
@@ -252,6 +264,8 @@ impl Repairs {
             stale_fdb: f(self.stale_fdb, o.stale_fdb),
             stale_route: f(self.stale_route, o.stale_route),
             rules: f(self.rules, o.rules),
+            peer: f(self.peer, o.peer),
+            stale_peer: f(self.stale_peer, o.stale_peer),
         }
     }
 
@@ -266,7 +280,7 @@ impl Repairs {
     }
 
     /// Each counter with its kind's name (the metric's `kind` label).
-    pub fn by_kind(&self) -> [(&'static str, u64); 9] {
+    pub fn by_kind(&self) -> [(&'static str, u64); 11] {
         [
             ("device", self.device),
             ("address", self.address),
@@ -277,6 +291,8 @@ impl Repairs {
             ("stale_fdb", self.stale_fdb),
             ("stale_route", self.stale_route),
             ("rules", self.rules),
+            ("peer", self.peer),
+            ("stale_peer", self.stale_peer),
         ]
     }
 
@@ -294,6 +310,7 @@ pub fn check(config: &NetworkConfig) -> Result<(), BackendError> {
     match config.backend_type.as_str() {
         hostgw::TYPE => Ok(()),
         vxlan::TYPE => vxlan::VxlanConfig::parse(&config.backend).map(|_| ()),
+        wireguard::TYPE => wireguard::WireguardConfig::parse(&config.backend).map(|_| ()),
         other => Err(BackendError::Unsupported(other.to_owned())),
     }
 }
@@ -308,17 +325,42 @@ pub struct StoredMacs {
     pub v6: Option<[u8; 6]>,
 }
 
+/// What the flags and environment tell the backends beyond the network config.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The VTEP MACs published before.
+    pub vtep_macs: StoredMacs,
+    /// `--vxlan-tx-checksum-off`.
+    pub vxlan_tx_checksum_off: bool,
+    /// The wireguard backend's key file.
+    pub wireguard_key_file: std::path::PathBuf,
+}
+
 /// The backend the config asks for, on the external interface.
 pub fn create(
     config: &NetworkConfig,
     ext: &ExternalInterface,
-    vtep_macs: StoredMacs,
-    vxlan_tx_checksum_off: bool,
+    opts: &Options,
 ) -> Result<Box<dyn Backend>, BackendError> {
+    let (vtep_macs, vxlan_tx_checksum_off) = (opts.vtep_macs, opts.vxlan_tx_checksum_off);
     match config.backend_type.as_str() {
-        hostgw::TYPE if vxlan_tx_checksum_off => Err(BackendError::Config(
-            "--vxlan-tx-checksum-off: the host-gw backend has no vxlan device".into(),
-        )),
+        hostgw::TYPE | wireguard::TYPE if vxlan_tx_checksum_off => {
+            Err(BackendError::Config(format!(
+                "--vxlan-tx-checksum-off: the {} backend has no vxlan device",
+                config.backend_type
+            )))
+        }
+        wireguard::TYPE => {
+            let key = wireguard::keys::load_or_create(&opts.wireguard_key_file)
+                .map_err(|e| BackendError::Config(e.to_string()))?;
+            let kernel = wireguard::NodeWg::current()?;
+            Ok(Box::new(wireguard::Wireguard::new(
+                kernel,
+                ext.clone(),
+                config,
+                key,
+            )?))
+        }
         hostgw::TYPE => {
             let routes = hostgw::KernelRoutes::current()?;
             Ok(Box::new(hostgw::HostGw::new(ext.clone(), routes, config)?))

@@ -85,8 +85,8 @@ impl Annotations {
     ///
     /// Go writes a family's pair (`backend-data` + `public-ip`, or `backend-v6-data` +
     /// `public-ipv6`) only when it has something for it: vxlan's IPv4 pair when it has an
-    /// IPv4 VTEP, any other backend's always; the IPv6 pair for vxlan's IPv6 VTEP and for
-    /// host-gw with a `PublicIPv6`. An operator's `public-ip-overwrite` is published instead
+    /// IPv4 VTEP, any other backend's always; the IPv6 pair for vxlan's IPv6 VTEP, for
+    /// wireguard's IPv6 data and for host-gw with a `PublicIPv6`. An operator's `public-ip-overwrite` is published instead
     /// of the node's address.
     pub fn patch(
         &self,
@@ -94,11 +94,10 @@ impl Annotations {
         attrs: &LeaseAttrs,
     ) -> BTreeMap<String, String> {
         let get = |k: &String| current.get(k).map(String::as_str).unwrap_or_default();
-        let json = |d: &Option<serde_json::Value>| {
-            d.as_ref()
-                .map_or_else(|| "null".to_owned(), |v| v.to_string())
-        };
-        let (bd, v6bd) = (json(&attrs.backend_data), json(&attrs.backend_v6_data));
+        let (bd, v6bd) = (
+            crate::lease::backend_data_json(attrs.backend_data.as_ref()),
+            crate::lease::backend_data_json(attrs.backend_v6_data.as_ref()),
+        );
         let ip = attrs.public_ip.to_string();
         let ty = attrs.backend_type.as_str();
         let mut want = BTreeMap::new();
@@ -111,7 +110,8 @@ impl Annotations {
             want.insert(self.backend_public_ip.clone(), published.to_owned());
         }
         if let Some(ip6) = attrs.public_ipv6
-            && ((ty == VXLAN && v6bd != "null") || ty == crate::backend::hostgw::TYPE)
+            && (((ty == VXLAN || ty == crate::backend::wireguard::TYPE) && v6bd != "null")
+                || ty == crate::backend::hostgw::TYPE)
         {
             want.insert(self.backend_v6_data.clone(), v6bd);
             let ip6 = ip6.to_string();

@@ -79,11 +79,13 @@ fn run_demo() {
     let asked = match args.as_slice() {
         [] => None,
         [flag, b] if flag == "--backend" => Some(Backend::parse(b).unwrap_or_else(|| {
-            eprintln!("cluster-demo: --backend vxlan|host-gw");
+            eprintln!("cluster-demo: --backend vxlan|host-gw|wireguard");
             std::process::exit(2)
         })),
         _ => {
-            eprintln!("usage: cluster-demo [--kube | --cluster] [--backend vxlan|host-gw]");
+            eprintln!(
+                "usage: cluster-demo [--kube | --cluster] [--backend vxlan|host-gw|wireguard]"
+            );
             std::process::exit(2)
         }
     };
@@ -187,6 +189,16 @@ fn show_agents(c: &Cluster, backend: Backend) {
         }
         Backend::HostGw => {
             step("node1's routes: one per peer, via the peer's address");
+            println!("$ ip route");
+            indent(&c.members[0].routes());
+        }
+        Backend::Wireguard => {
+            use conformance::cluster::wireguard::{WG_DEV, wg};
+            step(&format!(
+                "node1's {WG_DEV}: one WireGuard peer per node, the Network routed through it"
+            ));
+            println!("$ wg show {WG_DEV}");
+            indent(&wg(&c.members[0].node, &["show", WG_DEV]));
             println!("$ ip route");
             indent(&c.members[0].routes());
         }
