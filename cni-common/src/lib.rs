@@ -15,6 +15,7 @@ pub mod json;
 pub mod log;
 pub mod result;
 pub mod skel;
+pub mod subnet_env;
 pub mod validate;
 pub mod version;
 

@@ -1,6 +1,6 @@
 //! The tests' face of `cni_runtime`'s chain runner: a [`Chain`] built from a conflist
 //! `Value` that panics on a list it cannot run, and a [`ChainError`] carrying the failing
-//! plugin's whole [`Outcome`], so a test can assert on its code and message. Plugins run in a
+//! plugin's whole [`Output`], so a test can assert on its code and message. Plugins run in a
 //! test node's namespace ([`Exec`] for [`Node`]).
 
 use cni_common::Command;
@@ -9,7 +9,6 @@ use serde_json::Value;
 pub use cni_runtime::{Attachment, Exec, ExecError, Output};
 
 use crate::node::Node;
-use crate::plugin::Outcome;
 
 impl Exec for Node {
     fn exec(
@@ -24,8 +23,7 @@ impl Exec for Node {
             .command(command.as_str())
             .config(stdin)
             .attachment(att)
-            .run()
-            .into())
+            .run())
     }
 }
 
@@ -34,7 +32,7 @@ impl Exec for Node {
 pub struct ChainError {
     pub index: usize,
     pub plugin: String,
-    pub outcome: Outcome,
+    pub outcome: Output,
 }
 
 impl From<cni_runtime::Error> for ChainError {
@@ -50,7 +48,7 @@ impl From<cni_runtime::Error> for ChainError {
                 Some(output) => ChainError {
                     index,
                     plugin,
-                    outcome: output.clone().into(),
+                    outcome: output.clone(),
                 },
                 None => panic!("plugin {index} ({plugin}) did not run: {failure}"),
             },

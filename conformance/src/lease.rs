@@ -4,7 +4,6 @@
 //! etcd-client (values `etcdctl`'s argv cannot carry: NUL bytes, 1 MiB).
 
 use std::fs;
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -17,14 +16,10 @@ use crate::node::Node;
 /// The lease key name (`10.5.23.0-24`) of the subnet in `<node dir>/<file>` (a subnet.env):
 /// `None` while the file or its `FLANNEL_SUBNET` is missing.
 pub fn own_key(node: &Node, file: &str) -> Option<String> {
-    let env = fs::read_to_string(node.dir().join(file)).ok()?;
-    let sn = env
-        .lines()
-        .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))?;
-    let (ip, len) = sn.split_once('/')?;
-    // subnet.env names the gateway (.1), the key the network.
-    let ip: Ipv4Addr = ip.parse().ok()?;
-    Some(format!("{}-{len}", Ipv4Addr::from(u32::from(ip) - 1)))
+    let text = fs::read_to_string(node.dir().join(file)).ok()?;
+    let (v4, _) = cni_common::subnet_env::previous_subnets(&text);
+    let sn = v4?;
+    Some(format!("{}-{}", sn.network(), sn.prefix()))
 }
 
 /// Go flanneld's lease value for a host-gw node at `ip`.

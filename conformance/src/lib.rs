@@ -34,7 +34,7 @@ pub mod traffic;
 pub use chain::Chain;
 pub use netns::TestNetns;
 pub use node::Node;
-pub use plugin::{Outcome, PluginCall, plugin_dir};
+pub use plugin::{Outcome, OutcomeExt, PluginCall, plugin_dir};
 pub use pod::Pod;
 
 /// Where skipped checks are recorded; `scripts/test.sh` prints the file after the tests,

@@ -103,12 +103,12 @@ impl Node {
 
     /// A call of plugin `name`, run inside this node's host namespace.
     pub fn plugin(&self, name: &str) -> PluginCall<'_> {
-        PluginCall::new(self, name)
+        PluginCall::new(&self.host, &self.plugins, name)
     }
 
     /// A call of the Go reference plugin `name` (Debian's containernetworking-plugins).
     pub fn go_plugin(&self, name: &str) -> PluginCall<'_> {
-        PluginCall::new(self, name).binary(go_plugin_path(name))
+        PluginCall::new(&self.host, &self.plugins, name).binary(go_plugin_path(name))
     }
 }
 

@@ -1,13 +1,14 @@
 //! One plugin invocation, exactly as a runtime makes it.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use serde_json::Value;
 
-use crate::chain::Attachment;
-use crate::node::Node;
+use cni_runtime::Attachment;
+
+use crate::netns::TestNetns;
 
 /// Where the built plugins are: `$CNI_PLUGIN_DIR`, else the workspace's `target/debug`.
 pub fn plugin_dir() -> PathBuf {
@@ -32,53 +33,31 @@ pub fn plugin_dir_unchecked() -> PathBuf {
         })
 }
 
-/// What the plugin printed and how it exited.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub exit_code: i32,
-    pub stdout: String,
-    pub stderr: String,
+/// What the plugin printed and how it exited: the runtime crate's own record of a call.
+pub use cni_runtime::Output as Outcome;
+
+/// The tests' questions about an [`Outcome`], each failing the test with the whole output.
+pub trait OutcomeExt {
+    /// stdout as JSON.
+    fn json(&self) -> Value;
+    /// Asserts success and returns the result JSON.
+    fn ok(&self) -> Value;
+    /// Asserts an error with `code` and returns its message.
+    fn err(&self, code: u64) -> String;
 }
 
-impl From<Outcome> for cni_runtime::Output {
-    fn from(o: Outcome) -> Self {
-        cni_runtime::Output {
-            exit_code: o.exit_code,
-            stdout: o.stdout,
-            stderr: o.stderr,
-        }
-    }
-}
-
-impl From<cni_runtime::Output> for Outcome {
-    fn from(o: cni_runtime::Output) -> Self {
-        Outcome {
-            exit_code: o.exit_code,
-            stdout: o.stdout,
-            stderr: o.stderr,
-        }
-    }
-}
-
-impl Outcome {
-    pub fn success(&self) -> bool {
-        self.exit_code == 0
-    }
-
-    /// stdout as JSON; panics with the whole output if it is not.
-    pub fn json(&self) -> Value {
+impl OutcomeExt for Outcome {
+    fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
     }
 
-    /// Asserts success and returns the result JSON.
-    pub fn ok(&self) -> Value {
+    fn ok(&self) -> Value {
         assert!(self.success(), "plugin failed: {self:?}");
         self.json()
     }
 
-    /// Asserts an error with `code` and returns its message.
-    pub fn err(&self, code: u64) -> String {
+    fn err(&self, code: u64) -> String {
         assert_ne!(self.exit_code, 0, "plugin succeeded: {self:?}");
         let v = self.json();
         assert_eq!(v["code"].as_u64(), Some(code), "wrong code: {self:?}");
@@ -89,26 +68,27 @@ impl Outcome {
 /// A plugin call being built: defaults are those of a runtime's ADD for one container.
 #[derive(Debug)]
 pub struct PluginCall<'a> {
-    node: &'a Node,
+    /// The namespace the plugin runs in (a node's host namespace).
+    host: &'a TestNetns,
     binary: PathBuf,
     env: Vec<(String, String)>,
     stdin: Vec<u8>,
 }
 
 impl<'a> PluginCall<'a> {
-    pub fn new(node: &'a Node, name: &str) -> PluginCall<'a> {
-        let dir = node.plugin_dir();
+    /// A call of plugin `name` from `dir` (also `CNI_PATH`), run inside `host`.
+    pub fn new(host: &'a TestNetns, dir: &Path, name: &str) -> PluginCall<'a> {
         assert!(
             dir != plugin_dir_unchecked() || dir.join("loopback").is_file(),
             "no plugin binaries in {}: run `cargo build --workspace --bins` (or set CNI_PLUGIN_DIR)",
             dir.display()
         );
         PluginCall {
-            node,
-            binary: node.plugin_dir().join(name),
+            host,
+            binary: dir.join(name),
             env: vec![
                 ("CNI_IFNAME".into(), "eth0".into()),
-                ("CNI_PATH".into(), node.plugin_dir().display().to_string()),
+                ("CNI_PATH".into(), dir.display().to_string()),
                 (
                     "CNI_ARGS".into(),
                     "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=test".into(),
@@ -169,7 +149,7 @@ impl<'a> PluginCall<'a> {
     /// kill it and every delegate it started), with stdin already written.
     pub fn spawn(self) -> std::process::Child {
         use std::os::unix::process::CommandExt;
-        let mut cmd = self.node.host().command(&self.binary);
+        let mut cmd = self.host.command(&self.binary);
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

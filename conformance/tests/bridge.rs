@@ -3,6 +3,7 @@
 // Test helpers fail the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use conformance::OutcomeExt;
 use std::collections::HashSet;
 
 use conformance::chain::Attachment;

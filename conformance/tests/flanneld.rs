@@ -703,14 +703,9 @@ fn a_deleted_vxlan_device_is_recreated_with_its_peers_on_the_link_notification()
 /// from subnet.env's `FLANNEL_IPV6_SUBNET` (`fc00:0:0:17::1/64`).
 fn own_v6(node: &Node) -> (String, String) {
     let env = subnet_env(node).unwrap();
-    let sn = env
-        .lines()
-        .find_map(|l| l.strip_prefix("FLANNEL_IPV6_SUBNET="))
-        .unwrap_or_else(|| panic!("no FLANNEL_IPV6_SUBNET in {env}"));
-    let (ip, len) = sn.split_once('/').unwrap();
-    let ip: std::net::Ipv6Addr = ip.parse().unwrap();
-    let first = std::net::Ipv6Addr::from(u128::from(ip) - 1);
-    (format!("{first}/{len}"), first.to_string())
+    let (_, v6) = cni_common::subnet_env::previous_subnets(&env);
+    let sn = v6.unwrap_or_else(|| panic!("no FLANNEL_IPV6_SUBNET in {env}"));
+    (sn.to_string(), sn.network().to_string())
 }
 
 fn mac_of(node: &Node, dev: &str) -> String {

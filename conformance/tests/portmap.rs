@@ -4,6 +4,7 @@
 // Test helpers fail the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use conformance::OutcomeExt;
 use std::net::SocketAddr;
 
 use conformance::chain::Attachment;

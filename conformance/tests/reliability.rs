@@ -8,6 +8,7 @@
 // Test helpers fail the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use conformance::OutcomeExt;
 use std::collections::HashSet;
 use std::fs;
 use std::hash::{BuildHasher, RandomState};

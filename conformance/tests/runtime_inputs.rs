@@ -62,8 +62,7 @@ impl Exec for WithArgs<'_> {
             .config(stdin)
             .attachment(att)
             .env("CNI_ARGS", &self.args)
-            .run()
-            .into())
+            .run())
     }
 }
 

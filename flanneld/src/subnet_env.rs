@@ -40,41 +40,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     crate::files::write_atomic(path, bytes, 0o644)
 }
 
-/// The subnets a previous run wrote (`FLANNEL_SUBNET`, `FLANNEL_IPV6_SUBNET`), masked, read
-/// as godotenv reads them (optional quotes, `export `); a missing or unreadable file, or a
-/// value listing several subnets, gives `None` for that family.
+/// The subnets a previous run wrote ([`cni_common::subnet_env::previous_subnets`]); a
+/// missing or unreadable file gives none.
 pub fn previous(path: &Path) -> (Option<Ipv4Network>, Option<Ipv6Network>) {
-    let Ok(text) = fs::read_to_string(path) else {
-        return (None, None);
-    };
-    let (mut v4, mut v6) = (None, None);
-    for line in text.lines() {
-        let line = line.trim();
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
-        let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
-        if v.contains(',') {
-            continue;
-        }
-        match k.trim() {
-            "FLANNEL_SUBNET" => {
-                v4 = v
-                    .parse::<Ipv4Network>()
-                    .ok()
-                    .and_then(|n| Ipv4Network::new(n.network(), n.prefix()).ok())
-            }
-            "FLANNEL_IPV6_SUBNET" => {
-                v6 = v
-                    .parse::<Ipv6Network>()
-                    .ok()
-                    .and_then(|n| Ipv6Network::new(n.network(), n.prefix()).ok())
-            }
-            _ => {}
-        }
+    match fs::read_to_string(path) {
+        Ok(text) => cni_common::subnet_env::previous_subnets(&text),
+        Err(_) => (None, None),
     }
-    (v4, v6)
 }
 
 #[cfg(test)]

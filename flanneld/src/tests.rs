@@ -82,15 +82,9 @@ impl Rig {
         std::mem::take(&mut *self.log.borrow_mut())
     }
     fn own_key(&self) -> String {
-        let env = self.subnet_env();
-        let sn = env
-            .lines()
-            .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
-            .unwrap()
-            .to_owned();
-        let (ip, len) = sn.split_once('/').unwrap();
-        let ip: Ipv4Addr = ip.parse().unwrap();
-        format!("{SUBNETS}{}-{len}", Ipv4Addr::from(u32::from(ip) - 1))
+        let (v4, _) = cni_common::subnet_env::previous_subnets(&self.subnet_env());
+        let sn = v4.unwrap();
+        format!("{SUBNETS}{}-{}", sn.network(), sn.prefix())
     }
 }
 

@@ -221,15 +221,6 @@ fn unsupported_line(log: &str) -> Option<String> {
         .map(|l| l.trim().to_owned())
 }
 
-/// `10.10.17.1/20` → `10.10.16.0/20`.
-fn network_of(cidr: &str) -> String {
-    let (ip, len) = cidr.split_once('/').unwrap();
-    let ip: Ipv4Addr = ip.parse().unwrap();
-    let len: u32 = len.parse().unwrap();
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    format!("{}/{len}", Ipv4Addr::from(u32::from(ip) & mask))
-}
-
 /// `10.10.16.0/20` → `10.10.16.0` (vxlan's gateway for the subnet).
 fn base(subnet: &str) -> &str {
     subnet.split('/').next().unwrap()
@@ -350,11 +341,11 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(20));
         }
         let text = fs::read_to_string(&env).unwrap();
-        let subnet = network_of(
-            text.lines()
-                .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
-                .unwrap_or_else(|| panic!("no FLANNEL_SUBNET in {text}")),
-        );
+        let subnet = cni_common::subnet_env::parse(&text)
+            .ok()
+            .and_then(|e| e.subnet_v4)
+            .unwrap_or_else(|| panic!("no FLANNEL_SUBNET in {text}"))
+            .to_string();
         let vtep_mac = (self.backend == Backend::Vxlan).then(|| link_mac(&node, VXLAN_DEV));
         if self.backend == Backend::Wireguard {
             // The device and its control socket come with the backend, before subnet.env.

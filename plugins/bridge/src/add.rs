@@ -200,13 +200,38 @@ impl<N: Node, I: Ipam> Attach<'_, N, I> {
 
     /// Everything after the bridge exists; `undo` says what to take back on failure.
     fn run(&self, bridge: &Link, undo: &mut Undo) -> Result<CniResult, BridgeError> {
-        let (inv, conf, host) = (self.inv, self.conf, self.host);
         let (host_veth, container_if) = self.create_veth(undo)?;
-        let host_index = host_veth.index;
         let host_name = host_veth.name.clone().unwrap_or_default();
-        cni_common::debug_log!("veth {host_name} on {} for {}", conf.bridge, inv.ifname());
+        cni_common::debug_log!(
+            "veth {host_name} on {} for {}",
+            self.conf.bridge,
+            self.inv.ifname()
+        );
+        self.attach_host_veth(bridge, host_veth.index, &host_name)?;
+        let mut result = self.initial_result(&host_name, &container_if);
+        if let Some(ipam) = &self.conf.ipam_type {
+            self.address(ipam, bridge, container_if.index, &mut result, undo)?;
+        } else if !self.conf.disable_container_interface {
+            self.cont.set_up(container_if.index)?;
+        }
+        self.write_rules(&result, &host_name, &container_if, undo)?;
+        self.report_final_macs(bridge, &host_veth, &mut result)?;
+        if let Some(dns) = &self.conf.dns {
+            result.dns = dns.clone();
+        }
+        Ok(result)
+    }
+
+    /// The host end: `accept_ra` off, enslaved (hairpin, isolation, VLANs), up.
+    fn attach_host_veth(
+        &self,
+        bridge: &Link,
+        host_index: u32,
+        host_name: &str,
+    ) -> Result<(), BridgeError> {
+        let (conf, host) = (self.conf, self.host);
         // Absent without IPv6.
-        write_optional(self.deps.node, Sysctl::AcceptRa(&host_name), "0");
+        write_optional(self.deps.node, Sysctl::AcceptRa(host_name), "0");
         host.attach_port(host_index, bridge.index, conf.hairpin, conf.port_isolation)?;
         if conf.uses_vlans() {
             host.set_port_vlans(
@@ -217,76 +242,99 @@ impl<N: Node, I: Ipam> Attach<'_, N, I> {
             )?;
         }
         host.set_up(host_index)?;
+        Ok(())
+    }
 
-        let mut result = CniResult {
+    /// The result's interfaces: the bridge, the host veth, the container's (MACs of the first
+    /// two filled in at the end).
+    fn initial_result(&self, host_name: &str, container_if: &Link) -> CniResult {
+        CniResult {
             interfaces: vec![
                 Interface {
-                    name: conf.bridge.clone(),
+                    name: self.conf.bridge.clone(),
                     ..Interface::default()
                 },
                 Interface {
-                    name: host_name.clone(),
+                    name: host_name.to_owned(),
                     ..Interface::default()
                 },
                 Interface {
-                    name: inv.ifname().to_owned(),
+                    name: self.inv.ifname().to_owned(),
                     mac: format_mac(&container_if.mac),
                     sandbox: self.ns.path().display().to_string(),
                     ..Interface::default()
                 },
             ],
             ..CniResult::default()
-        };
+        }
+    }
 
-        let container_index = container_if.index;
-        if let Some(ipam) = &conf.ipam_type {
-            let ipam_result = self.deps.ipam.add(ipam, inv)?;
-            undo.ipam = true;
-            if ipam_result.ips.is_empty() {
-                return Err(BridgeError::Config(
-                    "IPAM plugin returned missing IP config".into(),
-                ));
-            }
-            result.ips = ipam_result.ips;
-            result.routes = ipam_result.routes;
-            result.dns = ipam_result.dns;
-            let bridge_addrs = gateway::apply(&mut result, conf);
-            cni_common::debug_log!(
-                "IPAM {ipam} gave {:?}; gateway addresses {bridge_addrs:?}",
-                result
-                    .ips
-                    .iter()
-                    .map(|ip| ip.address.to_string())
-                    .collect::<Vec<_>>()
-            );
-            self.configure_container(container_index, &result)?;
-            // With an access VLAN the gateway lives on a `<bridge>.<vlan>` port of that VLAN.
-            let gateway_link = if conf.vlan != 0 && !bridge_addrs.is_empty() {
-                let gw = self.ensure_vlan_gateway(bridge)?;
-                result.interfaces.push(Interface {
-                    name: gw.name.clone().unwrap_or_default(),
-                    mac: format_mac(&gw.mac),
-                    ..Interface::default()
-                });
-                gw
-            } else {
-                bridge.clone()
-            };
-            for addr in &bridge_addrs {
-                self.ensure_gateway_addr(&gateway_link, *addr)?;
-            }
-            if !bridge_addrs.is_empty() {
-                self.pin_bridge_mac(bridge.index)?;
-                for v4 in [true, false] {
-                    if bridge_addrs.iter().any(|a| a.is_ipv4() == v4) {
-                        self.enable_forwarding(v4)?;
-                    }
+    /// The IPAM plugin's addresses on the container's interface, the gateway addresses on the
+    /// bridge (or its VLAN port), forwarding on.
+    fn address(
+        &self,
+        ipam: &str,
+        bridge: &Link,
+        container_index: u32,
+        result: &mut CniResult,
+        undo: &mut Undo,
+    ) -> Result<(), BridgeError> {
+        let conf = self.conf;
+        let ipam_result = self.deps.ipam.add(ipam, self.inv)?;
+        undo.ipam = true;
+        if ipam_result.ips.is_empty() {
+            return Err(BridgeError::Config(
+                "IPAM plugin returned missing IP config".into(),
+            ));
+        }
+        result.ips = ipam_result.ips;
+        result.routes = ipam_result.routes;
+        result.dns = ipam_result.dns;
+        let bridge_addrs = gateway::apply(result, conf);
+        cni_common::debug_log!(
+            "IPAM {ipam} gave {:?}; gateway addresses {bridge_addrs:?}",
+            result
+                .ips
+                .iter()
+                .map(|ip| ip.address.to_string())
+                .collect::<Vec<_>>()
+        );
+        self.configure_container(container_index, result)?;
+        // With an access VLAN the gateway lives on a `<bridge>.<vlan>` port of that VLAN.
+        let gateway_link = if conf.vlan != 0 && !bridge_addrs.is_empty() {
+            let gw = self.ensure_vlan_gateway(bridge)?;
+            result.interfaces.push(Interface {
+                name: gw.name.clone().unwrap_or_default(),
+                mac: format_mac(&gw.mac),
+                ..Interface::default()
+            });
+            gw
+        } else {
+            bridge.clone()
+        };
+        for addr in &bridge_addrs {
+            self.ensure_gateway_addr(&gateway_link, *addr)?;
+        }
+        if !bridge_addrs.is_empty() {
+            self.pin_bridge_mac(bridge.index)?;
+            for v4 in [true, false] {
+                if bridge_addrs.iter().any(|a| a.is_ipv4() == v4) {
+                    self.enable_forwarding(v4)?;
                 }
             }
-        } else if !conf.disable_container_interface {
-            self.cont.set_up(container_index)?;
         }
+        Ok(())
+    }
 
+    /// `ipMasq`'s masquerade and `macspoofchk`'s rules, in one transaction.
+    fn write_rules(
+        &self,
+        result: &CniResult,
+        host_name: &str,
+        container_if: &Link,
+        undo: &mut Undo,
+    ) -> Result<(), BridgeError> {
+        let conf = self.conf;
         let rules = Rules {
             masquerade: if conf.ip_masq {
                 result.ips.iter().map(|ip| ip.address).collect()
@@ -299,7 +347,7 @@ impl<N: Node, I: Ipam> Attach<'_, N, I> {
                         mac: container_if.mac.clone(),
                     }
                 })?;
-                Some((host_name.as_str(), mac))
+                Some((host_name, mac))
             } else {
                 None
             },
@@ -311,26 +359,32 @@ impl<N: Node, I: Ipam> Attach<'_, N, I> {
                 "failed to add firewall rules",
             )?;
         }
+        Ok(())
+    }
 
-        let forwarding_veth = if conf.disable_container_interface {
+    /// The bridge takes a port's MAC and a veth's MAC may change once enslaved: the result
+    /// reports the final ones (after the port forwards, unless the container has no
+    /// interface).
+    fn report_final_macs(
+        &self,
+        bridge: &Link,
+        host_veth: &Link,
+        result: &mut CniResult,
+    ) -> Result<(), BridgeError> {
+        let host = self.host;
+        let forwarding_veth = if self.conf.disable_container_interface {
             None
         } else {
-            Some(self.wait_forwarding(&host_veth)?)
+            Some(self.wait_forwarding(host_veth)?)
         };
-
-        // The bridge takes a port's MAC and a veth's MAC may change once enslaved: report the
-        // final ones.
         let refreshed_bridge = host.by_index(bridge.index)?;
         result.interfaces[0].mac = format_mac(&refreshed_bridge.as_ref().unwrap_or(bridge).mac);
         let refreshed_veth = match forwarding_veth {
             Some(port) => Some(port),
-            None => host.by_index(host_index)?,
+            None => host.by_index(host_veth.index)?,
         };
-        result.interfaces[1].mac = format_mac(&refreshed_veth.as_ref().unwrap_or(&host_veth).mac);
-        if let Some(dns) = &conf.dns {
-            result.dns = dns.clone();
-        }
-        Ok(result)
+        result.interfaces[1].mac = format_mac(&refreshed_veth.as_ref().unwrap_or(host_veth).mac);
+        Ok(())
     }
 
     /// Sysctls, addresses, link up, DAD (only if asked for), routes: inside the container.

@@ -430,7 +430,8 @@ impl<K: WgKernel> Wireguard<K> {
         };
         let peer = match peers::peer_of(lease, &spec) {
             Ok(Some(p)) => p,
-            Ok(None) => return,
+            // Nothing for this device (any more): a peer it had from this lease goes.
+            Ok(None) => return self.peer_removed(i, lease),
             Err(e) => {
                 warning!("ignoring lease {}: {e}", lease.subnet);
                 return;
@@ -530,18 +531,20 @@ impl<K: WgKernel> Wireguard<K> {
             .count();
         self.repairs.address += missing as u64;
         let mut routes = Vec::new();
-        for v4 in [true, false] {
+        let families = [(self.devs[i].v4, true), (self.devs[i].v6, false)];
+        for v4 in families.iter().filter(|f| f.0).map(|f| f.1) {
             routes.extend(
                 self.kernel
                     .routes(link.index, v4)
                     .map_err(Self::step(format!("listing the routes of {name}")))?,
             );
         }
-        self.repairs.route += self.devs[i]
+        let missing_routes = self.devs[i]
             .networks
             .iter()
             .filter(|n| !routes.contains(n))
-            .count() as u64;
+            .count();
+        self.repairs.route += missing_routes as u64;
         let read = self
             .kernel
             .read(name)
@@ -589,7 +592,13 @@ impl<K: WgKernel> Wireguard<K> {
                 }
             }
         }
-        self.program_links(i)?;
+        // Written again only when something is missing: a quiet reconcile only reads.
+        if missing + missing_routes > 0 || !link.up {
+            self.program_links(i)?;
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
         self.kernel
             .configure(name, &DeviceSettings::default(), &changes)
             .map_err(Self::step(format!("repairing the peers of {name}")))

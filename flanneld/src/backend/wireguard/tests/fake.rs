@@ -113,6 +113,7 @@ impl WgKernel for FakeWg {
 
     fn set_up(&mut self, index: u32) -> io::Result<()> {
         self.by_index(index)?.link.up = true;
+        self.log.push(format!("up {index}"));
         Ok(())
     }
 
@@ -146,6 +147,7 @@ impl WgKernel for FakeWg {
         if !l.routes.contains(&dst) {
             l.routes.push(dst);
         }
+        self.log.push(format!("route {dst}"));
         Ok(())
     }
 

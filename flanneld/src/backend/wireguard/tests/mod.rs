@@ -180,8 +180,14 @@ fn reconcile_restores_a_deleted_device_with_every_peer_and_removes_strangers() {
         peers_of(&wg, DEVICE),
         [r#"192.168.1.3:51820 ["10.5.3.0/24"]"#]
     );
+    let writes = wg.kernel().log.len();
     wg.reconcile();
     assert_eq!(wg.repairs().total(), r.total(), "nothing more to repair");
+    assert_eq!(
+        wg.kernel().log[writes..],
+        [] as [String; 0],
+        "a quiet reconcile only reads"
+    );
     assert!(wg.settled());
 }
 
