@@ -11,7 +11,7 @@
 #                                   # (scripts/bench-kube.sh, docs/bench-kube.md)
 #
 # This script builds and enters a private network namespace; the runner, `bench agent`
-# (conformance/src/bench/agent/), measures and writes docs/bench-agent.md and
+# (bench/src/agent/), measures and writes docs/bench-agent.md and
 # docs/bench-agent.svg (the table and plot of docs/performance.md, "flanneld at scale").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ fi
 
 if [ -z "${CNI_BENCH_INNER:-}" ]; then
     scripts/setup.sh
-    cargo build --release --locked -q -p flanneld -p conformance --bins
+    cargo build --release --locked -q -p flanneld -p bench --bins
     bench_enter "$0" "$@"
 fi
 

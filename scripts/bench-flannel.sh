@@ -7,14 +7,14 @@
 #   scripts/bench-flannel.sh [iterations]
 #
 # This script builds, installs what is missing and enters a private network namespace; the
-# runner, `bench flannel` (conformance/src/bench/plugins.rs), runs and times the calls.
+# runner, `bench flannel` (bench/src/plugins.rs), runs and times the calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/bench-common.sh
 
 if [ -z "${CNI_BENCH_INNER:-}" ]; then
     scripts/setup.sh
-    cargo build --release --locked -q -p flannel -p bridge -p host-local -p portmap -p conformance --bins
+    cargo build --release --locked -q -p flannel -p bridge -p host-local -p portmap -p bench --bins
     bench_enter "$0" "$@"
 fi
 

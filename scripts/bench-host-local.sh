@@ -8,14 +8,14 @@
 #   scripts/bench-host-local.sh [leases] [iterations]
 #
 # This script builds, installs what is missing and enters a private network namespace; the
-# runner, `bench host-local` (conformance/src/bench/plugins.rs), runs and times the calls.
+# runner, `bench host-local` (bench/src/plugins.rs), runs and times the calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/bench-common.sh
 
 if [ -z "${CNI_BENCH_INNER:-}" ]; then
     scripts/setup.sh
-    cargo build --release --locked -q -p host-local -p conformance --bins
+    cargo build --release --locked -q -p host-local -p bench --bins
     bench_enter "$0" "$@"
 fi
 

@@ -12,7 +12,7 @@
 #   scripts/bench-kube.sh 1,200 20 5 1     # the short form CI runs
 #
 # This script builds and enters a private network namespace; the runner, `bench kube`
-# (conformance/src/bench/kube.rs), measures and prints the table.
+# (bench/src/kube.rs), measures and prints the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/bench-common.sh
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 if [ -z "${CNI_BENCH_INNER:-}" ]; then
     scripts/setup.sh
     scripts/kube-build.sh
-    cargo build --release --locked -q -p flanneld -p conformance --bins
+    cargo build --release --locked -q -p flanneld -p bench --bins
     bench_enter "$0" "$@"
 fi
 

@@ -10,7 +10,7 @@
 #   scripts/bench-wireguard.sh 2 1     # the short form CI runs
 #
 # This script builds and enters a private network namespace; the runner, `bench wireguard`
-# (conformance/src/bench/wireguard.rs), measures and prints the table.
+# (bench/src/wireguard.rs), measures and prints the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/bench-common.sh

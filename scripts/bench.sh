@@ -9,7 +9,7 @@
 #   scripts/bench.sh [sequential pods, default 50]
 #
 # This script builds, installs what is missing and enters a private network namespace; the
-# runner, `bench all` (conformance/src/bench/), does the rest. docs/performance.md holds a run.
+# runner, `bench all` (bench/src/), does the rest. docs/performance.md holds a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/bench-common.sh

@@ -6,7 +6,7 @@
 # with host-gw), two pods per node made by our CNI plugins through kube-flannel's conflist
 # pinging across nodes, a hostPort answering from another node, and the teardown. Nothing
 # touches the machine's own network; everything is removed at the end, also on failure or
-# Ctrl-C. The steps are conformance/src/bin/cluster-demo.rs over conformance::cluster, the
+# Ctrl-C. The steps are demo/src/main.rs (`cluster-demo`) over drivers::cluster, the
 # same code the CI test (conformance/tests/overlay.rs) checks.
 #
 #   scripts/demo.sh                    # vxlan

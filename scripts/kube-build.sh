@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes 1.20.2 binaries the tests' control plane runs (conformance/src/kube.rs)
+# Builds the Kubernetes 1.20.2 binaries the tests' control plane runs (drivers/src/kube.rs)
 # from Debian's `kubernetes` source package (1.20.5+really1.20.2, bookworm) with the Go it was
 # released with, Go 1.15 (Debian bullseye's golang-1.15-go + golang-1.15-src, unpacked, never
 # installed), and caches them outside the source tree: $CNI_RS_KUBE_CACHE (default

@@ -25,13 +25,14 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 /// The release binary next to the plugins, else the one cargo built for this test.
-fn binary(name: &str, built: &str) -> PathBuf {
-    let release = plugin_dir_unchecked().join(name);
-    if release.is_file() {
-        release
-    } else {
-        PathBuf::from(built)
-    }
+fn binary(name: &str) -> PathBuf {
+    let built = plugin_dir_unchecked().join(name);
+    assert!(
+        built.is_file(),
+        "{} missing: cargo build --workspace --bins (the bench and demo crates build it)",
+        built.display()
+    );
+    built
 }
 
 /// A run of a binary: its stdout and stderr lines as they come.
@@ -156,7 +157,7 @@ fn leftovers(pid: u32) -> Vec<String> {
 }
 
 fn demo(extra_env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(binary("cluster-demo", env!("CARGO_BIN_EXE_cluster-demo")));
+    let mut cmd = Command::new(binary("cluster-demo"));
     cmd.args(["--backend", "host-gw"])
         .env("CNI_PLUGIN_DIR", conformance::plugin::plugin_dir())
         .envs(extra_env.iter().copied());
@@ -271,7 +272,7 @@ fn agent_benchmark_interrupted_leaves_nothing() {
     let only_dir = only.path().to_string_lossy().into_owned();
     let mut cmd = Command::new("unshare");
     cmd.arg("--net")
-        .arg(binary("bench", env!("CARGO_BIN_EXE_bench")))
+        .arg(binary("bench"))
         .args(["--ours", &only_dir, "agent", "200", "20", "2"])
         .env("CNI_PLUGIN_DIR", &only_dir)
         .env(
@@ -304,7 +305,7 @@ fn agent_benchmark_interrupted_leaves_nothing() {
     let empty = tempfile::tempdir().unwrap();
     let out = Command::new("unshare")
         .arg("--net")
-        .arg(binary("bench", env!("CARGO_BIN_EXE_bench")))
+        .arg(binary("bench"))
         .args(["--ours", &empty.path().to_string_lossy(), "agent", "200"])
         .env(
             "CNI_BENCH_HOST_NETNS",

@@ -17,17 +17,16 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::LocalSet;
 
-use crate::agent::{self, Settings};
+use crate::agent;
+use crate::backend::Backend;
 use crate::backend::vxlan::Vxlan;
 use crate::backend::vxlan::tests::fake::FakeKernel;
-use crate::backend::{Backend, BackendError};
-use crate::cache::LeaseEvent;
 use crate::config::NetworkConfig;
 use crate::etcd::store::mem::MemStore;
 use crate::etcd::{DEFAULT_PREFIX, LeaseManager};
-use crate::health::Readiness;
-use crate::lease::{Lease, LeaseAttrs};
+use crate::lease::LeaseAttrs;
 use crate::log::capture;
+use crate::testkit::{self, Recorder, Rig, Setup, etcd_manager};
 
 const SUBNETS: &str = "/coreos.com/network/subnets/";
 const OWN_IP: &str = "192.168.1.2";
@@ -153,16 +152,16 @@ async fn every_config_case_is_refused_with_its_line_and_retried() {
     assert!(n >= 20, "{n} config cases");
 }
 
-/// A backend for the rig: records events, delegates to a host-gw-like fake or the real
-/// vxlan backend over its fake kernel.
+/// The backend of a case: the kit's recorder, over the real vxlan backend on its fake kernel
+/// for vxlan (a host-gw-like fake otherwise).
 #[derive(Clone)]
-struct Recorder {
-    events: Rc<RefCell<Vec<String>>>,
+struct Subject {
+    recorder: Recorder,
     vxlan: Option<Rc<RefCell<Vxlan<FakeKernel>>>>,
 }
 
-impl Recorder {
-    fn new(backend: &str) -> Recorder {
+impl Subject {
+    fn new(backend: &str) -> Subject {
         let vxlan = (backend == "vxlan").then(|| {
             let config = NetworkConfig::parse(default_config("vxlan").as_bytes()).unwrap();
             let ext = crate::backend::hostgw::tests::ext([192, 168, 1, 2], [192, 168, 1, 2]);
@@ -176,118 +175,37 @@ impl Recorder {
             .unwrap();
             Rc::new(RefCell::new(b))
         });
-        Recorder {
-            events: Rc::default(),
-            vxlan,
+        let attrs = LeaseAttrs {
+            public_ip: OWN_IP.parse().unwrap(),
+            public_ipv6: None,
+            backend_type: backend.into(),
+            backend_data: None,
+            backend_v6_data: None,
+        };
+        let mut recorder = Recorder::with_attrs(attrs, 1450);
+        if let Some(v) = &vxlan {
+            let inner: Rc<RefCell<dyn Backend>> = v.clone();
+            recorder.inner = Some(inner);
         }
+        Subject { recorder, vxlan }
     }
 
     fn added(&self) -> BTreeSet<String> {
-        self.events
-            .borrow()
+        self.recorder
+            .lines()
             .iter()
             .filter_map(|e| e.strip_prefix("add ").map(|s| s.to_owned()))
             .collect()
     }
 }
 
-impl Backend for Recorder {
-    fn backend_type(&self) -> &'static str {
-        if self.vxlan.is_some() {
-            "vxlan"
-        } else {
-            "host-gw"
-        }
-    }
-    fn lease_attrs(&self) -> LeaseAttrs {
-        match &self.vxlan {
-            Some(v) => v.borrow().lease_attrs(),
-            None => LeaseAttrs {
-                public_ip: OWN_IP.parse().unwrap(),
-                public_ipv6: None,
-                backend_type: "host-gw".into(),
-                backend_data: None,
-                backend_v6_data: None,
-            },
-        }
-    }
-    fn mtu(&self) -> u32 {
-        1450
-    }
-    fn lease_acquired(&mut self, lease: &Lease) -> Result<(), BackendError> {
-        self.events
-            .borrow_mut()
-            .push(format!("own {}", lease.subnet));
-        match &self.vxlan {
-            Some(v) => v.borrow_mut().lease_acquired(lease),
-            None => Ok(()),
-        }
-    }
-    fn handle(&mut self, events: &[LeaseEvent]) {
-        for e in events {
-            self.events.borrow_mut().push(match e {
-                LeaseEvent::Added(l) => format!("add {} {}", l.subnet, l.attrs.public_ip),
-                LeaseEvent::Removed(l) => format!("del {} {}", l.subnet, l.attrs.public_ip),
-            });
-        }
-        if let Some(v) = &self.vxlan {
-            v.borrow_mut().handle(events);
-        }
-    }
-}
-
-struct Run {
-    backend: Recorder,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
-    dir: tempfile::TempDir,
-}
-
-fn start(store: MemStore, backend: &Recorder) -> Run {
-    let (stop, rx) = watch::channel(false);
-    let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        subnet_file: dir.path().join("subnet.env"),
-        ip_masq: false,
-        renew_margin: Duration::from_secs(3600),
-        notify_socket: None,
-        reconcile_every: Duration::from_secs(3600),
-        metrics: crate::metrics::Metrics::new(),
-        entry_notices: agent::EntryNotices::None,
-    };
-    let mut b = backend.clone();
-    let task = tokio::task::spawn_local(async move {
-        let mut m = LeaseManager::new(store, DEFAULT_PREFIX, (None, None));
-        let config = agent::wait_for_config(&m, &mut rx.clone()).await.unwrap();
-        agent::run(
-            &mut m,
-            &config,
-            &mut b,
-            &settings,
-            &Readiness::default(),
-            rx,
-        )
-        .await
-    });
-    Run {
-        backend: backend.clone(),
-        stop,
-        task,
-        dir,
-    }
-}
-
-impl Run {
-    fn own_key(&self) -> String {
-        let env = std::fs::read_to_string(self.dir.path().join("subnet.env")).unwrap();
-        let sn = env
-            .lines()
-            .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
-            .unwrap();
-        let (ip, len) = sn.split_once('/').unwrap();
-        let ip: Ipv4Addr = ip.parse().unwrap();
-        format!("{}-{len}", Ipv4Addr::from(u32::from(ip) - 1))
-    }
+fn start(store: MemStore, subject: &Subject) -> Rig {
+    testkit::start(
+        tempfile::tempdir().unwrap(),
+        subject.recorder.clone(),
+        Setup::default(),
+        move |rx| etcd_manager(store, rx),
+    )
 }
 
 async fn settle() {
@@ -329,7 +247,7 @@ fn check_logs(cases: &[Case], when: &str) {
 }
 
 /// The vxlan kernel holds entries of the good and accepted peers only.
-fn check_kernel(r: &Recorder, cases: &[Case]) {
+fn check_kernel(r: &Subject, cases: &[Case]) {
     let Some(v) = &r.vxlan else { return };
     let mut v = v.borrow_mut();
     let k = v.kernel();
@@ -375,11 +293,12 @@ async fn lease_cases_of(backend: &str) {
         store.put_raw(&format!("{SUBNETS}{k}"), &good_value(backend, i));
     }
     put_cases(&store, &at_start);
-    let run = start(store, &Recorder::new(backend));
+    let subject = Subject::new(backend);
+    let run = start(store, &subject);
     settle().await;
-    assert_eq!(run.backend.added(), want, "listing ({backend})");
+    assert_eq!(subject.added(), want, "listing ({backend})");
     check_logs(&at_start, &format!("listing ({backend})"));
-    check_kernel(&run.backend, &cases);
+    check_kernel(&subject, &cases);
     assert!(!run.task.is_finished());
     run.stop.send(true).unwrap();
 
@@ -390,22 +309,16 @@ async fn lease_cases_of(backend: &str) {
     for (i, (k, _)) in GOOD.iter().enumerate() {
         store.put_raw(&format!("{SUBNETS}{k}"), &good_value(backend, i));
     }
-    let run = start(store.clone(), &Recorder::new(backend));
+    let subject = Subject::new(backend);
+    let run = start(store.clone(), &subject);
     settle().await;
     put_cases(&store, &cases);
     settle().await;
-    assert_eq!(run.backend.added(), want, "watch ({backend})");
-    assert!(
-        !run.backend
-            .events
-            .borrow()
-            .iter()
-            .any(|e| e.starts_with("del ")),
-        "{:?}",
-        run.backend.events.borrow()
-    );
+    assert_eq!(subject.added(), want, "watch ({backend})");
+    let lines = subject.recorder.lines();
+    assert!(!lines.iter().any(|e| e.starts_with("del ")), "{lines:?}");
     check_logs(&cases, &format!("watch ({backend})"));
-    check_kernel(&run.backend, &cases);
+    check_kernel(&subject, &cases);
 
     // A good peer's key overwritten with each bad value in turn: what it had goes (or, for a
     // value that is only bad under its own key, the peer moves to that value's PublicIP);
@@ -415,10 +328,10 @@ async fn lease_cases_of(backend: &str) {
         for l in &c.leases {
             store.put_raw(&format!("{SUBNETS}{k}"), &good_value(backend, 0));
             settle().await;
-            run.backend.events.borrow_mut().clear();
+            subject.recorder.take();
             store.put_raw(&format!("{SUBNETS}{k}"), &expand(&l.value));
             settle().await;
-            let ev = run.backend.events.borrow().clone();
+            let ev = subject.recorder.lines();
             let gone = [format!("del {k} {good_ip}")];
             // Moved to another peer: only ever to an address a peer can have.
             let moved = ev.len() == 1
@@ -436,7 +349,7 @@ async fn lease_cases_of(backend: &str) {
     }
     store.put_raw(&format!("{SUBNETS}{k}"), &good_value(backend, 0));
     settle().await;
-    check_kernel(&run.backend, &cases);
+    check_kernel(&subject, &cases);
     assert!(!run.task.is_finished());
     run.stop.send(true).unwrap();
     settle().await;
@@ -469,17 +382,18 @@ async fn own_key_overwritten_is_lost_not_routed_then_reacquired() {
                 capture::start();
                 let store = MemStore::default();
                 store.put_raw("/coreos.com/network/config", &default_config("host-gw"));
-                let run = start(store.clone(), &Recorder::new("host-gw"));
+                let subject = Subject::new("host-gw");
+                let run = start(store.clone(), &subject);
                 settle().await;
-                let old = run.own_key();
+                let old = run.own_key().unwrap();
                 for l in &c.leases {
                     let key = l.key.replace("@OWN_KEY@", &old);
                     store.put_raw(&format!("{SUBNETS}{}", expand(&key)), &expand(&l.value));
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                let new = run.own_key();
+                let new = run.own_key().unwrap();
                 assert_ne!(new, old, "{}", c.name);
-                let ev = run.backend.events.borrow().clone();
+                let ev = subject.recorder.lines();
                 let own_new = ev
                     .iter()
                     .position(|e| *e == format!("own {new}"))

@@ -236,6 +236,36 @@ pub mod capture {
     }
 }
 
+/// A failure retried every few seconds, said once and then again once a minute while it
+/// lasts (or at once when it changes): an apiserver down or a revoked permission must not
+/// write a line per try.
+#[derive(Debug, Default)]
+pub struct Repeats {
+    last: Option<(String, tokio::time::Instant)>,
+}
+
+impl Repeats {
+    /// How long the same failure stays unsaid.
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// Whether `what` is to be said now; noted when it is.
+    pub fn due(&mut self, what: &str) -> bool {
+        let repeated = self
+            .last
+            .as_ref()
+            .is_some_and(|(w, at)| w == what && at.elapsed() < Self::EVERY);
+        if !repeated {
+            self.last = Some((what.to_owned(), tokio::time::Instant::now()));
+        }
+        !repeated
+    }
+
+    /// The failure is over; whether one was being repeated.
+    pub fn clear(&mut self) -> bool {
+        self.last.take().is_some()
+    }
+}
+
 /// An informational line.
 macro_rules! info {
     ($($arg:tt)*) => { $crate::log::line($crate::log::Severity::Info, format_args!($($arg)*)) };
@@ -261,6 +291,21 @@ pub(crate) use {detail, error, info, warning};
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test(start_paused = true)]
+    async fn a_repeated_failure_is_said_once_a_minute_and_a_new_one_at_once() {
+        let mut r = Repeats::default();
+        assert!(r.due("forbidden"));
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        assert!(!r.due("forbidden"), "the same failure 5 s later");
+        assert!(r.due("connection refused"), "another failure at once");
+        assert!(r.due("forbidden"));
+        tokio::time::sleep(Repeats::EVERY).await;
+        assert!(r.due("forbidden"), "again after a minute");
+        assert!(r.clear() && !r.clear());
+        assert!(r.due("forbidden"), "after the failure ended");
+    }
+
     use super::*;
     use std::time::Duration;
 

@@ -2,133 +2,40 @@
 //! readiness, peers' changes to the backend, the node's own key deleted, compaction, renewal,
 //! shutdown.
 
-use std::cell::RefCell;
-use std::net::Ipv4Addr;
-use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::LocalSet;
 
-use crate::agent::{self, Settings};
-use crate::backend::{Backend, BackendError};
-use crate::cache::LeaseEvent;
+use crate::agent;
 use crate::config::NetworkConfig;
 use crate::etcd::store::mem::MemStore;
-use crate::etcd::{DEFAULT_PREFIX, LeaseManager};
-use crate::health::Readiness;
-use crate::lease::{Lease, LeaseAttrs};
 use crate::metrics::Metrics;
+use crate::testkit::{self, Recorder, Rig, Setup, etcd_manager, settle};
 
 const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#;
 const SUBNETS: &str = "/coreos.com/network/subnets/";
-
-/// Records what it is told; counts the peers it holds.
-#[derive(Debug, Clone, Default)]
-struct FakeBackend(Rc<RefCell<Vec<String>>>, usize);
-
-impl Backend for FakeBackend {
-    fn backend_type(&self) -> &'static str {
-        "host-gw"
-    }
-    fn lease_attrs(&self) -> LeaseAttrs {
-        LeaseAttrs {
-            public_ip: Ipv4Addr::new(192, 168, 1, 2),
-            public_ipv6: None,
-            backend_type: "host-gw".into(),
-            backend_data: None,
-            backend_v6_data: None,
-        }
-    }
-    fn mtu(&self) -> u32 {
-        1500
-    }
-    fn lease_acquired(&mut self, lease: &Lease) -> Result<(), BackendError> {
-        self.0.borrow_mut().push(format!("own {}", lease.subnet));
-        Ok(())
-    }
-    fn handle(&mut self, events: &[LeaseEvent]) {
-        for e in events {
-            match e {
-                LeaseEvent::Added(_) => self.1 += 1,
-                LeaseEvent::Removed(_) => self.1 = self.1.saturating_sub(1),
-            }
-            self.0.borrow_mut().push(match e {
-                LeaseEvent::Added(l) => format!("add {} {}", l.subnet, l.attrs.public_ip),
-                LeaseEvent::Removed(l) => format!("del {} {}", l.subnet, l.attrs.public_ip),
-            });
-        }
-    }
-    fn programmed(&self) -> usize {
-        self.1
-    }
-}
-
-struct Rig {
-    log: Rc<RefCell<Vec<String>>>,
-    ready: Readiness,
-    stop: watch::Sender<bool>,
-    dir: tempfile::TempDir,
-    task: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
-    metrics: Metrics,
-}
-
-impl Rig {
-    fn subnet_env(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("subnet.env")).unwrap_or_default()
-    }
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.log.borrow_mut())
-    }
-    fn own_key(&self) -> String {
-        let (v4, _) = cni_common::subnet_env::previous_subnets(&self.subnet_env());
-        let sn = v4.unwrap();
-        format!("{SUBNETS}{}-{}", sn.network(), sn.prefix())
-    }
-}
 
 fn peer(ip: &str) -> String {
     format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#)
 }
 
-/// Lets the agent run until it waits again (virtual time: no real delay).
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(10)).await;
+fn start(store: MemStore, margin: Duration) -> Rig {
+    let setup = Setup {
+        renew_margin: Some(margin),
+        ..Setup::default()
+    };
+    testkit::start(
+        tempfile::tempdir().unwrap(),
+        Recorder::host_gw(),
+        setup,
+        move |rx| etcd_manager(store, rx),
+    )
 }
 
-fn start(store: MemStore, margin: Duration) -> Rig {
-    let log = Rc::new(RefCell::new(Vec::new()));
-    let backend = FakeBackend(log.clone(), 0);
-    let metrics = Metrics::new();
-    let ready = Readiness::default();
-    let (stop, rx) = watch::channel(false);
-    let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        subnet_file: dir.path().join("subnet.env"),
-        ip_masq: false,
-        renew_margin: margin,
-        notify_socket: None,
-        reconcile_every: Duration::from_secs(3600),
-        metrics: metrics.clone(),
-        entry_notices: agent::EntryNotices::None,
-    };
-    let (s, r) = (store.clone(), ready.clone());
-    let task = tokio::task::spawn_local(async move {
-        let mut m = LeaseManager::new(s, DEFAULT_PREFIX, (None, None));
-        let mut rx2 = rx.clone();
-        let config = agent::wait_for_config(&m, &mut rx2).await.unwrap();
-        let mut backend = backend;
-        agent::run(&mut m, &config, &mut backend, &settings, &r, rx).await
-    });
-    Rig {
-        log,
-        ready,
-        stop,
-        dir,
-        task,
-        metrics,
-    }
+/// The node's own lease key, from subnet.env.
+fn own_lease_key(rig: &Rig) -> String {
+    format!("{SUBNETS}{}", rig.own_key().unwrap())
 }
 
 #[tokio::test(start_paused = true)]
@@ -154,7 +61,7 @@ async fn lease_subnet_env_peers_and_shutdown() {
                 env.ends_with(".1/24\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=false\n"),
                 "{env}"
             );
-            let own = rig.own_key();
+            let own = own_lease_key(&rig);
             assert_eq!(store.value(&own).unwrap(), peer("192.168.1.2"));
             let log = rig.take();
             assert_eq!(log.len(), 2, "{log:?}");
@@ -199,7 +106,7 @@ async fn own_key_deleted_is_reacquired() {
             store.put_raw("/coreos.com/network/config", CONFIG);
             let rig = start(store.clone(), Duration::from_secs(3600));
             settle().await;
-            let own = rig.own_key();
+            let own = own_lease_key(&rig);
             let env = rig.subnet_env();
             rig.take();
             store.delete_raw(&own);
@@ -220,7 +127,7 @@ async fn own_key_deleted_is_reacquired() {
             store.put_raw(&own, &peer("192.168.1.66"));
             // Lost again within the minute: a 1 s pause, then the failed create's 1 s retry.
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let new_own = rig.own_key();
+            let new_own = own_lease_key(&rig);
             assert_ne!(new_own, own);
             assert_eq!(store.value(&new_own).unwrap(), peer("192.168.1.2"));
             let log = rig.take();
@@ -240,7 +147,7 @@ async fn a_lease_lost_again_and_again_is_acquired_again_ever_more_slowly() {
             store.put_raw("/coreos.com/network/config", CONFIG);
             let rig = start(store.clone(), Duration::from_secs(3600));
             settle().await;
-            let own = rig.own_key();
+            let own = own_lease_key(&rig);
             let mine = peer("192.168.1.2");
             // The first loss: acquired again at once.
             store.delete_raw(&own);
@@ -314,7 +221,7 @@ async fn renewed_before_expiry() {
             store.put_raw("/coreos.com/network/config", CONFIG);
             let rig = start(store.clone(), Duration::from_secs(3600));
             settle().await;
-            let own = rig.own_key();
+            let own = own_lease_key(&rig);
             // 23 h later the lease is renewed (a fresh 24 h lease); 48 h later it is still there.
             for _ in 0..3 {
                 tokio::time::sleep(Duration::from_secs(23 * 3600 + 60)).await;
@@ -506,82 +413,29 @@ fn only_notifications_of_watched_links_or_lost_ones_call_for_a_reconcile() {
     assert!(agent::concerns(&LinkChange::Lost, &watched));
 }
 
-/// A backend that records when it reconciles and watches `flannel.100`.
-struct Watching(Rc<RefCell<Vec<tokio::time::Instant>>>);
-
-impl Backend for Watching {
-    fn backend_type(&self) -> &'static str {
-        "host-gw"
-    }
-    fn lease_attrs(&self) -> LeaseAttrs {
-        FakeBackend::default().lease_attrs()
-    }
-    fn mtu(&self) -> u32 {
-        1500
-    }
-    fn lease_acquired(&mut self, _: &Lease) -> Result<(), BackendError> {
-        Ok(())
-    }
-    fn handle(&mut self, _: &[LeaseEvent]) {}
-    fn reconcile(&mut self) {
-        self.0.borrow_mut().push(tokio::time::Instant::now());
-    }
-    fn watched_links(&self) -> Vec<String> {
-        vec!["flannel.100".into()]
-    }
+/// A backend watching `flannel.100`.
+fn watching() -> Recorder {
+    let mut r = Recorder::host_gw();
+    r.links = vec!["flannel.100".into()];
+    r
 }
 
-/// The agent on `backend`, told of link notifications sent on the returned channel,
-/// reconciling every 5 s; stopped through the returned sender.
-struct LinkRig {
-    tx: tokio::sync::mpsc::Sender<node_kernel::LinkChange>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
-    _dir: tempfile::TempDir,
-}
-
-fn start_with_links(
-    backend: impl Backend + 'static,
-    entry_notices: agent::EntryNotices,
-) -> LinkRig {
+/// The agent on `backend` with one peer, told of link notifications sent on `rig.links`,
+/// reconciling every 5 s.
+fn start_with_links(backend: Recorder, entry_notices: agent::EntryNotices) -> Rig {
     let store = MemStore::default();
     store.put_raw("/coreos.com/network/config", CONFIG);
     // One peer, so the first listing hands the backend something.
     store.put_raw(&format!("{SUBNETS}10.5.9.0-24"), &peer("192.168.1.9"));
-    let (tx, links) = tokio::sync::mpsc::channel(64);
-    let (stop, rx) = watch::channel(false);
-    let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        subnet_file: dir.path().join("subnet.env"),
-        ip_masq: false,
-        renew_margin: Duration::from_secs(3600),
-        notify_socket: None,
-        reconcile_every: Duration::from_secs(5),
-        metrics: Metrics::new(),
+    let setup = Setup {
+        reconcile_every: Some(Duration::from_secs(5)),
         entry_notices,
+        links: true,
+        ..Setup::default()
     };
-    let mut backend = backend;
-    let task = tokio::task::spawn_local(async move {
-        let mut m = LeaseManager::new(store, DEFAULT_PREFIX, (None, None));
-        let config = agent::wait_for_config(&m, &mut rx.clone()).await.unwrap();
-        let ready = Readiness::default();
-        agent::run_with_links(
-            &mut m,
-            &config,
-            &mut backend,
-            &settings,
-            &ready,
-            rx,
-            Some(links),
-        )
-        .await
-    });
-    LinkRig {
-        tx,
-        stop,
-        task,
-        _dir: dir,
-    }
+    testkit::start(tempfile::tempdir().unwrap(), backend, setup, move |rx| {
+        etcd_manager(store, rx)
+    })
 }
 
 #[tokio::test(start_paused = true)]
@@ -589,13 +443,9 @@ async fn link_notifications_of_a_watched_link_reconcile_promptly_a_burst_once() 
     use node_kernel::LinkChange;
     LocalSet::new()
         .run_until(async {
-            let reconciles = Rc::new(RefCell::new(Vec::new()));
-            let LinkRig {
-                tx,
-                stop,
-                task,
-                _dir,
-            } = start_with_links(Watching(reconciles.clone()), agent::EntryNotices::None);
+            let mut rig = start_with_links(watching(), agent::EntryNotices::None);
+            let tx = rig.links.take().unwrap();
+            let reconciles = || rig.backend.reconciles();
             settle().await;
             let t0 = tokio::time::Instant::now();
             // Another link: nothing.
@@ -605,7 +455,7 @@ async fn link_notifications_of_a_watched_link_reconcile_promptly_a_burst_once() 
             })
             .unwrap();
             tokio::time::sleep(Duration::from_secs(1)).await;
-            assert!(reconciles.borrow().is_empty());
+            assert!(reconciles().is_empty());
             // A burst about the device (deleted, then recreated by someone): one reconcile,
             // LINK_QUIET after the last notification, long before the 5 s tick.
             let burst = tokio::time::Instant::now();
@@ -622,7 +472,7 @@ async fn link_notifications_of_a_watched_link_reconcile_promptly_a_burst_once() 
                 }
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let got: Vec<Duration> = reconciles.borrow().iter().map(|t| *t - burst).collect();
+            let got: Vec<Duration> = reconciles().iter().map(|t| *t - burst).collect();
             assert_eq!(
                 got,
                 [Duration::from_millis(60) + agent::LINK_QUIET],
@@ -630,16 +480,16 @@ async fn link_notifications_of_a_watched_link_reconcile_promptly_a_burst_once() 
             );
             // The tick still comes 5 s after the last reconcile.
             tokio::time::sleep(Duration::from_secs(5)).await;
-            assert_eq!(reconciles.borrow().len(), 2);
-            assert!(reconciles.borrow()[1] - t0 > Duration::from_secs(5));
+            assert_eq!(reconciles().len(), 2);
+            assert!(reconciles()[1] - t0 > Duration::from_secs(5));
             // Lost notifications: a reconcile too. The sender gone: ticks only, no error.
             tx.try_send(LinkChange::Lost).unwrap();
             drop(tx);
             tokio::time::sleep(Duration::from_millis(200)).await;
-            assert_eq!(reconciles.borrow().len(), 3);
-            stop.send(true).unwrap();
+            assert_eq!(reconciles().len(), 3);
+            rig.stop.send(true).unwrap();
             settle().await;
-            assert!(task.await.unwrap().is_ok());
+            assert!(rig.task.await.unwrap().is_ok());
         })
         .await;
 }
@@ -671,7 +521,7 @@ async fn out_of_subnets_waits_for_a_freed_subnet() {
             store.delete_raw(&format!("{SUBNETS}10.5.0.8-30"));
             tokio::time::sleep(Duration::from_secs(6)).await;
             assert!(rig.ready.get());
-            assert_eq!(rig.own_key(), format!("{SUBNETS}10.5.0.8-30"));
+            assert_eq!(own_lease_key(&rig), format!("{SUBNETS}10.5.0.8-30"));
             rig.stop.send(true).unwrap();
             rig.task.await.unwrap().unwrap();
         })
@@ -693,7 +543,7 @@ async fn a_stop_while_waiting_for_a_free_subnet_ends_the_agent() {
             store.put_raw("/coreos.com/network/config", one);
             let mut rig = start(store.clone(), Duration::from_secs(3600));
             settle().await;
-            let own = rig.own_key();
+            let own = own_lease_key(&rig);
             // Another node takes the only subnet: the agent waits for a free one.
             store.put_raw(&own, &peer("192.168.1.9"));
             tokio::time::sleep(Duration::from_secs(3)).await;
@@ -737,59 +587,16 @@ async fn an_etcd_that_does_not_answer_neither_stops_reconciling_nor_a_shutdown()
         .await;
 }
 
-/// A backend that reports its entries' links and records what it is asked (a log the
-/// entry-notice joiner, another thread, writes to too); `unsettled` makes it report a
-/// failed kernel step.
-#[derive(Debug, Default, Clone)]
-struct EntryWatching {
-    log: Arc<Mutex<Vec<&'static str>>>,
-    unsettled: Rc<std::cell::Cell<bool>>,
-}
-
-impl EntryWatching {
-    fn take(&self) -> Vec<&'static str> {
-        std::mem::take(&mut *self.log.lock().unwrap())
-    }
-    fn push(&self, what: &'static str) {
-        self.log.lock().unwrap().push(what);
-    }
-}
-
-impl Backend for EntryWatching {
-    fn backend_type(&self) -> &'static str {
-        "host-gw"
-    }
-    fn lease_attrs(&self) -> LeaseAttrs {
-        FakeBackend::default().lease_attrs()
-    }
-    fn mtu(&self) -> u32 {
-        1500
-    }
-    fn lease_acquired(&mut self, _: &Lease) -> Result<(), BackendError> {
-        Ok(())
-    }
-    fn handle(&mut self, _: &[LeaseEvent]) {
-        self.push("handle");
-    }
-    fn reconcile(&mut self) {
-        self.push("full");
-    }
-    fn reconcile_without_entries(&mut self) {
-        self.push("rules");
-    }
-    fn settled(&self) -> bool {
-        !self.unsettled.get()
-    }
-    fn watched_links(&self) -> Vec<String> {
-        vec!["flannel.100".into()]
-    }
-    fn watched_entries(&self) -> crate::backend::WatchedEntries {
-        crate::backend::WatchedEntries {
-            neighbours: vec![7],
-            routes: vec![7, 2],
-            networks: vec!["10.5.0.0/16".parse().unwrap()],
-        }
-    }
+/// A backend that reports its entries' links (`flannel.100`, index 7; routes of index 2 and
+/// of the Network too).
+fn entry_watching() -> Recorder {
+    let mut r = watching();
+    r.entries = crate::backend::WatchedEntries {
+        neighbours: vec![7],
+        routes: vec![7, 2],
+        networks: vec!["10.5.0.0/16".parse().unwrap()],
+    };
+    r
 }
 
 #[tokio::test(start_paused = true)]
@@ -799,15 +606,11 @@ async fn a_tick_dumps_the_kernel_only_after_a_notification_about_its_entries_or_
     use node_kernel::{EntryKind, LinkChange};
     LocalSet::new()
         .run_until(async {
-            let backend = EntryWatching::default();
-            let LinkRig {
-                tx,
-                stop,
-                task,
-                _dir,
-            } = start_with_links(backend.clone(), agent::EntryNotices::OnLinks);
+            let mut rig = start_with_links(entry_watching(), agent::EntryNotices::OnLinks);
+            let tx = rig.links.take().unwrap();
+            let backend = rig.backend.clone();
             let take = || {
-                let mut got = backend.take();
+                let mut got = backend.take_calls();
                 got.retain(|w| *w != "handle");
                 got
             };
@@ -864,9 +667,9 @@ async fn a_tick_dumps_the_kernel_only_after_a_notification_about_its_entries_or_
             drop(tx);
             tokio::time::sleep(Duration::from_secs(11)).await;
             assert_eq!(take(), ["full", "full"]);
-            stop.send(true).unwrap();
+            rig.stop.send(true).unwrap();
             settle().await;
-            assert!(task.await.unwrap().is_ok());
+            assert!(rig.task.await.unwrap().is_ok());
         })
         .await;
 }
@@ -875,14 +678,9 @@ async fn a_tick_dumps_the_kernel_only_after_a_notification_about_its_entries_or_
 async fn entry_notices_are_joined_once_after_the_first_programming() {
     LocalSet::new()
         .run_until(async {
-            let backend = EntryWatching::default();
-            let log = backend.log.clone();
-            let LinkRig {
-                tx: _tx,
-                stop,
-                task,
-                _dir,
-            } = start_with_links(
+            let backend = entry_watching();
+            let log = backend.calls();
+            let rig = start_with_links(
                 backend.clone(),
                 agent::EntryNotices::Join(Arc::new(move || {
                     log.lock().unwrap().push("join");
@@ -892,12 +690,12 @@ async fn entry_notices_are_joined_once_after_the_first_programming() {
             settle().await;
             // The listing's peers handed over first, then the join (a start with thousands
             // of peers is not notified of its own entries).
-            assert_eq!(backend.take(), ["handle", "join"]);
+            assert_eq!(backend.take_calls(), ["handle", "join"]);
             tokio::time::sleep(Duration::from_secs(11)).await;
-            assert_eq!(backend.take(), ["full", "rules"], "joined once");
-            stop.send(true).unwrap();
+            assert_eq!(backend.take_calls(), ["full", "rules"], "joined once");
+            rig.stop.send(true).unwrap();
             settle().await;
-            assert!(task.await.unwrap().is_ok());
+            assert!(rig.task.await.unwrap().is_ok());
         })
         .await;
 }

@@ -1,7 +1,7 @@
 # Shared by the benchmark scripts, sourced by each right after it starts. Outside the private
 # network namespace it offers `bench_enter`; inside (CNI_BENCH_INNER set) it makes a work
 # directory, removed on exit with every namespace pinned in it, brings up lo, and offers
-# `bench`: the Rust runner (conformance/src/bin/bench.rs, conformance/src/bench/) that makes
+# `bench`: the Rust runner (the bench crate: bench/src/main.rs, bench/src/) that makes
 # the pods' namespaces, runs and times the plugins and prints the tables.
 
 # bench_enter SCRIPT [ARGS...]: runs SCRIPT again inside a new network namespace, telling the

@@ -243,6 +243,7 @@ pub async fn run_with_links<M: SubnetManager>(
         watch: manager.watch(&lease, metrics),
         renew_at: renew_at(&lease, settings.renew_margin),
         complete_at: Some(Instant::now()),
+        complete_failures: crate::log::Repeats::default(),
         manager,
         config,
         backend,
@@ -302,6 +303,8 @@ struct Agent<'a, M: SubnetManager> {
     renew_at: Option<Instant>,
     /// When [`SubnetManager::complete`] is (re)tried; `None` once it worked.
     complete_at: Option<Instant>,
+    /// Its failures, said once a minute while the same.
+    complete_failures: crate::log::Repeats,
     shutdown: watch::Receiver<bool>,
     links: Option<LinkEvents>,
     ticks: Ticks,
@@ -468,9 +471,18 @@ impl<M: SubnetManager> Agent<'_, M> {
             return Flow::Stop;
         };
         self.complete_at = match result {
-            Ok(()) => None,
+            Ok(()) => {
+                if self.complete_failures.clear() {
+                    info!("marked the node's network ready");
+                }
+                None
+            }
             Err(e) => {
-                warning!("marking the node's network ready: {e}; retrying in {COMPLETE_RETRY:?}");
+                if self.complete_failures.due(&e.to_string()) {
+                    warning!(
+                        "marking the node's network ready: {e}; retrying every {COMPLETE_RETRY:?} (the same error is logged again once a minute)"
+                    );
+                }
                 Some(Instant::now() + COMPLETE_RETRY)
             }
         };

@@ -3,9 +3,7 @@
 //! Nodes only, podCIDRs waited for or refused with what to fix, 410 Gone and an apiserver
 //! down without a hot loop, the own Node registered again, the stored VTEP MAC.
 
-use std::cell::RefCell;
 use std::net::Ipv4Addr;
-use std::rc::Rc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -15,21 +13,15 @@ use tokio::task::LocalSet;
 use super::fake::FakeApi;
 use super::node::Families;
 use super::{KubeManager, KubeOptions};
-use crate::agent::{self, AgentError, Settings};
-use crate::backend::{Backend, BackendError};
-use crate::cache::LeaseEvent;
-use crate::health::Readiness;
+use crate::agent::{self, AgentError};
 use crate::lease::{Lease, LeaseAttrs};
 use crate::manager::SubnetManager;
 use crate::metrics::Metrics;
+use crate::testkit::{self, Recorder, Rig, Setup, settle};
 
 const NET: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const P: &str = "flannel.alpha.coreos.com/";
 const OWN_MAC: &str = "02:aa:00:00:00:01";
-
-/// A backend that records what it is told (vxlan's attributes unless given others).
-#[derive(Debug, Clone)]
-struct Recorder(Rc<RefCell<Vec<String>>>, LeaseAttrs);
 
 fn vxlan_attrs() -> LeaseAttrs {
     LeaseAttrs {
@@ -38,42 +30,6 @@ fn vxlan_attrs() -> LeaseAttrs {
         backend_type: "vxlan".into(),
         backend_data: Some(json!({"VNI": 1, "VtepMAC": OWN_MAC})),
         backend_v6_data: None,
-    }
-}
-
-impl Backend for Recorder {
-    fn backend_type(&self) -> &'static str {
-        if self.1.backend_type == "host-gw" {
-            "host-gw"
-        } else {
-            "vxlan"
-        }
-    }
-    fn lease_attrs(&self) -> LeaseAttrs {
-        self.1.clone()
-    }
-    fn mtu(&self) -> u32 {
-        1450
-    }
-    fn lease_acquired(&mut self, lease: &Lease) -> Result<(), BackendError> {
-        self.0.borrow_mut().push(format!("own {}", lease.subnet));
-        Ok(())
-    }
-    fn handle(&mut self, events: &[LeaseEvent]) {
-        for e in events {
-            self.0.borrow_mut().push(match e {
-                LeaseEvent::Added(l) => format!("add {} {}", l.subnet, public(l)),
-                LeaseEvent::Removed(l) => format!("del {} {}", l.subnet, public(l)),
-            });
-        }
-    }
-}
-
-/// A lease's address as the log shows it: its PublicIP, or PublicIPv6 in an IPv6-only one.
-fn public(l: &Lease) -> String {
-    match (l.subnet.v4, l.attrs.public_ipv6) {
-        (None, Some(ip6)) => ip6.to_string(),
-        _ => l.attrs.public_ip.to_string(),
     }
 }
 
@@ -94,24 +50,6 @@ fn peer(api: &FakeApi, name: &str, cidr: &str, ip: &str, mac: &str) {
     let ann = go_annotations(ip, mac);
     let ann: Vec<(&str, &str)> = ann.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     api.put_node(name, &[cidr], &ann);
-}
-
-struct Rig {
-    log: Rc<RefCell<Vec<String>>>,
-    ready: Readiness,
-    stop: watch::Sender<bool>,
-    dir: tempfile::TempDir,
-    task: tokio::task::JoinHandle<Result<(), AgentError>>,
-    metrics: Metrics,
-}
-
-impl Rig {
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.log.borrow_mut())
-    }
-    fn subnet_env(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("subnet.env")).unwrap_or_default()
-    }
 }
 
 fn options(dir: &std::path::Path) -> KubeOptions {
@@ -136,50 +74,32 @@ fn start_as(
     std::fs::write(dir.path().join("net-conf.json"), net).unwrap();
     let mut o = options(dir.path());
     opts(&mut o);
-    let log = Rc::new(RefCell::new(Vec::new()));
-    let mut backend = Recorder(log.clone(), attrs);
-    let metrics = Metrics::new();
-    let ready = Readiness::default();
-    let (stop, rx) = watch::channel(false);
-    let settings = Settings {
-        subnet_file: dir.path().join("subnet.env"),
-        ip_masq: false,
-        renew_margin: Duration::from_secs(3600),
-        notify_socket: None,
-        reconcile_every: Duration::from_secs(5),
-        metrics: metrics.clone(),
-        entry_notices: agent::EntryNotices::None,
+    let setup = Setup {
+        reconcile_every: Some(Duration::from_secs(5)),
+        ..Setup::default()
     };
-    let (api, r) = (api.clone(), ready.clone());
-    let task = tokio::task::spawn_local(async move {
-        let mut rx2 = rx.clone();
-        let families = Families {
-            v4: true,
-            v6: false,
-        };
-        let mut m = KubeManager::new(api, "node-a", &o, families, None).unwrap();
-        let config = agent::wait_for_config(&m, &mut rx2).await.unwrap();
-        m.sync(&config, o.continue_when_cache_not_ready, &mut rx2)
-            .await
-            .map_err(|e| AgentError::Lease(Box::new(e)))?;
-        agent::run(&mut m, &config, &mut backend, &settings, &r, rx).await
-    });
-    Rig {
-        log,
-        ready,
-        stop,
+    let api = api.clone();
+    testkit::start(
         dir,
-        task,
-        metrics,
-    }
+        Recorder::with_attrs(attrs, 1450),
+        setup,
+        move |mut rx| async move {
+            let families = Families {
+                v4: true,
+                v6: false,
+            };
+            let mut m = KubeManager::new(api, "node-a", &o, families, None).unwrap();
+            let config = agent::wait_for_config(&m, &mut rx).await.unwrap();
+            m.sync(&config, o.continue_when_cache_not_ready, &mut rx)
+                .await
+                .map_err(|e| AgentError::Lease(Box::new(e)))?;
+            Ok((m, config))
+        },
+    )
 }
 
 fn start(api: &FakeApi) -> Rig {
     start_with(api, NET, |_| {})
-}
-
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {

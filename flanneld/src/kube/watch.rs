@@ -45,8 +45,6 @@ pub const WATCH_GRACE: Duration = Duration::from_secs(30);
 const SHORT_WATCH: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// How often one failure that keeps coming back is logged again.
-const REPEAT_EVERY: Duration = Duration::from_secs(60);
 
 /// A listing of every Node as leases.
 #[derive(Debug, Clone, PartialEq)]
@@ -221,7 +219,7 @@ impl<A: NodeApi> Watcher<A> {
                 own_deleted: false,
                 just_listed: false,
                 managed: BTreeMap::new(),
-                last_failure: None,
+                failures: crate::log::Repeats::default(),
             };
             run.run(initial).await;
         });
@@ -271,7 +269,7 @@ struct Run<A> {
     /// agent, and a Node's peer is removed by the key it was handed under.
     managed: BTreeMap<String, IpNetwork>,
     /// The last failure logged, and when.
-    last_failure: Option<(String, Instant)>,
+    failures: crate::log::Repeats,
 }
 
 /// Whether the watch task goes on.
@@ -306,16 +304,11 @@ impl<A: NodeApi> Run<A> {
     /// a revoked permission: every few seconds for as long as it lasts) is said again once a
     /// minute only.
     fn failed(&mut self, why: &str, then: &str) {
-        let repeated = self
-            .last_failure
-            .as_ref()
-            .is_some_and(|(w, at)| w == why && at.elapsed() < REPEAT_EVERY);
-        if !repeated {
+        if self.failures.due(why) {
             warning!(
                 "{why}; {then} in {:?} (retried every few seconds; the same error is logged again once a minute)",
                 self.backoff
             );
-            self.last_failure = Some((why.to_owned(), Instant::now()));
         }
     }
 
@@ -405,7 +398,7 @@ impl<A: NodeApi> Run<A> {
                 Ok(Some(Ok(ev))) => ev,
             };
             // Said once the watch works again after failures (which said why).
-            if !seen && self.last_failure.take().is_some() {
+            if !seen && self.failures.clear() {
                 info!(
                     "watching nodes again from resourceVersion {}",
                     crate::log::shown(rv)
