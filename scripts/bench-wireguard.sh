@@ -17,7 +17,9 @@ cd "$(dirname "$0")/.."
 
 if [ -z "${CNI_BENCH_INNER:-}" ]; then
     scripts/setup.sh
-    cargo build --release --locked -q --workspace --bins
+    # flanneld, the runner and kube-flannel's chain (flannel → bridge → host-local, portmap).
+    cargo build --release --locked -q -p flanneld -p bench -p flannel -p bridge -p host-local \
+        -p portmap -p loopback --bins
     bench_enter "$0" "$@"
 fi
 

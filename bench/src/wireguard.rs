@@ -123,31 +123,37 @@ fn iperf(c: &Cluster, secs: u32) -> Result<(f64, f64), String> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .map_err(|e| format!("iperf3: {e}"))?;
-    // The server listens within a moment; the client retries until it does.
-    let mut out = None;
+    // The server listens within a moment; the client tries again while it cannot connect
+    // (iperf3 may report that in its JSON with exit status 0).
+    let mut last = String::new();
     for _ in 0..50 {
         let o = c.members[0].pods[0]
             .ns
             .run("iperf3", &["-c", &ip, "-t", &secs.to_string(), "-J"]);
-        if o.status.success() {
-            out = Some(o);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        let sum = &v["end"]["sum_received"];
+        if let (true, Some(b), Some(n)) = (
+            o.status.success(),
+            sum["bits_per_second"].as_f64(),
+            sum["bytes"].as_f64(),
+        ) && b > 0.0
+        {
+            let _ = server.kill();
+            let _ = server.wait();
+            return Ok((b, n));
+        }
+        last = v.get("error").map_or_else(
+            || String::from_utf8_lossy(&o.stderr).into_owned(),
+            Value::to_string,
+        );
+        if !last.contains("connect") {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = server.kill();
     let _ = server.wait();
-    let out = out.ok_or("iperf3 never connected")?;
-    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("iperf3 -J: {e}"))?;
-    let sum = &v["end"]["sum_received"];
-    match (sum["bits_per_second"].as_f64(), sum["bytes"].as_f64()) {
-        (Some(b), Some(n)) if b > 0.0 => Ok((b, n)),
-        _ => Err(format!(
-            "iperf3 moved nothing: {}",
-            v.get("error")
-                .map_or_else(|| v["end"].to_string(), Value::to_string)
-        )),
-    }
+    Err(format!("iperf3 moved nothing: {last}"))
 }
 
 /// Runs every path.
