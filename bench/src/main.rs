@@ -129,11 +129,15 @@ fn kube(b: &Bench, rest: &[String]) -> Result<(), String> {
         reps: count(rest, 3, 3)?,
     };
     let r = bench::kube::run(&plan, &flanneld)?;
-    let md = bench::kube::markdown(&r);
+    publish(&bench::kube::markdown(&r), rest.get(4), "bench-kube.md")
+}
+
+/// Prints a runner's table and writes it as `file` in `out`, when given.
+fn publish(md: &str, out: Option<&String>, file: &str) -> Result<(), String> {
     println!("{md}");
-    if let Some(out) = rest.get(4) {
-        let path = std::path::Path::new(out).join("bench-kube.md");
-        std::fs::write(&path, &md).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(out) = out {
+        let path = std::path::Path::new(out).join(file);
+        std::fs::write(&path, md).map_err(|e| format!("{}: {e}", path.display()))?;
         println!("wrote {}", path.display());
     }
     Ok(())
@@ -146,14 +150,11 @@ fn wireguard(rest: &[String]) -> Result<(), String> {
         reps: count(rest, 1, 3)?.max(1),
     };
     let results = bench::wireguard::run(&plan)?;
-    let md = bench::wireguard::markdown(&plan, &results);
-    println!("{md}");
-    if let Some(out) = rest.get(2) {
-        let path = std::path::Path::new(out).join("bench-wireguard.md");
-        std::fs::write(&path, &md).map_err(|e| format!("{}: {e}", path.display()))?;
-        println!("wrote {}", path.display());
-    }
-    Ok(())
+    publish(
+        &bench::wireguard::markdown(&plan, &results),
+        rest.get(2),
+        "bench-wireguard.md",
+    )
 }
 
 /// `bench agent`: runs the plan, prints the table, writes the table and the plot.

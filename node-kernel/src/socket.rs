@@ -60,29 +60,33 @@ pub trait GenericFamily: Family {
     const NAME: &'static str;
 }
 
-/// The ethtool generic netlink family: device features (offloads) and settings.
-#[derive(Debug, Clone, Copy)]
-pub struct Ethtool;
+/// Declares a generic netlink family: its type and the name it registers under.
+macro_rules! generic_family {
+    ($(#[$doc:meta])* $ty:ident, $name:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $ty;
 
-impl Family for Ethtool {
-    const PROTOCOL: isize = NETLINK_GENERIC;
+        impl Family for $ty {
+            const PROTOCOL: isize = NETLINK_GENERIC;
+        }
+
+        impl GenericFamily for $ty {
+            const NAME: &'static str = $name;
+        }
+    };
 }
 
-impl GenericFamily for Ethtool {
-    const NAME: &'static str = "ethtool";
-}
-
-/// The WireGuard generic netlink family: kernel WireGuard devices' keys and peers.
-#[derive(Debug, Clone, Copy)]
-pub struct Wireguard;
-
-impl Family for Wireguard {
-    const PROTOCOL: isize = NETLINK_GENERIC;
-}
-
-impl GenericFamily for Wireguard {
-    const NAME: &'static str = "wireguard";
-}
+generic_family!(
+    /// The ethtool generic netlink family: device features (offloads) and settings.
+    Ethtool,
+    "ethtool"
+);
+generic_family!(
+    /// The WireGuard generic netlink family: kernel WireGuard devices' keys and peers.
+    Wireguard,
+    "wireguard"
+);
 
 /// A socket of family `F` over transport `T` (the kernel, or a fake in tests).
 #[derive(Debug)]

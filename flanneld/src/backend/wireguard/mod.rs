@@ -524,12 +524,8 @@ impl<K: WgKernel> Wireguard<K> {
             .kernel
             .addresses(link.index)
             .map_err(Self::step(format!("listing the addresses of {name}")))?;
-        let missing = self.devs[i]
-            .addresses
-            .iter()
-            .filter(|a| !have.contains(a))
-            .count();
-        self.repairs.address += missing as u64;
+        let missing_addresses = missing(&self.devs[i].addresses, &have);
+        self.repairs.address += missing_addresses as u64;
         let mut routes = Vec::new();
         let families = [(self.devs[i].v4, true), (self.devs[i].v6, false)];
         for v4 in families.iter().filter(|f| f.0).map(|f| f.1) {
@@ -539,11 +535,7 @@ impl<K: WgKernel> Wireguard<K> {
                     .map_err(Self::step(format!("listing the routes of {name}")))?,
             );
         }
-        let missing_routes = self.devs[i]
-            .networks
-            .iter()
-            .filter(|n| !routes.contains(n))
-            .count();
+        let missing_routes = missing(&self.devs[i].networks, &routes);
         self.repairs.route += missing_routes as u64;
         let read = self
             .kernel
@@ -593,7 +585,7 @@ impl<K: WgKernel> Wireguard<K> {
             }
         }
         // Written again only when something is missing: a quiet reconcile only reads.
-        if missing + missing_routes > 0 || !link.up {
+        if missing_addresses + missing_routes > 0 || !link.up {
             self.program_links(i)?;
         }
         if changes.is_empty() {
@@ -603,6 +595,11 @@ impl<K: WgKernel> Wireguard<K> {
             .configure(name, &DeviceSettings::default(), &changes)
             .map_err(Self::step(format!("repairing the peers of {name}")))
     }
+}
+
+/// How many of `want` are not in `have`.
+fn missing(want: &[IpNetwork], have: &[IpNetwork]) -> usize {
+    want.iter().filter(|w| !have.contains(w)).count()
 }
 
 /// `<subnet>.0/32` or the IPv6 subnet's first address /128.
