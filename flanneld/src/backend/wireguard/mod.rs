@@ -38,6 +38,7 @@ use crate::config::NetworkConfig;
 use crate::iface::ExternalInterface;
 use crate::lease::{Lease, LeaseAttrs};
 use crate::log::{error, info, warning};
+use node_kernel::Context;
 
 /// The backend's `BackendType`.
 pub const TYPE: &str = "wireguard";
@@ -276,10 +277,6 @@ impl<K: WgKernel> Wireguard<K> {
         self.flavor
     }
 
-    fn step(what: String) -> impl FnOnce(std::io::Error) -> BackendError {
-        move |source| BackendError::Step { what, source }
-    }
-
     /// Creates device `i` (or takes over ours of an earlier run; deletes a foreign link of
     /// the name, as Go does), sets its MTU, key and port. `again`: a repair.
     fn make_device(&mut self, i: usize, again: bool) -> Result<(), BackendError> {
@@ -287,7 +284,7 @@ impl<K: WgKernel> Wireguard<K> {
         let found = self
             .kernel
             .link(name)
-            .map_err(Self::step(format!("looking up {name}")))?;
+            .context(format!("looking up {name}"))?;
         let index = match found {
             Some(l) if l.ours => l.index,
             found => {
@@ -297,12 +294,12 @@ impl<K: WgKernel> Wireguard<K> {
                     );
                     self.kernel
                         .delete(name, l.index)
-                        .map_err(Self::step(format!("deleting {name}")))?;
+                        .context(format!("deleting {name}"))?;
                 }
                 self.flavor = self
                     .kernel
                     .create(name, self.mtu)
-                    .map_err(Self::step(format!("creating WireGuard device {name}")))?;
+                    .context(format!("creating WireGuard device {name}"))?;
                 if self.flavor == Flavor::Userspace && self.mtu > USERSPACE_MAX_MTU {
                     warning!(
                         "userspace WireGuard serves at most MTU {USERSPACE_MAX_MTU}: {name} gets {USERSPACE_MAX_MTU}, not {}",
@@ -313,7 +310,7 @@ impl<K: WgKernel> Wireguard<K> {
                 let l = self
                     .kernel
                     .link(name)
-                    .map_err(Self::step(format!("looking up {name}")))?
+                    .context(format!("looking up {name}"))?
                     .ok_or_else(|| {
                         BackendError::Config(format!(
                             "WireGuard device {name} vanished after creation"
@@ -334,13 +331,13 @@ impl<K: WgKernel> Wireguard<K> {
         let mtu = self.mtu;
         self.kernel
             .set_mtu(index, mtu)
-            .map_err(Self::step(format!("setting the MTU of {name} to {mtu}")))?;
+            .context(format!("setting the MTU of {name} to {mtu}"))?;
         self.kernel
             .configure(name, &settings, &[])
-            .map_err(Self::step(format!(
+            .context(format!(
                 "setting the key and port {} of {name}",
                 settings.listen_port.unwrap_or_default()
-            )))?;
+            ))?;
         Ok(())
     }
 
@@ -351,7 +348,7 @@ impl<K: WgKernel> Wireguard<K> {
         let have = self
             .kernel
             .addresses(index)
-            .map_err(Self::step(format!("listing the addresses of {name}")))?;
+            .context(format!("listing the addresses of {name}"))?;
         let dev = &self.devs[i];
         let old: Vec<IpNetwork> = have
             .iter()
@@ -362,25 +359,23 @@ impl<K: WgKernel> Wireguard<K> {
         for a in old {
             self.kernel
                 .delete_address(index, a)
-                .map_err(Self::step(format!(
-                    "removing the old address {a} from {name}"
-                )))?;
+                .context(format!("removing the old address {a} from {name}"))?;
             info!("{name}: removed the old address {a}");
         }
         for a in self.devs[i].addresses.clone() {
             if !have.contains(&a) {
                 self.kernel
                     .add_address(index, a)
-                    .map_err(Self::step(format!("adding {a} to {name}")))?;
+                    .context(format!("adding {a} to {name}"))?;
             }
         }
         self.kernel
             .set_up(index)
-            .map_err(Self::step(format!("bringing {name} up")))?;
+            .context(format!("bringing {name} up"))?;
         for n in self.devs[i].networks.clone() {
             self.kernel
                 .replace_route(index, n)
-                .map_err(Self::step(format!("adding the route {n} dev {name}")))?;
+                .context(format!("adding the route {n} dev {name}"))?;
         }
         Ok(())
     }
@@ -396,7 +391,8 @@ impl<K: WgKernel> Wireguard<K> {
             .collect();
         self.kernel
             .configure(name, &DeviceSettings::default(), &peers)
-            .map_err(Self::step(format!("setting the peers of {name}")))
+            .context(format!("setting the peers of {name}"))?;
+        Ok(())
     }
 
     /// Applies one peer change to device `i`, logging the outcome.
@@ -501,7 +497,7 @@ impl<K: WgKernel> Wireguard<K> {
         let link = self
             .kernel
             .link(name)
-            .map_err(Self::step(format!("looking up {name}")))?;
+            .context(format!("looking up {name}"))?;
         let Some(link) = link.filter(|l| l.ours) else {
             warning!("reconcile: {name} is gone (or replaced): recreating it with every peer");
             self.make_device(i, true)?;
@@ -518,12 +514,12 @@ impl<K: WgKernel> Wireguard<K> {
             self.repairs.device += 1;
             self.kernel
                 .set_mtu(link.index, self.mtu)
-                .map_err(Self::step(format!("setting the MTU of {name}")))?;
+                .context(format!("setting the MTU of {name}"))?;
         }
         let have = self
             .kernel
             .addresses(link.index)
-            .map_err(Self::step(format!("listing the addresses of {name}")))?;
+            .context(format!("listing the addresses of {name}"))?;
         let missing_addresses = missing(&self.devs[i].addresses, &have);
         self.repairs.address += missing_addresses as u64;
         let mut routes = Vec::new();
@@ -532,7 +528,7 @@ impl<K: WgKernel> Wireguard<K> {
             routes.extend(
                 self.kernel
                     .routes(link.index, v4)
-                    .map_err(Self::step(format!("listing the routes of {name}")))?,
+                    .context(format!("listing the routes of {name}"))?,
             );
         }
         let missing_routes = missing(&self.devs[i].networks, &routes);
@@ -540,7 +536,7 @@ impl<K: WgKernel> Wireguard<K> {
         let read = self
             .kernel
             .read(name)
-            .map_err(Self::step(format!("reading the peers of {name}")))?;
+            .context(format!("reading the peers of {name}"))?;
         let dev = &self.devs[i];
         let mut changes = Vec::new();
         if read.public_key != Some(self.public.0) || read.listen_port != dev.port {
@@ -559,7 +555,7 @@ impl<K: WgKernel> Wireguard<K> {
                     },
                     &[],
                 )
-                .map_err(Self::step(format!("setting the key and port of {name}")))?;
+                .context(format!("setting the key and port of {name}"))?;
         }
         let dev = &self.devs[i];
         for want in dev.peers.values() {
@@ -593,7 +589,8 @@ impl<K: WgKernel> Wireguard<K> {
         }
         self.kernel
             .configure(name, &DeviceSettings::default(), &changes)
-            .map_err(Self::step(format!("repairing the peers of {name}")))
+            .context(format!("repairing the peers of {name}"))?;
+        Ok(())
     }
 }
 
