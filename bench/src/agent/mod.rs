@@ -308,7 +308,14 @@ fn measure_events(
         &agent.ns,
         n..n + plan.events,
         Duration::from_millis(20),
-    )?;
+    )
+    .map_err(|e| {
+        let peers = agent
+            .metrics()
+            .map(|m| format!("{:?}", probe::metric(&m, PEERS)))
+            .unwrap_or_else(|e| e);
+        agent.failed(&format!("{e} (peers programmed: {peers})"))
+    })?;
     let want = f64::from(n + plan.events);
     let text = agent.wait(
         "the events counted",
