@@ -83,6 +83,9 @@ pub struct Options {
     /// The wireguard backend's private key file: `WIREGUARD_KEY_FILE`, else
     /// `/run/flannel/wgkey` (Go reads the same variable).
     pub wireguard_key_file: std::path::PathBuf,
+    /// `FLANNELD_WIREGUARD_USERSPACE` set (not in Go): userspace WireGuard even where the
+    /// kernel has the module.
+    pub wireguard_userspace: bool,
     /// `--healthz-ip`.
     pub healthz_ip: String,
     /// `--healthz-port` (0: off).
@@ -418,6 +421,7 @@ fn options(
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| crate::backend::wireguard::DEFAULT_KEY_FILE.to_owned())
             .into(),
+        wireguard_userspace: env(WIREGUARD_USERSPACE_ENV).is_some_and(|v| !v.is_empty()),
         healthz_ip: string("healthz-ip", "0.0.0.0"),
         healthz_port,
         metrics_port,
@@ -580,6 +584,10 @@ fn kube_options(
 /// The wireguard backend's key file, as Go names the variable.
 pub const WIREGUARD_KEY_FILE_ENV: &str = "WIREGUARD_KEY_FILE";
 
+/// Set (to anything but the empty string): the wireguard backend runs userspace WireGuard even where the kernel
+/// has the module (its tests, or an operator who wants the agent's device). Not in Go.
+pub const WIREGUARD_USERSPACE_ENV: &str = "FLANNELD_WIREGUARD_USERSPACE";
+
 /// The test-only environment variable that replaces the 5-minute timeout of a watch of the
 /// Nodes (seconds, 2..=300), so that tests see watches end and start again within seconds
 /// (an apiserver frozen past it, a revoked permission noticed). Not a flag, not in Go.
@@ -673,6 +681,14 @@ mod tests {
             Command::Run(o) => Ok(*o),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn wireguard_userspace_is_read_from_its_variable() {
+        let userspace = |env: &[(&str, &str)]| run(&[], env).unwrap().wireguard_userspace;
+        assert!(!userspace(&[]));
+        assert!(!userspace(&[(WIREGUARD_USERSPACE_ENV, "")]));
+        assert!(userspace(&[(WIREGUARD_USERSPACE_ENV, "1")]));
     }
 
     #[test]

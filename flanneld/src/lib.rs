@@ -392,6 +392,7 @@ fn node_backend(
         vtep_macs: macs,
         vxlan_tx_checksum_off: opts.vxlan_tx_checksum_off,
         wireguard_key_file: opts.wireguard_key_file.clone(),
+        wireguard_userspace: opts.wireguard_userspace,
     };
     let inner = backend::create(config, ext, &backend_opts)?;
     info!(

@@ -334,6 +334,8 @@ pub struct Options {
     pub vxlan_tx_checksum_off: bool,
     /// The wireguard backend's key file.
     pub wireguard_key_file: std::path::PathBuf,
+    /// Userspace WireGuard even where the kernel has the module.
+    pub wireguard_userspace: bool,
 }
 
 /// The backend the config asks for, on the external interface.
@@ -353,7 +355,7 @@ pub fn create(
         wireguard::TYPE => {
             let key = wireguard::keys::load_or_create(&opts.wireguard_key_file)
                 .map_err(|e| BackendError::Config(e.to_string()))?;
-            let kernel = wireguard::NodeWg::current()?;
+            let kernel = wireguard::NodeWg::current(opts.wireguard_userspace)?;
             Ok(Box::new(wireguard::Wireguard::new(
                 kernel,
                 ext.clone(),

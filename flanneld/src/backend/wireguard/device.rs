@@ -99,14 +99,14 @@ pub struct NodeWg {
 }
 
 impl NodeWg {
-    /// Sockets in the current namespace.
-    pub fn current() -> Result<NodeWg, KernelError> {
+    /// Sockets in the current namespace; `force_userspace`: never the kernel module.
+    pub fn current(force_userspace: bool) -> Result<NodeWg, KernelError> {
         Ok(NodeWg {
             routes: RouteSocket::current()?,
             genl: None,
             no_kernel_module: false,
             userspace: BTreeMap::new(),
-            force_userspace: std::env::var_os("FLANNELD_WIREGUARD_USERSPACE").is_some(),
+            force_userspace,
         })
     }
 
