@@ -4,7 +4,7 @@
 
 pub use ::bench;
 pub use drivers::{
-    cluster, containerd, cri, etcd, go_iptables, k8s, kube, kube_flannel, lease, podman,
+    cluster, containerd, cri, etcd, go_iptables, in_netns, k8s, kube, kube_flannel, lease, podman,
 };
 pub use rig::{
     Chain, Node, Outcome, OutcomeExt, PluginCall, Pod, SKIP_LOG, TestNetns, chain, flannel, netns,

@@ -444,77 +444,68 @@ fn etcd_store_on_real_etcd() {
     let etcd = Etcd::start(&lan, None);
     etcd.ctl_ok(&["put", "/t/a", "1"]);
     etcd.ctl_ok(&["put", "/t/a", "2"]);
-    let ns = node_kernel::Netns::open(lan.ns().path()).unwrap();
-    ns.run(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let opts = EtcdOptions {
-                endpoints: vec![etcd.endpoint()],
-                ..Default::default()
-            };
-            let store = EtcdStore::connect(&opts).await.unwrap();
-            let (kvs, rev) = store.list("/t/").await.unwrap();
-            assert_eq!((kvs.len(), kvs[0].value.as_slice()), (1, &b"2"[..]));
-            etcd.ctl_ok(&["compaction", &rev.to_string()]);
-            let mut w = store.watch("/t/", 1).await.unwrap();
-            match w.next().await.unwrap() {
-                WatchBatch::Compacted { compact_revision } => assert_eq!(compact_revision, rev),
+    conformance::in_netns::block_on(lan.ns().path(), || async {
+        let opts = EtcdOptions {
+            endpoints: vec![etcd.endpoint()],
+            ..Default::default()
+        };
+        let store = EtcdStore::connect(&opts).await.unwrap();
+        let (kvs, rev) = store.list("/t/").await.unwrap();
+        assert_eq!((kvs.len(), kvs[0].value.as_slice()), (1, &b"2"[..]));
+        etcd.ctl_ok(&["compaction", &rev.to_string()]);
+        let mut w = store.watch("/t/", 1).await.unwrap();
+        match w.next().await.unwrap() {
+            WatchBatch::Compacted { compact_revision } => assert_eq!(compact_revision, rev),
+            other => panic!("{other:?}"),
+        }
+        let mut w = store.watch("/t/", rev + 1).await.unwrap();
+        etcd.ctl_ok(&["put", "/t/b", "x"]);
+        etcd.ctl_ok(&["del", "/t/a"]);
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            match tokio::time::timeout(Duration::from_secs(5), w.next())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                WatchBatch::Events { events, .. } => seen.extend(events),
                 other => panic!("{other:?}"),
             }
-            let mut w = store.watch("/t/", rev + 1).await.unwrap();
-            etcd.ctl_ok(&["put", "/t/b", "x"]);
-            etcd.ctl_ok(&["del", "/t/a"]);
-            let mut seen = Vec::new();
-            while seen.len() < 2 {
-                match tokio::time::timeout(Duration::from_secs(5), w.next())
-                    .await
-                    .unwrap()
-                    .unwrap()
-                {
-                    WatchBatch::Events { events, .. } => seen.extend(events),
-                    other => panic!("{other:?}"),
-                }
-            }
-            assert!(
-                matches!(&seen[0], WatchEvent::Put(kv) if kv.key == "/t/b" && kv.value == b"x")
-            );
-            assert_eq!(seen[1], WatchEvent::Delete("/t/a".into()));
-            assert!(
-                store
-                    .create("/t/b", b"y", Duration::from_secs(60))
-                    .await
-                    .unwrap()
-                    .is_none()
-            );
-            let g = store
-                .create("/t/c", b"z", Duration::from_secs(60))
+        }
+        assert!(matches!(&seen[0], WatchEvent::Put(kv) if kv.key == "/t/b" && kv.value == b"x"));
+        assert_eq!(seen[1], WatchEvent::Delete("/t/a".into()));
+        assert!(
+            store
+                .create("/t/b", b"y", Duration::from_secs(60))
                 .await
                 .unwrap()
-                .unwrap();
-            assert_eq!(g.ttl, Duration::from_secs(60));
-            let left = store.time_to_live(g.id).await.unwrap().unwrap();
-            assert!(left <= Duration::from_secs(60) && left >= Duration::from_secs(55));
-            assert_eq!(store.get("/t/c").await.unwrap().unwrap().lease, g.id);
-            // A renewal's conditional write: only over the value expected.
-            let ttl = Duration::from_secs(60);
-            assert!(
-                store
-                    .put_if("/t/c", b"w", ttl, Expect::Value(b"not z"))
-                    .await
-                    .unwrap()
-                    .is_none()
-            );
-            let g2 = store
-                .put_if("/t/c", b"w", ttl, Expect::Value(b"z"))
+                .is_none()
+        );
+        let g = store
+            .create("/t/c", b"z", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(g.ttl, Duration::from_secs(60));
+        let left = store.time_to_live(g.id).await.unwrap().unwrap();
+        assert!(left <= Duration::from_secs(60) && left >= Duration::from_secs(55));
+        assert_eq!(store.get("/t/c").await.unwrap().unwrap().lease, g.id);
+        // A renewal's conditional write: only over the value expected.
+        let ttl = Duration::from_secs(60);
+        assert!(
+            store
+                .put_if("/t/c", b"w", ttl, Expect::Value(b"not z"))
                 .await
                 .unwrap()
-                .unwrap();
-            let now = store.get("/t/c").await.unwrap().unwrap();
-            assert_eq!((now.value.as_slice(), now.lease), (&b"w"[..], g2.id));
-        });
+                .is_none()
+        );
+        let g2 = store
+            .put_if("/t/c", b"w", ttl, Expect::Value(b"z"))
+            .await
+            .unwrap()
+            .unwrap();
+        let now = store.get("/t/c").await.unwrap().unwrap();
+        assert_eq!((now.value.as_slice(), now.lease), (&b"w"[..], g2.id));
     })
     .unwrap();
     // The losing writes revoked their leases: /t/c's first and second remain.

@@ -88,37 +88,23 @@ impl Etcd {
             "put_raw speaks plain HTTP only"
         );
         let endpoint = self.endpoint();
-        let ns = node_kernel::Netns::open(self.ns_path()).unwrap();
-        // A thread of its own enters the namespace: the test's thread stays where it is.
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                ns.run(|| {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap();
-                    rt.block_on(async {
-                        let mut c = Client::connect([endpoint.as_str()], None)
-                            .await
-                            .unwrap_or_else(|e| panic!("etcd {endpoint}: {e}"));
-                        let secs = i64::try_from(ttl.as_secs()).unwrap();
-                        let id = c.lease_grant(secs, None).await.unwrap().id();
-                        for (k, v) in kvs {
-                            c.put(
-                                k.as_bytes(),
-                                v.as_bytes(),
-                                Some(PutOptions::new().with_lease(id)),
-                            )
-                            .await
-                            .unwrap_or_else(|e| panic!("put {k:?}: {e}"));
-                        }
-                    });
-                })
-                .unwrap();
-            })
-            .join()
-            .unwrap();
-        });
+        crate::in_netns::block_on(self.ns_path(), || async {
+            let mut c = Client::connect([endpoint.as_str()], None)
+                .await
+                .unwrap_or_else(|e| panic!("etcd {endpoint}: {e}"));
+            let secs = i64::try_from(ttl.as_secs()).unwrap();
+            let id = c.lease_grant(secs, None).await.unwrap().id();
+            for (k, v) in kvs {
+                c.put(
+                    k.as_bytes(),
+                    v.as_bytes(),
+                    Some(PutOptions::new().with_lease(id)),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("put {k:?}: {e}"));
+            }
+        })
+        .unwrap();
     }
 }
 

@@ -3,7 +3,8 @@
 //! the underlay LAN and flanneld processes), containerd with a CRI client ([`containerd`],
 //! [`cri`]), podman ([`podman`]), a Kubernetes control plane ([`kube`]) and whole clusters
 //! with kubelets ([`k8s`]), kube-flannel on them ([`kube_flannel`]), flanneld's leases as the
-//! agent tests see them ([`lease`]), Go flanneld's iptables rules ([`go_iptables`]), and the
+//! agent tests see them ([`lease`]), Go flanneld's iptables rules ([`go_iptables`]), async clients inside a namespace
+//! ([`in_netns`]), and the
 //! whole flannel system on one machine ([`cluster`]).
 
 // Test code: a component that does not start should abort the test loudly.
@@ -14,6 +15,7 @@ pub mod containerd;
 pub mod cri;
 pub mod etcd;
 pub mod go_iptables;
+pub mod in_netns;
 pub mod k8s;
 pub mod kube;
 pub mod kube_flannel;

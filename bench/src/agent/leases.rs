@@ -48,17 +48,11 @@ fn with_client<T: Send>(
     endpoint: &str,
     f: impl AsyncFnOnce(&mut Client) -> Result<T> + Send,
 ) -> Result<T> {
-    probe::in_netns(lan, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(async {
-            let mut c = Client::connect([endpoint], None)
-                .await
-                .map_err(|e| format!("etcd {endpoint}: {e}"))?;
-            f(&mut c).await
-        })
+    drivers::in_netns::block_on(lan, || async {
+        let mut c = Client::connect([endpoint], None)
+            .await
+            .map_err(|e| format!("etcd {endpoint}: {e}"))?;
+        f(&mut c).await
     })?
 }
 

@@ -12,21 +12,9 @@ use node_kernel::{Netns, RouteSocket, route};
 
 type Result<T> = std::result::Result<T, String>;
 
-/// Runs `f` on a new thread inside the namespace at `ns` (the caller's thread stays put).
-pub fn in_netns<T: Send>(ns: &Path, f: impl FnOnce() -> T + Send) -> Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let ns = Netns::open(ns).map_err(|e| e.to_string())?;
-            ns.run(f).map_err(|e| e.to_string())
-        })
-        .join()
-        .map_err(|_| "a probe thread panicked".to_owned())?
-    })
-}
-
 /// `GET path` from `127.0.0.1:port` inside the namespace at `ns`: the body of a 200 answer.
 pub fn http_get(ns: &Path, port: u16, path: &str) -> Result<String> {
-    in_netns(ns, || -> Result<String> {
+    drivers::in_netns::run(ns, || -> Result<String> {
         let mut c = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map_err(|e| e.to_string())?;
         c.set_read_timeout(Some(Duration::from_secs(5)))
             .map_err(|e| e.to_string())?;
