@@ -25,15 +25,6 @@ use serde_json::Value;
 
 use super::stats::rss_kib;
 
-const CNI_VARS: [&str; 6] = [
-    "CNI_COMMAND",
-    "CNI_CONTAINERID",
-    "CNI_NETNS",
-    "CNI_IFNAME",
-    "CNI_ARGS",
-    "CNI_PATH",
-];
-
 /// A plugin call being built: the plugin `plugin` of directory `dir` (also its `CNI_PATH`),
 /// interface `eth0`.
 #[derive(Debug, Clone)]
@@ -105,7 +96,7 @@ impl Call {
     fn command(&self, program: &Path) -> Command {
         let mut cmd = Command::new(program);
         // Only the variables of this call: none the caller's environment may hold.
-        for key in CNI_VARS {
+        for key in cni_common::env::VARS {
             cmd.env_remove(key);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -38,14 +38,7 @@ pub const BUSYBOX: &str = "/bin/busybox";
 
 /// The variables the CNI spec defines; the shim logs the whole environment (which also holds
 /// podman's own), [`Podman::calls`] keeps these.
-pub const SPEC_VARS: [&str; 6] = [
-    "CNI_COMMAND",
-    "CNI_CONTAINERID",
-    "CNI_NETNS",
-    "CNI_IFNAME",
-    "CNI_ARGS",
-    "CNI_PATH",
-];
+pub const SPEC_VARS: [&str; 6] = cni_common::env::VARS;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
