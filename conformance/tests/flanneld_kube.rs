@@ -594,58 +594,6 @@ fn kube_vxlan_keeps_its_mac_across_a_reboot() {
     assert_eq!(machine_state(), before, "the machine's state changed");
 }
 
-/// `testdata/bad-nodes/cases.json` with its placeholders replaced: (good, bad) Nodes as
-/// (name, podCIDRs, annotations).
-type NodeCase = (String, Vec<String>, Vec<(String, String)>);
-
-fn node_cases(replace: &[(&str, &str)]) -> (Vec<NodeCase>, Vec<NodeCase>) {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../testdata/bad-nodes/cases.json"
-    );
-    let mut text = std::fs::read_to_string(path).unwrap();
-    for (from, to) in replace {
-        text = text.replace(from, to);
-    }
-    assert!(!text.contains("OWN_"), "every placeholder replaced");
-    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
-    const P: &str = "flannel.alpha.coreos.com/";
-    let one = |case: &serde_json::Value| -> NodeCase {
-        let name = case["name"].as_str().unwrap().to_owned();
-        let cidrs = case["podCIDRs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap().to_owned())
-            .collect();
-        let ip = case["publicIP"].as_str().unwrap_or("192.168.50.40");
-        let mac = case["mac"].as_str().unwrap_or("02:bb:00:00:00:40");
-        let mut data = format!(r#"{{"VNI":1,"VtepMAC":"{mac}"}}"#);
-        if let Some(n) = case["hugeData"].as_u64() {
-            data = format!(
-                r#"{{"VNI":1,"VtepMAC":"{mac}","Pad":"{}"}}"#,
-                "x".repeat(n as usize)
-            );
-        }
-        let mut ann: std::collections::BTreeMap<String, Option<String>> = [
-            ("backend-data", data),
-            ("backend-type", "vxlan".to_owned()),
-            ("kube-subnet-manager", "true".to_owned()),
-            ("public-ip", ip.to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (format!("{P}{k}"), Some(v)))
-        .collect();
-        for (k, v) in case["annotations"].as_object().into_iter().flatten() {
-            ann.insert(format!("{P}{k}"), v.as_str().map(str::to_owned));
-        }
-        let ann = ann.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
-        (name, cidrs, ann)
-    };
-    let list = |k: &str| cases[k].as_array().unwrap().iter().map(one).collect();
-    (list("good"), list("bad"))
-}
-
 /// The 30 hostile Nodes of `testdata/bad-nodes/` on a real apiserver, next to two good ones,
 /// and our flanneld (the binary, vxlan) on a node: each hostile Node the apiserver takes is
 /// skipped with one line and leaves nothing in the kernel; the good ones are programmed.
@@ -668,19 +616,22 @@ fn kube_hostile_nodes_are_skipped_good_ones_programmed() {
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("no MAC in {link}"))
         .to_owned();
-    let (good, bad) = node_cases(&[
+    let cases = test_corpus::bad_nodes::cases(&[
         ("OWN_CIDR", "10.244.1.0/24"),
         ("OWN_HALF", "10.244.1.128/25"),
         ("OWN_IP", &ip),
         ("OWN_MAC", &mac),
         ("OUTSIDE", "10.99.0.0/24"),
         ("NETWORK", "10.244.0.0/16"),
-    ]);
+    ])
+    .unwrap();
     let mut refused = Vec::new();
-    for (name, cidrs, ann) in good.iter().chain(&bad) {
-        let cidrs: Vec<&str> = cidrs.iter().map(String::as_str).collect();
-        let ann: Vec<(&str, &str)> = ann.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        if let Err(e) = plane.cp.try_create_node(name, &cidrs, &ann) {
+    for case in cases.good.iter().chain(&cases.bad) {
+        let name = &case.name;
+        if let Err(e) = plane
+            .cp
+            .try_create_node(name, &case.cidrs(), &case.annotation_pairs())
+        {
             assert!(name.starts_with("bad-"), "{name}: {e}");
             refused.push(format!("{name}: {e}"));
         }
@@ -706,11 +657,12 @@ fn kube_hostile_nodes_are_skipped_good_ones_programmed() {
     );
     let log = agent.log();
     let mut skipped = 0;
-    for (name, cidrs, _) in &bad {
+    for case in &cases.bad {
+        let name = &case.name;
         if refused.iter().any(|r| r.starts_with(&format!("{name}:"))) {
             continue;
         }
-        let key = cidrs[0].replace('/', "-");
+        let key = case.pod_cidrs[0].replace('/', "-");
         let lines = log
             .lines()
             .filter(|l| {
