@@ -188,26 +188,19 @@ pub fn build_image(dir: &Path) -> PathBuf {
 /// `mount -n`: without it, mount(8) creates `/run/mount` (its utab) on the machine's /run
 /// before the tmpfs covers it. `/var/lib` gets a tmpfs too: go-cni caches results in
 /// `/var/lib/cni` and containerd 1.6 has no setting to move it.
-const HOLDER: &str = r#"set -e
+const HOLDER: &str = concat!(
+    r#"set -e
 mount -n -t tmpfs -o mode=755 cni-rs-run /run
 mount -n -t tmpfs -o mode=755 cni-rs-varlib /var/lib
 mkdir -p /run/netns
-over() {
-    if [ ! -d "$2" ]; then
-        up=$(dirname "$2")
-        while [ ! -d "$up" ]; do up=$(dirname "$up"); done
-        [ "$up" != / ]
-        mkdir -p "$3/upper" "$3/work"
-        mount -n -t overlay cni-rs -o "lowerdir=$up,upperdir=$3/upper,workdir=$3/work" "$up"
-        mkdir -p "$2"
-    fi
-    mount -n --bind "$1" "$2"
-}
-over "$1" /etc/cni/net.d "$3/etc"
+"#,
+    over_fn!(),
+    r#"over "$1" /etc/cni/net.d "$3/etc"
 over "$2" /opt/cni/bin "$3/opt"
 echo ready
 exec sleep 2147483647
-"#;
+"#
+);
 
 /// The logging shim put in place of each plugin: records the call's `CNI_*` environment,
 /// stdin, stdout and exit code in `@LOG@`, then runs the real plugin from `@REAL@`.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::pki::Ca;
 use rig::netns::TestNetns;
 use rig::node::Node;
 use rig::plugin::plugin_dir;
@@ -184,90 +185,30 @@ pub struct Certs {
     pub client: (PathBuf, PathBuf),
 }
 
-pub(crate) fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl Certs {
     /// Makes the CA and both certificates in `dir`.
     pub fn make(dir: &Path) -> Certs {
-        fs::create_dir_all(dir).unwrap();
-        openssl(
+        let ca = Ca::make(dir, "ca.pem", "cni-rs test CA");
+        let server = ca.issue(
             dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-subj",
-                "/CN=cni-rs test CA",
-            ],
-        );
-        fs::write(
-            dir.join("server.ext"),
-            format!(
+            "server",
+            "pem",
+            "/CN=etcd",
+            &format!(
                 "subjectAltName=IP:{LAN_IP},IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
             ),
-        )
-        .unwrap();
-        fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-        for (name, cn) in [("server", "etcd"), ("client", "flanneld")] {
-            openssl(
-                dir,
-                &[
-                    "req",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-keyout",
-                    &format!("{name}.key"),
-                    "-out",
-                    &format!("{name}.csr"),
-                    "-subj",
-                    &format!("/CN={cn}"),
-                ],
-            );
-            openssl(
-                dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &format!("{name}.csr"),
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-days",
-                    "2",
-                    "-out",
-                    &format!("{name}.pem"),
-                    "-extfile",
-                    &format!("{name}.ext"),
-                ],
-            );
-        }
+        );
+        let client = ca.issue(
+            dir,
+            "client",
+            "pem",
+            "/CN=flanneld",
+            "extendedKeyUsage=clientAuth\n",
+        );
         Certs {
-            ca: dir.join("ca.pem"),
-            server: (dir.join("server.pem"), dir.join("server.key")),
-            client: (dir.join("client.pem"), dir.join("client.key")),
+            ca: ca.cert,
+            server: (server.cert, server.key),
+            client: (client.cert, client.key),
         }
     }
 }

@@ -127,7 +127,8 @@ pub fn missing() -> Option<String> {
 /// utab) on the machine's /run before the tmpfs covers it. A directory that does not exist
 /// on the machine (`/opt/cni/bin`) is made on an overlay of its nearest existing parent, so
 /// nothing is created outside.
-const HOLDER: &str = r#"set -e
+const HOLDER: &str = concat!(
+    r#"set -e
 d=$1
 # Copies of other namespaces' pins would keep those namespaces alive.
 for m in $(awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "nsfs") print $5; break } }' /proc/self/mountinfo); do
@@ -160,18 +161,9 @@ mkdir -p /run/netns /run/flannel
 mount -n --bind "$d/run-flannel" /run/flannel
 mount -n --bind "$d/var-lib" /var/lib
 mount -n --bind "$d/var-log" /var/log
-over() {
-    if [ ! -d "$2" ]; then
-        up=$(dirname "$2")
-        while [ ! -d "$up" ]; do up=$(dirname "$up"); done
-        [ "$up" != / ]
-        mkdir -p "$3/upper" "$3/work"
-        mount -n -t overlay cni-rs -o "lowerdir=$up,upperdir=$3/upper,workdir=$3/work" "$up"
-        mkdir -p "$2"
-    fi
-    mount -n --bind "$1" "$2"
-}
-over "$d/cni-conf" /etc/cni/net.d "$d/scratch/etc"
+"#,
+    over_fn!(),
+    r#"over "$d/cni-conf" /etc/cni/net.d "$d/scratch/etc"
 over "$d/cni-bin" /opt/cni/bin "$d/scratch/opt"
 # kubelet reads its kernel tunables with the values it wants and leaves the machine's alone.
 for f in "$d"/sysctl/*; do
@@ -179,7 +171,8 @@ for f in "$d"/sysctl/*; do
 done
 echo ready
 exec sleep 2147483647
-"#;
+"#
+);
 
 /// A name unique on the machine: the test process's PID and a counter.
 fn unique(what: &str) -> String {

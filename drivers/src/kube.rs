@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::etcd::{LAN_IP, Lan, openssl, stop};
+use crate::etcd::{LAN_IP, Lan, stop};
+use crate::pki::{Ca, openssl};
 use rig::netns::TestNetns;
 
 /// The Kubernetes version `scripts/kube-build.sh` builds.
@@ -170,68 +171,18 @@ impl ControlPlane {
     /// The CA, the apiserver's serving certificate and the service-account key pair.
     fn make_pki(&self) {
         let pki = self.dir.join("pki");
-        openssl(
+        let ca = Ca::make(&pki, "ca.crt", "cni-rs test kubernetes CA");
+        ca.issue(
             &pki,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-subj",
-                "/CN=cni-rs test kubernetes CA",
-            ],
-        );
-        fs::write(
-            pki.join("apiserver.ext"),
-            format!(
+            "apiserver",
+            "crt",
+            "/CN=kube-apiserver",
+            &format!(
                 "subjectAltName=IP:{LAN_IP},IP:10.96.0.1,DNS:kubernetes,DNS:kubernetes.default,\
                  DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n\
                  keyUsage=critical,digitalSignature,keyEncipherment\n\
                  extendedKeyUsage=serverAuth\n"
             ),
-        )
-        .unwrap();
-        openssl(
-            &pki,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "apiserver.key",
-                "-out",
-                "apiserver.csr",
-                "-subj",
-                "/CN=kube-apiserver",
-            ],
-        );
-        openssl(
-            &pki,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "apiserver.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-out",
-                "apiserver.crt",
-                "-extfile",
-                "apiserver.ext",
-            ],
         );
         openssl(
             &pki,
@@ -490,55 +441,21 @@ impl ControlPlane {
     pub fn client_cert_kubeconfig(&self, user: &str, groups: &[&str], path: &Path) {
         let dir = path.parent().unwrap();
         let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let key = dir.join(format!("{stem}.key"));
-        let csr = dir.join(format!("{stem}.csr"));
-        let crt = dir.join(format!("{stem}.crt"));
-        let ext = dir.join(format!("{stem}.ext"));
-        fs::write(
-            &ext,
-            "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
-        )
-        .unwrap();
         let subject: String = std::iter::once(format!("/CN={user}"))
             .chain(groups.iter().map(|g| format!("/O={g}")))
             .collect();
-        let s = |p: &Path| p.display().to_string();
-        openssl(
+        let ca = Ca {
+            cert: self.ca.clone(),
+            key: self.ca_key_file(),
+        };
+        let issued = ca.issue(
             dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &s(&key),
-                "-out",
-                &s(&csr),
-                "-subj",
-                &subject,
-            ],
+            &stem,
+            "crt",
+            &subject,
+            "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
         );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &s(&csr),
-                "-CA",
-                &s(&self.ca),
-                "-CAkey",
-                &s(&self.ca_key_file()),
-                "-CAserial",
-                &s(&self.pki("ca.srl")),
-                "-days",
-                "2",
-                "-out",
-                &s(&crt),
-                "-extfile",
-                &s(&ext),
-            ],
-        );
+        let (crt, key) = (issued.cert, issued.key);
         let config = format!(
             "apiVersion: v1\n\
              kind: Config\n\
