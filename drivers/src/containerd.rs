@@ -47,8 +47,8 @@ const APPLETS: &[&str] = &[
     "sh", "sleep", "cat", "echo", "ip", "ping", "nc", "httpd", "wget", "hostname", "ls", "true",
 ];
 
-/// The PATH containerd and ctr run with (as under an init system).
-const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The PATH containerd, ctr and a kube node's daemons run with (as under an init system).
+pub(crate) const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -179,6 +179,34 @@ pub fn build_image(dir: &Path) -> PathBuf {
         "layer.tar",
     ]));
     tarball
+}
+
+/// `nsenter --target=<pid> <namespaces> --`, with only the system PATH and ctr's snapshotter
+/// in its environment: the start of a command inside a namespace holder (containerd's, a
+/// kube node's).
+pub(crate) fn enter_holder(pid: u32, namespaces: &[&str]) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.env_clear()
+        .env("PATH", SYSTEM_PATH)
+        // ctr's default for --snapshotter.
+        .env("CONTAINERD_SNAPSHOTTER", snapshotter())
+        .arg(format!("--target={pid}"))
+        .args(namespaces)
+        .arg("--");
+    cmd
+}
+
+/// `ctr --address=<socket> --namespace=<ns> args…`, run through `enter` (a holder's
+/// [`enter_holder`] command).
+pub(crate) fn ctr(mut enter: Command, socket: &Path, ns: &str, args: &[&str]) -> Output {
+    enter
+        .arg("ctr")
+        .arg(format!("--address={}", socket.display()))
+        .arg(format!("--namespace={ns}"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ctr: {e}"))
 }
 
 /// Makes the private mount namespace and then sleeps, holding it. `$1` the conf dir, `$2`
@@ -468,27 +496,13 @@ impl<'n> Containerd<'n> {
     /// A command run in containerd's network and mount namespaces, with a clean
     /// environment (the plugins get containerd's and ctr's).
     pub fn enter(&self) -> Command {
-        let mut cmd = Command::new("nsenter");
-        cmd.env_clear()
-            .env("PATH", SYSTEM_PATH)
-            // ctr's default for --snapshotter.
-            .env("CONTAINERD_SNAPSHOTTER", snapshotter())
-            .arg(format!("--target={}", self.holder.id()))
-            .args(["--mount", "--net", "--"]);
-        cmd
+        enter_holder(self.holder.id(), &["--mount", "--net"])
     }
 
     /// Runs `ctr` against this containerd in namespace `ns`, where `ctr run --cni` sees the
     /// node's conflist and plugins.
     pub fn ctr_in(&self, ns: &str, args: &[&str]) -> Output {
-        self.enter()
-            .arg("ctr")
-            .arg(format!("--address={}", self.socket().display()))
-            .arg(format!("--namespace={ns}"))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run ctr: {e}"))
+        ctr(self.enter(), &self.socket(), ns, args)
     }
 
     /// `ctr` in [`Containerd::ctr_namespace`].

@@ -64,7 +64,9 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::containerd::{BUSYBOX_IMAGE, CRI_NAMESPACE, PAUSE_IMAGE, build_image, snapshotter};
+use crate::containerd::{
+    BUSYBOX_IMAGE, CRI_NAMESPACE, PAUSE_IMAGE, SYSTEM_PATH, build_image, enter_holder,
+};
 use crate::etcd::{LAN_IP, Lan, stop};
 use crate::kube::log_file;
 use crate::kube::{self, ControlPlane, PORT};
@@ -80,9 +82,6 @@ pub const POD_NETWORK: &str = "10.244.0.0/16";
 /// package (kubeadm's `kubernetes-cni`) puts them there; flannel's own plugin is installed
 /// by kube-flannel's `install-cni-plugin` init container.
 pub const NODE_PLUGINS: &[&str] = &["bridge", "host-local", "portmap", "loopback"];
-
-/// The PATH the node's daemons run with (as under an init system).
-const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// kubelet's kernel tunables (`pkg/kubelet/cm/container_manager_linux.go`) and the values it
 /// sets when they differ: shown to it with those values (see the module's documentation).
@@ -431,14 +430,7 @@ impl K8sNode {
     /// A command run in the node's network, mount and UTS namespaces (as its daemons run),
     /// with a clean environment.
     pub fn enter(&self) -> Command {
-        let mut cmd = Command::new("nsenter");
-        cmd.env_clear()
-            .env("PATH", SYSTEM_PATH)
-            // ctr's default for --snapshotter.
-            .env("CONTAINERD_SNAPSHOTTER", snapshotter())
-            .arg(format!("--target={}", self.holder_pid()))
-            .args(["--mount", "--uts", "--net", "--"]);
-        cmd
+        enter_holder(self.holder_pid(), &["--mount", "--uts", "--net"])
     }
 
     /// `sh -c script` in the node (see [`K8sNode::enter`]).
@@ -448,14 +440,7 @@ impl K8sNode {
 
     /// `ctr --namespace <ns> args...` against the node's containerd, in the node.
     pub fn ctr_in(&self, ns: &str, args: &[&str]) -> Output {
-        self.enter()
-            .arg("ctr")
-            .arg(format!("--address={}", self.containerd_socket().display()))
-            .arg(format!("--namespace={ns}"))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run ctr: {e}"))
+        crate::containerd::ctr(self.enter(), &self.containerd_socket(), ns, args)
     }
 
     /// `ctr -n k8s.io args...` (the CRI's namespace: what kubelet sees).
